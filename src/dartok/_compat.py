@@ -1,0 +1,72 @@
+"""Import-time compatibility fixes, kept in one place.
+
+torchvision 0.28.0 from PyPI is a CUDA build. On the CPU-only torch wheel its compiled
+extension ``torchvision/_C.so`` fails to load, and ``import torchvision`` (hence
+``import timm``) then dies in ``torchvision/_meta_registrations.py`` with
+``operator torchvision::nms does not exist``. :func:`ensure_torchvision_importable`
+defines the schemas of torchvision's custom ops, *only* when the extension cannot be
+loaded, so torchvision's pure-Python parts (transforms, datasets) and timm work. The
+ops themselves stay unavailable (calling ``torchvision.ops.nms`` raises), which dartok
+never needs. On a healthy install it does nothing.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import torch
+
+# Schemas of the ops torchvision's C++ extension registers (torchvision/csrc/ops/*.cpp).
+TORCHVISION_OP_SCHEMAS = (
+    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor",
+    "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, int sampling_ratio, bool aligned) -> Tensor",
+    "qroi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor",
+    "ps_roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, int sampling_ratio) -> (Tensor, Tensor)",
+    "_ps_roi_align_backward(Tensor grad, Tensor rois, Tensor channel_mapping, float spatial_scale, SymInt pooled_height, SymInt pooled_width, int sampling_ratio, SymInt batch_size, SymInt channels, SymInt height, SymInt width) -> Tensor",
+    "roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width) -> (Tensor, Tensor)",
+    "_roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, SymInt pooled_height, SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width) -> Tensor",
+    "ps_roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width) -> (Tensor, Tensor)",
+    "_ps_roi_pool_backward(Tensor grad, Tensor rois, Tensor channel_mapping, float spatial_scale, SymInt pooled_height, SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width) -> Tensor",
+    "deform_conv2d(Tensor input, Tensor weight, Tensor offset, Tensor mask, Tensor bias, SymInt stride_h, SymInt stride_w, SymInt pad_h, SymInt pad_w, SymInt dilation_h, SymInt dilation_w, SymInt groups, SymInt offset_groups, bool use_mask) -> Tensor",
+    "_deform_conv2d_backward(Tensor grad, Tensor input, Tensor weight, Tensor offset, Tensor mask, Tensor bias, SymInt stride_h, SymInt stride_w, SymInt pad_h, SymInt pad_w, SymInt dilation_h, SymInt dilation_w, SymInt groups, SymInt offset_groups, bool use_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
+
+_shim_library = None  # keeps the torch.library.Library alive (dropping it unregisters the ops)
+
+
+def torchvision_extension_loads() -> bool:
+    """True if torchvision is absent, already imported, or its ``_C`` extension loads."""
+    if "torchvision" in sys.modules:
+        return True
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return True
+    pkg_dir = list(spec.submodule_search_locations)[0]
+    candidates = [f for f in os.listdir(pkg_dir) if f.startswith("_C.") and f.endswith((".so", ".pyd"))]
+    if not candidates:
+        return False
+    try:
+        torch.ops.load_library(os.path.join(pkg_dir, candidates[0]))
+        return True
+    except (OSError, RuntimeError, ImportError):
+        return False
+
+
+def ensure_torchvision_importable() -> bool:
+    """Define torchvision's op schemas if its compiled extension cannot load.
+
+    Returns:
+        True if the shim was installed by this call, False if nothing was needed
+        (healthy install, torchvision missing, or shim already installed).
+    """
+    global _shim_library
+    if _shim_library is not None or torchvision_extension_loads():
+        return False
+    lib = torch.library.Library("torchvision", "DEF")
+    for schema in TORCHVISION_OP_SCHEMAS:
+        lib.define(schema)
+    _shim_library = lib
+    return True

@@ -1,0 +1,247 @@
+"""Differentiable quantile partition of a 2-D score map into boxes of equal mass.
+
+Pure functions, batched over samples, bands and tokens (no Python loop over any of them).
+The method is SPEC §2 / paper §3.2 ("tiles on a wall"):
+
+1. the pdf on an ``h×w`` grid of equal cells is a piecewise-constant density on the
+   unit square; its y-marginal gives band boundaries at quantiles (paper Eq. 1);
+2. each band's x-density is the integral over y of the pdf inside the band, a linear
+   combination of grid rows weighted by their fractional overlap with the band;
+3. each band is cut at quantiles of its own x-density.
+
+Every box holds exactly ``1/N`` of the (alpha-mixed) mass, boxes tile ``[0,1]²`` with no
+overlap, and no box straddles two bands. Boxes come in band-major order (band by band,
+top to bottom, left to right inside a band), the scan order Vim expects.
+
+Coordinates: a box is ``(x0, y0, x1, y1)`` in ``[0, 1]``, x along the image width.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "band_layout",
+    "interval_overlap",
+    "mix_uniform",
+    "normalize_pdf",
+    "quantile_1d",
+    "quantile_boxes",
+]
+
+DEFAULT_ALPHA = 0.1
+"""Default weight of the uniform density mixed into the pdf (SPEC §2, "Minimum and
+maximum box size"). With ``alpha = 0.1`` every box covers at most ``1/(0.1·N)`` of the
+image area, i.e. ten times the area of a uniform-grid box."""
+
+
+def band_layout(num_tokens: int, bands: int | None = None) -> tuple[int, ...]:
+    """Number of tokens in each band for a token budget (SPEC §2 "Budgets").
+
+    Args:
+        num_tokens: N ≥ 1, the total number of boxes.
+        bands: R, the number of bands (rows). ``None`` → ``round(√N)``. 1 ≤ R ≤ N.
+
+    Returns:
+        Tuple of R ints ``C_a`` summing to N and differing by at most one, spread evenly
+        (``C_a = ⌊(a+1)N/R⌋ − ⌊aN/R⌋``). N = R·C gives the plain R×C grid; e.g. 392 with
+        R = 20 gives 12 bands of 20 and 8 of 19.
+
+    Raises:
+        ValueError: N < 1, R < 1 or R > N, or non-integer arguments.
+    """
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
+        raise ValueError(f"num_tokens must be an integer >= 1, got {num_tokens!r}")
+    if bands is None:
+        bands = max(1, round(math.sqrt(num_tokens)))
+    if isinstance(bands, bool) or not isinstance(bands, int) or not 1 <= bands <= num_tokens:
+        raise ValueError(
+            f"bands must be an integer in [1, num_tokens={num_tokens}], got {bands!r} "
+            "(a band holds at least one token)"
+        )
+    return tuple((a + 1) * num_tokens // bands - a * num_tokens // bands for a in range(bands))
+
+
+@lru_cache(maxsize=64)
+def _layout_indices(counts: tuple[int, ...]) -> tuple[list[int], int]:
+    """Flat indices of the valid (band, column) slots in an ``R × max(C_a)`` array."""
+    cmax = max(counts)
+    idx = [a * cmax + k for a, c in enumerate(counts) for k in range(c)]
+    return idx, cmax
+
+
+def interval_overlap(lo: torch.Tensor, hi: torch.Tensor, n: int) -> torch.Tensor:
+    """Length of overlap of intervals ``[lo, hi]`` with the n equal cells of ``[0, 1]``.
+
+    Args:
+        lo, hi: tensors of the same shape ``(...)``, values in [0, 1], ``lo <= hi``.
+        n: number of cells; cell i is ``[i/n, (i+1)/n]``.
+
+    Returns:
+        ``(..., n)`` tensor, the overlap of each interval with each cell, in units of
+        the cell width (so each entry is in [0, 1] and a row sums to ``n·(hi − lo)``).
+        Piecewise linear, hence differentiable almost everywhere in ``lo`` and ``hi``.
+    """
+    edges = torch.arange(n + 1, device=lo.device, dtype=lo.dtype) / n
+    left = torch.maximum(lo.unsqueeze(-1), edges[:-1])
+    right = torch.minimum(hi.unsqueeze(-1), edges[1:])
+    return (right - left).clamp_min(0) * n
+
+
+def quantile_1d(pdf: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Positions of given cumulative masses under a piecewise-constant density (paper Eq. 1).
+
+    The density is ``pdf[..., i]`` on cell ``[i/n, (i+1)/n]`` (mass per cell, not per unit
+    length), its CDF is piecewise linear with knots ``C_k = Σ_{i<k} pdf_i``. For each
+    target ``q`` the cell k with ``C_k ≤ q < C_{k+1}`` is found with ``searchsorted`` (no
+    gradient) and ``x = (k + (q − C_k)/pdf_k)/n``; ``C_k`` and ``pdf_k`` (and q) carry the
+    gradient.
+
+    Args:
+        pdf: ``(..., n)`` non-negative masses (need not sum to 1).
+        q: ``(..., m)`` target cumulative masses in ``[0, Σ pdf]``, same leading dims.
+
+    Returns:
+        ``(..., m)`` positions in [0, 1]. Targets that fall on a run of zero-mass cells
+        resolve to the left end of the next cell with mass.
+    """
+    n = pdf.shape[-1]
+    cdf = torch.cumsum(pdf, dim=-1)  # C_{k+1}, (..., n)
+    with torch.no_grad():
+        k = torch.searchsorted(cdf.detach().contiguous(), q.detach().contiguous(), right=True)
+        k = k.clamp_(max=n - 1)
+    p_k = torch.gather(pdf, -1, k)
+    c_k = torch.gather(cdf, -1, k) - p_k  # C_k = C_{k+1} − p_k
+    safe = p_k > 0
+    t = torch.where(safe, (q - c_k) / torch.where(safe, p_k, torch.ones_like(p_k)), torch.zeros_like(p_k))
+    return (k.to(pdf.dtype) + t.clamp(0.0, 1.0)) / n
+
+
+def normalize_pdf(pdf: torch.Tensor) -> torch.Tensor:
+    """Validate a score map and scale each sample to sum to 1.
+
+    Args:
+        pdf: ``B×h×w`` finite, non-negative scores.
+
+    Returns:
+        ``B×h×w`` pdf summing to 1 per sample. A sample whose scores are all zero becomes
+        the uniform pdf (documented behaviour, so a blank score map gives the ViT grid).
+
+    Raises:
+        ValueError: wrong rank, empty grid, non-finite or negative values.
+    """
+    if not isinstance(pdf, torch.Tensor) or pdf.dim() != 3:
+        shape = tuple(pdf.shape) if isinstance(pdf, torch.Tensor) else type(pdf).__name__
+        raise ValueError(f"pdf must be a B×h×w tensor, got shape {shape}")
+    if pdf.shape[1] < 1 or pdf.shape[2] < 1:
+        raise ValueError(f"pdf grid must be at least 1×1, got {tuple(pdf.shape[1:])}")
+    if not pdf.is_floating_point():
+        pdf = pdf.float()
+    if not bool(torch.isfinite(pdf).all()):
+        raise ValueError("pdf contains NaN or Inf values; scores must be finite")
+    if bool((pdf < 0).any()):
+        raise ValueError(f"pdf must be non-negative, got minimum {pdf.min().item():.4g}")
+    total = pdf.sum(dim=(1, 2), keepdim=True)
+    zero = total == 0
+    uniform = torch.full_like(pdf, 1.0 / (pdf.shape[1] * pdf.shape[2]))
+    return torch.where(zero, uniform, pdf / torch.where(zero, torch.ones_like(total), total))
+
+
+def mix_uniform(pdf: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``(1 − α)·pdf + α/(h·w)``: bound the zoom of the partition (SPEC §2).
+
+    Args:
+        pdf: ``B×h×w`` pdf summing to 1 per sample.
+        alpha: in [0, 1). Every cell keeps at least ``α/(h·w)`` of the mass, so no box is
+            larger than ``1/(α·N)`` of the image area.
+
+    Raises:
+        ValueError: alpha outside [0, 1).
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha < 1.0:
+        raise ValueError(f"alpha must be a float in [0, 1), got {alpha!r}")
+    if alpha == 0:
+        return pdf
+    return (1.0 - alpha) * pdf + alpha / (pdf.shape[-1] * pdf.shape[-2])
+
+
+def _partition(pdf: torch.Tensor, counts: tuple[int, ...]) -> torch.Tensor:
+    """Core of :func:`quantile_boxes` on a validated pdf (``B×h×w``, sums to 1)."""
+    bsz, h, w = pdf.shape
+    num_bands = len(counts)
+    num_tokens = sum(counts)
+    device, dtype = pdf.device, pdf.dtype
+
+    # 1. band boundaries: y-quantiles at cumulative token fractions Σ_{b<a} C_b / N.
+    cum = torch.tensor([0, *counts], dtype=dtype, device=device).cumsum(0) / num_tokens
+    row_mass = pdf.sum(dim=2)  # B×h
+    inner = quantile_1d(row_mass, (cum[1:-1] * row_mass.sum(1, keepdim=True)).expand(bsz, -1).contiguous()
+                        if num_bands > 1 else row_mass[:, :0])
+    zeros = row_mass.new_zeros(bsz, 1)
+    ys = torch.cat([zeros, inner, zeros + 1.0], dim=1)  # B×(R+1)
+    y0, y1 = ys[:, :-1], ys[:, 1:]
+
+    # 2. band x-densities: rows weighted by their fractional overlap with each band.
+    row_weight = interval_overlap(y0, y1, h)  # B×R×h
+    band_pdf = torch.bmm(row_weight, pdf)  # B×R×w
+    band_mass = band_pdf.sum(-1, keepdim=True)  # B×R×1
+
+    # 3. x-cuts per band at k/C_a of the band's own mass, padded to max(C_a).
+    idx, cmax = _layout_indices(counts)
+    c = torch.tensor(counts, dtype=dtype, device=device).unsqueeze(-1)  # R×1
+    k = torch.arange(cmax + 1, dtype=dtype, device=device)  # cmax+1
+    frac = (k / c).clamp(max=1.0)  # R×(cmax+1)
+    xs = quantile_1d(band_pdf, frac * band_mass)  # B×R×(cmax+1)
+    # exact outer edges; column C_a of band a is its right edge 1
+    last = k >= c
+    xs = torch.where(last, torch.ones_like(xs), xs)
+    xs = torch.cat([torch.zeros_like(xs[..., :1]), xs[..., 1:]], dim=-1)
+
+    boxes = torch.stack(
+        [
+            xs[..., :-1],
+            y0.unsqueeze(-1).expand(-1, -1, cmax),
+            xs[..., 1:],
+            y1.unsqueeze(-1).expand(-1, -1, cmax),
+        ],
+        dim=-1,
+    ).reshape(bsz, num_bands * cmax, 4)
+    if len(idx) != boxes.shape[1]:
+        boxes = boxes[:, torch.tensor(idx, device=device)]
+    return boxes
+
+
+def quantile_boxes(
+    pdf: torch.Tensor,
+    num_tokens: int,
+    bands: int | None = None,
+    alpha: float = DEFAULT_ALPHA,
+) -> torch.Tensor:
+    """Cut the unit square into ``num_tokens`` boxes of equal mass under a score map.
+
+    SPEC §2, paper §3.2. Differentiable almost everywhere with respect to ``pdf``
+    (the cell indices come from ``searchsorted``; the boundaries are piecewise linear in
+    the masses).
+
+    Args:
+        pdf: ``B×h×w`` non-negative scores on an ``h×w`` grid over the image (any h, w);
+            normalised per sample here. An all-zero sample is treated as uniform.
+        num_tokens: N ≥ 1 (any integer, primes included).
+        bands: number of bands R (``None`` → ``round(√N)``); see :func:`band_layout`.
+        alpha: weight in [0, 1) of the uniform density mixed in (:func:`mix_uniform`).
+
+    Returns:
+        boxes ``B×N×4`` as ``(x0, y0, x1, y1)`` in [0, 1], band-major order. Each box holds
+        mass ``1/N`` of the alpha-mixed pdf; the boxes tile ``[0,1]²`` without overlap.
+        A uniform pdf with N = R·C gives the regular R×C grid.
+
+    Raises:
+        ValueError: bad pdf (rank, NaN/Inf, negative), N < 1, R outside [1, N], alpha
+            outside [0, 1).
+    """
+    counts = band_layout(num_tokens, bands)
+    pdf = mix_uniform(normalize_pdf(pdf), alpha)
+    return _partition(pdf, counts)
