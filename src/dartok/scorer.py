@@ -1,0 +1,229 @@
+"""Score networks: image → score map → pdf (SPEC §3, paper §3.1, §4.3, §5.1).
+
+A scorer is a lightweight pretrained CNN trunk (timm, ``features_only=True``), cut after
+a stage, and a small trainable head:
+
+- ``v1`` (DeiT): a 2-layer MLP over channels at each location → one score per location.
+- ``v2`` (Vim, VideoMamba): global-average-pooled features → 2-layer MLP → one weight per
+  channel; score = Σ_c feature_c · weight_c at each location.
+
+The trunk runs on a downsampled copy of the image (default 224×224) so its cost stays
+small, is frozen and kept in eval mode by default (its BatchNorm statistics never move),
+and is never re-initialised by the model. The scores of each sample are standardised by
+that sample's own mean and std, squashed by a sigmoid and normalised to sum to 1, so one
+image's pdf never depends on the other images in its batch (the authors' code uses batch
+statistics; SPEC §4).
+
+Where the paper cuts its trunks (Table 5: MobileNetV3-Small ``features[:11]`` for DeiT-Ti,
+-Large ``[:15]`` for DeiT-S) it feeds them the 448 input, stride 32 → a 14×14 score map.
+Here the trunk sees the 224 copy, so the default cut is the last stride-16 stage, which
+gives the same 14×14 map for about a quarter of the compute. ``stage`` picks another cut.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["SCORER_TRUNKS", "Scorer", "ScorerHeadV1", "ScorerHeadV2", "edge_pdf", "scores_to_pdf", "uniform_pdf"]
+
+
+@dataclass(frozen=True)
+class TrunkSpec:
+    """A timm trunk and its pretrained tag (used only when ``pretrained=True``)."""
+
+    model_name: str
+    pretrained_tag: str
+    stage: int = 3  # index into timm's feature_info; 3 = last stride-16 stage
+
+
+SCORER_TRUNKS: dict[str, TrunkSpec] = {
+    "mobilenetv3_small": TrunkSpec("mobilenetv3_small_100", "lamb_in1k"),
+    "mobilenetv3_large": TrunkSpec("mobilenetv3_large_100", "ra_in1k"),
+    "mnasnet": TrunkSpec("mnasnet_100", "rmsp_in1k"),
+    "efficientnet_b0": TrunkSpec("efficientnet_b0", "ra_in1k"),
+}
+"""Trunks known by short name (paper Table 4/5). Any other timm model name that supports
+``features_only=True`` can be given directly."""
+
+
+def scores_to_pdf(scores: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-sample standardise, sigmoid, normalise to sum 1 (SPEC §3 "Normalisation").
+
+    Args:
+        scores: ``B×h×w`` raw scores (finite).
+        eps: added to the variance, so a constant score map gives the uniform pdf.
+
+    Returns:
+        ``B×h×w`` pdf, each sample sums to 1, every entry > 0. Depends on each sample
+        alone.
+    """
+    flat = scores.flatten(1)
+    mean = flat.mean(1, keepdim=True)
+    var = flat.var(1, unbiased=False, keepdim=True)
+    z = (flat - mean) * torch.rsqrt(var + eps)
+    s = torch.sigmoid(z)
+    return (s / s.sum(1, keepdim=True)).view_as(scores)
+
+
+def uniform_pdf(batch_size: int, size: tuple[int, int] = (14, 14), device=None, dtype=torch.float32) -> torch.Tensor:
+    """``B×h×w`` uniform pdf: the partition it gives is the plain ViT grid."""
+    h, w = size
+    return torch.full((batch_size, h, w), 1.0 / (h * w), device=device, dtype=dtype)
+
+
+def edge_pdf(images: torch.Tensor, size: tuple[int, int] = (14, 14)) -> torch.Tensor:
+    """A hand-made score map: mean gradient magnitude of the image over each grid cell.
+
+    Useful to look at partitions without a trained scorer (``dartok visualize
+    --score-source edges``).
+
+    Args:
+        images: ``B×C×H×W`` images (any range).
+        size: ``(h, w)`` of the score map.
+
+    Returns:
+        ``B×h×w`` pdf (sums to 1 per sample; an image with no edges gives uniform).
+    """
+    gray = images.float().mean(1, keepdim=True)
+    gx = gray[..., :, 1:] - gray[..., :, :-1]
+    gy = gray[..., 1:, :] - gray[..., :-1, :]
+    mag = F.pad(gx.abs(), (0, 1)) + F.pad(gy.abs(), (0, 0, 0, 1))
+    pooled = F.adaptive_avg_pool2d(mag, size).squeeze(1)
+    total = pooled.sum((1, 2), keepdim=True)
+    return torch.where(total > 0, pooled / total.clamp_min(1e-12), torch.full_like(pooled, 1.0 / (size[0] * size[1])))
+
+
+class ScorerHeadV1(nn.Module):
+    """Head v1 (DeiT): per-location 2-layer MLP, ``B×C×h×w`` → ``B×h×w`` scores."""
+
+    def __init__(self, in_channels: int, hidden: int = 128):
+        super().__init__()
+        self.fc1 = nn.Conv2d(in_channels, hidden, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden, 1, 1)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(feats))).squeeze(1)
+
+
+class ScorerHeadV2(nn.Module):
+    """Head v2 (Vim, VideoMamba): GAP → 2-layer MLP → channel weights; Σ_c feature·weight.
+
+    ``B×C×h×w`` → ``B×h×w`` scores. ``extra`` (``B×C×h×w``, e.g. the feature difference
+    between consecutive video frames, paper §3.3) is added to the features the weights
+    multiply, so static content scores lower than moving content.
+    """
+
+    def __init__(self, in_channels: int, hidden: int = 128):
+        super().__init__()
+        self.fc1 = nn.Linear(in_channels, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, in_channels)
+
+    def forward(self, feats: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        weights = self.fc2(self.act(self.fc1(feats.mean((2, 3)))))  # B×C
+        if extra is not None:
+            feats = feats + extra
+        return torch.einsum("bchw,bc->bhw", feats, weights) / feats.shape[1] ** 0.5
+
+
+class Scorer(nn.Module):
+    """Image → pdf over an ``h×w`` grid (SPEC §3).
+
+    Args:
+        trunk: a short name from :data:`SCORER_TRUNKS` or any timm model name that
+            supports ``features_only=True``.
+        head: ``"v1"`` (per-location MLP, DeiT) or ``"v2"`` (channel-gated, Vim).
+        stage: timm ``feature_info`` index to cut the trunk after (default: the trunk's
+            last stride-16 stage). Later blocks are dropped, not just ignored.
+        input_size: side of the square copy of the image the trunk sees (default 224);
+            the score map is ``input_size / stride`` per side (14 for the defaults).
+        in_chans: image channels.
+        hidden: hidden width of the head MLP.
+        pretrained: load the trunk's ImageNet weights from timm's pretrained tag
+            (needs a network); otherwise the trunk is randomly initialised once, here.
+        trainable_trunk: train the trunk too (default False: frozen, in eval mode).
+
+    Shapes:
+        ``forward(images B×C×H×W) → pdf B×h×w`` (each sample sums to 1, entries > 0).
+    """
+
+    def __init__(
+        self,
+        trunk: str = "mobilenetv3_small",
+        head: str = "v1",
+        stage: int | None = None,
+        input_size: int = 224,
+        in_chans: int = 3,
+        hidden: int = 128,
+        pretrained: bool = False,
+        trainable_trunk: bool = False,
+    ):
+        super().__init__()
+        import timm  # after dartok's torchvision shim
+
+        spec = SCORER_TRUNKS.get(trunk, TrunkSpec(trunk, "", 3))
+        stage = spec.stage if stage is None else stage
+        name = spec.model_name
+        if pretrained and spec.pretrained_tag:
+            name = f"{name}.{spec.pretrained_tag}"
+        if head not in ("v1", "v2"):
+            raise ValueError(f"head must be 'v1' or 'v2', got {head!r}")
+        if input_size < 16:
+            raise ValueError(f"scorer input_size must be >= 16, got {input_size}")
+        self.trunk = timm.create_model(
+            name, pretrained=pretrained, features_only=True, out_indices=(stage,), in_chans=in_chans
+        )
+        info = self.trunk.feature_info.get_dicts()[-1]
+        _truncate_trunk(self.trunk, info)
+        self.trunk_name = spec.model_name
+        self.stage = stage
+        self.stride = info["reduction"]
+        self.channels = info["num_chs"]
+        self.input_size = input_size
+        self.head_type = head
+        self.head = (ScorerHeadV1 if head == "v1" else ScorerHeadV2)(self.channels, hidden)
+        self.trainable_trunk = trainable_trunk
+        self.trunk.requires_grad_(trainable_trunk)
+        if not trainable_trunk:
+            self.trunk.eval()
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the score map."""
+        side = -(-self.input_size // self.stride)
+        return side, side
+
+    def train(self, mode: bool = True):
+        """Like ``nn.Module.train``, but a frozen trunk always stays in eval mode."""
+        super().train(mode)
+        if not self.trainable_trunk:
+            self.trunk.eval()
+        return self
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Trunk features ``B×C'×h×w`` of the downsampled image copy."""
+        x = images
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+        if self.trainable_trunk:
+            return self.trunk(x)[-1]
+        with torch.no_grad():
+            return self.trunk(x)[-1]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.features(images)
+        scores = self.head(feats)
+        return scores_to_pdf(scores.float())
+
+
+def _truncate_trunk(trunk: nn.Module, info: dict) -> None:
+    """Drop the blocks after the feature stage ``info`` (timm runs them all otherwise)."""
+    module = info.get("module", "")
+    if module.startswith("blocks.") and hasattr(trunk, "blocks"):
+        keep = int(module.split(".")[1]) + 1
+        trunk.blocks = trunk.blocks[:keep]

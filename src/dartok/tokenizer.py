@@ -1,0 +1,180 @@
+"""The DART tokenizer as an ``nn.Module``: scorer → partition → resample → project.
+
+SPEC §1. A drop-in for timm's ``PatchEmbed``: same ``proj`` (``Conv2d(C, D, P, P)``, so
+a ViT's ``patch_embed.proj`` weights load unchanged), but it returns the tokens together
+with their position embeddings, boxes and pdf.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .partition import DEFAULT_ALPHA, _partition, band_layout, mix_uniform, normalize_pdf
+from .resample import box_average, sample_patches
+from .scorer import Scorer, uniform_pdf
+
+__all__ = ["DART", "DartOutput"]
+
+
+class DartOutput(NamedTuple):
+    """What :class:`DART` returns.
+
+    Attributes:
+        tokens: ``B×N×D`` projected patches (no position embedding added).
+        pos_embed: ``B×N×D`` position embeddings, the area average of the learnable map
+            over each box (zeros if the module has no map).
+        boxes: ``B×N×4`` boxes ``(x0, y0, x1, y1)`` in [0, 1], band-major.
+        pdf: ``B×h×w`` the score map used (after alpha mixing), sums to 1 per sample.
+    """
+
+    tokens: torch.Tensor
+    pos_embed: torch.Tensor
+    boxes: torch.Tensor
+    pdf: torch.Tensor
+
+
+class DART(nn.Module):
+    """Differentiable Dynamic Adaptive Region Tokenizer (paper §3, SPEC §1).
+
+    Args:
+        num_tokens: N ≥ 1, tokens per image (any integer).
+        patch_size: P, side in pixels each box is resampled to (16 in the paper).
+        in_chans: image channels C.
+        embed_dim: token width D.
+        pos_grid: side g of the learnable ``g×g×D`` position-embedding map (a ViT's own
+            grid, 14 for 224/16); 0 disables position embeddings.
+        bands: number of bands R (``None`` → ``round(√N)``).
+        alpha: uniform mixing weight in [0, 1) (:func:`dartok.partition.mix_uniform`).
+        scorer: a :class:`~dartok.scorer.Scorer`, a dict of its keyword arguments, or
+            ``None`` (no learned scores: the pdf is uniform unless one is passed to
+            ``forward``).
+        img_size: nominal input side (only reported, e.g. for FLOP counts and data
+            config); any input size works.
+        bias: whether ``proj`` has a bias.
+        norm_layer: optional norm applied to the tokens, as in ``PatchEmbed``.
+        check_inputs: validate images (rank, channels, finite values) on every call.
+
+    Shapes:
+        ``forward(images B×C×H×W, pdf=None | B×h×w) → DartOutput``.
+
+    Raises:
+        ValueError: at construction for an impossible budget/layout or alpha; in forward
+            for images of the wrong rank or channel count, NaN/Inf pixels, or a bad pdf.
+    """
+
+    def __init__(
+        self,
+        num_tokens: int = 196,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        pos_grid: int = 14,
+        bands: int | None = None,
+        alpha: float = DEFAULT_ALPHA,
+        scorer: Scorer | dict | None = None,
+        img_size: int = 448,
+        bias: bool = True,
+        norm_layer: type[nn.Module] | None = None,
+        check_inputs: bool = True,
+    ):
+        super().__init__()
+        self.counts = band_layout(num_tokens, bands)
+        mix_uniform(torch.ones(1, 1, 1), alpha)  # validates alpha
+        if isinstance(patch_size, (tuple, list)):
+            if patch_size[0] != patch_size[1]:
+                raise ValueError(f"patch_size must be square, got {tuple(patch_size)}")
+            patch_size = patch_size[0]
+        self.num_tokens = num_tokens
+        self.num_patches = num_tokens  # timm PatchEmbed compatibility
+        self.patch_size = (patch_size, patch_size)
+        self.img_size = (img_size, img_size)
+        self.in_chans = in_chans
+        self.embed_dim = embed_dim
+        self.alpha = float(alpha)
+        self.bands = len(self.counts)
+        self.check_inputs = check_inputs
+        self.flatten = True
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias)
+        self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
+        self.pos_grid = pos_grid
+        if pos_grid:
+            self.pos_embed = nn.Parameter(torch.zeros(1, pos_grid * pos_grid, embed_dim))
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        else:
+            self.register_parameter("pos_embed", None)
+        if isinstance(scorer, dict):
+            scorer = Scorer(in_chans=in_chans, **scorer)
+        self.scorer = scorer
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Nominal ``(rows, cols)`` of the token layout: ``(R, max C_a)``."""
+        return self.bands, max(self.counts)
+
+    def feat_ratio(self, as_scalar: bool = True):
+        """timm ``PatchEmbed`` compatibility: nominal input pixels per token side."""
+        ratio = self.img_size[0] / math.sqrt(self.num_tokens)
+        return ratio if as_scalar else (ratio, ratio)
+
+    def extra_repr(self) -> str:
+        return f"num_tokens={self.num_tokens}, bands={self.bands}, alpha={self.alpha}, pos_grid={self.pos_grid}"
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be a B×C×H×W tensor, got {shape}")
+        if images.shape[1] != self.in_chans:
+            raise ValueError(f"images have {images.shape[1]} channels, this DART expects in_chans={self.in_chans}")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be floating point, got {images.dtype}")
+        if images.shape[-1] < 2 or images.shape[-2] < 2:
+            raise ValueError(f"images must be at least 2×2 pixels, got {tuple(images.shape[-2:])}")
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError("images contain NaN or Inf values")
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        """The scorer's pdf ``B×h×w`` for ``images`` (uniform 14×14... if no scorer)."""
+        if self.scorer is None:
+            side = self.pos_grid or round(math.sqrt(self.num_tokens))
+            return uniform_pdf(images.shape[0], (side, side), device=images.device)
+        return self.scorer(images)
+
+    def partition(self, pdf: torch.Tensor) -> torch.Tensor:
+        """Boxes ``B×N×4`` for a (validated, normalised) pdf, in float32 even under autocast."""
+        with torch.autocast(device_type=pdf.device.type, enabled=False):
+            return _partition(pdf.float(), self.counts)
+
+    def position_embeddings(self, boxes: torch.Tensor) -> torch.Tensor:
+        """``B×N×D`` area averages of the position-embedding map over ``boxes``."""
+        if self.pos_embed is None:
+            return boxes.new_zeros(boxes.shape[0], boxes.shape[1], self.embed_dim)
+        g = self.pos_grid
+        return box_average(self.pos_embed.view(1, g, g, self.embed_dim), boxes)
+
+    def project(self, patches: torch.Tensor) -> torch.Tensor:
+        """``B×N×C×P×P`` patches → ``B×N×D`` tokens with the ``proj`` conv weights."""
+        bsz, n = patches.shape[:2]
+        tokens = F.linear(patches.reshape(bsz, n, -1), self.proj.weight.flatten(1), self.proj.bias)
+        return self.norm(tokens)
+
+    def forward(self, images: torch.Tensor, pdf: torch.Tensor | None = None) -> DartOutput:
+        if self.check_inputs:
+            self._check_images(images)
+        if pdf is None:
+            pdf = self.score(images)
+        else:
+            if pdf.dim() != 3 or pdf.shape[0] != images.shape[0]:
+                raise ValueError(
+                    f"pdf must be B×h×w with B = {images.shape[0]} (the image batch), got {tuple(pdf.shape)}"
+                )
+            pdf = normalize_pdf(pdf.to(images.device))
+        pdf = mix_uniform(pdf.float(), self.alpha)
+        boxes = self.partition(pdf)
+        patches = sample_patches(images, boxes.to(images.dtype), self.patch_size[0])
+        tokens = self.project(patches)
+        pos = self.position_embeddings(boxes).to(tokens.dtype)
+        return DartOutput(tokens, pos, boxes, pdf)
