@@ -187,7 +187,7 @@ def patch_timm(
             dart.proj.bias.copy_(old.proj.bias)
         dart.pos_embed.copy_(model.pos_embed[:, prefix:])
     dart.norm = old.norm
-    dart.to(device=model.pos_embed.device)
+    dart.to(device=model.pos_embed.device, dtype=model.pos_embed.dtype)
     model.patch_embed = dart
     model.pos_embed = nn.Parameter(model.pos_embed.data[:, :prefix].clone()) if prefix > 0 else None
     model.__class__ = _dart_class(type(model))

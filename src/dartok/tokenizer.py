@@ -144,9 +144,9 @@ class DART(nn.Module):
         return self.scorer(images)
 
     def partition(self, pdf: torch.Tensor) -> torch.Tensor:
-        """Boxes ``B×N×4`` for a (validated, normalised) pdf, in float32 even under autocast."""
+        """Boxes ``B×N×4`` for a (validated, normalised) pdf, at least float32 even under autocast."""
         with torch.autocast(device_type=pdf.device.type, enabled=False):
-            return _partition(pdf.float(), self.counts)
+            return _partition(pdf.to(torch.promote_types(pdf.dtype, torch.float32)), self.counts)
 
     def position_embeddings(self, boxes: torch.Tensor) -> torch.Tensor:
         """``B×N×D`` area averages of the position-embedding map over ``boxes``."""
@@ -172,7 +172,8 @@ class DART(nn.Module):
                     f"pdf must be B×h×w with B = {images.shape[0]} (the image batch), got {tuple(pdf.shape)}"
                 )
             pdf = normalize_pdf(pdf.to(images.device))
-        pdf = mix_uniform(pdf.float(), self.alpha)
+        work = torch.promote_types(torch.promote_types(pdf.dtype, images.dtype), torch.float32)
+        pdf = mix_uniform(pdf.to(work), self.alpha)
         boxes = self.partition(pdf)
         patches = sample_patches(images, boxes.to(images.dtype), self.patch_size[0])
         tokens = self.project(patches)

@@ -1,0 +1,86 @@
+"""Resampling of patches and area-averaged position embeddings (SPEC §1)."""
+import pytest
+import torch
+
+from dartok.partition import quantile_boxes
+from dartok.resample import box_average, sample_patches
+
+
+def unfold_patches(x, p):
+    b, c, h, w = x.shape
+    return x.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(b, -1, c, p, p)
+
+
+def test_uniform_boxes_equal_unfold_exactly_in_float64():
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64)
+    boxes = quantile_boxes(torch.ones(2, 14, 14, dtype=torch.float64), 196)
+    torch.testing.assert_close(sample_patches(x, boxes, 16), unfold_patches(x, 16), atol=1e-10, rtol=0)
+
+
+def test_uniform_boxes_equal_unfold_float32_and_other_sizes():
+    x = torch.rand(1, 1, 96, 64)
+    boxes = quantile_boxes(torch.ones(1, 6, 8), 48, bands=12)  # 12 bands of 4 boxes of 8×16 px
+    patches = sample_patches(x, boxes, 8)
+    tiles = x.unfold(2, 8, 8).unfold(3, 16, 16)  # 12×4 tiles of 8×16 px
+    ref = (tiles[..., ::2] + tiles[..., 1::2]) / 2  # 2-px sub-cells: centre between two pixels
+    assert patches.shape == (1, 48, 1, 8, 8)
+    torch.testing.assert_close(patches[0, :, 0], ref[0, 0].reshape(48, 8, 8), atol=1e-5, rtol=0)
+
+
+def test_sampling_points_are_subcell_centres():
+    # a linear ramp is reproduced exactly by bilinear sampling: check point positions
+    h = w = 64
+    ramp = torch.arange(w, dtype=torch.float64).expand(1, 1, h, w).clone()
+    boxes = torch.tensor([[[0.25, 0.0, 0.75, 1.0]]], dtype=torch.float64)  # x in pixels [16, 48)
+    patch = sample_patches(ramp, boxes, 4)[0, 0, 0]
+    # sub-cells of width 8 px starting at 16: centres 20, 28, 36, 44 → pixel index centre - 0.5
+    torch.testing.assert_close(patch[0], torch.tensor([19.5, 27.5, 35.5, 43.5], dtype=torch.float64))
+
+
+def test_gradcheck_sampling_wrt_boxes_and_images():
+    gen = torch.Generator().manual_seed(0)
+    img = torch.rand(1, 2, 9, 11, generator=gen, dtype=torch.float64, requires_grad=True)
+    boxes = torch.tensor([[[0.13, 0.21, 0.58, 0.77], [0.41, 0.05, 0.93, 0.49]]], dtype=torch.float64,
+                         requires_grad=True)
+    assert torch.autograd.gradcheck(lambda i, b: sample_patches(i, b, 3), (img, boxes))
+
+
+def test_gradient_reaches_pdf_through_sampling():
+    pdf = (torch.rand(1, 5, 5, dtype=torch.float64) + 0.2).requires_grad_()
+    img = torch.rand(1, 1, 20, 20, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda p: sample_patches(img, quantile_boxes(p, 6), 2), (pdf,),
+                                    atol=1e-6)
+
+
+def test_box_average_uniform_reproduces_grid_and_area_weights():
+    g, d = 4, 3
+    grid = torch.randn(1, g, g, d, dtype=torch.float64)
+    boxes = quantile_boxes(torch.ones(1, g, g, dtype=torch.float64), g * g)
+    torch.testing.assert_close(box_average(grid, boxes), grid.reshape(1, g * g, d))
+    # a box covering [0, .375] × [0, .25] spans cell (0,0) fully and half of (0,1)
+    box = torch.tensor([[[0.0, 0.0, 0.375, 0.25]]], dtype=torch.float64)
+    expected = (grid[0, 0, 0] + 0.5 * grid[0, 0, 1]) / 1.5
+    torch.testing.assert_close(box_average(grid, box)[0, 0], expected)
+    # whole image → mean of the map
+    whole = torch.tensor([[[0.0, 0.0, 1.0, 1.0]]], dtype=torch.float64)
+    torch.testing.assert_close(box_average(grid, whole)[0, 0], grid.mean((0, 1, 2)))
+
+
+def test_box_average_degenerate_box_is_finite():
+    grid = torch.randn(1, 4, 4, 2)
+    boxes = torch.tensor([[[0.3, 0.3, 0.3, 0.3], [1.0, 1.0, 1.0, 1.0]]])
+    out = box_average(grid, boxes)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[0, 0], grid[0, 1, 1])
+    torch.testing.assert_close(out[0, 1], grid[0, 3, 3])
+
+
+@pytest.mark.parametrize("images, boxes, p, match", [
+    (torch.rand(3, 8, 8), torch.rand(1, 2, 4), 4, "B×C×H×W"),
+    (torch.rand(1, 3, 8, 8), torch.rand(1, 2, 3), 4, "B×N×4"),
+    (torch.rand(2, 3, 8, 8), torch.rand(1, 2, 4), 4, "batch sizes"),
+    (torch.rand(1, 3, 8, 8), torch.rand(1, 2, 4), 0, "patch_size"),
+])
+def test_sample_patches_errors(images, boxes, p, match):
+    with pytest.raises(ValueError, match=match):
+        sample_patches(images, boxes, p)
