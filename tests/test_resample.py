@@ -84,3 +84,36 @@ def test_box_average_degenerate_box_is_finite():
 def test_sample_patches_errors(images, boxes, p, match):
     with pytest.raises(ValueError, match=match):
         sample_patches(images, boxes, p)
+
+
+def test_area_patches_are_exact_subcell_means():
+    from dartok.resample import area_patches
+    x = torch.rand(2, 3, 64, 64)
+    boxes = quantile_boxes(torch.ones(2, 4, 4), 16, alpha=0.0)  # 16 px boxes, 4 px sub-cells
+    means = x.unfold(2, 4, 4).unfold(3, 4, 4).mean((-1, -2))  # B×C×16×16 sub-cell means
+    ref = means.unfold(2, 4, 4).unfold(3, 4, 4).reshape(2, 3, 16, 4, 4)
+    torch.testing.assert_close(area_patches(x, boxes, 4), ref, atol=1e-6, rtol=0)
+    # antialias=True uses them for large boxes, and changes nothing for exact-pixel boxes
+    torch.testing.assert_close(sample_patches(x, boxes, 4, antialias=True), ref.permute(0, 2, 1, 3, 4),
+                               atol=1e-6, rtol=0)
+    exact = quantile_boxes(torch.ones(2, 16, 16), 256, alpha=0.0)
+    torch.testing.assert_close(sample_patches(x, exact, 4, antialias=True), sample_patches(x, exact, 4))
+
+
+def test_antialias_removes_aliasing_of_a_fine_pattern():
+    # a 1-px checkerboard seen through 3×3-px sub-cells: point samples alias to ±1,
+    # sub-cell means are ±1/9 (5 of one sign, 4 of the other)
+    yy, xx = torch.meshgrid(torch.arange(48), torch.arange(48), indexing="ij")
+    board = (((yy + xx) % 2) * 2.0 - 1.0).expand(1, 1, 48, 48)
+    boxes = quantile_boxes(torch.ones(1, 4, 4), 16, alpha=0.0)  # 12-px boxes, P = 4
+    torch.testing.assert_close(sample_patches(board, boxes, 4).abs(), torch.ones(1, 16, 1, 4, 4))
+    torch.testing.assert_close(sample_patches(board, boxes, 4, antialias=True).abs(),
+                               torch.full((1, 16, 1, 4, 4), 1 / 9))
+
+
+def test_gradcheck_antialiased_sampling():
+    # corners kept off integer pixel positions, where the area integral has kinks
+    boxes = torch.tensor([[[0.11, 0.23, 0.71, 0.87], [0.05, 0.52, 0.33, 0.97]]], dtype=torch.float64,
+                         requires_grad=True)
+    img = torch.rand(1, 2, 12, 12, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda i, b: sample_patches(i, b, 3, antialias=True), (img, boxes))

@@ -12,7 +12,7 @@ After ``import dartok`` these names work with ``timm.create_model``:
 Model kwargs for the DART models: ``num_tokens`` (default 196 / 36), ``img_size`` (the
 input side the data pipeline should produce), ``scorer`` (trunk name), ``scorer_head``
 (``"v1"``/``"v2"``), ``scorer_input_size``, ``scorer_stage``, ``scorer_pretrained``,
-``trainable_scorer_trunk``, ``alpha``, ``bands``; everything else goes to timm's
+``trainable_scorer_trunk``, ``alpha``, ``bands``, ``antialias``; everything else goes to timm's
 ``VisionTransformer``.
 """
 from __future__ import annotations
@@ -113,6 +113,7 @@ def patch_timm(
     scorer_stage: int | None = None,
     scorer_pretrained: bool = False,
     trainable_scorer_trunk: bool = False,
+    antialias: bool = False,
 ) -> VisionTransformer:
     """Turn a timm ``VisionTransformer`` into a DART model in place, keeping its weights.
 
@@ -131,6 +132,7 @@ def patch_timm(
             model's, 448 for a 224 model, as in the paper). Recorded in
             ``model.pretrained_cfg["input_size"]``; DART accepts any size.
         alpha, bands: partition options (:func:`dartok.quantile_boxes`).
+        antialias: anti-alias large boxes (:class:`DART`).
         scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
         trainable_scorer_trunk: used when ``scorer`` is a name.
 
@@ -179,6 +181,7 @@ def patch_timm(
         scorer=scorer,
         img_size=img_size,
         bias=old.proj.bias is not None,
+        antialias=antialias,
     )
     prefix = _num_prefix_pos(model)
     with torch.no_grad():
@@ -286,7 +289,7 @@ def load_vit_weights(model: DartVisionTransformer, state_dict: dict[str, torch.T
 
 _DART_KEYS = (
     "num_tokens", "img_size", "scorer", "scorer_head", "scorer_input_size", "scorer_stage",
-    "scorer_pretrained", "trainable_scorer_trunk", "alpha", "bands",
+    "scorer_pretrained", "trainable_scorer_trunk", "alpha", "bands", "antialias",
 )
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from .partition import interval_overlap
 
-__all__ = ["box_average", "patch_grid", "sample_patches"]
+__all__ = ["area_patches", "box_average", "patch_grid", "sample_patches"]
 
 
 def patch_grid(boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -40,8 +40,10 @@ def patch_grid(boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
     return grid * 2.0 - 1.0
 
 
-def sample_patches(images: torch.Tensor, boxes: torch.Tensor, patch_size: int = 16) -> torch.Tensor:
-    """Bilinearly resample every box of every image to ``P×P`` pixels.
+def sample_patches(
+    images: torch.Tensor, boxes: torch.Tensor, patch_size: int = 16, antialias: bool = False
+) -> torch.Tensor:
+    """Resample every box of every image to ``P×P`` pixels (bilinear, optionally anti-aliased).
 
     Paper §3.4. Points are sub-cell centres with ``align_corners=False`` (not the
     authors' top-left corners with ``align_corners=True``, which shift the grid by half a
@@ -53,6 +55,11 @@ def sample_patches(images: torch.Tensor, boxes: torch.Tensor, patch_size: int = 
         images: ``B×C×H×W`` floating tensor.
         boxes: ``B×N×4`` boxes ``(x0, y0, x1, y1)`` in [0, 1].
         patch_size: P ≥ 1, the side of each resampled patch in pixels.
+        antialias: for boxes whose sub-cells cover more than one pixel, use the exact
+            mean of the image over each sub-cell (:func:`area_patches`) instead of a point
+            sample, so large background boxes do not alias (SPEC §4). Blended by sub-cell
+            area: point sample at ≤ 1 px², area mean at ≥ 2 px², linear in between.
+            Boxes of exactly P×P pixels give the same patches either way.
 
     Returns:
         ``B×N×C×P×P`` patches (a permuted view; call ``.contiguous()`` if needed).
@@ -73,7 +80,51 @@ def sample_patches(images: torch.Tensor, boxes: torch.Tensor, patch_size: int = 
     grid = patch_grid(boxes.to(images.dtype), patch_size)
     grid = grid.reshape(bsz, num_tokens * patch_size, patch_size, 2)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out.view(bsz, chans, num_tokens, patch_size, patch_size).permute(0, 2, 1, 3, 4)
+    out = out.view(bsz, chans, num_tokens, patch_size, patch_size)
+    if antialias:
+        h, w = images.shape[-2:]
+        cell_area = ((boxes[..., 2] - boxes[..., 0]) * w) * ((boxes[..., 3] - boxes[..., 1]) * h) / patch_size**2
+        weight = (cell_area - 1.0).clamp(0.0, 1.0).to(out.dtype)[:, None, :, None, None]  # B×1×N×1×1
+        out = out + weight * (area_patches(images, boxes, patch_size) - out)
+    return out.permute(0, 2, 1, 3, 4)
+
+
+def area_patches(images: torch.Tensor, boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Exact mean of the image over each of the ``P×P`` sub-cells of every box.
+
+    The image is taken as piecewise constant on its pixels; its integral over
+    ``[0, X]×[0, Y]`` is bilinear inside each pixel, so bilinear interpolation of the
+    summed-area table at the sub-cell corners gives exact sub-cell sums (4 corner
+    lookups, differentiable in the boxes). The table is built in float64 on CPU and in
+    float32 from the mean-subtracted image elsewhere. Inaccurate for sub-cells much
+    smaller than a pixel (cancellation), which is why :func:`sample_patches` blends it
+    in only for sub-cells larger than a pixel.
+
+    Args:
+        images: ``B×C×H×W``; boxes: ``B×N×4`` in [0, 1]; patch_size: P.
+
+    Returns:
+        ``B×C×N×P×P`` sub-cell means, in the images' dtype.
+    """
+    bsz, chans, h, w = images.shape
+    num_tokens = boxes.shape[1]
+    work = torch.float64 if images.device.type == "cpu" else torch.float32
+    x = images.to(work)
+    mean = x.mean((2, 3), keepdim=True)
+    sat = F.pad((x - mean).cumsum(2).cumsum(3), (1, 0, 1, 0))  # B×C×(H+1)×(W+1)
+    b = boxes.to(work)
+    t = torch.arange(patch_size + 1, device=images.device, dtype=work) / patch_size
+    x0, y0, x1, y1 = b.unbind(-1)
+    gx = x0.unsqueeze(-1) + t * (x1 - x0).unsqueeze(-1)  # B×N×(P+1)
+    gy = y0.unsqueeze(-1) + t * (y1 - y0).unsqueeze(-1)
+    k = patch_size + 1
+    grid = torch.stack([gx.unsqueeze(-2).expand(-1, -1, k, -1), gy.unsqueeze(-1).expand(-1, -1, -1, k)], dim=-1)
+    grid = (grid * 2.0 - 1.0).reshape(bsz, num_tokens * k, k, 2)
+    corners = F.grid_sample(sat, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    c = corners.view(bsz, chans, num_tokens, k, k)
+    sums = c[..., 1:, 1:] - c[..., :-1, 1:] - c[..., 1:, :-1] + c[..., :-1, :-1]
+    area = ((x1 - x0) * w * (y1 - y0) * h / patch_size**2).clamp_min(1e-12)  # B×N, px² per sub-cell
+    return (sums / area[:, None, :, None, None] + mean.unsqueeze(-1)).to(images.dtype)
 
 
 def box_average(grid_values: torch.Tensor, boxes: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

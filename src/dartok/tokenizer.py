@@ -56,6 +56,8 @@ class DART(nn.Module):
             config); any input size works.
         bias: whether ``proj`` has a bias.
         norm_layer: optional norm applied to the tokens, as in ``PatchEmbed``.
+        antialias: anti-alias boxes larger than P×P pixels with exact sub-cell means
+            (:func:`dartok.resample.sample_patches`); off by default, as in the paper.
         check_inputs: validate images (rank, channels, finite values) on every call.
 
     Shapes:
@@ -79,6 +81,7 @@ class DART(nn.Module):
         img_size: int = 448,
         bias: bool = True,
         norm_layer: type[nn.Module] | None = None,
+        antialias: bool = False,
         check_inputs: bool = True,
     ):
         super().__init__()
@@ -97,6 +100,7 @@ class DART(nn.Module):
         self.alpha = float(alpha)
         self.bands = len(self.counts)
         self.check_inputs = check_inputs
+        self.antialias = antialias
         self.flatten = True
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias)
         self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
@@ -121,7 +125,8 @@ class DART(nn.Module):
         return ratio if as_scalar else (ratio, ratio)
 
     def extra_repr(self) -> str:
-        return f"num_tokens={self.num_tokens}, bands={self.bands}, alpha={self.alpha}, pos_grid={self.pos_grid}"
+        return (f"num_tokens={self.num_tokens}, bands={self.bands}, alpha={self.alpha}, "
+                f"pos_grid={self.pos_grid}, antialias={self.antialias}")
 
     def _check_images(self, images: torch.Tensor) -> None:
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
@@ -175,7 +180,7 @@ class DART(nn.Module):
         work = torch.promote_types(torch.promote_types(pdf.dtype, images.dtype), torch.float32)
         pdf = mix_uniform(pdf.to(work), self.alpha)
         boxes = self.partition(pdf)
-        patches = sample_patches(images, boxes.to(images.dtype), self.patch_size[0])
+        patches = sample_patches(images, boxes.to(images.dtype), self.patch_size[0], antialias=self.antialias)
         tokens = self.project(patches)
         pos = self.position_embeddings(boxes).to(tokens.dtype)
         return DartOutput(tokens, pos, boxes, pdf)
