@@ -1,0 +1,512 @@
+"""``dartok`` command line: train, eval, visualize (and, later, demo).
+
+Examples::
+
+    dartok train --model dart_vit_micro_patch8 --num-tokens 36 --canvas-size 128 \\
+        --epochs 10 -o runs/dart36
+    dartok train --model vit_micro_patch8 --num-tokens 36 --canvas-size 128 -o runs/vit36
+    dartok train -o runs/dart36 --resume --epochs 20      # continue / extend a run
+    dartok eval --checkpoint runs/dart36/checkpoint --split test --json eval.json
+    dartok visualize --checkpoint runs/dart36/checkpoint --indices 0,1,2,3 -o partition.png
+    dartok visualize --score-source edges --num-tokens 64 --image photo.png -o edges.png
+
+User errors (bad options, missing / corrupt checkpoints, conflicting resume options) print
+one ``Error: ...`` line and exit with status 2, without a traceback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from . import _compat
+
+_compat.ensure_torchvision_importable()
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="dartok",
+    help="DART: adaptive-region tokenization for timm ViTs -- train, evaluate, visualize.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+# Exceptions that mean "the user asked for something impossible"; reported without traceback.
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, TypeError, KeyError)
+
+
+def _fail(message: str, code: int = 2) -> "typer.Exit":
+    """Print ``Error: message`` to stderr and return an Exit to raise."""
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _user_error_message(e: BaseException) -> str:
+    if isinstance(e, KeyError):
+        return f"missing entry {e}"
+    return str(e) or type(e).__name__
+
+
+def _parse_json_dict(value: Optional[str], option: str) -> dict:
+    if value is None or value.strip() == "":
+        return {}
+    try:
+        obj = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise typer.BadParameter(f"not valid JSON ({e}): {value!r}", param_hint=option) from None
+    if not isinstance(obj, dict):
+        raise typer.BadParameter(f"must be a JSON object like '{{\"key\": 1}}', got {value!r}", param_hint=option)
+    return obj
+
+
+def _check_model_name(name: str) -> None:
+    import timm
+
+    from . import models  # noqa: F401  (registers dart_* with timm)
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:8]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise typer.BadParameter(f"unknown model {name!r}{hint}", param_hint="--model")
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise typer.BadParameter(f"must be >= 1, got {threads}", param_hint="--threads")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from .checkpoint import _json_default
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------
+# CLI parameter name -> TrainConfig field (same unless listed)
+_TRAIN_PARAM_TO_FIELD = {"model_kwargs_json": "model_kwargs", "data_kwargs_json": "data_kwargs"}
+# with --resume, options left out are taken from the saved run, except these
+_NOT_INHERITED = frozenset({"stop_after", "resume", "output", "progress"})
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    model: str = typer.Option("dart_vit_micro_patch8", "--model", "-m", help="Model name (dart_* or plain timm ViT)."),
+    num_tokens: Optional[int] = typer.Option(None, help="Token budget N (plain ViTs: a square, sets img_size)."),
+    data: str = typer.Option("cluttered_fmnist", help="cluttered_fmnist, fashion_mnist, or a timm / ImageFolder name."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset directory (default: the dataset's own)."),
+    canvas_size: Optional[int] = typer.Option(None, help="Canvas side of cluttered_fmnist (default: dataset default)."),
+    train_samples: Optional[int] = typer.Option(None, help="Use the first N training samples (default: all)."),
+    test_samples: Optional[int] = typer.Option(None, help="Use the first N test samples (default: all)."),
+    epochs: int = typer.Option(10, help="Total epochs of the schedule."),
+    batch_size: int = typer.Option(64, help="Training batch size."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW)."),
+    weight_decay: float = typer.Option(0.05, help="Weight decay (not on norms/biases/pos_embed/cls_token)."),
+    warmup_epochs: int = typer.Option(1, help="Linear warmup epochs."),
+    warmup_lr: float = typer.Option(1e-6, help="Learning rate at the start of warmup."),
+    min_lr: float = typer.Option(1e-5, help="Final learning rate of the cosine schedule."),
+    label_smoothing: float = typer.Option(0.1, help="Label smoothing of the training loss."),
+    clip_grad: Optional[float] = typer.Option(None, help="Clip the gradient norm to this value."),
+    seed: int = typer.Option(0, help="Seed of initialization, data order, dropout."),
+    data_seed: int = typer.Option(0, help="Seed of the cluttered dataset generation."),
+    num_workers: int = typer.Option(0, help="DataLoader worker processes."),
+    output: Path = typer.Option(Path("runs/default"), "--output", "-o", help="Run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output where it stopped."),
+    amp: bool = typer.Option(False, "--amp", help="bf16 autocast."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: cuda if available)."),
+    model_kwargs_json: Optional[str] = typer.Option(
+        None, "--model-kwargs", help='Extra model kwargs as JSON, e.g. \'{"scorer_head": "v2", "alpha": 0.2}\'.'),
+    data_kwargs_json: Optional[str] = typer.Option(
+        None, "--data-kwargs", help='Extra dataset kwargs as JSON, e.g. \'{"num_clutter": 4}\'.'),
+    num_classes: Optional[int] = typer.Option(None, help="Number of classes (default: from the dataset)."),
+    in_chans: Optional[int] = typer.Option(None, help="Image channels 1 or 3 (default: 1 for Fashion-MNIST data)."),
+    eval_batch_size: Optional[int] = typer.Option(None, help="Evaluation batch size (default: 2x --batch-size)."),
+    stop_after: Optional[int] = typer.Option(None, help="Stop after this many epochs in total (resume later)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 is fastest on a busy 2-core box)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the final summary to this JSON file."),
+) -> None:
+    """Train a model; writes <output>/metrics.jsonl and <output>/checkpoint/ every epoch."""
+    from . import checkpoint as ckpt
+    from .engine import TrainConfig, train as run_train
+
+    model_kwargs = _parse_json_dict(model_kwargs_json, "--model-kwargs")
+    data_kwargs = _parse_json_dict(data_kwargs_json, "--data-kwargs")
+    values = dict(ctx.params)
+    values["model_kwargs_json"] = model_kwargs
+    values["data_kwargs_json"] = data_kwargs
+    values["output"] = str(output)
+    values["data_root"] = None if data_root is None else str(data_root)
+    fields = {_TRAIN_PARAM_TO_FIELD.get(k, k): v for k, v in values.items() if k != "json_out"}
+
+    if resume:
+        # options not given on the command line are taken from the saved run
+        ckpt_dir = output / "checkpoint"
+        try:
+            saved = ckpt.load_config(ckpt_dir).get("train")
+        except (FileNotFoundError, ValueError) as e:
+            raise _fail(f"--resume: {e}")
+        if not isinstance(saved, dict):
+            raise _fail(f"--resume: checkpoint {str(ckpt_dir)!r} holds no training config")
+        for name in values:
+            field = _TRAIN_PARAM_TO_FIELD.get(name, name)
+            if field in _NOT_INHERITED:
+                continue
+            source = getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
+            if field in saved and source not in ("COMMANDLINE", "ENVIRONMENT"):
+                fields[field] = saved[field]
+        fields["output"] = str(output)
+        fields["resume"] = True
+    else:
+        _check_model_name(model)
+
+    cfg = TrainConfig.from_dict(fields)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise _fail(str(e))
+    try:
+        summary = run_train(cfg)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; resume with --resume", err=True)
+        raise typer.Exit(130)
+    except _USER_ERRORS as e:
+        raise _fail(_user_error_message(e))
+    except RuntimeError as e:
+        if "Unknown model" in str(e) or "num_tokens" in str(e):
+            raise _fail(str(e))
+        raise
+    summary.pop("model", None)
+    test = summary["test"]
+    if json_out is not None:
+        _write_json(json_out, summary)
+    typer.echo(
+        f"final test top-1 {test['top1']:.2f}%  top-5 {test['top5']:.2f}%  loss {test['loss']:.4f}  "
+        f"(n={test['n']}, epoch {summary['epoch']}/{cfg.epochs})  checkpoint: {summary['checkpoint']}"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# eval
+# --------------------------------------------------------------------------------------
+def _dataset_cfg_from_checkpoint(config: dict, *, data, data_root, canvas_size, split_samples, data_seed):
+    """TrainConfig for building datasets: checkpoint's data config with CLI overrides."""
+    from .engine import TrainConfig
+
+    d = config.get("data") or {}
+    return TrainConfig(
+        model=config["model"],
+        data=data or d.get("name", "cluttered_fmnist"),
+        data_root=data_root if data_root is not None else (d.get("root") if not data else None),
+        canvas_size=canvas_size if canvas_size is not None else (d.get("canvas_size") if not data else None),
+        data_kwargs=dict(d.get("kwargs") or {}) if not data else {},
+        data_seed=data_seed if data_seed is not None else d.get("seed", 0),
+        in_chans=d.get("in_chans") or config.get("model_kwargs", {}).get("in_chans"),
+        test_samples=split_samples,
+        train_samples=split_samples,
+    )
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Checkpoint directory (run_dir/checkpoint)."),
+    split: str = typer.Option("test", help="test or train."),
+    data: Optional[str] = typer.Option(None, help="Dataset (default: the one the checkpoint was trained on)."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset directory."),
+    canvas_size: Optional[int] = typer.Option(None, help="Canvas side for cluttered_fmnist (default: checkpoint's)."),
+    samples: Optional[int] = typer.Option(None, help="Evaluate the first N samples (default: as in training)."),
+    data_seed: Optional[int] = typer.Option(None, help="Cluttered dataset seed (default: checkpoint's)."),
+    batch_size: int = typer.Option(128, help="Batch size."),
+    num_workers: int = typer.Option(0, help="DataLoader workers."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda if available)."),
+    amp: bool = typer.Option(False, "--amp", help="bf16 autocast."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results to this JSON file."),
+) -> None:
+    """Evaluate a checkpoint: prints top-1 / top-5 / loss."""
+    _set_threads(threads)
+    from . import checkpoint as ckpt
+    from .engine import LOCAL_DATASETS, build_dataset, build_loader, evaluate, pil_transform, select_device
+
+    if split not in ("test", "train"):
+        raise typer.BadParameter(f"must be 'test' or 'train', got {split!r}", param_hint="--split")
+    if batch_size <= 0:
+        raise typer.BadParameter("must be > 0", param_hint="--batch-size")
+    try:
+        dev = select_device(device)
+        model, config = ckpt.model_from_checkpoint(checkpoint, device=dev)
+        d = config.get("data") or {}
+        if samples is None and not data:
+            samples = d.get("test_samples" if split == "test" else "train_samples")
+        dcfg = _dataset_cfg_from_checkpoint(config, data=data, data_root=data_root, canvas_size=canvas_size,
+                                            split_samples=samples, data_seed=data_seed)
+        ds = build_dataset(dcfg, split, num_samples=samples)
+        if dcfg.data not in LOCAL_DATASETS:
+            ds.transform, _ = pil_transform(model, False, d.get("in_chans") or 3)
+        loader = build_loader(ds, batch_size, shuffle=False, num_workers=num_workers, device=dev)
+        res = evaluate(model, loader, dev, amp=amp, progress=progress)
+    except _USER_ERRORS as e:
+        raise _fail(_user_error_message(e))
+    out = {"checkpoint": str(checkpoint), "model": config["model"], "data": dcfg.data, "split": split, **res}
+    if json_out is not None:
+        _write_json(json_out, out)
+    typer.echo(f"{config['model']} on {dcfg.data}/{split} (n={res['n']}): top-1 {res['top1']:.2f}%  "
+               f"top-5 {res['top5']:.2f}%  loss {res['loss']:.4f}")
+
+
+# --------------------------------------------------------------------------------------
+# visualize
+# --------------------------------------------------------------------------------------
+def _parse_indices(text: Optional[str], n_default: int) -> list[int]:
+    if text is None or text.strip() == "":
+        return list(range(n_default))
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.fullmatch(r"(\d+)-(\d+)", part)
+        if m:
+            out.extend(range(int(m.group(1)), int(m.group(2)) + 1))
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise typer.BadParameter(f"expected comma-separated integers like 0,1,2 or 0-7, got {text!r}",
+                                     param_hint="--indices") from None
+    if not out:
+        raise typer.BadParameter("no indices given", param_hint="--indices")
+    return out
+
+
+def _load_image_file(path: Path, chans: int):
+    """Image file → float tensor C×H×W in [0, 1] with ``chans`` channels."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise typer.BadParameter(f"image file {str(path)!r} does not exist", param_hint="--image")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I", "F"):
+                arr = np.asarray(im, dtype=np.float32)
+                arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-12)
+                im = Image.fromarray((arr * 255).astype(np.uint8))
+            im = im.convert("L" if chans == 1 else "RGB")
+            a = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as e:
+        raise typer.BadParameter(f"cannot read image {str(path)!r}: {e}", param_hint="--image") from None
+    t = torch.from_numpy(a.copy())
+    return t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def _image_file_channels(paths: list[Path]) -> int:
+    from PIL import Image
+
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                if im.mode not in ("L", "1", "I", "I;16", "F", "LA"):
+                    return 3
+        except OSError:
+            pass
+    return 1
+
+
+def _grid_boxes(rows: int, cols: int):
+    import torch
+
+    ys = torch.linspace(0, 1, rows + 1)
+    xs = torch.linspace(0, 1, cols + 1)
+    boxes = [[xs[c], ys[r], xs[c + 1], ys[r + 1]] for r in range(rows) for c in range(cols)]
+    return torch.tensor(boxes)
+
+
+@app.command()
+def visualize(
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint of a trained model."),
+    score_source: Optional[str] = typer.Option(
+        None, help="Without a checkpoint: 'uniform' (plain grid) or 'edges' (gradient-magnitude score map)."),
+    num_tokens: Optional[int] = typer.Option(None, help="Token budget for --score-source."),
+    patch_size: int = typer.Option(16, help="Patch size for --score-source (only affects the token sampling)."),
+    pdf_size: int = typer.Option(14, help="Score-map side for --score-source edges."),
+    alpha: Optional[float] = typer.Option(None, help="Uniform mixing weight for --score-source (default DART's)."),
+    data: Optional[str] = typer.Option(None, help="Dataset for --indices (default: the checkpoint's, else cluttered_fmnist)."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset directory."),
+    canvas_size: Optional[int] = typer.Option(None, help="Canvas side for cluttered_fmnist."),
+    data_seed: Optional[int] = typer.Option(None, help="Cluttered dataset seed."),
+    split: str = typer.Option("test", help="Dataset split: test or train."),
+    indices: Optional[str] = typer.Option(None, help="Dataset indices, e.g. 0,1,2 or 0-7 (default: 0-7)."),
+    image: Optional[List[Path]] = typer.Option(None, "--image", help="Image file(s) instead of dataset samples (repeatable)."),
+    output: Path = typer.Option(Path("partition.png"), "--output", "-o", help="Output PNG."),
+    ncols: int = typer.Option(4, help="Columns of the figure grid."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda if available)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+) -> None:
+    """Draw DART partitions (score map + boxes) for dataset samples or image files."""
+    _set_threads(threads)
+    import torch
+
+    from . import checkpoint as ckpt
+    from .engine import build_dataset, model_input_size, model_is_dart, prepare_images, select_device
+    from .viz import save_partition_figure
+
+    if (checkpoint is None) == (score_source is None):
+        raise typer.BadParameter("give exactly one of --checkpoint or --score-source", param_hint="--checkpoint")
+    if score_source is not None:
+        if score_source not in ("uniform", "edges"):
+            raise typer.BadParameter(f"must be 'uniform' or 'edges', got {score_source!r}", param_hint="--score-source")
+        if num_tokens is None or num_tokens < 1:
+            raise typer.BadParameter("--score-source needs --num-tokens N (N >= 1)", param_hint="--num-tokens")
+    elif num_tokens is not None:
+        raise typer.BadParameter("--num-tokens only applies to --score-source (a checkpoint has its own)",
+                                 param_hint="--num-tokens")
+    if split not in ("test", "train"):
+        raise typer.BadParameter(f"must be 'test' or 'train', got {split!r}", param_hint="--split")
+    if image and indices:
+        raise typer.BadParameter("give either --image or --indices, not both", param_hint="--image")
+    if ncols < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--ncols")
+    if patch_size < 1 or pdf_size < 1:
+        raise typer.BadParameter("--patch-size and --pdf-size must be >= 1", param_hint="--patch-size")
+    if output.suffix.lower() != ".png":
+        raise typer.BadParameter(f"output must be a .png file, got {str(output)!r}", param_hint="--output")
+
+    try:
+        dev = select_device(device)
+        model = config = None
+        class_names = None
+        if checkpoint is not None:
+            model, config = ckpt.model_from_checkpoint(checkpoint, device=dev)
+            in_size = model_input_size(model)
+            chans = in_size[0]
+            dd = config.get("data") or {}
+            mean = torch.tensor(dd.get("mean") or [0.5] * chans).view(-1, 1, 1)
+            std = torch.tensor(dd.get("std") or [0.5] * chans).view(-1, 1, 1)
+            if (dd.get("name") in ("cluttered_fmnist", "fashion_mnist")) and (dd.get("num_classes") == 10):
+                from .data import FASHION_MNIST_CLASSES
+
+                class_names = list(FASHION_MNIST_CLASSES)
+        # ---- inputs: list of (image C×H×W normalized, label or None, name) ----
+        items: list[tuple[torch.Tensor, Optional[int], str]] = []
+        if image:
+            chans_img = chans if checkpoint is not None else _image_file_channels(list(image))
+            for p in image:
+                x = _load_image_file(p, chans_img)
+                x = (x - mean) / std if checkpoint is not None else x * 2 - 1
+                items.append((x, None, p.name))
+        else:
+            if checkpoint is not None:
+                dcfg = _dataset_cfg_from_checkpoint(config, data=data, data_root=data_root, canvas_size=canvas_size,
+                                                    split_samples=None, data_seed=data_seed)
+            else:
+                from .engine import TrainConfig
+
+                dcfg = TrainConfig(data=data or "cluttered_fmnist", data_root=data_root, canvas_size=canvas_size,
+                                   data_seed=data_seed or 0)
+            if dcfg.data not in ("cluttered_fmnist", "fashion_mnist"):
+                raise typer.BadParameter("--indices works with cluttered_fmnist / fashion_mnist; use --image for "
+                                         "other pictures", param_hint="--data")
+            ds = build_dataset(dcfg, split)
+            if class_names is None:
+                from .data import FASHION_MNIST_CLASSES
+
+                class_names = list(FASHION_MNIST_CLASSES)
+            idx = _parse_indices(indices, min(8, len(ds)))
+            bad = [i for i in idx if not -len(ds) <= i < len(ds)]
+            if bad:
+                raise typer.BadParameter(f"indices {bad} out of range for {dcfg.data}/{split} of {len(ds)} samples",
+                                         param_hint="--indices")
+            for i in idx:
+                x, y = ds[i]
+                items.append((x, int(y), f"{dcfg.data}[{i}]"))
+
+        # ---- partitions ----
+        imgs, boxes, pdfs, titles = [], [], [], []
+        with torch.no_grad():
+            if checkpoint is not None:
+                dart = model_is_dart(model)
+                for x, y, name in items:
+                    xb = prepare_images(x[None].to(dev), in_size)
+                    logits = model(xb)
+                    logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+                    pred = int(logits.argmax(1)[0])
+                    if dart:
+                        o = model.patch_embed(xb)
+                        b, pdf = o.boxes[0].cpu(), o.pdf[0].float().cpu()
+                    else:  # fixed grid: draw the patch grid
+                        gh, gw = getattr(model.patch_embed, "grid_size", (1, 1))
+                        b, pdf = _grid_boxes(int(gh), int(gw)), None
+                    pn = class_names[pred] if class_names and pred < len(class_names) else str(pred)
+                    t = f"{name}\npred {pn}"
+                    if y is not None:
+                        yn = class_names[y] if class_names and y < len(class_names) else str(y)
+                        t += f" | true {yn}"
+                    imgs.append(x)
+                    boxes.append(b)
+                    pdfs.append(pdf)
+                    titles.append(t)
+            else:
+                from .scorer import edge_pdf, uniform_pdf
+                from .tokenizer import DART
+
+                for x, y, name in items:
+                    kw = {} if alpha is None else {"alpha": alpha}
+                    tok = DART(num_tokens=num_tokens, patch_size=patch_size, in_chans=x.shape[0], embed_dim=8,
+                               pos_grid=0, scorer=None, img_size=max(x.shape[-2:]), **kw).to(dev)
+                    xb = x[None].to(dev)
+                    if score_source == "uniform":
+                        pdf = uniform_pdf(1, (pdf_size, pdf_size), device=dev)
+                    else:
+                        pdf = edge_pdf(xb, (pdf_size, pdf_size))
+                    o = tok(xb, pdf=pdf)
+                    imgs.append(x)
+                    boxes.append(o.boxes[0].cpu())
+                    pdfs.append(None if score_source == "uniform" else o.pdf[0].float().cpu())
+                    t = f"{name}\n{score_source}, N={num_tokens}"
+                    if y is not None and class_names:
+                        t += f" | {class_names[y]}"
+                    titles.append(t)
+        path = save_partition_figure(output, imgs, boxes, pdfs, titles=titles, ncols=ncols)
+    except typer.BadParameter:
+        raise
+    except _USER_ERRORS as e:
+        raise _fail(_user_error_message(e))
+    typer.echo(f"wrote {path} ({len(imgs)} image{'s' if len(imgs) != 1 else ''})")
+
+
+# --------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------
+# >>> PLACEHOLDER: the `demo` command is added here by its owner (not implemented in this
+# >>> module yet). Register it with `@app.command()` below this comment.
+
+
+def main() -> None:  # pragma: no cover - console entry convenience
+    """Run the CLI (same as the ``dartok`` console script)."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,181 @@
+"""Plot DART partitions: image + score-map (pdf) heat map + box outlines.
+
+Uses matplotlib's Agg backend (no display needed). Figures are written atomically.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+__all__ = ["to_display_image", "plot_partition", "save_partition_figure"]
+
+
+def _to_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+def to_display_image(image) -> np.ndarray:
+    """Convert an image to an ``H×W×3`` float array in [0, 1] for ``imshow``.
+
+    Accepts a ``C×H×W`` tensor/array (C in 1, 3, 4), an ``H×W×C`` array, or ``H×W``.
+    Values are min-max rescaled per image, so inputs normalized to [-1, 1], [0, 1] or
+    [0, 255] all display correctly. Grayscale is repeated to 3 channels; alpha dropped.
+    """
+    is_tensor = isinstance(image, torch.Tensor)
+    a = _to_numpy(image).astype(np.float64)
+    if a.ndim == 3:
+        # tensors are C×H×W; arrays are H×W×C unless the first axis is clearly channels
+        if is_tensor or (a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4)):
+            a = np.transpose(a, (1, 2, 0))
+        if a.shape[-1] == 4:
+            a = a[..., :3]
+        if a.shape[-1] == 1:
+            a = a[..., 0]
+    elif a.ndim != 2:
+        raise ValueError(f"image must have 2 or 3 dimensions, got shape {tuple(a.shape)}")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.shape[-1] != 3:
+        raise ValueError(f"image must have 1, 3 or 4 channels, got shape {tuple(a.shape)}")
+    a = np.nan_to_num(a)
+    lo, hi = float(a.min()), float(a.max())
+    a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    return a.astype(np.float32)
+
+
+def plot_partition(
+    ax,
+    image,
+    boxes,
+    pdf=None,
+    *,
+    title: str | None = None,
+    pdf_alpha: float = 0.45,
+    cmap: str = "inferno",
+    box_color: str = "cyan",
+    linewidth: float = 0.6,
+    show_centers: bool = False,
+):
+    """Draw one DART partition on a matplotlib axes.
+
+    Args:
+        ax: matplotlib axes.
+        image: ``C×H×W`` tensor / array or ``H×W×C`` / ``H×W`` array (any value range;
+            rescaled min-max for display).
+        boxes: ``N×4`` boxes ``(x0, y0, x1, y1)`` in normalized [0, 1] image coordinates
+            (x along the width).
+        pdf: optional ``h×w`` score map (any resolution); drawn stretched over the whole
+            image as a semi-transparent heat map.
+        title: optional axes title.
+        pdf_alpha, cmap: heat-map opacity and colormap.
+        box_color, linewidth: box outline style.
+        show_centers: also mark box centers.
+
+    Returns:
+        The axes.
+    """
+    img = to_display_image(image)
+    H, W = img.shape[:2]
+    ax.imshow(img, extent=(0, W, H, 0), interpolation="nearest")
+    if pdf is not None:
+        p = _to_numpy(pdf).astype(np.float64)
+        p = np.squeeze(p)
+        if p.ndim != 2:
+            raise ValueError(f"pdf must be h×w, got shape {tuple(_to_numpy(pdf).shape)}")
+        ax.imshow(p, extent=(0, W, H, 0), alpha=pdf_alpha, cmap=cmap, interpolation="bilinear")
+    b = _to_numpy(boxes).astype(np.float64).reshape(-1, 4) if boxes is not None else np.zeros((0, 4))
+    for x0, y0, x1, y1 in b:
+        ax.add_patch(
+            Rectangle((x0 * W, y0 * H), (x1 - x0) * W, (y1 - y0) * H,
+                      fill=False, edgecolor=box_color, linewidth=linewidth)
+        )
+        if show_centers:
+            ax.plot([(x0 + x1) * W / 2], [(y0 + y1) * H / 2], ".", color=box_color, markersize=2)
+    ax.set_xlim(0, W)
+    ax.set_ylim(H, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+    return ax
+
+
+def save_partition_figure(
+    path: str | os.PathLike,
+    images: Sequence,
+    boxes: Sequence,
+    pdfs: Sequence | None = None,
+    titles: Sequence[str] | None = None,
+    ncols: int = 4,
+    *,
+    panel_size: float = 2.5,
+    dpi: int = 150,
+    **plot_kwargs,
+) -> Path:
+    """Save a grid of partitions (one panel per image) as a PNG, atomically.
+
+    Args:
+        path: output file (``.png``); parent directories are created. Written to a
+            temporary file in the same directory and moved into place with ``os.replace``.
+        images: sequence (or batched tensor) of images, see :func:`plot_partition`.
+        boxes: sequence (or ``B×N×4`` tensor) of box sets.
+        pdfs: optional sequence (or ``B×h×w`` tensor) of score maps.
+        titles: optional per-panel titles.
+        ncols: number of columns (capped at the number of images).
+        panel_size: inches per panel; dpi: resolution.
+        **plot_kwargs: forwarded to :func:`plot_partition`.
+
+    Returns:
+        The output path.
+    """
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to plot")
+    if len(boxes) != n:
+        raise ValueError(f"got {n} images but {len(boxes)} box sets")
+    if pdfs is not None and len(pdfs) != n:
+        raise ValueError(f"got {n} images but {len(pdfs)} pdfs")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"got {n} images but {len(titles)} titles")
+    ncols = max(1, min(int(ncols), n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows), squeeze=False)
+    try:
+        for i, ax in enumerate(axes.flat):
+            if i >= n:
+                ax.axis("off")
+                continue
+            plot_partition(
+                ax, images[i], boxes[i], None if pdfs is None else pdfs[i],
+                title=None if titles is None else titles[i], **plot_kwargs,
+            )
+        fig.tight_layout()
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                fig.savefig(f, format="png", dpi=dpi)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, out)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    finally:
+        plt.close(fig)
+    return out

@@ -1,0 +1,211 @@
+"""CLI smoke tests (typer CliRunner): train → eval → visualize, and error paths."""
+from __future__ import annotations
+
+import json
+import os
+
+import dartok  # noqa: F401  (before timm)
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dartok.cli import app
+
+try:
+    from dartok.models import create_model  # noqa: F401
+    from dartok.tokenizer import DART  # noqa: F401
+
+    HAVE_MODELS = True
+except ImportError:  # pragma: no cover
+    HAVE_MODELS = False
+
+needs_models = pytest.mark.skipif(not HAVE_MODELS, reason="dartok.models / dartok.DART not available yet")
+needs_fmnist = pytest.mark.skipif(
+    not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+    reason="Fashion-MNIST files not installed",
+)
+runner = CliRunner()
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_clean_error(res, *fragments):
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit)
+    flat = flatten(res.output)
+    for f in fragments:
+        assert f in flat, res.output
+
+
+def flatten(text: str) -> str:
+    """Output without rich's box drawing and line wrapping."""
+    import re
+
+    text = re.sub(r"[\u2500-\u257f]", " ", text)
+    return re.sub(r"\s+", " ", text)
+
+
+TRAIN_ARGS = [
+    "--model", "dart_vit_micro_patch8", "--num-tokens", 9, "--canvas-size", 32,
+    "--data-kwargs", '{"object_scale": [0.3, 0.5], "num_clutter": 2}',
+    "--model-kwargs", '{"scorer_input_size": 32, "depth": 1}',
+    "--train-samples", 24, "--test-samples", 16, "--epochs", 1, "--warmup-epochs", 0,
+    "--batch-size", 8, "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    if not HAVE_MODELS or not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"):
+        pytest.skip("models or data not available")
+    run = tmp_path_factory.mktemp("cli") / "run"
+    res = invoke("train", *TRAIN_ARGS, "-o", run, "--json", run.parent / "summary.json")
+    assert res.exit_code == 0, res.output
+    assert "final test top-1" in res.output.strip().splitlines()[-1]
+    return run
+
+
+@pytest.fixture(scope="module")
+def astronaut_png(tmp_path_factory):
+    import skimage.data
+    import skimage.io
+    import skimage.transform
+
+    img = skimage.data.astronaut()[::4, ::4]  # 128×128 RGB, keeps the test fast
+    path = tmp_path_factory.mktemp("img") / "astronaut.png"
+    skimage.io.imsave(path, img)
+    return path
+
+
+def test_train_outputs(trained_run):
+    assert (trained_run / "checkpoint" / "model.safetensors").is_file()
+    lines = (trained_run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["epoch"] == 1
+    summary = json.loads((trained_run.parent / "summary.json").read_text())
+    assert summary["epoch"] == 1 and 0 <= summary["test"]["top1"] <= 100
+
+
+def test_eval_from_checkpoint(trained_run, tmp_path):
+    out = tmp_path / "eval.json"
+    res = invoke("eval", "--checkpoint", trained_run / "checkpoint", "--no-progress", "--json", out)
+    assert res.exit_code == 0, res.output
+    assert "top-1" in res.output and "top-5" in res.output
+    data = json.loads(out.read_text())
+    assert data["n"] == 16 and data["split"] == "test"
+    summary = json.loads((trained_run.parent / "summary.json").read_text())
+    assert data["top1"] == pytest.approx(summary["test"]["top1"])
+    res = invoke("eval", "--checkpoint", trained_run / "checkpoint", "--split", "train", "--samples", 8,
+                 "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "(n=8)" in res.output
+
+
+def test_visualize_from_checkpoint(trained_run, tmp_path, astronaut_png):
+    out = tmp_path / "part.png"
+    res = invoke("visualize", "--checkpoint", trained_run / "checkpoint", "--indices", "0,1,2", "-o", out)
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes()[:8] == PNG
+    # an RGB photo through a 1-channel model
+    out2 = tmp_path / "astro_ck.png"
+    res = invoke("visualize", "--checkpoint", trained_run / "checkpoint", "--image", astronaut_png, "-o", out2)
+    assert res.exit_code == 0, res.output
+    assert out2.read_bytes()[:8] == PNG
+
+
+def test_resume_conflict_via_cli(trained_run):
+    res = invoke("train", "-o", trained_run, "--resume", "--lr", "0.5", "--no-progress")
+    assert_clean_error(res, "conflict", "lr")
+    res = invoke("train", "-o", trained_run, "--no-progress", *TRAIN_ARGS)
+    assert_clean_error(res, "already holds a checkpoint")
+    # resuming a finished run with the saved options is fine (nothing left to train)
+    res = invoke("train", "-o", trained_run, "--resume", "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "epoch 1/1" in res.output
+
+
+@needs_models
+@needs_fmnist
+def test_stop_and_resume_via_cli(tmp_path):
+    args = [a if a != 1 else 2 for a in TRAIN_ARGS]  # --epochs 2 (and no other 1s in TRAIN_ARGS)
+    assert args.count(2) == 1
+    res = invoke("train", *args, "-o", tmp_path / "run", "--stop-after", 1)
+    assert res.exit_code == 0, res.output
+    assert "epoch 1/2" in res.output
+    # only -o and --resume: every other option comes from the saved run; --stop-after does not
+    res = invoke("train", "-o", tmp_path / "run", "--resume", "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "resumed" in res.output and "epoch 2/2" in res.output
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+@needs_models
+def test_visualize_score_sources_on_image_file(tmp_path, astronaut_png):
+    for source in ("uniform", "edges"):
+        out = tmp_path / f"{source}.png"
+        res = invoke("visualize", "--score-source", source, "--num-tokens", 16, "--image", astronaut_png,
+                     "--image", astronaut_png, "-o", out)
+        assert res.exit_code == 0, res.output
+        assert out.read_bytes()[:8] == PNG
+        assert "2 images" in res.output
+
+
+@needs_models
+@needs_fmnist
+def test_visualize_score_source_on_dataset(tmp_path):
+    out = tmp_path / "ds.png"
+    res = invoke("visualize", "--score-source", "edges", "--num-tokens", 9, "--canvas-size", 64,
+                 "--indices", "0-2", "-o", out)
+    assert res.exit_code == 0, res.output
+    assert "3 images" in res.output
+
+
+def test_cli_error_paths(tmp_path, astronaut_png):
+    assert_clean_error(invoke("visualize", "-o", tmp_path / "x.png"), "--checkpoint")
+    assert_clean_error(invoke("visualize", "--score-source", "magic", "--num-tokens", 4), "uniform")
+    assert_clean_error(invoke("visualize", "--score-source", "uniform"), "--num-tokens")
+    assert_clean_error(invoke("visualize", "--score-source", "uniform", "--num-tokens", 4,
+                              "--image", tmp_path / "missing.png"), "does not exist")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert_clean_error(invoke("visualize", "--score-source", "uniform", "--num-tokens", 4, "--image", bad,
+                              "-o", tmp_path / "y.png"), "cannot read image")
+    assert_clean_error(invoke("visualize", "--score-source", "uniform", "--num-tokens", 4,
+                              "--indices", "a,b"), "--indices")
+    assert_clean_error(invoke("visualize", "--score-source", "uniform", "--num-tokens", 4,
+                              "--image", astronaut_png, "-o", tmp_path / "out.jpg"), ".png")
+    assert_clean_error(invoke("eval", "--checkpoint", tmp_path / "nope"), "does not exist")
+    assert_clean_error(invoke("train", "--model-kwargs", "{bad json", "-o", tmp_path / "r"), "--model-kwargs")
+    assert_clean_error(invoke("train", "--model", "no_such_model_xyz", "-o", tmp_path / "r"), "unknown model")
+    assert_clean_error(invoke("train", "--epochs", 0, "-o", tmp_path / "r"), "epochs")
+    assert_clean_error(invoke("train", "--resume", "-o", tmp_path / "r2"), "--resume")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "r2").exists()
+
+
+@needs_fmnist
+def test_cli_error_bad_dataset_option(tmp_path):
+    res = invoke("train", "--model", "vit_micro_patch8", "--num-tokens", 4, "--train-samples", 8,
+                 "--data-kwargs", '{"bogus": 1}', "--epochs", 1, "--warmup-epochs", 0, "-o", tmp_path / "r",
+                 "--no-progress")
+    assert_clean_error(res, "bogus")
+    res = invoke("eval", "--checkpoint", tmp_path / "r", "--split", "val")
+    assert_clean_error(res, "--split")
+
+
+def test_help_lists_commands():
+    res = invoke("--help")
+    assert res.exit_code == 0
+    for cmd in ("train", "eval", "visualize"):
+        assert cmd in res.output
