@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import dartok  # noqa: F401  (before timm)
 import pytest
@@ -11,19 +10,6 @@ from typer.testing import CliRunner
 
 from dartok.cli import app
 
-try:
-    from dartok.models import create_model  # noqa: F401
-    from dartok.tokenizer import DART  # noqa: F401
-
-    HAVE_MODELS = True
-except ImportError:  # pragma: no cover
-    HAVE_MODELS = False
-
-needs_models = pytest.mark.skipif(not HAVE_MODELS, reason="dartok.models / dartok.DART not available yet")
-needs_fmnist = pytest.mark.skipif(
-    not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
-    reason="Fashion-MNIST files not installed",
-)
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -68,8 +54,6 @@ TRAIN_ARGS = [
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    if not HAVE_MODELS or not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"):
-        pytest.skip("models or data not available")
     run = tmp_path_factory.mktemp("cli") / "run"
     res = invoke("train", *TRAIN_ARGS, "-o", run, "--json", run.parent / "summary.json")
     assert res.exit_code == 0, res.output
@@ -135,8 +119,6 @@ def test_resume_conflict_via_cli(trained_run):
     assert "epoch 1/1" in res.output
 
 
-@needs_models
-@needs_fmnist
 def test_stop_and_resume_via_cli(tmp_path):
     args = [a if a != 1 else 2 for a in TRAIN_ARGS]  # --epochs 2 (and no other 1s in TRAIN_ARGS)
     assert args.count(2) == 1
@@ -151,7 +133,6 @@ def test_stop_and_resume_via_cli(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]
 
 
-@needs_models
 def test_visualize_score_sources_on_image_file(tmp_path, astronaut_png):
     for source in ("uniform", "edges"):
         out = tmp_path / f"{source}.png"
@@ -162,8 +143,6 @@ def test_visualize_score_sources_on_image_file(tmp_path, astronaut_png):
         assert "2 images" in res.output
 
 
-@needs_models
-@needs_fmnist
 def test_visualize_score_source_on_dataset(tmp_path):
     out = tmp_path / "ds.png"
     res = invoke("visualize", "--score-source", "edges", "--num-tokens", 9, "--canvas-size", 64,
@@ -194,7 +173,6 @@ def test_cli_error_paths(tmp_path, astronaut_png):
     assert not (tmp_path / "r").exists() and not (tmp_path / "r2").exists()
 
 
-@needs_fmnist
 def test_cli_error_bad_dataset_option(tmp_path):
     res = invoke("train", "--model", "vit_micro_patch8", "--num-tokens", 4, "--train-samples", 8,
                  "--data-kwargs", '{"bogus": 1}', "--epochs", 1, "--warmup-epochs", 0, "-o", tmp_path / "r",
@@ -209,3 +187,23 @@ def test_help_lists_commands():
     assert res.exit_code == 0
     for cmd in ("train", "eval", "visualize"):
         assert cmd in res.output
+
+
+def test_demo_trains_both_and_reports(tmp_path):
+    out = tmp_path / "demo"
+    res = invoke("demo", "-o", out, "--num-tokens", 9, "--canvas-size", 64, "--epochs", 1,
+                 "--warmup-epochs", 0, "--train-samples", 48, "--test-samples", 24, "--batch-size", 16)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "results.json").read_text())
+    assert set(summary["rows"]) == {"dart", "grid"}
+    assert summary["rows"]["grid"]["input"] == [1, 24, 24]  # 3×3 grid of 8-px patches
+    assert summary["rows"]["dart"]["input"] == [1, 64, 64]  # DART sees the full canvas
+    for name in ("dart", "grid"):
+        assert 0 <= summary["rows"][name]["test_top1"] <= 100
+        assert (out / name / "checkpoint" / "model.safetensors").exists()
+    assert (out / "partition.png").read_bytes()[:8] == PNG
+    assert "DART - fixed grid" in res.output and "| DART |" in (out / "results.md").read_text()
+
+
+def test_demo_rejects_non_square_budget(tmp_path):
+    assert_clean_error(invoke("demo", "-o", tmp_path, "--num-tokens", 10), "square")

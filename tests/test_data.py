@@ -15,7 +15,6 @@ from PIL import Image
 
 import dartok  # noqa: F401  (installs the torchvision shim before timm)
 from dartok.data import (
-    DEFAULT_FASHION_MNIST_ROOT,
     FASHION_MNIST_CLASSES,
     ClutteredFashionMNIST,
     FashionMNISTDataset,
@@ -24,14 +23,6 @@ from dartok.data import (
     read_idx,
 )
 
-HAVE_REAL = all(
-    os.path.isfile(os.path.join(DEFAULT_FASHION_MNIST_ROOT, f))
-    for f in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-)
-needs_real = pytest.mark.skipif(
-    not HAVE_REAL, reason="Fashion-MNIST not installed (sudo apt-get install dataset-fashion-mnist)"
-)
 
 _CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
           np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
@@ -203,7 +194,6 @@ def test_inconsistent_files(tmp_path):
         load_fashion_mnist("train", root=str(tmp_path))
 
 
-@needs_real
 def test_real_data_shapes():
     x, y = load_fashion_mnist("train")
     assert x.shape == (60000, 28, 28) and x.dtype == np.uint8
@@ -224,12 +214,9 @@ def test_real_data_shapes():
 
 @pytest.fixture(scope="module")
 def train_ds():
-    if not HAVE_REAL:
-        pytest.skip("Fashion-MNIST not installed")
     return ClutteredFashionMNIST(split="train", seed=0)
 
 
-@needs_real
 def test_item_shape_dtype_label(train_ds):
     _, y = load_fashion_mnist("train")
     assert len(train_ds) == 60000
@@ -245,7 +232,6 @@ def test_item_shape_dtype_label(train_ds):
         train_ds[60000]
 
 
-@needs_real
 def test_determinism_and_seed(train_ds):
     again = ClutteredFashionMNIST(split="train", seed=0)
     other = ClutteredFashionMNIST(split="train", seed=1)
@@ -258,7 +244,6 @@ def test_determinism_and_seed(train_ds):
     assert not torch.equal(train_ds[0][0], train_ds[1][0])
 
 
-@needs_real
 def test_access_order_independence(train_ds):
     idx = [5, 3, 900, 0, 77, 3]
     fresh = ClutteredFashionMNIST(split="train", seed=0)
@@ -268,7 +253,6 @@ def test_access_order_independence(train_ds):
         assert torch.equal(forward[i], backward[i])
 
 
-@needs_real
 def test_dataloader_workers_match_direct_access():
     ds = ClutteredFashionMNIST(split="test", seed=3, num_samples=12, canvas_size=64, object_scale=(0.4, 0.6))
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, shuffle=False)
@@ -278,7 +262,6 @@ def test_dataloader_workers_match_direct_access():
         assert torch.equal(imgs[i], ds[i][0]) and labels[i].item() == ds[i][1]
 
 
-@needs_real
 def test_pickle_drops_arrays_and_reproduces():
     ds = ClutteredFashionMNIST(split="test", seed=2, num_samples=10)
     blob = pickle.dumps(ds)
@@ -287,7 +270,6 @@ def test_pickle_drops_arrays_and_reproduces():
     assert torch.equal(ds2[7][0], ds[7][0])
 
 
-@needs_real
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_object_is_the_right_split_item(split):
     """Without clutter the box holds exactly the PIL-resized split item and nothing is outside it."""
@@ -310,7 +292,6 @@ def test_object_is_the_right_split_item(split):
         assert outside.max() == 0
 
 
-@needs_real
 def test_object_box_geometry_and_bright_mass(train_ds):
     lo, hi = train_ds.object_scale
     S = train_ds.canvas_size
@@ -333,14 +314,12 @@ def test_object_box_geometry_and_bright_mass(train_ds):
     assert np.median(ratios) > 10  # the object's bright mass sits in the box
 
 
-@needs_real
 def test_object_box_does_not_depend_on_clutter_args():
     a = ClutteredFashionMNIST(split="test", seed=9, num_clutter=0)
     b = ClutteredFashionMNIST(split="test", seed=9, num_clutter=20, clutter_size=0.2)
     assert [a.object_box(i) for i in range(10)] == [b.object_box(i) for i in range(10)]
 
 
-@needs_real
 def test_clutter_is_present(train_ds):
     n_with_clutter = 0
     for i in range(20):
@@ -351,7 +330,6 @@ def test_clutter_is_present(train_ds):
     assert n_with_clutter >= 18
 
 
-@needs_real
 def test_value_range_and_normalization():
     norm = ClutteredFashionMNIST(split="test", seed=1, num_samples=5)
     unit = ClutteredFashionMNIST(split="test", seed=1, num_samples=5, normalize=False)
@@ -363,7 +341,6 @@ def test_value_range_and_normalization():
         torch.testing.assert_close(a, b * 2 - 1, atol=1e-6, rtol=0)
 
 
-@needs_real
 def test_channels_3():
     ds1 = ClutteredFashionMNIST(split="test", num_samples=3)
     ds3 = ClutteredFashionMNIST(split="test", num_samples=3, channels=3)
@@ -373,7 +350,6 @@ def test_channels_3():
     assert torch.equal(img[:1], ds1[2][0])
 
 
-@needs_real
 def test_num_samples_cycles_split():
     ds = ClutteredFashionMNIST(split="test", num_samples=10005, canvas_size=64, object_scale=(0.4, 0.5))
     _, y = load_fashion_mnist("test")
@@ -384,7 +360,6 @@ def test_num_samples_cycles_split():
     assert len(small) == 4 and torch.equal(small[3][0], ClutteredFashionMNIST(split="test")[3][0])
 
 
-@needs_real
 def test_custom_canvas():
     ds = ClutteredFashionMNIST(split="test", canvas_size=96, object_scale=(0.5, 0.5), num_clutter=3,
                                clutter_size=0.1, num_samples=2)
@@ -424,7 +399,6 @@ def test_clutter_comes_from_other_items(tmp_path):
     assert clutter_over_object > 0  # pasting takes the max: brighter clutter shows through the object
 
 
-@needs_real
 def test_train_and_test_use_different_streams():
     """Same seed and index, different split: different rng stream (split_id), so different layout."""
     tr = ClutteredFashionMNIST(split="train", seed=0)

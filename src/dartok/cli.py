@@ -1,4 +1,4 @@
-"""``dartok`` command line: train, eval, visualize (and, later, demo).
+"""``dartok`` command line: train, eval, visualize, and the main job ``demo``.
 
 Examples::
 
@@ -499,8 +499,129 @@ def visualize(
 # --------------------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------------------
-# >>> PLACEHOLDER: the `demo` command is added here by its owner (not implemented in this
-# >>> module yet). Register it with `@app.command()` below this comment.
+# Defaults of the main job: small enough for 2 CPU cores in well under 15 minutes, the
+# same backbone, recipe, epochs and seed for both models; only the tokenizer differs.
+DEMO_DEFAULTS = dict(num_tokens=36, canvas_size=128, epochs=4, train_samples=20000, test_samples=2000,
+                     batch_size=64, lr=1e-3, seed=0)
+
+
+def _stream(name: str, proc, lines: list) -> None:
+    for line in proc.stdout:
+        lines.append(line)
+        typer.echo(f"[{name}] {line.rstrip()}")
+
+
+def _run_parallel(commands: dict[str, list[str]], parallel: bool) -> dict[str, int]:
+    """Run CLI sub-commands (each in its own process), streaming prefixed output."""
+    import subprocess
+    import sys
+    import threading
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    codes: dict[str, int] = {}
+    groups = [list(commands)] if parallel else [[n] for n in commands]
+    for group in groups:
+        procs, threads = {}, []
+        for name in group:
+            procs[name] = subprocess.Popen([sys.executable, "-m", "dartok.cli", *commands[name]], env=env,
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+            t = threading.Thread(target=_stream, args=(name, procs[name], []), daemon=True)
+            t.start()
+            threads.append(t)
+        for name, proc in procs.items():
+            codes[name] = proc.wait()
+        for t in threads:
+            t.join()
+    return codes
+
+
+@app.command()
+def demo(
+    output: Path = typer.Option(Path("runs/demo"), "--output", "-o", help="Folder for both runs and the results."),
+    num_tokens: int = typer.Option(DEMO_DEFAULTS["num_tokens"], help="Token budget N of both models (a square)."),
+    canvas_size: int = typer.Option(DEMO_DEFAULTS["canvas_size"], help="Cluttered Fashion-MNIST canvas side."),
+    epochs: int = typer.Option(DEMO_DEFAULTS["epochs"], help="Epochs of both runs."),
+    train_samples: int = typer.Option(DEMO_DEFAULTS["train_samples"], help="Training images."),
+    test_samples: int = typer.Option(DEMO_DEFAULTS["test_samples"], help="Test images."),
+    batch_size: int = typer.Option(DEMO_DEFAULTS["batch_size"], help="Batch size of both runs."),
+    lr: float = typer.Option(DEMO_DEFAULTS["lr"], help="Peak learning rate of both runs."),
+    warmup_epochs: int = typer.Option(1, help="Linear warm-up epochs of both runs."),
+    seed: int = typer.Option(DEMO_DEFAULTS["seed"], help="Seed of both runs."),
+    dart_kwargs_json: Optional[str] = typer.Option(
+        None, "--dart-kwargs", help="Extra kwargs for the DART model as JSON (scorer options, alpha, ...)."),
+    parallel: bool = typer.Option(True, "--parallel/--sequential",
+                                  help="Train both models at once, one CPU thread each (fastest on 2 cores)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs in --output."),
+) -> None:
+    """The main job: DART vs the fixed grid at the same token count on Cluttered Fashion-MNIST.
+
+    Trains ``dart_vit_micro_patch8`` (full canvas, N adaptive tokens) and
+    ``vit_micro_patch8`` (canvas resized to sqrt(N)*8 px, N grid tokens) with the same
+    backbone, recipe, epochs and seed; prints both test accuracies side by side and writes
+    ``results.json``, ``results.md`` and ``partition.png`` into --output.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    dart_kwargs = _parse_json_dict(dart_kwargs_json, "--dart-kwargs")
+    side = int(round(num_tokens ** 0.5))
+    if side * side != num_tokens:
+        raise typer.BadParameter(f"the fixed-grid baseline needs a square token count, got {num_tokens}",
+                                 param_hint="--num-tokens")
+    runs = {"dart": "dart_vit_micro_patch8", "grid": "vit_micro_patch8"}
+    common = ["--num-tokens", str(num_tokens), "--canvas-size", str(canvas_size), "--epochs", str(epochs),
+              "--train-samples", str(train_samples), "--test-samples", str(test_samples),
+              "--batch-size", str(batch_size), "--lr", str(lr), "--warmup-epochs", str(warmup_epochs),
+              "--seed", str(seed), "--no-progress"]
+    threads = "1" if parallel else str(max(1, os.cpu_count() or 1))
+    commands = {}
+    for name, model in runs.items():
+        cmd = ["train", "--model", model, "-o", str(output / name), "--threads", threads, *common]
+        if name == "dart" and dart_kwargs:
+            cmd += ["--model-kwargs", json.dumps(dart_kwargs)]
+        if resume:
+            cmd += ["--resume"]
+        commands[name] = cmd
+    typer.echo(f"training {runs['dart']} and {runs['grid']} at N={num_tokens} tokens on Cluttered "
+               f"Fashion-MNIST ({canvas_size}px canvas, {train_samples} train / {test_samples} test, "
+               f"{epochs} epochs, {'in parallel' if parallel else 'one after the other'})")
+    codes = _run_parallel(commands, parallel)
+    failed = [n for n, c in codes.items() if c != 0]
+    if failed:
+        raise _fail(f"training failed for {', '.join(failed)} (see the output above)", code=1)
+
+    from . import checkpoint as ckpt
+
+    rows = {}
+    for name, model in runs.items():
+        config = ckpt.load_config(output / name / "checkpoint")
+        m = config["metrics"]
+        rows[name] = {"model": model, "tokens": num_tokens, "input": config["input_size"],
+                      "test_top1": m["test_top1"], "test_top5": m["test_top5"], "test_loss": m["test_loss"],
+                      "train_images_per_s": m["images_per_s"], "epochs": config["epoch"]}
+    png = output / "partition.png"
+    _run_parallel({"viz": ["visualize", "--checkpoint", str(output / "dart" / "checkpoint"), "--indices", "0-7",
+                           "-o", str(png)]}, parallel=False)
+    elapsed = time.perf_counter() - t0
+    delta = rows["dart"]["test_top1"] - rows["grid"]["test_top1"]
+    table = ["| tokenizer | model | tokens | input | test top-1 (%) | test top-5 (%) | train img/s |",
+             "|---|---|---|---|---|---|---|"]
+    for name, label in (("grid", "fixed grid"), ("dart", "DART")):
+        r = rows[name]
+        table.append(f"| {label} | {r['model']} | {r['tokens']} | {'x'.join(map(str, r['input'][1:]))} | "
+                     f"{r['test_top1']:.2f} | {r['test_top5']:.2f} | {r['train_images_per_s']:.0f} |")
+    summary = {"rows": rows, "delta_top1": delta, "elapsed_s": elapsed, "canvas_size": canvas_size,
+               "train_samples": train_samples, "test_samples": test_samples, "epochs": epochs,
+               "partition_png": str(png), "parallel": parallel}
+    _write_json(output / "results.json", summary)
+    md = "\n".join(table) + f"\n\nDART - fixed grid: {delta:+.2f} points top-1; wall time {elapsed / 60:.1f} min.\n"
+    tmp = output / "results.md.tmp"
+    tmp.write_text(md)
+    os.replace(tmp, output / "results.md")
+    typer.echo("")
+    typer.echo("\n".join(table))
+    typer.echo(f"\nDART - fixed grid: {delta:+.2f} points top-1 at {num_tokens} tokens | "
+               f"wall time {elapsed / 60:.1f} min | partitions: {png}")
 
 
 def main() -> None:  # pragma: no cover - console entry convenience

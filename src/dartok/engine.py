@@ -249,33 +249,16 @@ def _autocast(device: torch.device, enabled: bool):
 # models
 # --------------------------------------------------------------------------------------
 def build_model(name: str, num_tokens: int | None = None, **kwargs: Any) -> nn.Module:
-    """Create a model with :func:`dartok.models.create_model` (DART or plain timm ViT).
+    """Create a model with :func:`dartok.models.create_model` (DART or plain timm ViT)."""
+    from .models import create_model
 
-    Falls back to :func:`timm.create_model` (``num_tokens`` must then be ``None``) only if
-    ``dartok.models`` cannot be imported.
-    """
-    try:
-        from .models import create_model
-    except ImportError as e:  # pragma: no cover - only before dartok.models exists
-        if num_tokens is not None:
-            raise ImportError(f"dartok.models is needed for num_tokens ({e})") from e
-        import timm
-
-        model = timm.create_model(name, **kwargs)
-        if "img_size" in kwargs:  # keep pretrained_cfg['input_size'] truthful
-            s = kwargs["img_size"]
-            s = (s, s) if isinstance(s, int) else tuple(s)
-            model.pretrained_cfg = dict(model.pretrained_cfg, input_size=(kwargs.get("in_chans", 3), *s))
-        return model
     return create_model(name, num_tokens=num_tokens, **kwargs)
 
 
 def model_is_dart(model: nn.Module) -> bool:
-    """True for DART models (uses :func:`dartok.models.is_dart` when available)."""
-    try:
-        from .models import is_dart
-    except ImportError:  # pragma: no cover
-        return type(getattr(model, "patch_embed", None)).__name__ == "DART"
+    """True for DART models (:func:`dartok.models.is_dart`)."""
+    from .models import is_dart
+
     return bool(is_dart(model))
 
 
