@@ -217,3 +217,22 @@ def test_dart_bad_pdf_and_config():
         DART(num_tokens=0)
     with pytest.raises(ValueError, match="alpha"):
         DART(alpha=1.0)
+
+
+def test_learned_contrast_lifts_the_paper_normalisation_cap():
+    scores = torch.zeros(1, 8, 8)
+    scores[0, 2, 3] = 1.0  # one object cell among 64
+    paper = scores_to_pdf(scores)
+    assert paper.max() / paper.min() < 2.2  # sigmoid(7.9) / sigmoid(-0.13) ≈ 2.1: capped
+    sharp = scores_to_pdf(scores, scale=torch.tensor(2.0), bias=torch.tensor(-4.0))
+    assert sharp.max() / sharp.min() > 50
+    learned = Scorer("mobilenetv3_small", input_size=32)
+    assert {"score_scale", "score_bias"} <= {n for n, _ in learned.named_parameters()}
+    fixed = Scorer("mobilenetv3_small", input_size=32, learn_contrast=False)
+    assert not any("score_" in n for n, _ in fixed.named_parameters())
+    x = torch.rand(2, 3, 32, 32)
+    fixed.head.load_state_dict(learned.head.state_dict())
+    fixed.trunk.load_state_dict(learned.trunk.state_dict())
+    torch.testing.assert_close(learned(x), fixed(x))  # identity at initialisation
+    learned(x).pow(2).sum().backward()
+    assert learned.score_scale.grad is not None and learned.score_bias.grad is not None

@@ -12,7 +12,7 @@ After ``import dartok`` these names work with ``timm.create_model``:
 Model kwargs for the DART models: ``num_tokens`` (default 196 / 36), ``img_size`` (the
 input side the data pipeline should produce), ``scorer`` (trunk name), ``scorer_head``
 (``"v1"``/``"v2"``), ``scorer_input_size``, ``scorer_stage``, ``scorer_pretrained``,
-``trainable_scorer_trunk``, ``alpha``, ``bands``, ``antialias``; everything else goes to timm's
+``trainable_scorer_trunk``, ``learn_contrast``, ``alpha``, ``bands``, ``antialias``; everything else goes to timm's
 ``VisionTransformer``.
 """
 from __future__ import annotations
@@ -114,6 +114,7 @@ def patch_timm(
     scorer_pretrained: bool = False,
     trainable_scorer_trunk: bool = False,
     antialias: bool = False,
+    learn_contrast: bool = True,
 ) -> VisionTransformer:
     """Turn a timm ``VisionTransformer`` into a DART model in place, keeping its weights.
 
@@ -134,7 +135,7 @@ def patch_timm(
         alpha, bands: partition options (:func:`dartok.quantile_boxes`).
         antialias: anti-alias large boxes (:class:`DART`).
         scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
-        trainable_scorer_trunk: used when ``scorer`` is a name.
+        trainable_scorer_trunk, learn_contrast: used when ``scorer`` is a name.
 
     Returns:
         The same object, now an instance of a ``DartVisionTransformer`` subclass.
@@ -169,6 +170,7 @@ def patch_timm(
             in_chans=in_chans,
             pretrained=scorer_pretrained,
             trainable_trunk=trainable_scorer_trunk,
+            learn_contrast=learn_contrast,
         )
     dart = DART(
         num_tokens=num_tokens,
@@ -289,7 +291,7 @@ def load_vit_weights(model: DartVisionTransformer, state_dict: dict[str, torch.T
 
 _DART_KEYS = (
     "num_tokens", "img_size", "scorer", "scorer_head", "scorer_input_size", "scorer_stage",
-    "scorer_pretrained", "trainable_scorer_trunk", "alpha", "bands", "antialias",
+    "scorer_pretrained", "trainable_scorer_trunk", "alpha", "bands", "antialias", "learn_contrast",
 )
 
 

@@ -49,12 +49,23 @@ SCORER_TRUNKS: dict[str, TrunkSpec] = {
 ``features_only=True`` can be given directly."""
 
 
-def scores_to_pdf(scores: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def scores_to_pdf(
+    scores: torch.Tensor,
+    eps: float = 1e-5,
+    scale: torch.Tensor | float = 1.0,
+    bias: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
     """Per-sample standardise, sigmoid, normalise to sum 1 (SPEC §3 "Normalisation").
+
+    ``pdf ∝ sigmoid(scale · z + bias)`` with ``z`` the sample's standardised scores. With
+    ``scale = 1, bias = 0`` this is the paper's normalisation, whose contrast is capped:
+    a small object's cells (z ≈ 3) get at most ≈ 2× the density of a background at z ≈ 0.
+    A learned ``scale``/``bias`` (see :class:`Scorer`) lifts that cap.
 
     Args:
         scores: ``B×h×w`` raw scores (finite).
         eps: added to the variance, so a constant score map gives the uniform pdf.
+        scale, bias: affine map of the standardised scores before the sigmoid.
 
     Returns:
         ``B×h×w`` pdf, each sample sums to 1, every entry > 0. Depends on each sample
@@ -64,7 +75,7 @@ def scores_to_pdf(scores: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     mean = flat.mean(1, keepdim=True)
     var = flat.var(1, unbiased=False, keepdim=True)
     z = (flat - mean) * torch.rsqrt(var + eps)
-    s = torch.sigmoid(z)
+    s = torch.sigmoid(z * scale + bias)
     return (s / s.sum(1, keepdim=True)).view_as(scores)
 
 
@@ -146,6 +157,9 @@ class Scorer(nn.Module):
         pretrained: load the trunk's ImageNet weights from timm's pretrained tag
             (needs a network); otherwise the trunk is randomly initialised once, here.
         trainable_trunk: train the trunk too (default False: frozen, in eval mode).
+        learn_contrast: learn the scale and bias applied to the standardised scores
+            before the sigmoid (:func:`scores_to_pdf`), initialised to the identity so the
+            scorer starts as the paper's. False keeps the paper's fixed normalisation.
 
     Shapes:
         ``forward(images B×C×H×W) → pdf B×h×w`` (each sample sums to 1, entries > 0).
@@ -161,6 +175,7 @@ class Scorer(nn.Module):
         hidden: int = 128,
         pretrained: bool = False,
         trainable_trunk: bool = False,
+        learn_contrast: bool = True,
     ):
         super().__init__()
         import timm  # after dartok's torchvision shim
@@ -190,6 +205,13 @@ class Scorer(nn.Module):
         self.trunk.requires_grad_(trainable_trunk)
         if not trainable_trunk:
             self.trunk.eval()
+        self.learn_contrast = learn_contrast
+        if learn_contrast:
+            self.score_scale = nn.Parameter(torch.ones(()))
+            self.score_bias = nn.Parameter(torch.zeros(()))
+        else:
+            self.register_buffer("score_scale", torch.ones(()), persistent=False)
+            self.register_buffer("score_bias", torch.zeros(()), persistent=False)
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -218,7 +240,7 @@ class Scorer(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         feats = self.features(images)
         scores = self.head(feats)
-        return scores_to_pdf(scores.float())
+        return scores_to_pdf(scores.float(), scale=self.score_scale, bias=self.score_bias)
 
 
 def _truncate_trunk(trunk: nn.Module, info: dict) -> None:
