@@ -331,8 +331,8 @@ def test_clutter_is_present(train_ds):
 
 
 def test_value_range_and_normalization():
-    norm = ClutteredFashionMNIST(split="test", seed=1, num_samples=5)
-    unit = ClutteredFashionMNIST(split="test", seed=1, num_samples=5, normalize=False)
+    norm = ClutteredFashionMNIST(split="test", seed=1, num_samples=5, normalize=True)
+    unit = ClutteredFashionMNIST(split="test", seed=1, num_samples=5)  # default: [0, 1]
     for i in range(5):
         a, b = norm[i][0], unit[i][0]
         assert a.min() >= -1.0 and a.max() <= 1.0 and a.min() == -1.0  # background is -1
@@ -479,7 +479,7 @@ def test_create_dataset_local(tiny_root):
     img, label = fm[1]
     x, y = load_fashion_mnist("test", tiny_root)
     assert img.shape == (1, 28, 28) and img.dtype == torch.float32 and label == y[1]
-    torch.testing.assert_close(img[0], torch.from_numpy(x[1] / 127.5 - 1.0).float(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(img[0], torch.from_numpy(x[1] / 255.0).float(), atol=1e-6, rtol=0)
 
     with pytest.raises(TypeError, match="canvas_size"):
         create_dataset("fashion_mnist", tiny_root, "test", canvas_size=64)

@@ -299,7 +299,8 @@ class FashionMNISTDataset(_FashionMNISTBase):
         root: data directory (``None``: ``/usr/share/datasets/fashion-mnist/``).
         num_samples: ``None`` for the whole split, else the first ``num_samples`` indices.
         channels: 1, or 3 to repeat the gray channel.
-        normalize: ``True``: values ``(x/255 - 0.5)/0.5`` in [-1, 1]; ``False``: ``x/255`` in [0, 1].
+        normalize: ``True``: values ``(x/255 - 0.5)/0.5`` in [-1, 1]; ``False`` (default):
+            ``x/255`` in [0, 1].
         transform: optional callable applied to the output *tensor* (not a PIL image).
 
     ``__getitem__(i)`` returns ``(image, label)``: float32 tensor ``(channels, 28, 28)`` and a
@@ -318,7 +319,7 @@ class FashionMNISTDataset(_FashionMNISTBase):
         *,
         num_samples: Optional[int] = None,
         channels: int = 1,
-        normalize: bool = True,
+        normalize: bool = False,
         transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     ) -> None:
         _check_channels(channels)
@@ -379,8 +380,9 @@ class ClutteredFashionMNIST(_FashionMNISTBase):
         num_samples: ``None`` for the split size, else indices ``0 .. num_samples-1``.
         seed: generation seed, an int >= 0.
         channels: 1, or 3 to repeat the gray channel.
-        normalize: ``True``: ``(x/255 - 0.5)/0.5`` in [-1, 1] (background -1); ``False``:
-            ``x/255`` in [0, 1] (background 0).
+        normalize: ``True``: ``(x/255 - 0.5)/0.5`` in [-1, 1] (background -1); ``False``
+            (default): ``x/255`` in [0, 1] (background 0, the value CNN scorer trunks pad
+            with, so the canvas border does not look like an edge).
         transform: optional callable applied to the output *tensor* (not a PIL image).
 
     ``__getitem__(i)`` returns ``(image, label)``: float32 tensor ``(channels, S, S)`` and the
@@ -409,7 +411,7 @@ class ClutteredFashionMNIST(_FashionMNISTBase):
         num_samples: Optional[int] = None,
         seed: int = 0,
         channels: int = 1,
-        normalize: bool = True,
+        normalize: bool = False,
         transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     ) -> None:
         _check_split(split)

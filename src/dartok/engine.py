@@ -837,7 +837,7 @@ def train(cfg: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
         "in_chans": in_chans,
     }
     if cfg.data in LOCAL_DATASETS:
-        normalize = cfg.data_kwargs.get("normalize", True)
+        normalize = cfg.data_kwargs.get("normalize", False)
         data_info["mean"] = [0.5] * in_chans if normalize else [0.0] * in_chans
         data_info["std"] = [0.5] * in_chans if normalize else [1.0] * in_chans
     else:
