@@ -5,21 +5,12 @@ import json
 
 import dartok  # noqa: F401  (before timm)
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from dartok.cli import app
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def invoke(*args):

@@ -27,15 +27,6 @@ from dartok.engine import (
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core box two threads stall at every barrier."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_cfg(tmp_path, name="run", **kw) -> TrainConfig:
     """A run that takes well under a second per epoch on one CPU core."""
     base = dict(
