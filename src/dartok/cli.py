@@ -117,7 +117,8 @@ def train(
     train_samples: Optional[int] = typer.Option(None, help="Use the first N training samples (default: all)."),
     test_samples: Optional[int] = typer.Option(None, help="Use the first N test samples (default: all)."),
     epochs: int = typer.Option(10, help="Total epochs of the schedule."),
-    batch_size: int = typer.Option(64, help="Training batch size."),
+    batch_size: int = typer.Option(
+        64, help="GLOBAL training batch size (under torchrun: split evenly across the processes)."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW)."),
     weight_decay: float = typer.Option(0.05, help="Weight decay (not on norms/biases/pos_embed/cls_token)."),
     warmup_epochs: int = typer.Option(1, help="Linear warmup epochs."),
@@ -125,6 +126,9 @@ def train(
     min_lr: float = typer.Option(1e-5, help="Final learning rate of the cosine schedule."),
     label_smoothing: float = typer.Option(0.1, help="Label smoothing of the training loss."),
     clip_grad: Optional[float] = typer.Option(None, help="Clip the gradient norm to this value."),
+    model_ema: bool = typer.Option(False, "--model-ema", help="Keep an EMA of the weights (DeiT); evaluated "
+                                   "and checkpointed (model_ema.safetensors) alongside."),
+    model_ema_decay: float = typer.Option(0.99996, help="Decay of the weight EMA (--model-ema)."),
     seed: int = typer.Option(0, help="Seed of initialization, data order, dropout."),
     data_seed: int = typer.Option(0, help="Seed of the cluttered dataset generation."),
     num_workers: int = typer.Option(0, help="DataLoader worker processes."),
@@ -138,15 +142,21 @@ def train(
         None, "--data-kwargs", help='Extra dataset kwargs as JSON, e.g. \'{"num_clutter": 4}\'.'),
     num_classes: Optional[int] = typer.Option(None, help="Number of classes (default: from the dataset)."),
     in_chans: Optional[int] = typer.Option(None, help="Image channels 1 or 3 (default: 1 for Fashion-MNIST data)."),
-    eval_batch_size: Optional[int] = typer.Option(None, help="Evaluation batch size (default: 2x --batch-size)."),
+    eval_batch_size: Optional[int] = typer.Option(
+        None, help="Global evaluation batch size (default: 2x --batch-size)."),
     stop_after: Optional[int] = typer.Option(None, help="Stop after this many epochs in total (resume later)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 is fastest on a busy 2-core box)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the final summary to this JSON file."),
 ) -> None:
-    """Train a model; writes <output>/metrics.jsonl and <output>/checkpoint/ every epoch."""
+    """Train a model; writes <output>/metrics.jsonl and <output>/checkpoint/ every epoch.
+
+    Multi-process (DDP): run the same command under torchrun, e.g.
+    torchrun --standalone --nproc_per_node=4 $(which dartok) train --batch-size 256 ...
+    (NCCL on GPUs, gloo on CPU; --batch-size stays the global batch; rank 0 writes).
+    """
     from . import checkpoint as ckpt
-    from .engine import TrainConfig, train as run_train
+    from .engine import TrainConfig, is_main_process, train as run_train
 
     model_kwargs = _parse_json_dict(model_kwargs_json, "--model-kwargs")
     data_kwargs = _parse_json_dict(data_kwargs_json, "--data-kwargs")
@@ -195,12 +205,17 @@ def train(
             raise _fail(str(e))
         raise
     summary.pop("model", None)
+    summary.pop("model_ema", None)
+    if not is_main_process():  # under torchrun: rank 0 reports
+        return
     test = summary["test"]
     if json_out is not None:
         _write_json(json_out, summary)
+    ema = summary.get("test_ema")
     typer.echo(
         f"final test top-1 {test['top1']:.2f}%  top-5 {test['top5']:.2f}%  loss {test['loss']:.4f}  "
-        f"(n={test['n']}, epoch {summary['epoch']}/{cfg.epochs})  checkpoint: {summary['checkpoint']}"
+        + (f"(EMA top-1 {ema['top1']:.2f}%)  " if ema else "")
+        + f"(n={test['n']}, epoch {summary['epoch']}/{cfg.epochs})  checkpoint: {summary['checkpoint']}"
     )
 
 
@@ -501,7 +516,7 @@ def visualize(
 # --------------------------------------------------------------------------------------
 # Defaults of the main job: small enough for 2 CPU cores in well under 15 minutes, the
 # same backbone, recipe, epochs and seed for both models; only the tokenizer differs.
-DEMO_DEFAULTS = dict(num_tokens=36, canvas_size=128, epochs=4, train_samples=20000, test_samples=2000,
+DEMO_DEFAULTS = dict(num_tokens=36, canvas_size=128, epochs=8, train_samples=20000, test_samples=2000,
                      batch_size=64, lr=1e-3, seed=0)
 
 
@@ -622,6 +637,96 @@ def demo(
     typer.echo("\n".join(table))
     typer.echo(f"\nDART - fixed grid: {delta:+.2f} points top-1 at {num_tokens} tokens | "
                f"wall time {elapsed / 60:.1f} min | partitions: {png}")
+
+
+# --------------------------------------------------------------------------------------
+# bench
+# --------------------------------------------------------------------------------------
+
+
+def _parse_int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"must be comma-separated integers, got {text!r}", param_hint=option) from None
+    if any(v < 1 for v in values):
+        raise typer.BadParameter(f"values must be >= 1, got {text!r}", param_hint=option)
+    return values
+
+
+@app.command()
+def bench(
+    suite: str = typer.Argument("compute", help="compute (params, GMACs, img/s, latency, tokenizer stages), "
+                                "scaling (vs input resolution and token budget) or macs (counts only)"),
+    models: str = typer.Option("deit_tiny_patch16_224,dart_deit_tiny_patch16_224", "--models",
+                               help="compute/macs: comma-separated model names (first = reference)"),
+    model: str = typer.Option("dart_deit_tiny_patch16_224", "--model", help="scaling: the DART model"),
+    baseline: str = typer.Option("deit_tiny_patch16_224", "--baseline", help="scaling: the fixed-grid model"),
+    num_tokens: Optional[int] = typer.Option(None, "--num-tokens", help="compute/macs: token budget for every model"),
+    resolutions: str = typer.Option("224,448,672,896", "--resolutions", help="scaling: input sides"),
+    budgets: str = typer.Option("49,98,196,392,784", "--budgets", help="scaling: token budgets"),
+    resolution_tokens: int = typer.Option(196, "--resolution-tokens", help="scaling: tokens of the resolution sweep"),
+    budget_input: int = typer.Option(448, "--budget-input", help="scaling: DART input side of the budget sweep"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:i]"),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="throughput batch size"),
+    warmup: int = typer.Option(2, "--warmup", help="untimed calls before timing"),
+    repeats: int = typer.Option(5, "--repeats", help="timed calls per measurement (median reported)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads (CPU)"),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on for CUDA only)"),
+    compile_model: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the timed models"),
+    breakdown: bool = typer.Option(True, "--breakdown/--no-breakdown", help="compute: time the tokenizer stages"),
+    model_kwargs_json: Optional[str] = typer.Option(None, "--model-kwargs", help="JSON dict for create_model"),
+    name: Optional[str] = typer.Option(None, "--name", help="result file stem (default <suite>_<device type>)"),
+    output_dir: Path = typer.Option(Path("benchmarks/results"), "--output-dir", "-o", help="folder of the results"),
+) -> None:
+    """Measure params, MACs (fvcore), throughput, latency and tokenizer stages; write JSON + Markdown.
+
+    Examples: ``dartok bench compute --threads 2``, ``dartok bench scaling -b 32 --repeats 3``,
+    ``dartok bench macs --models dart_deit_small_patch16_224``.
+    """
+    import shlex
+    import sys
+
+    if suite not in ("compute", "scaling", "macs"):
+        raise typer.BadParameter(f"must be compute, scaling or macs, got {suite!r}", param_hint="SUITE")
+    for value, option in ((batch_size, "--batch-size"), (repeats, "--repeats")):
+        if value < 1:
+            raise typer.BadParameter(f"must be >= 1, got {value}", param_hint=option)
+    if warmup < 0:
+        raise typer.BadParameter(f"must be >= 0, got {warmup}", param_hint="--warmup")
+    _set_threads(threads)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    for m in (names if suite != "scaling" else [model, baseline]):
+        _check_model_name(m)
+    res_list = _parse_int_list(resolutions, "--resolutions")
+    budget_list = _parse_int_list(budgets, "--budgets")
+    kwargs = _parse_json_dict(model_kwargs_json, "--model-kwargs")
+    from . import bench as B
+
+    command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None
+    try:
+        import torch
+
+        stem = name or f"{suite}_{torch.device(device).type}"
+        if suite == "scaling":
+            result = B.run_scaling(model=model, baseline=baseline, resolutions=res_list, budgets=budget_list,
+                                   resolution_tokens=resolution_tokens, budget_input=budget_input,
+                                   device=device, batch_size=batch_size,
+                                   warmup=warmup, repeats=repeats, amp=amp, compile_model=compile_model,
+                                   log=typer.echo, command=command)
+        else:
+            macs_only = suite == "macs"
+            result = B.run_compute(models=names, device=device, batch_size=batch_size, warmup=warmup,
+                                   repeats=repeats, amp=amp, compile_model=compile_model,
+                                   breakdown=breakdown and not macs_only, num_tokens=num_tokens,
+                                   model_kwargs=kwargs, log=typer.echo, command=command, timing=not macs_only)
+    except _USER_ERRORS as e:
+        raise _fail(_user_error_message(e)) from None
+    md = B.render_markdown(result)
+    json_path, md_path = B.write_results(result, output_dir, stem, md)
+    typer.echo("")
+    typer.echo(md)
+    typer.echo(f"written: {json_path} and {md_path}")
 
 
 def main() -> None:  # pragma: no cover - console entry convenience
