@@ -429,7 +429,7 @@ def visualize(
             chans_img = chans if checkpoint is not None else _image_file_channels(list(image))
             for p in image:
                 x = _load_image_file(p, chans_img)
-                x = (x - mean) / std if checkpoint is not None else x * 2 - 1
+                x = (x - mean) / std if checkpoint is not None else x
                 items.append((x, None, p.name))
         else:
             if checkpoint is not None:
