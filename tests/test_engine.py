@@ -360,3 +360,63 @@ def test_config_validation():
         TrainConfig(epochs=2, warmup_epochs=2).validate()
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), "unknown_key": 1})
     assert cfg == TrainConfig()
+
+
+# --------------------------------------------------------------------------------------
+# EMA of the weights (--model-ema)
+# --------------------------------------------------------------------------------------
+def test_model_ema_roundtrip_and_exact_resume(tmp_path):
+    from safetensors.torch import load_file
+
+    kw = dict(model="vit_micro_patch8", num_tokens=4, model_kwargs={"depth": 1}, model_ema=True,
+              model_ema_decay=0.9, lr=3e-3)
+    straight = train(tiny_cfg(tmp_path, "a", **kw))
+    assert straight["test_ema"]["n"] == 16 and straight["best_top1_ema"] is not None
+    rows = read_metrics(tmp_path / "a")
+    assert all({"test_loss_ema", "test_top1_ema", "test_top5_ema"} <= set(r) for r in rows)
+    ck = tmp_path / "a" / "checkpoint"
+    assert ckpt.has_ema_weights(ck) and ckpt.load_config(ck)["has_ema"]
+    raw, ema = load_file(str(ck / "model.safetensors")), load_file(str(ck / "model_ema.safetensors"))
+    assert raw.keys() == ema.keys()
+    assert not all(torch.equal(raw[k], ema[k]) for k in raw)  # the EMA lags behind the weights
+    # round trip: the EMA model rebuilt from the checkpoint is the trained EMA
+    m_ema, _ = ckpt.model_from_checkpoint(ck, ema=True)
+    assert _same_weights(m_ema, straight["model_ema"])
+    m_raw, _ = ckpt.model_from_checkpoint(ck)
+    assert _same_weights(m_raw, straight["model"])
+    # resume restores the EMA: 1 epoch + resume == 2 epochs, bit for bit
+    train(tiny_cfg(tmp_path, "b", stop_after=1, **kw))
+    train(tiny_cfg(tmp_path, "b", resume=True, **kw))
+    for name in ("model.safetensors", "model_ema.safetensors"):
+        wa = load_file(str(tmp_path / "a" / "checkpoint" / name))
+        wb = load_file(str(tmp_path / "b" / "checkpoint" / name))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+    assert [r["test_top1_ema"] for r in read_metrics(tmp_path / "b")] == [r["test_top1_ema"] for r in rows]
+    # EMA on / off cannot change on resume; a run without EMA has no EMA weights
+    with pytest.raises(ResumeConflictError, match="model_ema"):
+        train(tiny_cfg(tmp_path, "b", resume=True, **{**kw, "model_ema": False}))
+    plain = train(tiny_cfg(tmp_path, "c", model="vit_micro_patch8", num_tokens=4, model_kwargs={"depth": 1},
+                           epochs=2, stop_after=1))
+    assert "test_ema" not in plain and not ckpt.has_ema_weights(plain["checkpoint"])
+    with pytest.raises(FileNotFoundError, match="without --model-ema"):
+        ckpt.model_from_checkpoint(plain["checkpoint"], ema=True)
+
+
+def test_checkpoint_unwraps_ddp_like_wrappers(tmp_path):
+    from timm.utils import ModelEmaV3
+
+    m = Tied()
+    wrapped = nn.DataParallel(m)  # same unwrapping path as DistributedDataParallel
+    path = ckpt.save_checkpoint(tmp_path / "ck", wrapped, {"model": "tied"}, ema_model=ModelEmaV3(m, decay=0.5))
+    from safetensors.torch import load_file
+
+    assert not any(k.startswith("module.") for k in load_file(str(path / "model.safetensors")))
+    assert load_file(str(path / "model_ema.safetensors")).keys() == load_file(str(path / "model.safetensors")).keys()
+    m2 = Tied()
+    ckpt.load_weights(nn.DataParallel(m2), path)
+    assert _same_weights(m, m2)
+
+
+def test_config_validation_ema_decay():
+    with pytest.raises(ValueError, match="model_ema_decay"):
+        TrainConfig(model_ema_decay=1.0).validate()

@@ -4,6 +4,7 @@ A checkpoint is a directory::
 
     checkpoint/
         model.safetensors   # weights (shared/tied tensors stored once, aliases in the metadata)
+        model_ema.safetensors  # optional: EMA of the weights (``--model-ema``), same keys
         config.json         # model name + kwargs, data config, epoch, metrics, ...
         train_state.pt      # optional: optimizer, scheduler, epoch, step, RNG states, best acc
 
@@ -16,6 +17,10 @@ finds the intact ``<name>.old`` and uses it.
 Loading validates everything and raises :class:`FileNotFoundError` (missing directory or
 file) or :class:`ValueError` (corrupt file, bad JSON, state-dict key/shape mismatch) with
 a message naming the file and what was wrong.
+
+Weights are always those of the bare model: a ``DistributedDataParallel`` /
+``DataParallel`` wrapper (or a timm ``ModelEma*`` holder) is unwrapped before saving and
+loading (:func:`unwrap_model`), so keys never carry a ``module.`` prefix.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from torch import nn
 
 __all__ = [
     "WEIGHTS_NAME",
+    "EMA_WEIGHTS_NAME",
     "CONFIG_NAME",
     "TRAIN_STATE_NAME",
     "CHECKPOINT_FORMAT_VERSION",
@@ -42,9 +48,12 @@ __all__ = [
     "model_from_checkpoint",
     "checkpoint_exists",
     "resolve_checkpoint_dir",
+    "has_ema_weights",
+    "unwrap_model",
 ]
 
 WEIGHTS_NAME = "model.safetensors"
+EMA_WEIGHTS_NAME = "model_ema.safetensors"
 CONFIG_NAME = "config.json"
 TRAIN_STATE_NAME = "train_state.pt"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -122,6 +131,28 @@ def _dedupe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str
     return out, aliases
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare model inside ``DistributedDataParallel`` / ``DataParallel`` / timm ``ModelEma*`` wrappers."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    while True:
+        if isinstance(model, (DistributedDataParallel, DataParallel)):
+            model = model.module
+        elif type(model).__name__.startswith("ModelEma") and isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        else:
+            return model
+
+
+def _write_weights(path: Path, model: nn.Module) -> None:
+    from safetensors.torch import save_file
+
+    unique, aliases = _dedupe_state_dict(unwrap_model(model).state_dict())
+    metadata = {"format": "pt", _ALIAS_KEY: json.dumps(aliases, sort_keys=True)}
+    save_file(unique, str(path), metadata=metadata)
+    _fsync_file(path)
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -169,6 +200,8 @@ def save_checkpoint(
     model: nn.Module,
     config: Mapping[str, Any],
     train_state: Mapping[str, Any] | None = None,
+    *,
+    ema_model: nn.Module | None = None,
 ) -> Path:
     """Atomically write a checkpoint directory.
 
@@ -176,12 +209,15 @@ def save_checkpoint(
         path_dir: target directory (created or replaced as a whole).
         model: model whose ``state_dict()`` is saved to ``model.safetensors`` (tied
             tensors are stored once; their aliases are kept in the file metadata).
+            A DDP / DataParallel wrapper is unwrapped first (no ``module.`` prefix).
         config: JSON-serializable dict (model name, ``model_kwargs``, data config,
             epoch, metrics, ...). ``format_version`` is added.
         train_state: optional dict saved with ``torch.save`` to ``train_state.pt``
             (optimizer/scheduler state dicts, epoch, step, RNG states, ...). It must
             only hold tensors and plain Python containers/scalars, so that it loads with
             ``torch.load(weights_only=True)``.
+        ema_model: optional EMA copy of the model (a module, or a timm ``ModelEmaV3``),
+            saved to ``model_ema.safetensors`` with the same keys as ``model``.
 
     Returns:
         The checkpoint directory path.
@@ -190,8 +226,6 @@ def save_checkpoint(
     saving: files go to a temporary sibling directory first, are fsync'ed, and are then
     swapped in with two renames.
     """
-    from safetensors.torch import save_file
-
     target = Path(path_dir)
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -202,10 +236,9 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
     try:
         # weights
-        unique, aliases = _dedupe_state_dict(model.state_dict())
-        metadata = {"format": "pt", _ALIAS_KEY: json.dumps(aliases, sort_keys=True)}
-        save_file(unique, str(tmp / WEIGHTS_NAME), metadata=metadata)
-        _fsync_file(tmp / WEIGHTS_NAME)
+        _write_weights(tmp / WEIGHTS_NAME, model)
+        if ema_model is not None:
+            _write_weights(tmp / EMA_WEIGHTS_NAME, ema_model)
         # config
         cfg = dict(config)
         cfg.setdefault("format_version", CHECKPOINT_FORMAT_VERSION)
@@ -303,20 +336,33 @@ def _read_weights(path: Path, device: str | torch.device = "cpu") -> tuple[dict[
     return tensors, aliases
 
 
-def load_weights(model: nn.Module, path_dir: str | os.PathLike, *, strict: bool = True) -> nn.Module:
+def has_ema_weights(path_dir: str | os.PathLike) -> bool:
+    """True if the checkpoint holds EMA weights (``model_ema.safetensors``)."""
+    try:
+        return (resolve_checkpoint_dir(path_dir) / EMA_WEIGHTS_NAME).is_file()
+    except FileNotFoundError:
+        return False
+
+
+def load_weights(model: nn.Module, path_dir: str | os.PathLike, *, strict: bool = True, ema: bool = False) -> nn.Module:
     """Load ``model.safetensors`` of a checkpoint into ``model`` (in place), validating it.
 
     Args:
-        model: module with the architecture the weights were saved from.
+        model: module with the architecture the weights were saved from (a DDP /
+            DataParallel / ``ModelEma*`` wrapper is unwrapped).
         path_dir: checkpoint directory.
         strict: require exactly the model's keys (shapes must always match).
+        ema: load the EMA weights ``model_ema.safetensors`` instead.
 
     Raises:
-        FileNotFoundError: file missing.
+        FileNotFoundError: file missing (with ``ema``: the run was trained without EMA).
         ValueError: corrupt file, or keys / shapes that do not match the model (the message
             lists the missing, unexpected and mismatched names).
     """
-    path = resolve_checkpoint_dir(path_dir) / WEIGHTS_NAME
+    model = unwrap_model(model)
+    path = resolve_checkpoint_dir(path_dir) / (EMA_WEIGHTS_NAME if ema else WEIGHTS_NAME)
+    if ema and not path.is_file():
+        raise FileNotFoundError(f"checkpoint EMA weights {str(path)!r} are missing (run trained without --model-ema?)")
     tensors, aliases = _read_weights(path)
     for alias, kept in aliases.items():
         if kept in tensors and alias not in tensors:
@@ -400,13 +446,14 @@ def load_checkpoint(
 
 
 def model_from_checkpoint(
-    path_dir: str | os.PathLike, *, device: str | torch.device = "cpu"
+    path_dir: str | os.PathLike, *, device: str | torch.device = "cpu", ema: bool = False
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from a checkpoint's ``config.json`` and load its weights.
 
     The model is built with :func:`dartok.models.create_model` from ``config["model"]`` and
     ``config["model_kwargs"]`` (which holds ``num_tokens``, ``num_classes``, ``in_chans``
-    and any extra options), loaded, moved to ``device`` and put in eval mode.
+    and any extra options), loaded, moved to ``device`` and put in eval mode. With ``ema``
+    the EMA weights (``model_ema.safetensors``) are loaded instead of the raw ones.
 
     Returns:
         ``(model, config)``.
@@ -422,6 +469,6 @@ def model_from_checkpoint(
             f"cannot build model {config['model']!r} with kwargs {kwargs} from "
             f"{str(resolve_checkpoint_dir(path_dir) / CONFIG_NAME)!r}: {e}"
         ) from e
-    load_weights(model, path_dir)
+    load_weights(model, path_dir, ema=ema)
     model.to(device).eval()
     return model, config

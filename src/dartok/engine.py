@@ -1,21 +1,57 @@
 """Training / evaluation engine, generic over timm classification models (DART or plain).
 
-Single process for now, but structured for DDP (torchrun) later: device selection goes
-through :func:`select_device`, rank information through :func:`dist_info`, and all logging
-and checkpointing is guarded by :func:`is_main_process`.
-
 Main entry points:
 
 * :class:`TrainConfig` -- every option of a run (what ``dartok train`` fills in).
 * :func:`train` -- full training loop: timm AdamW + per-update cosine schedule, label
-  smoothing, gradient clipping, bf16 autocast, per-epoch metrics (``metrics.jsonl``) and
-  atomic checkpoints (``<run_dir>/checkpoint``), exact resume.
-* :func:`evaluate` -- loss / top-1 / top-5 over a loader.
+  smoothing, gradient clipping, bf16 autocast, optional EMA of the weights, per-epoch
+  metrics (``metrics.jsonl``) and atomic checkpoints (``<run_dir>/checkpoint``), exact
+  resume; one process or many (``torch.distributed``, launched by ``torchrun``).
+* :func:`evaluate` -- loss / top-1 / top-5 over a loader (summed over ranks on request).
+
+Multi-process training (DDP)
+----------------------------
+Launch the same ``dartok train`` command under ``torchrun``; every process reads
+``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``MASTER_ADDR`` / ``MASTER_PORT`` from the
+environment torchrun sets up::
+
+    # one machine, 4 processes (4 GPUs -> cuda:LOCAL_RANK each, NCCL; or CPU -> gloo)
+    torchrun --standalone --nproc_per_node=4 $(which dartok) train --batch-size 256 -o runs/x
+    python -m torch.distributed.run --standalone --nproc_per_node=4 -m dartok.cli train ...
+    # two machines, 8 GPUs each (run on both, --node_rank=0 / 1; MASTER = node 0's address)
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=$MASTER --master_port=29500 \
+        $(which dartok) train --batch-size 1024 -o /shared/runs/x
+    # CPU threads per process: --threads 1 (torchrun also sets OMP_NUM_THREADS=1 by default)
+
+* Backend: NCCL when the device is CUDA (``cuda:<LOCAL_RANK>``), gloo otherwise (e.g.
+  ``--device cpu``). An already initialized default process group is reused.
+* ``--batch-size`` is the GLOBAL batch: each of the ``K`` processes gets ``batch_size / K``
+  samples per step (an error if not divisible). The data order is a function of ``(seed,
+  epoch)`` only: each global batch of the seeded permutation is cut into ``K`` contiguous
+  shards (:class:`ShardedBatchSampler`), so the union over ranks of the step-``i`` batches
+  is exactly the step-``i`` batch of a 1-process run, and the schedule (steps per epoch)
+  does not depend on ``K``. A last partial batch (kept when the training set holds fewer
+  than two global batches) is split as evenly as possible and every rank's loss is scaled
+  so the all-reduced gradient is still the mean over the whole global batch.
+* Gradients are averaged by ``DistributedDataParallel``; evaluation shards the test set
+  without padding (contiguous, unequal shards) and sums loss / correct / count over ranks,
+  so test metrics cover every test image exactly once.
+* Rank 0 alone logs, writes ``metrics.jsonl`` and the checkpoint (the bare model's
+  weights, no ``module.`` prefix); the other ranks wait on a barrier. All ranks read the
+  checkpoint on ``--resume``: with several machines the run directory must be on a shared
+  filesystem.
+* ``--resume`` works across a changed world size (e.g. 2 processes -> 1 -> 2): the weights,
+  optimizer, schedule and data order continue as they would have. Each rank's RNG
+  streams (dropout / drop-path) are saved too and restored for ranks that existed before;
+  ranks that did not are seeded from ``(seed, rank, epoch)``.
 
 Determinism: the data order of epoch ``e`` is a function of ``(seed, e)`` only (a
 ``torch.Generator`` per loader, reseeded each epoch), and the global RNG states (torch CPU
 and CUDA, numpy, python) are saved in every checkpoint and restored on resume, so dropout /
-drop-path draws continue exactly: 2 epochs straight == 1 epoch + resume, bit for bit.
+drop-path draws continue exactly: 2 epochs straight == 1 epoch + resume, bit for bit (same
+world size). Rank ``r > 0`` draws from its own RNG streams (seeded from ``(seed, r)``), so
+with dropout / drop-path a K-process run is not draw-for-draw a 1-process run; without
+them it matches up to float summation order.
 """
 from __future__ import annotations
 
@@ -44,6 +80,9 @@ __all__ = [
     "DistInfo",
     "dist_info",
     "is_main_process",
+    "init_distributed",
+    "ShardedBatchSampler",
+    "shard_indices",
     "select_device",
     "build_model",
     "model_is_dart",
@@ -86,15 +125,18 @@ class TrainConfig:
     name), ``data_root``, ``canvas_size`` (cluttered), ``train_samples`` / ``test_samples``
     (``None``: whole split), ``data_kwargs`` (extra dataset kwargs), ``data_seed``.
 
-    Optimization: ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``warmup_epochs``,
+    Optimization: ``epochs``, ``batch_size`` (the GLOBAL batch: split evenly across the
+    processes of a distributed run), ``lr``, ``weight_decay``, ``warmup_epochs``,
     ``warmup_lr``, ``min_lr``, ``label_smoothing``, ``clip_grad`` (max grad norm, ``None``
-    off), ``seed``.
+    off), ``seed``, ``model_ema`` (keep an exponential moving average of the weights, as
+    DeiT does, with ``timm.utils.ModelEmaV3``; evaluated and checkpointed alongside),
+    ``model_ema_decay``.
 
     Runtime: ``num_workers``, ``output`` (run dir), ``resume``, ``amp`` (bf16 autocast),
     ``device`` (``None``: cuda if available else cpu), ``progress`` (tqdm bar),
     ``stop_after`` (stop after this many completed epochs in total, e.g. to split a run
-    into chunks; the schedule still spans ``epochs``), ``eval_batch_size`` (``None``: 2x
-    ``batch_size``), ``threads`` (``torch.set_num_threads`` for CPU work; ``None``: torch's
+    into chunks; the schedule still spans ``epochs``), ``eval_batch_size`` (global like
+    ``batch_size``; ``None``: 2x ``batch_size``), ``threads`` (``torch.set_num_threads`` for CPU work; ``None``: torch's
     default. On a small, shared CPU ``1`` can be much faster: with 2 intra-op threads a
     co-running process stalls every OpenMP barrier).
     """
@@ -122,6 +164,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     clip_grad: float | None = None
     seed: int = 0
+    model_ema: bool = False
+    model_ema_decay: float = 0.99996
     num_workers: int = 0
     output: str = "runs/default"
     resume: bool = False
@@ -173,6 +217,8 @@ class TrainConfig:
         pos("threads", self.threads, allow_none=True)
         if self.in_chans is not None and self.in_chans not in (1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {self.in_chans!r}")
+        if not 0.0 <= self.model_ema_decay < 1.0:
+            raise ValueError(f"model_ema_decay must be in [0, 1), got {self.model_ema_decay!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
@@ -186,11 +232,11 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------------------
-# process / device helpers (DDP-ready)
+# process / device helpers
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DistInfo:
-    """Rank information (from the torchrun environment variables; 1 process if unset)."""
+    """Rank information of this process (1 process, rank 0, unless launched by torchrun)."""
 
     rank: int = 0
     local_rank: int = 0
@@ -200,9 +246,25 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _dist_ready() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
 
 def dist_info() -> DistInfo:
-    """Read ``RANK`` / ``LOCAL_RANK`` / ``WORLD_SIZE`` (torchrun). Defaults: one process."""
+    """Rank, local rank and world size of this process.
+
+    From the initialized default process group if there is one, else from torchrun's
+    ``RANK`` / ``LOCAL_RANK`` / ``WORLD_SIZE`` environment variables (defaults: one process).
+    """
+    if _dist_ready():
+        rank = torch.distributed.get_rank()
+        return DistInfo(rank=rank, local_rank=int(os.environ.get("LOCAL_RANK", rank)),
+                        world_size=torch.distributed.get_world_size())
     return DistInfo(
         rank=int(os.environ.get("RANK", 0)),
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
@@ -218,10 +280,13 @@ def is_main_process() -> bool:
 def select_device(name: str | None = None) -> torch.device:
     """``name`` if given (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``), else cuda if available, else cpu.
 
-    Under torchrun, a bare ``"cuda"`` would map to ``cuda:<LOCAL_RANK>``.
+    A bare ``"cuda"`` maps to ``cuda:<LOCAL_RANK>`` (torchrun: one GPU per process), or to
+    ``cuda:0`` when the process sees a single GPU outside torchrun (e.g. a scheduler that
+    sets ``CUDA_VISIBLE_DEVICES`` per process). Two ranks never share a GPU (NCCL refuses).
 
     Raises:
-        ValueError: unknown device string, or cuda requested but not available.
+        ValueError: unknown device string, cuda requested but not available, or fewer
+            visible GPUs than local processes.
     """
     if name is None or name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -233,10 +298,59 @@ def select_device(name: str | None = None) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r} requested but CUDA is not available")
         if dev.index is None:
-            dev = torch.device("cuda", dist_info().local_rank)
+            local, count = dist_info().local_rank, torch.cuda.device_count()
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 0))  # set by torchrun
+            if local < count:
+                dev = torch.device("cuda", local)
+            elif count == 1 and local_world <= 1:  # one GPU bound to each process by the scheduler
+                dev = torch.device("cuda", 0)
+            else:
+                raise ValueError(f"local rank {local} has no GPU of its own ({count} visible); start at most "
+                                 f"{count} processes per node, or pass --device cpu")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError(f"device {name!r} requested but MPS is not available")
     return dev
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Join the default process group of a torchrun launch, if this is one and not done yet.
+
+    Backend NCCL for a CUDA ``device`` (which becomes the current device), gloo otherwise;
+    rendezvous ``env://`` (``MASTER_ADDR`` / ``MASTER_PORT`` / ``RANK`` / ``WORLD_SIZE``).
+
+    Returns:
+        True if this call created the group (the caller then destroys it when done).
+    """
+    info = dist_info()
+    if not info.distributed or _dist_ready():
+        return False
+    if not torch.distributed.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise ValueError(f"WORLD_SIZE={info.world_size} but {', '.join(missing)} not set; launch with torchrun")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://")
+    return True
+
+
+def _barrier(device: torch.device) -> None:
+    if not _dist_ready():
+        return
+    if device.type == "cuda" and torch.distributed.get_backend() == "nccl":
+        torch.distributed.barrier(device_ids=[device.index])
+    else:
+        torch.distributed.barrier()
+
+
+def _all_reduce_sum(values: list[float], device: torch.device | str) -> list[float]:
+    """Sum ``values`` over all ranks (identity without a process group)."""
+    if not _dist_ready() or torch.distributed.get_world_size() == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+    return t.tolist()
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -471,6 +585,104 @@ def build_loader(
     )
 
 
+class ShardedBatchSampler(torch.utils.data.Sampler):
+    """Batches of one rank: each GLOBAL batch of a seeded permutation, cut into rank shards.
+
+    Epoch ``e`` draws the permutation ``torch.randperm(n, generator=g)`` with ``g`` reseeded
+    to ``epoch_seed(seed, e)`` by :meth:`set_epoch` (give the same generator to the
+    ``DataLoader``; it draws the worker base seed from it first, exactly as a shuffling
+    ``DataLoader`` does, so with one process the order is the one :func:`build_loader`
+    gives). The permutation is chunked into global batches of ``global_batch_size``
+    (``drop_last``: the last partial one is dropped); rank ``r`` of ``K`` gets the
+    contiguous slice ``[r*m//K, (r+1)*m//K)`` of each global batch of size ``m``. So:
+
+    * the union over ranks of step ``i``'s batches is step ``i``'s batch of a 1-process
+      run, for every ``K`` (full batches: ``global_batch_size / K`` per rank);
+    * ``len(sampler)`` (steps per epoch) does not depend on ``K``.
+
+    A partial batch of ``m < K`` samples leaves some ranks with none: they get the batch's
+    first sample as padding, with loss weight 0 (see :meth:`plan`) -- every rank must take
+    part in each gradient all-reduce.
+
+    ``shuffle=False`` keeps the dataset order (no generator needed).
+    """
+
+    def __init__(
+        self,
+        dataset_len: int,
+        global_batch_size: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        generator: torch.Generator | None = None,
+    ):
+        if global_batch_size <= 0 or world_size <= 0 or not 0 <= rank < world_size:
+            raise ValueError(f"bad sampler arguments: batch {global_batch_size}, rank {rank}, world {world_size}")
+        if global_batch_size % world_size:
+            raise ValueError(f"global batch size {global_batch_size} is not divisible by the number of "
+                             f"processes {world_size}")
+        self.n = int(dataset_len)
+        self.batch_size = int(global_batch_size)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.seed = seed
+        self.generator = generator if generator is not None else torch.Generator()
+        self.epoch = 0
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the generator for ``epoch`` (call before iterating, like ``DistributedSampler``)."""
+        self.epoch = int(epoch)
+        self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def _global_sizes(self) -> list[int]:
+        sizes = [self.batch_size] * (self.n // self.batch_size)
+        if not self.drop_last and self.n % self.batch_size:
+            sizes.append(self.n % self.batch_size)
+        return sizes
+
+    def _bounds(self, m: int) -> tuple[int, int]:
+        return self.rank * m // self.world_size, (self.rank + 1) * m // self.world_size
+
+    def plan(self) -> list[tuple[int, float]]:
+        """Per step: ``(real samples of this rank, loss weight)``.
+
+        The weight ``n_rank * K / m`` makes DDP's gradient average over ranks the mean over
+        the ``m`` samples of the global batch: 1.0 for even shards, 0.0 for padding.
+        """
+        out = []
+        for m in self._global_sizes():
+            lo, hi = self._bounds(m)
+            k = hi - lo
+            out.append((k, 1.0 if k * self.world_size == m else k * self.world_size / m))
+        return out
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist() if self.shuffle else list(range(self.n))
+        start = 0
+        for m in self._global_sizes():
+            batch = order[start:start + m]
+            start += m
+            lo, hi = self._bounds(m)
+            yield batch[lo:hi] if hi > lo else batch[:1]
+
+
+def shard_indices(n: int, rank: int, world_size: int) -> range:
+    """Rank ``rank``'s contiguous, unpadded share of ``range(n)`` (sizes differ by at most 1)."""
+    return range(rank * n // world_size, (rank + 1) * n // world_size)
+
+
+def _rank_seed(seed: int, rank: int, epoch: int = 0) -> int:
+    """Seed of the global RNG streams of rank ``rank > 0`` (rank 0 keeps ``seed`` itself)."""
+    return epoch_seed(seed, epoch, stream=1000 + rank) % 2**32
+
+
 # --------------------------------------------------------------------------------------
 # RNG state
 # --------------------------------------------------------------------------------------
@@ -544,6 +756,7 @@ def evaluate(
     *,
     input_size: tuple[int, int, int] | None = None,
     progress: bool = False,
+    all_reduce: bool = False,
 ) -> dict[str, float]:
     """Evaluate a classifier.
 
@@ -556,6 +769,10 @@ def evaluate(
             default: :func:`model_input_size` if the model has a ``pretrained_cfg``, else
             batches are used as they are.
         progress: show a tqdm bar.
+        all_reduce: in a distributed run, sum loss / hits / count over all ranks (each
+            rank passes its own shard of the data, e.g. :func:`shard_indices`; every rank
+            must call this, with its own ``loader``, possibly empty). Pass the bare model,
+            not the DDP wrapper.
 
     Returns:
         ``{"loss": mean cross-entropy (no label smoothing), "top1": %, "top5": %, "n": count}``.
@@ -590,6 +807,9 @@ def evaluate(
             n += labels.numel()
     finally:
         model.train(was_training)
+    if all_reduce:
+        loss_sum, c1, c5, n = _all_reduce_sum([loss_sum, c1, c5, n], device)
+        n = int(round(n))
     if n == 0:
         return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"), "n": 0}
     return {"loss": loss_sum / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "n": n}
@@ -610,8 +830,19 @@ def train_one_epoch(
     clip_grad: float | None = None,
     progress: bool = True,
     num_epochs: int | None = None,
+    model_ema: nn.Module | None = None,
+    batch_plan: list[tuple[int, float]] | None = None,
 ) -> tuple[dict[str, float], int]:
     """One pass over ``loader``; the scheduler steps after every update.
+
+    In a distributed run ``model`` is the ``DistributedDataParallel`` wrapper and
+    ``batch_plan`` is :meth:`ShardedBatchSampler.plan`: per step, this rank's number of
+    real samples and its loss weight (uneven / padded shards of a last partial batch).
+    The statistics are then summed over ranks, and a non-finite loss on any rank stops
+    all of them.
+
+    Args:
+        model_ema: a ``timm.utils.ModelEmaV3`` updated after every optimizer step.
 
     Returns:
         ``(stats, global_step)`` with stats ``loss`` (mean training loss), ``acc``
@@ -620,7 +851,10 @@ def train_one_epoch(
     Raises:
         FloatingPointError: the loss became NaN / inf.
     """
+    from .checkpoint import unwrap_model
+
     model.train()
+    distributed = _dist_ready() and torch.distributed.get_world_size() > 1
     loss_sum = 0.0
     correct = 0
     n = 0
@@ -631,33 +865,43 @@ def train_one_epoch(
         images = images.to(device, non_blocking=True)
         labels = torch.as_tensor(labels).to(device, non_blocking=True)
         images = prepare_images(images, input_size)
+        n_real, weight = batch_plan[i] if batch_plan is not None else (labels.numel(), 1.0)
         with _autocast(device, amp):
             logits = _logits(model(images))
         loss = loss_fn(logits.float(), labels)
-        if not torch.isfinite(loss):
+        bad = not torch.isfinite(loss)
+        if distributed:  # every rank must stop together, or the others hang in the all-reduce
+            bad = _all_reduce_sum([float(bad)], device)[0] > 0
+        if bad:
             raise FloatingPointError(
                 f"non-finite training loss {loss.item()} at epoch {epoch + 1}, step {global_step}; "
                 f"try a lower --lr or --clip-grad"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if weight == 1.0 else loss * weight).backward()
         if clip_grad is not None:
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], clip_grad)
         optimizer.step()
         global_step += 1
+        if model_ema is not None:
+            model_ema.update(unwrap_model(model), step=global_step)
         if scheduler is not None:
             scheduler.step_update(num_updates=global_step)
-        bs = labels.numel()
-        loss_sum += loss.item() * bs
-        correct += (logits.argmax(1) == labels).sum().item()
+        bs = n_real
+        if bs:
+            loss_sum += loss.item() * bs
+            correct += (logits[:bs].argmax(1) == labels[:bs]).sum().item()
         n += bs
         if bar is not loader and (i % 5 == 0 or i == len(loader) - 1):
             dt = time.perf_counter() - t0
-            bar.set_postfix(loss=f"{loss_sum / n:.4f}", acc=f"{100.0 * correct / n:.1f}",
+            bar.set_postfix(loss=f"{loss_sum / max(n, 1):.4f}", acc=f"{100.0 * correct / max(n, 1):.1f}",
                             img_s=f"{n / max(dt, 1e-9):.0f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-    dt = time.perf_counter() - t0
     if bar is not loader:
         bar.close()
+    if distributed:
+        loss_sum, correct, n = _all_reduce_sum([loss_sum, correct, n], device)
+        n = int(round(n))
+    dt = time.perf_counter() - t0
     stats = {
         "loss": loss_sum / max(n, 1),
         "acc": 100.0 * correct / max(n, 1),
@@ -749,28 +993,59 @@ def train(cfg: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
 
     Writes to ``cfg.output``: ``metrics.jsonl`` (one JSON line per epoch: ``epoch,
     train_loss, train_acc, test_loss, test_top1, test_top5, lr, images_per_s,
-    epoch_time_s``, plus ``global_step``) and ``checkpoint/`` (atomic, after every epoch;
-    see :mod:`dartok.checkpoint`).
+    epoch_time_s``, plus ``global_step``, ``world_size`` and, with ``model_ema``,
+    ``test_loss_ema, test_top1_ema, test_top5_ema``) and ``checkpoint/`` (atomic, after
+    every epoch; see :mod:`dartok.checkpoint`; with ``model_ema`` it also holds
+    ``model_ema.safetensors``).
 
     With ``cfg.resume`` the run continues from ``<output>/checkpoint`` exactly where it
-    stopped (model, optimizer, scheduler, epoch, step, RNG states). Options recorded in
-    the checkpoint that differ from ``cfg`` (except :attr:`TrainConfig.RESUMABLE_CHANGES`)
-    raise :class:`ResumeConflictError`. Without ``cfg.resume`` an existing checkpoint in
-    the run dir is an error (nothing is overwritten).
+    stopped (model, EMA, optimizer, scheduler, epoch, step, RNG states), also with a
+    different number of processes. Options recorded in the checkpoint that differ from
+    ``cfg`` (except :attr:`TrainConfig.RESUMABLE_CHANGES`) raise
+    :class:`ResumeConflictError`. Without ``cfg.resume`` an existing checkpoint in the run
+    dir is an error (nothing is overwritten).
+
+    Distributed: called in every process of a ``torchrun`` launch (see the module
+    docstring), it joins / creates the default process group (NCCL on CUDA, gloo on CPU),
+    trains with ``DistributedDataParallel`` on ``batch_size / world_size`` samples per rank
+    and step, and destroys the group again if it created it. Every rank returns the same
+    summary (metrics are reduced over ranks); only rank 0 writes files.
 
     Returns:
         dict with ``epoch`` (completed), ``global_step``, ``best_top1``, ``metrics`` (last
         epoch's record, or ``None`` if no epoch ran), ``test`` (final evaluation),
-        ``checkpoint`` (path), ``run_dir`` and ``model`` (the trained module, on its device).
+        ``checkpoint`` (path), ``run_dir``, ``world_size``, ``model`` (the trained bare
+        module, on its device) and, with ``model_ema``, ``test_ema``, ``best_top1_ema`` and
+        ``model_ema`` (the EMA module).
+
+    Raises:
+        ValueError: invalid options, e.g. a ``batch_size`` not divisible by the number of
+            processes.
     """
     if not isinstance(cfg, TrainConfig):
         cfg = TrainConfig.from_dict(cfg)
     cfg.validate()
     info = dist_info()
-    if info.world_size > 1:
-        raise NotImplementedError("distributed (DDP) training is not implemented yet; run a single process")
-    main = info.is_main
+    if cfg.batch_size % info.world_size:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is the global batch size and must be divisible by the number of "
+            f"processes ({info.world_size})"
+        )
     device = select_device(cfg.device)
+    created = init_distributed(device)
+    try:
+        return _train(cfg, device)
+    finally:
+        if created and _dist_ready():
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    from .checkpoint import unwrap_model
+
+    info = dist_info()
+    rank, world = info.rank, info.world_size
+    main = info.is_main
     run_dir = Path(cfg.output)
     ckpt_dir = run_dir / CHECKPOINT_DIRNAME
     metrics_path = run_dir / METRICS_NAME
@@ -811,7 +1086,7 @@ def train(cfg: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"cannot infer the number of classes of dataset {cfg.data!r}; pass num_classes")
     in_chans = cfg.in_chans or (1 if cfg.data in LOCAL_DATASETS else 3)
 
-    # ---- model ----
+    # ---- model (same seed on every rank -> same init; DDP broadcasts rank 0's anyway) ----
     model_kwargs = dict(cfg.model_kwargs)
     model_kwargs.setdefault("num_classes", num_classes)
     model_kwargs.setdefault("in_chans", in_chans)
@@ -824,6 +1099,8 @@ def train(cfg: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
     input_size = model_input_size(model)
     is_dart = model_is_dart(model)
     model.to(device)
+    if rank > 0:  # own dropout / drop-path / augmentation streams per rank (rank 0 keeps the 1-process ones)
+        seed_everything(_rank_seed(cfg.seed, rank))
 
     data_info: dict[str, Any] = {
         "name": cfg.data,
@@ -848,12 +1125,20 @@ def train(cfg: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
         data_info["mean"] = list(dc["mean"])
         data_info["std"] = list(dc["std"])
 
+    # training: global batches of the (seed, epoch) permutation, cut into rank shards;
+    # evaluation: an unpadded contiguous shard of the test set per rank, metrics summed
     g_train = torch.Generator()
     g_eval = torch.Generator()
-    train_loader = build_loader(train_ds, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                                drop_last=len(train_ds) >= 2 * cfg.batch_size, generator=g_train, device=device)
-    eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
-    test_loader = build_loader(test_ds, eval_bs, shuffle=False, num_workers=cfg.num_workers,
+    train_sampler = ShardedBatchSampler(
+        len(train_ds), cfg.batch_size, rank=rank, world_size=world, shuffle=True,
+        drop_last=len(train_ds) >= 2 * cfg.batch_size, seed=cfg.seed, generator=g_train,
+    )
+    train_loader = DataLoader(train_ds, batch_sampler=train_sampler, num_workers=cfg.num_workers,
+                              generator=g_train, pin_memory=device.type == "cuda", persistent_workers=False)
+    batch_plan = train_sampler.plan()
+    eval_bs = -(-(cfg.eval_batch_size or 2 * cfg.batch_size) // world)
+    test_shard = test_ds if world == 1 else torch.utils.data.Subset(test_ds, shard_indices(len(test_ds), rank, world))
+    test_loader = build_loader(test_shard, eval_bs, shuffle=False, num_workers=cfg.num_workers,
                                generator=g_eval, device=device)
     updates_per_epoch = len(train_loader)
 
@@ -871,7 +1156,9 @@ def train(cfg: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
     start_epoch = 0
     global_step = 0
     best_top1 = float("-inf")
+    best_top1_ema = float("-inf")
     last_metrics: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
     if cfg.resume:
         saved_train = saved_config["train"]
         ckpt.load_weights(model, ckpt_dir)
@@ -883,6 +1170,7 @@ def train(cfg: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
             start_epoch = int(state["epoch"])
             global_step = int(state["global_step"])
             best_top1 = float(state.get("best_top1", best_top1))
+            best_top1_ema = float(state.get("best_top1_ema", best_top1_ema))
             rng = state["rng"]
         except (KeyError, ValueError, RuntimeError, TypeError) as e:
             raise ValueError(
@@ -894,8 +1182,36 @@ def train(cfg: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
         last_metrics = saved_config.get("metrics")
         if main:
             _truncate_metrics(metrics_path, start_epoch)
-        set_rng_state(rng)
-        _log(f"resumed {str(ckpt_dir)!r} at epoch {start_epoch}/{cfg.epochs}, step {global_step}")
+        rng_ranks = state.get("rng_ranks")
+        if isinstance(rng_ranks, (list, tuple)) and rank < len(rng_ranks):
+            set_rng_state(rng_ranks[rank])
+        elif rank == 0:
+            set_rng_state(rng)
+        else:  # a rank the saved run did not have
+            seed_everything(_rank_seed(cfg.seed, rank, start_epoch))
+        saved_world = saved_config.get("world_size", 1)
+        _log(f"resumed {str(ckpt_dir)!r} at epoch {start_epoch}/{cfg.epochs}, step {global_step}"
+             + (f" ({saved_world} -> {world} processes)" if saved_world != world else ""))
+
+    # ---- EMA of the weights (DeiT: --model-ema); a copy of the bare model, same on every rank ----
+    model_ema = None
+    if cfg.model_ema:
+        from timm.utils import ModelEmaV3
+
+        model_ema = ModelEmaV3(model, decay=cfg.model_ema_decay)
+        if cfg.resume:
+            ckpt.load_weights(model_ema.module, ckpt_dir, ema=True)
+
+    # ---- DDP: gradients averaged over ranks during backward ----
+    train_model: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        with torch.no_grad():  # DDP's gradient buckets want plain strides (DART's prefix pos_embed is a view)
+            for p in model.parameters():
+                if p.numel() and p.stride() != torch.empty(p.shape).stride():
+                    p.data = p.data.clone(memory_format=torch.contiguous_format)
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -906,20 +1222,33 @@ def train(cfg: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
             f"{n_params / 1e6:.2f}M params, {n_train / 1e6:.2f}M trainable) | data {cfg.data}: "
             f"{len(train_ds)} train / {len(test_ds)} test | device {device}"
             + (" bf16" if cfg.amp else "")
+            + (f" | {world} processes x {cfg.batch_size // world} = global batch {cfg.batch_size}" if world > 1 else "")
+            + (f" | EMA decay {cfg.model_ema_decay}" if model_ema is not None else "")
         )
+
+    def run_eval(progress: bool) -> tuple[dict[str, float], dict[str, float] | None]:
+        g_eval.manual_seed(epoch_seed(cfg.seed, 0, stream=1))
+        res = evaluate(model, test_loader, device, amp=cfg.amp, input_size=input_size, progress=progress,
+                       all_reduce=world > 1)
+        res_ema = None
+        if model_ema is not None:
+            g_eval.manual_seed(epoch_seed(cfg.seed, 0, stream=1))
+            res_ema = evaluate(model_ema.module, test_loader, device, amp=cfg.amp, input_size=input_size,
+                               progress=progress, all_reduce=world > 1)
+        return res, res_ema
 
     stop_at = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
     test_stats: dict[str, float] | None = None
+    test_ema: dict[str, float] | None = None
     for epoch in range(start_epoch, stop_at):
         t_epoch = time.perf_counter()
-        g_train.manual_seed(epoch_seed(cfg.seed, epoch))
-        g_eval.manual_seed(epoch_seed(cfg.seed, 0, stream=1))
+        train_sampler.set_epoch(epoch)
         tr, global_step = train_one_epoch(
-            model, train_loader, optimizer, scheduler, loss_fn, device, epoch=epoch, global_step=global_step,
+            train_model, train_loader, optimizer, scheduler, loss_fn, device, epoch=epoch, global_step=global_step,
             input_size=input_size, amp=cfg.amp, clip_grad=cfg.clip_grad, progress=cfg.progress,
-            num_epochs=cfg.epochs,
+            num_epochs=cfg.epochs, model_ema=model_ema, batch_plan=batch_plan,
         )
-        test_stats = evaluate(model, test_loader, device, amp=cfg.amp, input_size=input_size, progress=cfg.progress)
+        test_stats, test_ema = run_eval(cfg.progress)
         best_top1 = max(best_top1, test_stats["top1"])
         last_metrics = {
             "epoch": epoch + 1,
@@ -932,13 +1261,25 @@ def train(cfg: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
             "images_per_s": tr["images_per_s"],
             "epoch_time_s": time.perf_counter() - t_epoch,
             "global_step": global_step,
+            "world_size": world,
         }
+        if test_ema is not None:
+            best_top1_ema = max(best_top1_ema, test_ema["top1"])
+            last_metrics.update(test_loss_ema=test_ema["loss"], test_top1_ema=test_ema["top1"],
+                                test_top5_ema=test_ema["top5"])
+        # every rank's RNG streams, so that each continues exactly on resume
+        rng_ranks = [get_rng_state()]
+        if world > 1:
+            rng_ranks = [None] * world
+            torch.distributed.all_gather_object(rng_ranks, get_rng_state())
         if main:
             _append_jsonl(metrics_path, last_metrics)
             _log(
                 f"epoch {epoch + 1}/{cfg.epochs}  train_loss {tr['loss']:.4f}  train_acc {tr['acc']:.2f}  "
                 f"test_loss {test_stats['loss']:.4f}  test_top1 {test_stats['top1']:.2f}  "
-                f"test_top5 {test_stats['top5']:.2f}  lr {last_metrics['lr']:.2e}  "
+                f"test_top5 {test_stats['top5']:.2f}  "
+                + (f"ema_top1 {test_ema['top1']:.2f}  " if test_ema is not None else "")
+                + f"lr {last_metrics['lr']:.2e}  "
                 f"{tr['images_per_s']:.0f} img/s  {last_metrics['epoch_time_s']:.1f}s"
             )
             config = {
@@ -952,25 +1293,34 @@ def train(cfg: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
                 "global_step": global_step,
                 "metrics": last_metrics,
                 "best_top1": best_top1,
+                "has_ema": model_ema is not None,
+                "world_size": world,
                 "versions": _versions(),
             }
+            if model_ema is not None:
+                config["best_top1_ema"] = best_top1_ema
             train_state = {
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "epoch": epoch + 1,
                 "global_step": global_step,
                 "best_top1": best_top1,
-                "rng": get_rng_state(),
+                "rng": rng_ranks[0],
+                "rng_ranks": rng_ranks,
+                "world_size": world,
             }
-            ckpt.save_checkpoint(ckpt_dir, model, config, train_state)
+            if model_ema is not None:
+                train_state["best_top1_ema"] = best_top1_ema
+            ckpt.save_checkpoint(ckpt_dir, model, config, train_state,
+                                 ema_model=model_ema.module if model_ema is not None else None)
+        _barrier(device)  # the checkpoint is complete when any rank goes on
 
     completed = max(start_epoch, stop_at)
     if test_stats is None:  # nothing trained in this call (already complete): report a fresh eval
-        g_eval.manual_seed(epoch_seed(cfg.seed, 0, stream=1))
         rng = get_rng_state()
-        test_stats = evaluate(model, test_loader, device, amp=cfg.amp, input_size=input_size, progress=False)
+        test_stats, test_ema = run_eval(False)
         set_rng_state(rng)
-    return {
+    summary = {
         "epoch": completed,
         "global_step": global_step,
         "best_top1": best_top1 if math.isfinite(best_top1) else None,
@@ -978,8 +1328,14 @@ def train(cfg: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
         "test": test_stats,
         "checkpoint": str(ckpt_dir),
         "run_dir": str(run_dir),
-        "model": model,
+        "world_size": world,
+        "model": unwrap_model(model),
     }
+    if model_ema is not None:
+        summary["test_ema"] = test_ema
+        summary["best_top1_ema"] = best_top1_ema if math.isfinite(best_top1_ema) else None
+        summary["model_ema"] = model_ema.module
+    return summary
 
 
 def _versions() -> dict[str, str]:
