@@ -226,21 +226,37 @@ class Scorer(nn.Module):
             self.trunk.eval()
         return self
 
+    def resize(self, images: torch.Tensor) -> torch.Tensor:
+        """The ``input_size``-square copy the trunk sees (anti-aliased bilinear; as is if it already fits)."""
+        if images.shape[-2:] == (self.input_size, self.input_size):
+            return images
+        return F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
+                             align_corners=False, antialias=True)
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Trunk features ``B×C'×h×w`` of the downsampled image copy."""
-        x = images
-        if x.shape[-2:] != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
-                              align_corners=False, antialias=True)
+        """Trunk features ``B×C'×h×w`` of the downsampled image copy.
+
+        The trunk runs on a channels-last copy: MobileNet-style trunks (depthwise
+        convolutions) run 1.3-2× faster that way on CPU (oneDNN), same result to float
+        rounding.
+        """
+        return self.trunk_features(self.resize(images))
+
+    def trunk_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk features of an already resized copy (see :meth:`features`)."""
+        x = x.contiguous(memory_format=torch.channels_last)
         if self.trainable_trunk:
             return self.trunk(x)[-1]
         with torch.no_grad():
             return self.trunk(x)[-1]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.features(images)
+    def pdf_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """Head + per-sample normalisation: trunk features ``B×C'×h×w`` → pdf ``B×h×w``."""
         scores = self.head(feats)
         return scores_to_pdf(scores.float(), scale=self.score_scale, bias=self.score_bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pdf_from_features(self.features(images))
 
 
 def _truncate_trunk(trunk: nn.Module, info: dict) -> None:

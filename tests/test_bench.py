@@ -1,0 +1,260 @@
+"""Counting logic of ``dartok.bench`` (MACs, op listing, result files) and the ``bench`` CLI.
+
+No timing assertions: the timed code paths only run, with one call each, on tiny models.
+"""
+from __future__ import annotations
+
+import json
+
+import dartok  # noqa: F401  (before timm)
+import pytest
+import torch
+import torch.nn as nn
+from typer.testing import CliRunner
+
+from dartok import DART
+from dartok.bench import (
+    count_macs,
+    fixed_grid_shape,
+    make_model,
+    render_markdown,
+    run_compute,
+    run_scaling,
+    unfused_attention,
+    write_results,
+)
+from dartok.cli import app
+
+
+class TokensOnly(nn.Module):
+    """A bare DART returning one tensor, so fvcore can trace it."""
+
+    def __init__(self, dart: DART):
+        super().__init__()
+        self.patch_embed = dart
+
+    def forward(self, x):
+        out = self.patch_embed(x)
+        return out.tokens + out.pos_embed
+
+
+@pytest.fixture(scope="module")
+def deit_report():
+    model, shape = make_model("deit_tiny_patch16_224")
+    return model, count_macs(model, shape)
+
+
+def test_deit_tiny_macs_match_paper(deit_report):
+    _, rep = deit_report
+    assert shape_ok(rep.input_shape, [3, 224, 224])
+    assert abs(rep.total / 1.258e9 - 1) < 0.02
+    # the attention matmuls are counted (fused attention switched off): 12 blocks × 2 × 197² × 192
+    assert rep.by_operator["matmul"] == 12 * 2 * 197 * 197 * 192
+    assert rep.unfused_attention_modules == 12
+    assert rep.params == 5_717_416
+
+
+def shape_ok(a, b):
+    return list(a) == list(b)
+
+
+def test_unsupported_ops_listed_not_hidden(deit_report):
+    _, rep = deit_report
+    assert {"aten::softmax", "aten::gelu", "aten::add"} <= set(rep.unsupported)
+    assert "aten::scaled_dot_product_attention" not in rep.unsupported
+    assert not rep.hand_counted  # a plain ViT has none of the tokenizer's ops
+
+
+def test_fused_attention_restored(deit_report):
+    model, _ = deit_report
+    from timm.layers import config as timm_config
+
+    before_global = timm_config._USE_FUSED_ATTN
+    before = [b.attn.fused_attn for b in model.blocks]
+    with unfused_attention(model) as n:
+        assert n == 12
+        assert not any(b.attn.fused_attn for b in model.blocks)
+        assert timm_config._USE_FUSED_ATTN == 0
+    assert [b.attn.fused_attn for b in model.blocks] == before
+    assert timm_config._USE_FUSED_ATTN == before_global
+
+
+def test_tiny_dart_hand_counts():
+    """N=4 boxes of P=4 on a 16×16 RGB image, D=8, 2×2 position map, uniform pdf."""
+    torch.manual_seed(0)
+    dart = DART(num_tokens=4, patch_size=4, in_chans=3, embed_dim=8, pos_grid=2, scorer=None, img_size=16)
+    rep = count_macs(TokensOnly(dart), (3, 16, 16))
+    n, c, p, d, g = 4, 3, 4, 8, 2
+    assert rep.by_operator["grid_sampler"] == 4 * n * c * p * p  # bilinear: 4 per output value per channel
+    assert rep.hand_counted["grid_sampler"] == 4 * n * c * p * p
+    assert rep.by_operator["baddbmm"] == n * (c * p * p) * d  # projection with the conv weights
+    assert rep.by_operator["matmul"] == n * g * g * d  # position embeddings: box weights @ map
+    assert rep.by_operator["bmm"] == 2 * 2 * 2  # partition: band row weights (R×h) @ pdf (h×w)
+    assert rep.hand_counted["searchsorted"] == 0  # met, counted as zero
+    assert rep.hand_counted["cumsum"] > 0
+    assert rep.total == sum(rep.by_operator.values())
+    assert rep.by_part["tokenizer"] == rep.total and rep.by_part["backbone"] == 0
+
+
+def test_tiny_dart_scorer_resize_counted():
+    torch.manual_seed(0)
+    dart = DART(num_tokens=4, patch_size=4, in_chans=3, embed_dim=8, pos_grid=2, img_size=64,
+                scorer=dict(trunk="mobilenetv3_small", input_size=32))
+    rep = count_macs(TokensOnly(dart), (3, 64, 64))
+    # anti-aliased 64 → 32, 4 taps per axis: horizontal pass 64×32, vertical 32×32, per channel
+    assert rep.hand_counted["_upsample_bilinear2d_aa"] == 3 * (64 * 32 * 4 + 32 * 32 * 4)
+    assert rep.by_part["scorer"] == rep.by_part["scorer trunk"] + rep.by_part["scorer head"] \
+        + rep.hand_counted["_upsample_bilinear2d_aa"]
+    assert "grid_sampler" in rep.tokenizer_by_operator
+    assert "_upsample_bilinear2d_aa" not in rep.tokenizer_by_operator  # belongs to the scorer
+
+
+def test_dart_deit_tiny_macs():
+    model, shape = make_model("dart_deit_tiny_patch16_224")
+    assert shape == (3, 448, 448)
+    rep = count_macs(model, shape)
+    assert rep.gmacs <= 1.32
+    assert rep.by_operator["grid_sampler"] == 4 * 196 * 3 * 16 * 16
+    assert rep.tokenizer_by_operator["baddbmm"] == 196 * 768 * 192  # projection = DeiT's patch-embed conv
+    assert rep.by_part["backbone"] == 1_258_411_200 - 196 * 768 * 192  # DeiT-Ti without its patch embed
+    assert rep.trainable_params < rep.params  # frozen scorer trunk
+
+
+def test_fixed_grid_shape_and_models():
+    assert fixed_grid_shape(98) == (7, 14)
+    assert fixed_grid_shape(392) == (14, 28)
+    assert fixed_grid_shape(49) == (7, 7)
+    model, shape = make_model("vit_micro_patch8", num_tokens=12)
+    assert shape == (1, 24, 32)
+    assert model.patch_embed.num_patches == 12
+    with pytest.raises(ValueError):
+        fixed_grid_shape(0)
+
+
+def test_write_results_atomic(tmp_path):
+    result = {"suite": "x", "value": 1.5, "t": torch.tensor(2.0), "path": tmp_path}
+    jp, mp = write_results(result, tmp_path / "out", "r", markdown="# hi")
+    assert json.loads(jp.read_text()) == {"suite": "x", "value": 1.5, "t": 2.0, "path": str(tmp_path)}
+    assert mp.read_text() == "# hi\n"
+    # a result that cannot be serialised leaves the old files untouched and no temp files behind
+    with pytest.raises(TypeError):
+        write_results({"bad": object()}, tmp_path / "out", "r", markdown="# new")
+    with pytest.raises(ValueError):
+        write_results({"nan": float("nan")}, tmp_path / "out", "r", markdown="# new")
+    assert json.loads(jp.read_text())["value"] == 1.5
+    assert mp.read_text() == "# hi\n"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r.json", "r.md"]
+
+
+def test_run_compute_and_scaling_tiny(tmp_path):
+    """The whole pipeline on the micro ViT, one timed call per measurement."""
+    logs = []
+    res = run_compute(models=["vit_micro_patch8", "dart_vit_micro_patch8"], batch_size=2, warmup=0, repeats=1,
+                      latency_repeats=1, log=logs.append, command="test")
+    names = [r["model"] for r in res["models"]]
+    assert names == ["vit_micro_patch8", "dart_vit_micro_patch8"]
+    dart_row = res["models"][1]
+    stages = [r["stage"] for r in dart_row["breakdown"]]
+    for s in ("scorer: trunk", "partition", "sampling", "projection", "position embeddings", "model (whole)"):
+        assert s in stages
+    assert dart_row["throughput"]["images_per_s"] > 0
+    md = render_markdown(res)
+    assert "GMACs" in md and "Not counted" in md and "grid_sampler" in md
+    jp, _ = write_results(res, tmp_path, "compute_test", md)
+    assert json.loads(jp.read_text())["machine"]["torch"] == torch.__version__
+
+    sc = run_scaling(model="dart_vit_micro_patch8", baseline="vit_micro_patch8", resolutions=[64, 128],
+                     budgets=[9, 12], resolution_tokens=9, budget_input=64, batch_size=2, warmup=0, repeats=1,
+                     log=logs.append, command="test")
+    assert [r["input"] for r in sc["resolution"]] == [64, 128]
+    assert [r["grid"]["input"] for r in sc["budget"]] == [[1, 24, 24], [1, 24, 32]]
+    assert sc["resolution"][0]["resize_macs"] > 0  # 64 → the scorer's 128
+    assert sc["resolution"][1]["resize_macs"] == 0  # 128 is the scorer's own size: no resize
+    assert "Throughput vs token budget" in render_markdown(sc)
+
+
+def test_cli_bench_macs_and_errors(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["bench", "macs", "--models", "vit_micro_patch8,dart_vit_micro_patch8",
+                              "-o", str(tmp_path), "--name", "m"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert data["suite"] == "macs" and "throughput" not in data["models"][0]
+    assert (tmp_path / "m.md").read_text().startswith("## Compute")
+    bad = runner.invoke(app, ["bench", "nope"])
+    assert bad.exit_code == 2
+    bad = runner.invoke(app, ["bench", "macs", "--models", "no_such_model_xyz"])
+    assert bad.exit_code == 2
+    if not torch.cuda.is_available():
+        bad = runner.invoke(app, ["bench", "macs", "--models", "vit_micro_patch8", "--device", "cuda",
+                                  "-o", str(tmp_path)])
+        assert bad.exit_code == 2 and "cuda" in bad.output.lower()
+
+
+# ------------------------------------------------------------------ the speed-ups keep the numbers
+
+
+def test_project_channel_bmm_equals_linear():
+    torch.manual_seed(0)
+    dart = DART(num_tokens=6, patch_size=4, in_chans=3, embed_dim=8, pos_grid=2).double()
+    chw = torch.randn(2, 3, 6, 4, 4, dtype=torch.float64)
+    patches = chw.permute(0, 2, 1, 3, 4)  # the layout sample_patches returns
+    assert patches.transpose(1, 2).is_contiguous()
+    ref = torch.nn.functional.linear(patches.reshape(2, 6, -1), dart.proj.weight.flatten(1), dart.proj.bias)
+    torch.testing.assert_close(dart.project(patches), ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(dart.project(patches.contiguous()), ref, atol=1e-12, rtol=0)  # linear path
+    dart_nb = DART(num_tokens=6, patch_size=4, in_chans=3, embed_dim=8, pos_grid=2, bias=False).double()
+    ref = torch.nn.functional.linear(patches.reshape(2, 6, -1), dart_nb.proj.weight.flatten(1))
+    torch.testing.assert_close(dart_nb.project(patches), ref, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_image_check_finds_any_non_finite(bad, dtype):
+    dart = DART(num_tokens=4, patch_size=4, embed_dim=8, pos_grid=2)
+    x = torch.rand(2, 3, 16, 16, dtype=dtype)
+    dart._check_images(x)  # finite: passes
+    x[1, 2, 15, 0] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        dart._check_images(x)
+
+
+def test_scorer_channels_last_trunk_same_features():
+    torch.manual_seed(0)
+    from dartok import Scorer
+
+    scorer = Scorer("mobilenetv3_small", input_size=64).eval()
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        ref = scorer.trunk(x)[-1]
+        got = scorer.features(x)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_patch_grid_values():
+    from dartok.resample import patch_grid
+
+    boxes = torch.tensor([[[0.1, 0.2, 0.5, 0.9]]], dtype=torch.float64)
+    grid = patch_grid(boxes, 2)
+    xs = 0.1 + torch.tensor([0.25, 0.75], dtype=torch.float64) * 0.4
+    ys = 0.2 + torch.tensor([0.25, 0.75], dtype=torch.float64) * 0.7
+    assert grid.shape == (1, 1, 2, 2, 2)
+    torch.testing.assert_close(grid[0, 0, :, :, 0], (xs * 2 - 1).expand(2, 2), atol=1e-15, rtol=0)
+    torch.testing.assert_close(grid[0, 0, :, :, 1], (ys * 2 - 1)[:, None].expand(2, 2), atol=1e-15, rtol=0)
+
+
+def test_parse_model_spec():
+    from dartok.bench import parse_model_spec
+
+    assert parse_model_spec("deit_tiny_patch16_224") == ("deit_tiny_patch16_224", {})
+    assert parse_model_spec("dart_x[scorer=none; alpha=0.2;bands=7;antialias=true;scorer_head=v2]") == (
+        "dart_x", {"scorer": None, "alpha": 0.2, "bands": 7, "antialias": True, "scorer_head": "v2"})
+    model, shape = make_model("dart_vit_micro_patch8[num_tokens=10;img_size=64]", num_tokens=36)
+    assert model.patch_embed.num_tokens == 10 and shape == (1, 64, 64)
+    assert model.patch_embed.scorer is not None
+    model, _ = make_model("dart_vit_micro_patch8[scorer=none]")
+    assert model.patch_embed.scorer is None
+    with pytest.raises(ValueError):
+        parse_model_spec("dart_x[scorer]")
+    with pytest.raises(ValueError):
+        parse_model_spec("dart_x[a=1")
