@@ -186,15 +186,39 @@ def test_demo_trains_both_and_reports(tmp_path):
                  "--warmup-epochs", 0, "--train-samples", 48, "--test-samples", 24, "--batch-size", 16)
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "results.json").read_text())
-    assert set(summary["rows"]) == {"dart", "grid"}
-    assert summary["rows"]["grid"]["input"] == [1, 24, 24]  # 3×3 grid of 8-px patches
-    assert summary["rows"]["dart"]["input"] == [1, 64, 64]  # DART sees the full canvas
+    rows = {r["name"]: r for r in summary["rows"]}
+    assert set(rows) == {"dart", "grid"}
+    assert rows["grid"]["input_size"] == [1, 24, 24]  # 3×3 grid of 8-px patches
+    assert rows["dart"]["input_size"] == [1, 64, 64]  # DART sees the full canvas
     for name in ("dart", "grid"):
-        assert 0 <= summary["rows"][name]["test_top1"] <= 100
+        assert 0 <= rows[name]["test_top1"] <= 100 and len(rows[name]["top1_by_epoch"]) == 1
         assert (out / name / "checkpoint" / "model.safetensors").exists()
     assert (out / "partition.png").read_bytes()[:8] == PNG
-    assert "DART - fixed grid" in res.output and "| DART |" in (out / "results.md").read_text()
+    assert summary["meta"]["delta_top1"] == rows["dart"]["test_top1"] - rows["grid"]["test_top1"]
+    assert "DART - fixed grid" in res.output and "| dart | dart_vit_micro_patch8 |" in (out / "results.md").read_text()
 
 
 def test_demo_rejects_non_square_budget(tmp_path):
     assert_clean_error(invoke("demo", "-o", tmp_path, "--num-tokens", 10), "square")
+
+
+def test_compare_preset_rows_tables_plot_and_snapshots(tmp_path, monkeypatch):
+    from dartok import compare as cmp
+
+    specs = [cmp.RunSpec("grid@4", "vit_micro_patch8", 4), cmp.RunSpec("dart@4", "dart_vit_micro_patch8", 4)]
+    monkeypatch.setitem(cmp.PRESETS, "tiny", {"specs": specs, "train": {
+        "canvas_size": 56, "epochs": 2, "warmup_epochs": 0, "train_samples": 32, "test_samples": 16,
+        "batch_size": 16}})
+    res = invoke("compare", "--preset", "tiny", "-o", tmp_path / "runs", "--results-dir", tmp_path / "results",
+                 "--snapshot-epochs", "1,2")
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "results" / "tiny.json").read_text())
+    rows = {r["name"]: r for r in data["rows"]}
+    assert rows["grid@4"]["input_size"] == [1, 16, 16] and rows["dart@4"]["input_size"] == [1, 56, 56]
+    assert rows["dart@4"]["gmacs"] > rows["grid@4"]["gmacs"] > 0  # the scorer costs MACs
+    assert len(rows["dart@4"]["top1_by_epoch"]) == 2
+    assert (tmp_path / "results" / "tiny.png").read_bytes()[:8] == PNG
+    for epoch in (1, 2):  # Fig. 7-style snapshots, taken by stopping and resuming exactly
+        assert (tmp_path / "runs" / "tiny" / "dart@4" / f"partition_epoch{epoch}.png").exists()
+    assert not (tmp_path / "runs" / "tiny" / "grid@4" / "partition_epoch1.png").exists()
+    assert_clean_error(invoke("compare", "--preset", "nope"), "choose from")

@@ -520,36 +520,6 @@ DEMO_DEFAULTS = dict(num_tokens=36, canvas_size=128, epochs=8, train_samples=200
                      batch_size=64, lr=1e-3, seed=0)
 
 
-def _stream(name: str, proc, lines: list) -> None:
-    for line in proc.stdout:
-        lines.append(line)
-        typer.echo(f"[{name}] {line.rstrip()}")
-
-
-def _run_parallel(commands: dict[str, list[str]], parallel: bool) -> dict[str, int]:
-    """Run CLI sub-commands (each in its own process), streaming prefixed output."""
-    import subprocess
-    import sys
-    import threading
-
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    codes: dict[str, int] = {}
-    groups = [list(commands)] if parallel else [[n] for n in commands]
-    for group in groups:
-        procs, threads = {}, []
-        for name in group:
-            procs[name] = subprocess.Popen([sys.executable, "-m", "dartok.cli", *commands[name]], env=env,
-                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-            t = threading.Thread(target=_stream, args=(name, procs[name], []), daemon=True)
-            t.start()
-            threads.append(t)
-        for name, proc in procs.items():
-            codes[name] = proc.wait()
-        for t in threads:
-            t.join()
-    return codes
-
-
 @app.command()
 def demo(
     output: Path = typer.Option(Path("runs/demo"), "--output", "-o", help="Folder for both runs and the results."),
@@ -575,7 +545,10 @@ def demo(
     backbone, recipe, epochs and seed; prints both test accuracies side by side and writes
     ``results.json``, ``results.md`` and ``partition.png`` into --output.
     """
+    import shutil
     import time
+
+    from .compare import RunSpec, collect, run_specs, write_tables
 
     t0 = time.perf_counter()
     dart_kwargs = _parse_json_dict(dart_kwargs_json, "--dart-kwargs")
@@ -583,60 +556,78 @@ def demo(
     if side * side != num_tokens:
         raise typer.BadParameter(f"the fixed-grid baseline needs a square token count, got {num_tokens}",
                                  param_hint="--num-tokens")
-    runs = {"dart": "dart_vit_micro_patch8", "grid": "vit_micro_patch8"}
-    common = ["--num-tokens", str(num_tokens), "--canvas-size", str(canvas_size), "--epochs", str(epochs),
-              "--train-samples", str(train_samples), "--test-samples", str(test_samples),
-              "--batch-size", str(batch_size), "--lr", str(lr), "--warmup-epochs", str(warmup_epochs),
-              "--seed", str(seed), "--no-progress"]
-    threads = "1" if parallel else str(max(1, os.cpu_count() or 1))
-    commands = {}
-    for name, model in runs.items():
-        cmd = ["train", "--model", model, "-o", str(output / name), "--threads", threads, *common]
-        if name == "dart" and dart_kwargs:
-            cmd += ["--model-kwargs", json.dumps(dart_kwargs)]
-        if resume:
-            cmd += ["--resume"]
-        commands[name] = cmd
-    typer.echo(f"training {runs['dart']} and {runs['grid']} at N={num_tokens} tokens on Cluttered "
+    specs = [RunSpec("grid", "vit_micro_patch8", num_tokens), RunSpec("dart", "dart_vit_micro_patch8", num_tokens,
+                                                                      dart_kwargs)]
+    train_opts = dict(canvas_size=canvas_size, epochs=epochs, train_samples=train_samples,
+                      test_samples=test_samples, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, seed=seed)
+    typer.echo(f"training {specs[1].model} and {specs[0].model} at N={num_tokens} tokens on Cluttered "
                f"Fashion-MNIST ({canvas_size}px canvas, {train_samples} train / {test_samples} test, "
                f"{epochs} epochs, {'in parallel' if parallel else 'one after the other'})")
-    codes = _run_parallel(commands, parallel)
+    codes = run_specs(specs, output, train_opts, jobs=2 if parallel else 1, snapshot_epochs=(epochs,),
+                      resume=resume, echo=typer.echo)
     failed = [n for n, c in codes.items() if c != 0]
     if failed:
         raise _fail(f"training failed for {', '.join(failed)} (see the output above)", code=1)
-
-    from . import checkpoint as ckpt
-
-    rows = {}
-    for name, model in runs.items():
-        config = ckpt.load_config(output / name / "checkpoint")
-        m = config["metrics"]
-        rows[name] = {"model": model, "tokens": num_tokens, "input": config["input_size"],
-                      "test_top1": m["test_top1"], "test_top5": m["test_top5"], "test_loss": m["test_loss"],
-                      "train_images_per_s": m["images_per_s"], "epochs": config["epoch"]}
+    rows = collect(specs, output, count_macs=False)
     png = output / "partition.png"
-    _run_parallel({"viz": ["visualize", "--checkpoint", str(output / "dart" / "checkpoint"), "--indices", "0-7",
-                           "-o", str(png)]}, parallel=False)
+    shutil.copyfile(output / "dart" / f"partition_epoch{epochs}.png", png)
     elapsed = time.perf_counter() - t0
-    delta = rows["dart"]["test_top1"] - rows["grid"]["test_top1"]
-    table = ["| tokenizer | model | tokens | input | test top-1 (%) | test top-5 (%) | train img/s |",
-             "|---|---|---|---|---|---|---|"]
-    for name, label in (("grid", "fixed grid"), ("dart", "DART")):
-        r = rows[name]
-        table.append(f"| {label} | {r['model']} | {r['tokens']} | {'x'.join(map(str, r['input'][1:]))} | "
-                     f"{r['test_top1']:.2f} | {r['test_top5']:.2f} | {r['train_images_per_s']:.0f} |")
-    summary = {"rows": rows, "delta_top1": delta, "elapsed_s": elapsed, "canvas_size": canvas_size,
-               "train_samples": train_samples, "test_samples": test_samples, "epochs": epochs,
-               "partition_png": str(png), "parallel": parallel}
-    _write_json(output / "results.json", summary)
-    md = "\n".join(table) + f"\n\nDART - fixed grid: {delta:+.2f} points top-1; wall time {elapsed / 60:.1f} min.\n"
-    tmp = output / "results.md.tmp"
-    tmp.write_text(md)
-    os.replace(tmp, output / "results.md")
+    by_name = {r["name"]: r for r in rows}
+    delta = by_name["dart"]["test_top1"] - by_name["grid"]["test_top1"]
+    meta = {"elapsed_s": elapsed, "delta_top1": delta, "partition_png": str(png), "parallel": parallel,
+            "train": train_opts}
+    md = write_tables(rows, output / "results", meta)
     typer.echo("")
-    typer.echo("\n".join(table))
-    typer.echo(f"\nDART - fixed grid: {delta:+.2f} points top-1 at {num_tokens} tokens | "
+    typer.echo(md)
+    typer.echo(f"DART - fixed grid: {delta:+.2f} points top-1 at {num_tokens} tokens | "
                f"wall time {elapsed / 60:.1f} min | partitions: {png}")
+
+
+@app.command()
+def compare(
+    preset: str = typer.Option("cpu", help="cpu (grid N, DART N, grid 4N, DART 2N on the micro ViT), "
+                                           "cpu-ablations, or full (DeiT-Ti sizes, for a GPU)."),
+    output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Folder of the runs."),
+    name: Optional[str] = typer.Option(None, help="Result file stem (default: the preset)."),
+    results_dir: Path = typer.Option(Path("benchmarks/results"), help="Where the tables and plot go."),
+    jobs: int = typer.Option(2, help="Runs trained at once (one CPU thread each when > 1)."),
+    epochs: Optional[int] = typer.Option(None, help="Override the preset's epochs."),
+    train_samples: Optional[int] = typer.Option(None, help="Override the preset's training images."),
+    data: Optional[str] = typer.Option(None, help="Dataset (the full preset needs an ImageFolder: --data '')."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset directory."),
+    snapshot_epochs: str = typer.Option("", help="Draw DART partitions after these epochs, e.g. 1,3,12."),
+    macs: bool = typer.Option(True, "--macs/--no-macs", help="Count GMACs with fvcore for the table and plot."),
+    resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs."),
+) -> None:
+    """Accuracy benchmark: train a set of tokenizers with one recipe, write tables and a plot."""
+    from .compare import PRESETS, compare as run_compare
+
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"choose from {sorted(PRESETS)}", param_hint="--preset")
+    try:
+        snaps = tuple(int(v) for v in snapshot_epochs.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated epochs, got {snapshot_epochs!r}",
+                                 param_hint="--snapshot-epochs") from None
+    overrides = {k: v for k, v in dict(epochs=epochs, train_samples=train_samples, data=data,
+                                       data_root=data_root).items() if v is not None}
+    try:
+        result = run_compare(preset, output / preset, name or preset, train=overrides, jobs=jobs,
+                             snapshot_epochs=snaps, resume=resume, count_macs=macs, echo=typer.echo)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        raise _fail(str(e), code=1)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    stem = name or preset
+    for suffix in (".json", ".md", ".png"):
+        src = output / preset / f"{stem}{suffix}"
+        if src.exists():
+            tmp = results_dir / f".{stem}{suffix}.tmp"
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, results_dir / f"{stem}{suffix}")
+    typer.echo(result["markdown"])
+    typer.echo(f"wrote {results_dir / stem}.json / .md" + (" / .png" if result["plot"] else ""))
 
 
 # --------------------------------------------------------------------------------------
@@ -659,7 +650,8 @@ def bench(
     suite: str = typer.Argument("compute", help="compute (params, GMACs, img/s, latency, tokenizer stages), "
                                 "scaling (vs input resolution and token budget) or macs (counts only)"),
     models: str = typer.Option("deit_tiny_patch16_224,dart_deit_tiny_patch16_224", "--models",
-                               help="compute/macs: comma-separated model names (first = reference)"),
+                               help="compute/macs: comma-separated model names (first = reference); "
+                               "name[key=value;...] passes model kwargs, e.g. dart_deit_tiny_patch16_224[scorer=none]"),
     model: str = typer.Option("dart_deit_tiny_patch16_224", "--model", help="scaling: the DART model"),
     baseline: str = typer.Option("deit_tiny_patch16_224", "--baseline", help="scaling: the fixed-grid model"),
     num_tokens: Optional[int] = typer.Option(None, "--num-tokens", help="compute/macs: token budget for every model"),
@@ -676,6 +668,7 @@ def bench(
     compile_model: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the timed models"),
     breakdown: bool = typer.Option(True, "--breakdown/--no-breakdown", help="compute: time the tokenizer stages"),
     model_kwargs_json: Optional[str] = typer.Option(None, "--model-kwargs", help="JSON dict for create_model"),
+    notes: Optional[List[str]] = typer.Option(None, "--note", help="a note to record with the results (repeatable)"),
     name: Optional[str] = typer.Option(None, "--name", help="result file stem (default <suite>_<device type>)"),
     output_dir: Path = typer.Option(Path("benchmarks/results"), "--output-dir", "-o", help="folder of the results"),
 ) -> None:
@@ -695,13 +688,17 @@ def bench(
     if warmup < 0:
         raise typer.BadParameter(f"must be >= 0, got {warmup}", param_hint="--warmup")
     _set_threads(threads)
+    from . import bench as B
+
     names = [m.strip() for m in models.split(",") if m.strip()]
-    for m in (names if suite != "scaling" else [model, baseline]):
-        _check_model_name(m)
+    try:
+        for m in (names if suite != "scaling" else [model, baseline]):
+            _check_model_name(B.parse_model_spec(m)[0])
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--models") from None
     res_list = _parse_int_list(resolutions, "--resolutions")
     budget_list = _parse_int_list(budgets, "--budgets")
     kwargs = _parse_json_dict(model_kwargs_json, "--model-kwargs")
-    from . import bench as B
 
     command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None
     try:
@@ -722,6 +719,7 @@ def bench(
                                    model_kwargs=kwargs, log=typer.echo, command=command, timing=not macs_only)
     except _USER_ERRORS as e:
         raise _fail(_user_error_message(e)) from None
+    result["notes"] = list(result.get("notes", [])) + list(notes or [])
     md = B.render_markdown(result)
     json_path, md_path = B.write_results(result, output_dir, stem, md)
     typer.echo("")
