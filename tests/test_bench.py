@@ -118,6 +118,7 @@ def test_dart_deit_tiny_macs():
     assert rep.tokenizer_by_operator["baddbmm"] == 196 * 768 * 192  # projection = DeiT's patch-embed conv
     assert rep.by_part["backbone"] == 1_258_411_200 - 196 * 768 * 192  # DeiT-Ti without its patch embed
     assert rep.trainable_params < rep.params  # frozen scorer trunk
+    assert rep.by_operator["batch_norm"] > 0  # the trunk is counted as defined (no BN folding while tracing)
 
 
 def test_fixed_grid_shape_and_models():
@@ -258,3 +259,57 @@ def test_parse_model_spec():
         parse_model_spec("dart_x[scorer]")
     with pytest.raises(ValueError):
         parse_model_spec("dart_x[a=1")
+
+
+def test_scorer_batchnorm_folding_same_features_and_state():
+    from dartok import Scorer
+
+    torch.manual_seed(0)
+    scorer = Scorer("mobilenetv3_small", input_size=64).eval()
+    # non-trivial BN statistics, so that folding has something to fold
+    for m in scorer.trunk.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    keys = set(scorer.state_dict())
+    n_params = sum(p.numel() for p in scorer.parameters())
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        ref = scorer.trunk(x)[-1]
+        got = scorer.features(x)
+    folded = scorer.__dict__["_folded_trunk"][1]
+    assert folded is not None and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    # the scorer's own module tree, parameters and state dict are untouched
+    assert set(scorer.state_dict()) == keys and sum(p.numel() for p in scorer.parameters()) == n_params
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in scorer.trunk.modules())
+    # new trunk weights → the folded copy is rebuilt
+    other = Scorer("mobilenetv3_small", input_size=64)
+    scorer.trunk.load_state_dict(other.trunk.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(scorer.features(x), other.trunk(x)[-1], atol=1e-5, rtol=1e-4)
+    assert scorer.__dict__["_folded_trunk"][1] is not folded
+    # off switch, and no folding for a trainable trunk
+    scorer.fold_batchnorm = False
+    assert scorer._inference_trunk() is scorer.trunk
+    trainable = Scorer("mobilenetv3_small", input_size=64, trainable_trunk=True)
+    assert trainable._inference_trunk() is trainable.trunk
+
+
+def test_fold_refuses_a_conv_output_used_twice():
+    from dartok.scorer import fold_trunk_batchnorm
+
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return [self.bn(y) + y]  # the raw conv output is used too: folding would change it
+
+    net = Branchy().eval()
+    net.bn.running_mean.fill_(0.3)
+    net.bn.running_var.fill_(2.0)
+    assert fold_trunk_batchnorm(net, 16, 3) is None

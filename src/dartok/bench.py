@@ -50,8 +50,8 @@ import torch.nn as nn  # noqa: E402
 
 __all__ = [
     "HAND_COUNTED_OPS", "MacReport", "PAPER_GMACS", "count_macs", "count_params", "fixed_grid_shape", "machine_info",
-    "make_model", "measure_speed", "measure_speeds", "parse_model_spec", "render_markdown", "run_compute",
-    "run_scaling", "time_callable", "tokenizer_breakdown", "unfused_attention", "write_results",
+    "make_model", "measure_speed", "measure_speeds", "paired_speed_ratio", "parse_model_spec", "render_markdown",
+    "run_compute", "run_scaling", "time_callable", "tokenizer_breakdown", "unfused_attention", "write_results",
 ]
 
 PAPER_GMACS = {
@@ -410,6 +410,17 @@ def measure_speeds(entries: Sequence[tuple[nn.Module, Sequence[int]]], batch_siz
     return out
 
 
+def paired_speed_ratio(reference: dict[str, Any], other: dict[str, Any]) -> float:
+    """Throughput of ``other`` relative to ``reference``, from interleaved timings.
+
+    The median over rounds of ``t_reference / t_other`` (two :func:`measure_speeds` rows
+    of the same call): each round's two calls ran back to back, so a machine that speeds
+    up or slows down during the run (a shared VM) cancels out of every ratio.
+    """
+    pairs = [a / b for a, b in zip(reference["times_s"], other["times_s"]) if b > 0]
+    return statistics.median(pairs)
+
+
 def measure_speed(model: nn.Module, input_shape: Sequence[int], batch_size: int = 64, device: str = "cpu",
                   warmup: int = 2, repeats: int = 5, amp: bool = False) -> dict[str, Any]:
     """Eval-mode forward time of one model: :func:`measure_speeds` with one entry."""
@@ -607,6 +618,9 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "timm": timm.__version__,
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "device": device,
+        # allocator / threading settings that change CPU timings a lot (see benchmarks/README.md)
+        "env": {k: v for k, v in sorted(os.environ.items())
+                if k.startswith(("MALLOC_", "OMP_", "MKL_", "KMP_", "DNNL_", "ONEDNN_")) or k == "LD_PRELOAD"},
     }
     try:
         import fvcore
@@ -755,6 +769,8 @@ def run_compute(models: Sequence[str] = DEFAULT_MODELS, device: str = "cpu", bat
         lat = [r for g in groups for r in measure_speeds(g, 1, device, max(warmup, 3), latency_repeats, amp)]
         for row, t, l_ in zip(rows, thr, lat):
             row["throughput"], row["latency"] = t, l_
+            if interleave:
+                row["throughput_ratio_paired"] = paired_speed_ratio(thr[0], t)
             log(f"[bench] {row['model']}: {t['images_per_s']:.1f} img/s (best {t['images_per_s_best']:.1f}), "
                 f"latency {l_['latency_ms']:.1f} ms")
         if breakdown:
@@ -776,9 +792,12 @@ def run_compute(models: Sequence[str] = DEFAULT_MODELS, device: str = "cpu", bat
         else:  # the baselines: the paper's count, to 2%
             targets.append(_target(f"{name} GMACs within 2% of the paper's {paper}", abs(g / paper - 1), 0.02, "<="))
     if timing and {"deit_tiny_patch16_224", "dart_deit_tiny_patch16_224"} <= set(by_name):
-        ratio = (by_name["dart_deit_tiny_patch16_224"]["throughput"]["images_per_s"]
-                 / by_name["deit_tiny_patch16_224"]["throughput"]["images_per_s"])
-        targets.append(_target(f"DART-DeiT-Ti / DeiT-Ti throughput, batch {batch_size}", ratio, 0.90, ">="))
+        ref, dart = by_name["deit_tiny_patch16_224"]["throughput"], by_name["dart_deit_tiny_patch16_224"]["throughput"]
+        if interleave:
+            ratio, how = paired_speed_ratio(ref, dart), "median of per-round ratios"
+        else:
+            ratio, how = dart["images_per_s"] / ref["images_per_s"], "ratio of medians"
+        targets.append(_target(f"DART-DeiT-Ti / DeiT-Ti throughput, batch {batch_size} ({how})", ratio, 0.90, ">="))
     return {
         "suite": "compute" if timing else "macs",
         "command": command or " ".join(sys.argv),
@@ -798,7 +817,9 @@ def _notes(device: str) -> list[str]:
              "switched off while counting so the attention matmuls are counted; elementwise ops (add, mul, "
              "softmax, GELU, sigmoid, hardswish...) are not counted (listed as unsupported).",
              "Timing: eval mode, torch.inference_mode, random N(0,1) input, median of the timed calls after "
-             "warm-up; throughput = batch / median batch time."]
+             "warm-up; throughput = batch / median batch time. Models (or input sides) compared in one table are "
+             "timed interleaved, one call each per round; 'paired' ratios are the median over rounds of the "
+             "per-round time ratio, which cancels a machine that speeds up or slows down during the run."]
     if torch.device(device).type == "cpu":
         notes.append("CUDA path (bf16 autocast, synchronize, optional torch.compile) exists but was not run: "
                      "no GPU on this machine." if not torch.cuda.is_available() else "Run on CPU.")
@@ -834,12 +855,14 @@ def run_scaling(model: str = "dart_deit_tiny_patch16_224", baseline: str = "deit
         shapes = [(chans, side, side) for side in resolutions]
         log(f"[bench] {model}: inputs {list(resolutions)} at {resolution_tokens} tokens (interleaved)")
         speeds = measure_speeds([(timed, shape) for shape in shapes], batch_size, device, warmup, repeats, amp)
+        ref_speed = next((sp for side, sp in zip(resolutions, speeds) if side == 448), speeds[0])
         for side, shape, thr in zip(resolutions, shapes, speeds):
             macs = count_macs(base, shape)
             stages = tokenizer_breakdown(base.to(device), shape, batch_size, device, warmup, repeats, amp,
                                          include_model=False)
             keep = {r["stage"]: r["median_ms"] for r in stages}
             res_rows.append({"input": side, "tokens": resolution_tokens, "gmacs": macs.gmacs,
+                             "throughput_ratio_paired": paired_speed_ratio(ref_speed, thr),
                              "tokenizer_gmacs": macs.by_part.get("tokenizer", 0) / 1e9,
                              "resize_macs": macs.hand_counted.get("_upsample_bilinear2d_aa", 0),
                              "throughput": thr, "stages_ms": keep})
@@ -861,13 +884,13 @@ def run_scaling(model: str = "dart_deit_tiny_patch16_224", baseline: str = "deit
             log(f"[bench] {r['model']} @ {n} tokens, input {r['input'][1]}x{r['input'][2]}: {r['gmacs']:.4f} GMACs, "
                 f"{thr['images_per_s']:.1f} img/s")
         del pair
-        row["throughput_ratio"] = row["dart"]["throughput"]["images_per_s"] / row["grid"]["throughput"]["images_per_s"]
+        row["throughput_ratio"] = paired_speed_ratio(row["grid"]["throughput"], row["dart"]["throughput"])
         row["gmacs_ratio"] = row["dart"]["gmacs"] / row["grid"]["gmacs"]
         bud_rows.append(row)
     targets = []
     by_side = {r["input"]: r for r in res_rows}
     if 448 in by_side and 896 in by_side:
-        drop = 1 - by_side[896]["throughput"]["images_per_s"] / by_side[448]["throughput"]["images_per_s"]
+        drop = 1 - paired_speed_ratio(by_side[448]["throughput"], by_side[896]["throughput"])
         targets.append(_target(f"DART throughput drop, input 448 → 896 at {resolution_tokens} tokens", drop, 0.10,
                                "<="))
     return {
@@ -904,8 +927,10 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 def _machine_lines(result: dict[str, Any]) -> list[str]:
     m = result["machine"]
     s = result["settings"]
+    env = ", ".join(f"{k}={v}" for k, v in (m.get("env") or {}).items()) or "none"
     lines = [f"Machine: {m.get('cpu')} ({m.get('cpu_count')} cores, {m.get('torch_threads')} torch threads"
              f"{', GPU ' + m['gpu'] if 'gpu' in m else ''}), load avg {m.get('loadavg_1_5_15')}; "
+             f"allocator/threading env: {env}; "
              f"torch {m.get('torch')}, timm {m.get('timm')}, fvcore {m.get('fvcore')}, Python {m.get('python')}; "
              f"{m.get('date_utc')}; commit {m.get('git_commit', '?')}.",
              "", f"Command: `{result['command']}`", "",
@@ -935,11 +960,13 @@ def render_markdown(result: dict[str, Any]) -> str:
                    _fmt_int(r["trainable_params"]), f"{r['gmacs']:.4f}", r.get("paper_gmacs", "-")]
             if timed:
                 t, lat = r["throughput"], r["latency"]
-                row += [f"{t['images_per_s']:.1f}", f"{t['images_per_s'] / ref:.3f}", f"{lat['latency_ms']:.1f}"]
+                paired = r.get("throughput_ratio_paired")
+                row += [f"{t['images_per_s']:.1f}", f"{t['images_per_s'] / ref:.3f}",
+                        f"{paired:.3f}" if paired is not None else "-", f"{lat['latency_ms']:.1f}"]
             rows.append(row)
         header = ["model", "input", "tokens", "params", "trainable", "GMACs", "paper GMACs"]
         if timed:
-            header += [f"img/s (batch {b})", "× first", "latency b=1 (ms)"]
+            header += [f"img/s (batch {b})", "× first", "× first, paired", "latency b=1 (ms)"]
         lines += _table(header, rows)
         for r in result["models"]:
             m = r["macs"]
@@ -976,9 +1003,11 @@ def render_markdown(result: dict[str, Any]) -> str:
                 stage_names += [k for k in r["stages_ms"] if k not in stage_names]
             rows = [(f"{r['input']}×{r['input']}", f"{r['gmacs']:.4f}", f"{r['throughput']['images_per_s']:.1f}",
                      f"{r['throughput']['images_per_s'] / ref:.3f}",
+                     f"{r['throughput_ratio_paired']:.3f}" if "throughput_ratio_paired" in r else "-",
                      *[f"{r['stages_ms'][k]:.1f}" if k in r["stages_ms"] else "-" for k in stage_names])
                     for r in result["resolution"]]
-            lines += _table(["input", "GMACs", "img/s", "× 448", *[f"{k} (ms)" for k in stage_names]], rows)
+            header = ["input", "GMACs", "img/s", "× 448", "× 448, paired", *[f"{k} (ms)" for k in stage_names]]
+            lines += _table(header, rows)
         if result.get("budget"):
             lines += ["", f"## Throughput vs token budget: {s['model']} (input {s['budget_input']}) vs "
                       f"{s['baseline']} fixed grid (batch {s['batch_size']})", ""]
@@ -989,7 +1018,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                              "×".join(map(str, g["input"][1:])), f"{g['gmacs']:.4f}",
                              f"{g['throughput']['images_per_s']:.1f}", f"{r['throughput_ratio']:.3f}"))
             lines += _table(["tokens", "DART GMACs", "DART img/s", "grid input", "grid GMACs", "grid img/s",
-                             "DART / grid img/s"], rows)
+                             "DART / grid img/s (paired)"], rows)
     lines += _targets_lines(result)
     lines += ["", "### Setup", ""] + _machine_lines(result)
     if result.get("conventions"):
