@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -108,7 +109,7 @@ def main() -> None:
     summary = {k: {lab: statistics.median(r[k] for r in runs[lab]) for lab in runs} for k in keys}
     result = {
         "suite": "compare_revisions",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info("cpu"),
         "settings": {"threads": args.threads, "batch_size": args.batch_size, "repeats": args.repeats,
                      "rounds": args.rounds, "old": args.old_label},
@@ -128,7 +129,8 @@ def main() -> None:
               f"before {tr['before']:.3f}, after {tr['after']:.3f}.", "",
               f"Medians over {args.rounds} alternating rounds of {args.repeats} timed calls each. "
               f"Machine: {m['cpu']} ({m['cpu_count']} cores), torch {m['torch']}, timm {m['timm']}, "
-              f"{m['date_utc']}, load avg {m['loadavg_1_5_15']}.", "", f"Command: `{result['command']}`"]
+              f"{m['date_utc']}, load avg {m['loadavg_1_5_15']}, env {m.get('env') or 'default'}.", "",
+              f"Command: `{result['command']}`"]
     jp, mp = write_results(result, args.output_dir, args.name, "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"written: {jp} and {mp}")

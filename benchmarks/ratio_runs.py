@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def main() -> None:
         summary.append({"model": name, "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
                         "ratio_max": max(ratios), "ratios": ratios, "images_per_s_median": statistics.median(ips),
                         "images_per_s_min": min(ips), "images_per_s_max": max(ips)})
-    result = {"suite": "ratio_runs", "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    result = {"suite": "ratio_runs", "command": shlex.join([Path(sys.executable).name, *sys.argv]),
               "machine": machine_info("cpu"), "settings": {k: (str(v) if isinstance(v, Path) else v)
                                                            for k, v in vars(args).items()},
               "summary": summary, "runs": runs}
@@ -90,7 +91,8 @@ def main() -> None:
     lines += ["", f"Each process: {args.warmup} warm-up calls per model, then {args.repeats} interleaved rounds; "
               "paired ratio = median over rounds of t(first model) / t(model).", "",
               f"Machine: {m['cpu']} ({m['cpu_count']} cores), torch {m['torch']}, timm {m['timm']}, "
-              f"{m['date_utc']}, load avg {m['loadavg_1_5_15']}, commit {m.get('git_commit', '?')}.", "",
+              f"{m['date_utc']}, load avg {m['loadavg_1_5_15']}, env {m.get('env') or 'default'}, "
+              f"commit {m.get('git_commit', '?')}.", "",
               f"Command: `{result['command']}`"]
     jp, mp = write_results(result, args.output_dir, args.name, "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -16,7 +16,10 @@ export MALLOC_MMAP_MAX_="${MALLOC_MMAP_MAX_-0}" MALLOC_TRIM_THRESHOLD_="${MALLOC
     --models 'deit_tiny_patch16_224,dart_deit_tiny_patch16_224,dart_deit_tiny_patch16_224[scorer=none]'
 # DART-DeiT-Ti vs input side (196 tokens) and DART vs fixed grid vs token budget
 "$DARTOK" bench scaling --threads "$THREADS" --batch-size 32 --warmup 1 --repeats 7 --name scaling_cpu
+# the resolution sweep again with glibc's default allocator (page faults on every large activation)
+env -u MALLOC_MMAP_MAX_ -u MALLOC_TRIM_THRESHOLD_ "$DARTOK" bench scaling --threads "$THREADS" --batch-size 32 \
+    --warmup 1 --repeats 7 --resolutions 448,896 --budgets "" --name scaling_cpu_default_malloc
 # the DART / DeiT-Ti ratio over 5 fresh processes, with this allocator and with glibc's default
-.venv/bin/python benchmarks/ratio_runs.py --processes 5 --threads "$THREADS" --name ratio_cpu
-env -u MALLOC_MMAP_MAX_ -u MALLOC_TRIM_THRESHOLD_ .venv/bin/python benchmarks/ratio_runs.py --processes 5 \
+"${PYTHON:-.venv/bin/python}" benchmarks/ratio_runs.py --processes 5 --threads "$THREADS" --name ratio_cpu
+env -u MALLOC_MMAP_MAX_ -u MALLOC_TRIM_THRESHOLD_ "${PYTHON:-.venv/bin/python}" benchmarks/ratio_runs.py --processes 5 \
     --threads "$THREADS" --name ratio_cpu_default_malloc

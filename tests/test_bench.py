@@ -145,6 +145,7 @@ def test_write_results_atomic(tmp_path):
     assert json.loads(jp.read_text())["value"] == 1.5
     assert mp.read_text() == "# hi\n"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r.json", "r.md"]
+    assert jp.stat().st_mode & 0o044  # readable by others (mkstemp's 0600 is not kept), umask permitting
 
 
 def test_run_compute_and_scaling_tiny(tmp_path):

@@ -651,7 +651,8 @@ def bench(
                                 "scaling (vs input resolution and token budget) or macs (counts only)"),
     models: str = typer.Option("deit_tiny_patch16_224,dart_deit_tiny_patch16_224", "--models",
                                help="compute/macs: comma-separated model names (first = reference); "
-                               "name[key=value;...] passes model kwargs, e.g. dart_deit_tiny_patch16_224[scorer=none]"),
+                               "name\\[key=value;...] passes model kwargs, "
+                               "e.g. dart_deit_tiny_patch16_224\\[scorer=none]"),
     model: str = typer.Option("dart_deit_tiny_patch16_224", "--model", help="scaling: the DART model"),
     baseline: str = typer.Option("deit_tiny_patch16_224", "--baseline", help="scaling: the fixed-grid model"),
     num_tokens: Optional[int] = typer.Option(None, "--num-tokens", help="compute/macs: token budget for every model"),
@@ -674,8 +675,9 @@ def bench(
 ) -> None:
     """Measure params, MACs (fvcore), throughput, latency and tokenizer stages; write JSON + Markdown.
 
-    Examples: ``dartok bench compute --threads 2``, ``dartok bench scaling -b 32 --repeats 3``,
-    ``dartok bench macs --models dart_deit_small_patch16_224``.
+    Examples: dartok bench compute --threads 2 | dartok bench scaling -b 32 --repeats 7 |
+    dartok bench macs --models dart_deit_small_patch16_224. Results: <output-dir>/<name>.json and .md
+    (see benchmarks/README.md).
     """
     import shlex
     import sys
