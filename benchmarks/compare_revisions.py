@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -96,7 +95,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import dartok  # noqa: F401  (the working tree, for the writer and machine info)
-    from dartok.bench import machine_info, write_results
+    from dartok.bench import finish_report, machine_info, script_command
 
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     for r in range(args.rounds):
@@ -109,14 +108,13 @@ def main() -> None:
     summary = {k: {lab: statistics.median(r[k] for r in runs[lab]) for lab in runs} for k in keys}
     result = {
         "suite": "compare_revisions",
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "command": script_command(),
         "machine": machine_info("cpu"),
         "settings": {"threads": args.threads, "batch_size": args.batch_size, "repeats": args.repeats,
                      "rounds": args.rounds, "old": args.old_label},
         "summary": summary,
         "runs": runs,
     }
-    m = result["machine"]
     lines = [f"## DART-DeiT-Ti tokenizer, before ({args.old_label}) and after the optimisations "
              f"(CPU, batch {args.batch_size}, {args.threads} threads)", "",
              "| stage | before (ms) | after (ms) | after / before |", "|---|---|---|---|"]
@@ -127,14 +125,8 @@ def main() -> None:
     tr = summary["throughput ratio"]
     lines += ["", f"DART-DeiT-Ti / DeiT-Ti throughput (interleaved, batch {args.batch_size}): "
               f"before {tr['before']:.3f}, after {tr['after']:.3f}.", "",
-              f"Medians over {args.rounds} alternating rounds of {args.repeats} timed calls each. "
-              f"Machine: {m['cpu']} ({m['cpu_count']} cores), torch {m['torch']}, timm {m['timm']}, "
-              f"{m['date_utc']}, load avg {m['loadavg_1_5_15']}, env {m.get('env') or 'default'}.", "",
-              f"Command: `{result['command']}`"]
-    jp, mp = write_results(result, args.output_dir, args.name, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"written: {jp} and {mp}")
-
+              f"Medians over {args.rounds} alternating rounds of {args.repeats} timed calls each."]
+    finish_report(result, lines, args.output_dir, args.name)
 
 if __name__ == "__main__":
     main()

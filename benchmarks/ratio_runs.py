@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import dartok  # noqa: F401  (before timm)
-    from dartok.bench import machine_info, write_results
+    from dartok.bench import finish_report, machine_info, script_command
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     runs = []
@@ -75,11 +74,10 @@ def main() -> None:
         summary.append({"model": name, "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
                         "ratio_max": max(ratios), "ratios": ratios, "images_per_s_median": statistics.median(ips),
                         "images_per_s_min": min(ips), "images_per_s_max": max(ips)})
-    result = {"suite": "ratio_runs", "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+    result = {"suite": "ratio_runs", "command": script_command(),
               "machine": machine_info("cpu"), "settings": {k: (str(v) if isinstance(v, Path) else v)
                                                            for k, v in vars(args).items()},
               "summary": summary, "runs": runs}
-    m = result["machine"]
     lines = [f"## Throughput relative to {names[0]}, {args.processes} fresh processes "
              f"(CPU, batch {args.batch_size}, {args.threads} threads)", "",
              "| model | img/s median (min-max) | paired ratio median | min | max | per process |",
@@ -89,14 +87,8 @@ def main() -> None:
                      f"{s['images_per_s_max']:.1f}) | {s['ratio_median']:.3f} | {s['ratio_min']:.3f} | "
                      f"{s['ratio_max']:.3f} | {', '.join(f'{v:.3f}' for v in s['ratios'])} |")
     lines += ["", f"Each process: {args.warmup} warm-up calls per model, then {args.repeats} interleaved rounds; "
-              "paired ratio = median over rounds of t(first model) / t(model).", "",
-              f"Machine: {m['cpu']} ({m['cpu_count']} cores), torch {m['torch']}, timm {m['timm']}, "
-              f"{m['date_utc']}, load avg {m['loadavg_1_5_15']}, env {m.get('env') or 'default'}, "
-              f"commit {m.get('git_commit', '?')}.", "",
-              f"Command: `{result['command']}`"]
-    jp, mp = write_results(result, args.output_dir, args.name, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"written: {jp} and {mp}")
+              "paired ratio = median over rounds of t(first model) / t(model)."]
+    finish_report(result, lines, args.output_dir, args.name)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ from typer.testing import CliRunner
 from dartok import DART
 from dartok.bench import (
     count_macs,
+    finish_report,
     fixed_grid_shape,
+    machine_info,
+    script_command,
     make_model,
     render_markdown,
     run_compute,
@@ -146,6 +149,22 @@ def test_write_results_atomic(tmp_path):
     assert mp.read_text() == "# hi\n"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r.json", "r.md"]
     assert jp.stat().st_mode & 0o044  # readable by others (mkstemp's 0600 is not kept), umask permitting
+
+
+def test_finish_report_adds_footer_and_writes(tmp_path):
+    result = {"suite": "s", "command": script_command(["bench.py", "--x", "a b"]), "machine": machine_info("cpu"),
+              "settings": {"threads": 1, "batch_size": 8}}
+    echoed = []
+    jp, mp = finish_report(result, ["## Table", "", "| a |"], tmp_path, "rep", echo=echoed.append)
+    md = mp.read_text()
+    assert md.startswith("## Table\n\n| a |\n\nMachine: ")
+    assert "Command: `" in md and "bench.py --x 'a b'`" in md
+    assert "Settings: threads=1, batch_size=8." in md
+    assert json.loads(jp.read_text())["settings"] == {"threads": 1, "batch_size": 8}
+    assert echoed[-1] == f"written: {jp} and {mp}"
+    with pytest.raises(KeyError):
+        finish_report({"command": "x", "settings": {}}, [], tmp_path, "bad", echo=echoed.append)
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_run_compute_and_scaling_tiny(tmp_path):

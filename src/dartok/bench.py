@@ -695,6 +695,35 @@ def write_results(result: dict[str, Any], out_dir: str | Path, name: str,
     return json_path, md_path
 
 
+def script_command(argv: list[str] | None = None) -> str:
+    """The command line of the running script, shell-quoted (``python benchmarks/x.py --a 1``)."""
+    import shlex
+
+    argv = list(sys.argv if argv is None else argv)
+    return shlex.join([Path(sys.executable).name, *argv])
+
+
+def finish_report(result: dict[str, Any], lines: list[str], out_dir: str | Path, name: str,
+                  echo: Callable[[str], None] = print) -> tuple[Path, Path]:
+    """Append the machine / command / settings footer to ``lines``, write and print the report.
+
+    ``result`` needs ``"machine"`` (:func:`machine_info`), ``"command"`` and ``"settings"``
+    (a flat dict). Writes ``<out_dir>/<name>.{json,md}`` with :func:`write_results`
+    (atomic) and echoes the markdown and the paths.
+
+    Returns:
+        ``(json_path, md_path)``.
+
+    Raises:
+        KeyError: ``result`` lacks ``machine``, ``command`` or ``settings``.
+    """
+    md = "\n".join([*lines, "", *_machine_lines(result)]) + "\n"
+    jp, mp = write_results(result, out_dir, name, md)
+    echo(md.rstrip("\n"))
+    echo(f"written: {jp} and {mp}")
+    return jp, mp
+
+
 # --------------------------------------------------------------------------------------
 # suites
 # --------------------------------------------------------------------------------------
