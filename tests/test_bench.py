@@ -120,7 +120,10 @@ def test_dart_deit_tiny_macs():
     assert rep.by_operator["grid_sampler"] == 4 * 196 * 3 * 16 * 16
     assert rep.tokenizer_by_operator["baddbmm"] == 196 * 768 * 192  # projection = DeiT's patch-embed conv
     assert rep.by_part["backbone"] == 1_258_411_200 - 196 * 768 * 192  # DeiT-Ti without its patch embed
-    assert rep.trainable_params < rep.params  # frozen scorer trunk
+    assert rep.trainable_params == rep.params  # no pretrained weights: the trunk trains from scratch
+    frozen, _ = make_model("dart_deit_tiny_patch16_224[trainable_scorer_trunk=false]")
+    trunk = sum(p.numel() for p in frozen.patch_embed.scorer.trunk.parameters())
+    assert count_macs(frozen, shape).trainable_params == rep.params - trunk
     assert rep.by_operator["batch_norm"] > 0  # the trunk is counted as defined (no BN folding while tracing)
 
 
@@ -304,16 +307,31 @@ def test_scorer_batchnorm_folding_same_features_and_state():
     assert set(scorer.state_dict()) == keys and sum(p.numel() for p in scorer.parameters()) == n_params
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in scorer.trunk.modules())
     # new trunk weights → the folded copy is rebuilt
-    other = Scorer("mobilenetv3_small", input_size=64)
+    other = Scorer("mobilenetv3_small", input_size=64, trainable_trunk=False)
     scorer.trunk.load_state_dict(other.trunk.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(scorer.features(x), other.trunk(x)[-1], atol=1e-5, rtol=1e-4)
     assert scorer.__dict__["_folded_trunk"][1] is not folded
-    # off switch, and no folding for a trainable trunk
+    # off switch
     scorer.fold_batchnorm = False
     assert scorer._inference_trunk() is scorer.trunk
+    # a trainable trunk: the real trunk while training or when a gradient is wanted, the
+    # folded copy in eval mode without gradient (rebuilt after an optimizer step)
     trainable = Scorer("mobilenetv3_small", input_size=64, trainable_trunk=True)
-    assert trainable._inference_trunk() is trainable.trunk
+    assert trainable._inference_trunk() is trainable.trunk  # train mode: batch statistics
+    trainable.eval()
+    assert trainable.features(x).requires_grad  # eval with grad: the real trunk
+    with torch.no_grad():
+        before = trainable.features(x)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in trainable._inference_trunk().modules())
+        torch.testing.assert_close(before, trainable.trunk(x)[-1], atol=1e-5, rtol=1e-4)
+    opt = torch.optim.SGD(trainable.trunk.parameters(), lr=0.1)
+    trainable.features(x).square().mean().backward()
+    opt.step()
+    with torch.no_grad():
+        after = trainable.features(x)
+        torch.testing.assert_close(after, trainable.trunk(x)[-1], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(before, after)
 
 
 def test_fold_refuses_a_conv_output_used_twice():

@@ -76,7 +76,8 @@ def test_any_budget_forward_backward():
 
 
 def test_gradient_reaches_scorer_head_not_trunk():
-    model = timm.create_model("dart_vit_micro_patch8", num_classes=4, scorer_input_size=64, img_size=64)
+    model = timm.create_model("dart_vit_micro_patch8", num_classes=4, scorer_input_size=64, img_size=64,
+                              trainable_scorer_trunk=False)
     x = torch.rand(2, 1, 64, 64)
     model(x).logsumexp(-1).sum().backward()
     head = model.patch_embed.scorer.head
@@ -103,9 +104,22 @@ def test_batch_invariance_in_eval():
     torch.testing.assert_close(pdf_alone[0], pdf_full[2], atol=1e-6, rtol=1e-5)
 
 
+def test_trunk_trainable_by_default_only_without_pretrained_weights():
+    # SPEC §3: pretrained weights → frozen trunk; none → trained from scratch
+    assert Scorer("mobilenetv3_small", input_size=64).trainable_trunk
+    assert not Scorer("mobilenetv3_small", input_size=64, trainable_trunk=False).trainable_trunk
+    model = timm.create_model("dart_vit_micro_patch8", num_classes=4, scorer_input_size=64)
+    trunk = model.patch_embed.scorer.trunk
+    assert all(p.requires_grad for p in trunk.parameters())
+    model.train()
+    assert trunk.training  # BatchNorm of a trunk trained from scratch learns its statistics
+    model.eval()
+    assert not trunk.training
+
+
 def test_trunk_frozen_eval_and_untouched_by_init():
     trunk_ref = Scorer("mobilenetv3_small", input_size=64).trunk.state_dict()
-    scorer = Scorer("mobilenetv3_small", input_size=64)
+    scorer = Scorer("mobilenetv3_small", input_size=64, trainable_trunk=False)
     scorer.trunk.load_state_dict(trunk_ref)
     model = patch_timm(tiny_vit(), scorer=scorer)
     model.init_weights()  # timm's ViT init must not touch the trunk
@@ -236,3 +250,15 @@ def test_learned_contrast_lifts_the_paper_normalisation_cap():
     torch.testing.assert_close(learned(x), fixed(x))  # identity at initialisation
     learned(x).pow(2).sum().backward()
     assert learned.score_scale.grad is not None and learned.score_bias.grad is not None
+
+
+def test_patch_timm_keeps_float64_weights_exactly():
+    vit = tiny_vit().double()
+    with torch.no_grad():  # values float32 cannot hold
+        vit.patch_embed.proj.weight.add_(1e-12)
+        vit.pos_embed.add_(1e-12)
+    proj, pos = vit.patch_embed.proj.weight.clone(), vit.pos_embed[:, 1:].clone()
+    model = patch_timm(vit, scorer=None)
+    assert model.patch_embed.proj.weight.dtype == torch.float64
+    assert torch.equal(model.patch_embed.proj.weight, proj)
+    assert torch.equal(model.patch_embed.pos_embed, pos)

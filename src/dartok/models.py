@@ -112,7 +112,7 @@ def patch_timm(
     scorer_input_size: int = 224,
     scorer_stage: int | None = None,
     scorer_pretrained: bool = False,
-    trainable_scorer_trunk: bool = False,
+    trainable_scorer_trunk: bool | None = None,
     antialias: bool = False,
     learn_contrast: bool = True,
 ) -> VisionTransformer:
@@ -186,13 +186,13 @@ def patch_timm(
         antialias=antialias,
     )
     prefix = _num_prefix_pos(model)
+    dart.to(device=model.pos_embed.device, dtype=model.pos_embed.dtype)  # before the copy: no float32 rounding
     with torch.no_grad():
         dart.proj.weight.copy_(old.proj.weight)
         if old.proj.bias is not None:
             dart.proj.bias.copy_(old.proj.bias)
         dart.pos_embed.copy_(model.pos_embed[:, prefix:])
     dart.norm = old.norm
-    dart.to(device=model.pos_embed.device, dtype=model.pos_embed.dtype)
     model.patch_embed = dart
     model.pos_embed = nn.Parameter(model.pos_embed.data[:, :prefix].clone()) if prefix > 0 else None
     model.__class__ = _dart_class(type(model))

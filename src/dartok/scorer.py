@@ -159,17 +159,22 @@ class Scorer(nn.Module):
         hidden: hidden width of the head MLP.
         pretrained: load the trunk's ImageNet weights from timm's pretrained tag
             (needs a network); otherwise the trunk is randomly initialised once, here.
-        trainable_trunk: train the trunk too (default False: frozen, in eval mode).
+        trainable_trunk: train the trunk too. ``None`` (default) follows SPEC §3: a
+            pretrained trunk is frozen and kept in eval mode (its BatchNorm statistics never
+            move); a trunk without pretrained weights is trained from scratch with the model
+            (a frozen random trunk is a poor scorer: on Cluttered Fashion-MNIST, N = 16, it
+            cost 12 points of top-1, see README "Accuracy").
         learn_contrast: learn the scale and bias applied to the standardised scores
             before the sigmoid (:func:`scores_to_pdf`), initialised to the identity so the
             scorer starts as the paper's. False keeps the paper's fixed normalisation.
 
     Attributes:
-        fold_batchnorm: with a frozen trunk, run a cached copy of it whose BatchNorms are
-            folded into the preceding convolutions (:func:`fold_trunk_batchnorm`; same
-            features to float rounding, about 2× faster on CPU). The trunk itself, its
-            parameters and ``state_dict`` are untouched; the copy is rebuilt when a trunk
-            tensor changes (``load_state_dict``, ``.to()``) and is not used while tracing
+        fold_batchnorm: with a frozen trunk, or a trainable one in eval mode when no
+            gradient is needed, run a cached copy of it whose BatchNorms are folded into the
+            preceding convolutions (:func:`fold_trunk_batchnorm`; same features to float
+            rounding, about 2× faster on CPU). The trunk itself, its parameters and
+            ``state_dict`` are untouched; the copy is rebuilt when a trunk tensor changes
+            (an optimizer step, ``load_state_dict``, ``.to()``) and is not used while tracing
             (fvcore counts the trunk as defined) or compiling. Set False to run the trunk
             as is.
 
@@ -188,7 +193,7 @@ class Scorer(nn.Module):
         in_chans: int = 3,
         hidden: int = 128,
         pretrained: bool = False,
-        trainable_trunk: bool = False,
+        trainable_trunk: bool | None = None,
         learn_contrast: bool = True,
     ):
         super().__init__()
@@ -216,8 +221,10 @@ class Scorer(nn.Module):
         self.in_chans = in_chans
         self.head_type = head
         self.head = (ScorerHeadV1 if head == "v1" else ScorerHeadV2)(self.channels, hidden)
-        self.trainable_trunk = trainable_trunk
-        self.trunk.requires_grad_(trainable_trunk)
+        if trainable_trunk is None:
+            trainable_trunk = not pretrained
+        self.trainable_trunk = bool(trainable_trunk)
+        self.trunk.requires_grad_(self.trainable_trunk)
         if not trainable_trunk:
             self.trunk.eval()
         self.learn_contrast = learn_contrast
@@ -260,15 +267,15 @@ class Scorer(nn.Module):
     def trunk_features(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk features of an already resized copy (see :meth:`features`)."""
         x = x.contiguous(memory_format=torch.channels_last)
-        if self.trainable_trunk:
+        if self.trainable_trunk and (self.trunk.training or torch.is_grad_enabled()):
             return self.trunk(x)[-1]
-        with torch.no_grad():
+        with torch.no_grad():  # frozen trunk, or a trainable one in eval mode with no gradient wanted
             return self._inference_trunk()(x)[-1]
 
     def _inference_trunk(self) -> nn.Module:
         """The frozen trunk to run: its cached BatchNorm-folded copy where that applies."""
         compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)()
-        if (self.trainable_trunk or not self.fold_batchnorm or torch.jit.is_tracing() or torch.jit.is_scripting()
+        if (self.trunk.training or not self.fold_batchnorm or torch.jit.is_tracing() or torch.jit.is_scripting()
                 or compiling):
             return self.trunk
         tensors = [*self.trunk.parameters(), *self.trunk.buffers()]
@@ -281,7 +288,33 @@ class Scorer(nn.Module):
 
     def pdf_from_features(self, feats: torch.Tensor) -> torch.Tensor:
         """Head + per-sample normalisation: trunk features ``B×C'×h×w`` → pdf ``B×h×w``."""
-        scores = self.head(feats)
+        return self.pdf_from_scores(self.scores_from_features(feats))
+
+    def scores_from_features(self, feats: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw head scores ``B×h×w`` (before normalisation) for trunk features ``B×C'×h×w``.
+
+        ``extra`` (``B×C'×h×w``, e.g. the feature difference between consecutive video
+        frames, paper §3.3 / §4.4) goes to head v2's ``extra`` input (added to the features
+        its channel gate multiplies; the gate itself comes from ``feats`` alone); head v1
+        scores ``feats + extra``.
+
+        Raises:
+            ValueError: ``extra`` of a different shape than ``feats``.
+        """
+        if extra is None:
+            return self.head(feats)
+        if extra.shape != feats.shape:
+            raise ValueError(f"extra must have the features' shape {tuple(feats.shape)}, got {tuple(extra.shape)}")
+        if isinstance(self.head, ScorerHeadV2):
+            return self.head(feats, extra=extra)
+        return self.head(feats + extra)
+
+    def pdf_from_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """Per-sample normalisation (:func:`scores_to_pdf`, with this scorer's contrast) of ``B×h×w`` scores.
+
+        The grid may be anything (e.g. the ``(T·h)×w`` stack of a clip's per-frame score
+        maps): each sample is standardised over all its cells together.
+        """
         return scores_to_pdf(scores.float(), scale=self.score_scale, bias=self.score_bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
