@@ -222,3 +222,27 @@ def test_compare_preset_rows_tables_plot_and_snapshots(tmp_path, monkeypatch):
         assert (tmp_path / "runs" / "tiny" / "dart@4" / f"partition_epoch{epoch}.png").exists()
     assert not (tmp_path / "runs" / "tiny" / "grid@4" / "partition_epoch1.png").exists()
     assert_clean_error(invoke("compare", "--preset", "nope"), "choose from")
+
+
+def test_compare_dart_kwargs_and_resume_keeps_snapshots(tmp_path, monkeypatch):
+    from dartok import compare as cmp
+    from dartok.checkpoint import load_config
+
+    specs = [cmp.RunSpec("dart@4", "dart_vit_micro_patch8", 4)]
+    monkeypatch.setitem(cmp.PRESETS, "tiny", {"specs": specs, "train": {
+        "canvas_size": 56, "epochs": 2, "warmup_epochs": 0, "train_samples": 16, "test_samples": 8,
+        "batch_size": 8}})
+    args = ["compare", "--preset", "tiny", "-o", tmp_path / "runs", "--results-dir", tmp_path / "results",
+            "--snapshot-epochs", "1,2", "--no-macs", "--dart-kwargs", '{"alpha": 0.25, "antialias": false}']
+    assert (res := invoke(*args)).exit_code == 0, res.output
+    run = tmp_path / "runs" / "tiny" / "dart@4"
+    saved = load_config(run / "checkpoint")["model_kwargs"]
+    assert saved["alpha"] == 0.25 and saved["antialias"] is False
+    assert json.loads((tmp_path / "results" / "tiny.json").read_text())["meta"]["dart_kwargs"]["alpha"] == 0.25
+    snap = run / "partition_epoch1.png"
+    before = snap.stat().st_mtime_ns
+    # resuming a finished run neither retrains nor redraws an early snapshot from the final weights
+    assert (res := invoke(*args, "--resume")).exit_code == 0, res.output
+    assert snap.stat().st_mtime_ns == before
+    assert_clean_error(invoke("compare", "--preset", "tiny", "--dart-kwargs", "{bad"), "not valid JSON")
+    assert_clean_error(invoke("compare", "--preset", "tiny", "--dart-kwargs", "[1]"), "JSON object")

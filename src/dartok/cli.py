@@ -598,6 +598,8 @@ def compare(
     snapshot_epochs: str = typer.Option("", help="Draw DART partitions after these epochs, e.g. 1,3,12."),
     macs: bool = typer.Option(True, "--macs/--no-macs", help="Count GMACs with fvcore for the table and plot."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs."),
+    dart_kwargs: str = typer.Option("", help="Extra model kwargs (JSON) for every DART run, e.g. "
+                                              "'{\"alpha\": 0.2}'; a run's own kwargs win."),
 ) -> None:
     """Accuracy benchmark: train a set of tokenizers with one recipe, write tables and a plot."""
     from .compare import PRESETS, compare as run_compare
@@ -609,11 +611,18 @@ def compare(
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated epochs, got {snapshot_epochs!r}",
                                  param_hint="--snapshot-epochs") from None
+    try:
+        extra = json.loads(dart_kwargs) if dart_kwargs.strip() else {}
+    except json.JSONDecodeError as e:
+        raise typer.BadParameter(f"not valid JSON ({e}): {dart_kwargs!r}", param_hint="--dart-kwargs") from None
+    if not isinstance(extra, dict):
+        raise typer.BadParameter(f"expected a JSON object, got {dart_kwargs!r}", param_hint="--dart-kwargs")
     overrides = {k: v for k, v in dict(epochs=epochs, train_samples=train_samples, data=data,
                                        data_root=data_root).items() if v is not None}
     try:
         result = run_compare(preset, output / preset, name or preset, train=overrides, jobs=jobs,
-                             snapshot_epochs=snaps, resume=resume, count_macs=macs, echo=typer.echo)
+                             snapshot_epochs=snaps, resume=resume, count_macs=macs, echo=typer.echo,
+                             dart_kwargs=extra)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         raise _fail(str(e), code=1)
     results_dir.mkdir(parents=True, exist_ok=True)

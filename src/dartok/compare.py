@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -142,8 +142,13 @@ def run_specs(
                 "--threads", threads, "--no-progress", *_train_args(train)]
         if spec.model_kwargs:
             base += ["--model-kwargs", json.dumps(spec.model_kwargs)]
-        stops = sorted({e for e in snapshot_epochs if 0 < e < epochs}) if spec.is_dart else []
         already = (run_dir / "checkpoint").exists()
+        done = 0
+        if resume and already:  # a resumed run draws only the snapshots it has not passed yet
+            from .checkpoint import load_config
+
+            done = int(load_config(run_dir / "checkpoint").get("epoch", 0))
+        stops = sorted({e for e in snapshot_epochs if done < e < epochs}) if spec.is_dart else []
         for k, stop in enumerate([*stops, None]):
             args = list(base)
             if stop is not None:
@@ -261,8 +266,11 @@ def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, t
 
 def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Sequence[RunSpec] | None = None,
             train: dict[str, Any] | None = None, jobs: int = 2, snapshot_epochs: Sequence[int] = (),
-            resume: bool = False, count_macs: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
+            resume: bool = False, count_macs: bool = True, echo: Callable[[str], None] = print,
+            dart_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run a preset (or given specs), then write ``<output>/<name>.{json,md,png}``.
+
+    ``dart_kwargs`` are added to every DART spec's ``model_kwargs`` (the spec's own win).
 
     Raises:
         ValueError: unknown preset; RuntimeError: a run failed.
@@ -274,6 +282,8 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
         train = {**PRESETS[preset]["train"], **(train or {})}
     if not specs:
         raise ValueError("no runs to compare")
+    if dart_kwargs:
+        specs = [replace(s, model_kwargs={**dart_kwargs, **s.model_kwargs}) if s.is_dart else s for s in specs]
     t0 = time.perf_counter()
     codes = run_specs(specs, output, train or {}, jobs=jobs, snapshot_epochs=snapshot_epochs, resume=resume,
                       echo=echo)
@@ -281,8 +291,8 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
     if failed:
         raise RuntimeError(f"training failed for {', '.join(failed)}")
     rows = collect(specs, output, count_macs=count_macs)
-    meta = {"preset": preset, "train": train, "jobs": jobs, "wall_time_s": time.perf_counter() - t0,
-            "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    meta = {"preset": preset, "train": train, "dart_kwargs": dart_kwargs or {}, "jobs": jobs,
+            "wall_time_s": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
     try:
         from .bench import machine_info
 

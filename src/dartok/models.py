@@ -363,9 +363,14 @@ def vit_micro_patch8(pretrained: bool = False, **kwargs) -> VisionTransformer:
 
 @register_model
 def dart_vit_micro_patch8(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """``vit_micro_patch8`` with DART (36 tokens, 128 input, scorer on a 128 copy)."""
+    """``vit_micro_patch8`` with DART (36 tokens, 128 input, scorer on a 128 copy, anti-aliased boxes).
+
+    Anti-aliasing is on by default here (unlike the paper's DeiT models): at the small
+    budgets this model is for, most boxes are several times the 8×8 patch and point
+    sampling aliases them (measured: +3.3 points top-1 at N = 16, README "Accuracy").
+    """
     defaults = {"num_tokens": 36, "img_size": 128, "scorer": "mobilenetv3_small",
-                "scorer_head": "v1", "scorer_input_size": 128}
+                "scorer_head": "v1", "scorer_input_size": 128, "antialias": True}
     dart_kwargs = {**defaults, **{k: kwargs.pop(k) for k in list(kwargs) if k in _DART_KEYS}}
     vit = vit_micro_patch8(pretrained=pretrained, **kwargs)
     return patch_timm(vit, **dart_kwargs)
