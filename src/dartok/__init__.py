@@ -11,6 +11,10 @@ from .resample import box_average, sample_patches  # noqa: E402
 from .scorer import Scorer, edge_pdf, uniform_pdf  # noqa: E402
 from .tokenizer import DART, DartOutput  # noqa: E402
 from .models import create_model, is_dart, load_vit_weights, patch_timm  # noqa: E402
+from .mamba import selective_scan  # noqa: E402
+from .vim import DartVisionMamba, VisionMamba, load_vim_weights, patch_vim  # noqa: E402  (registers vim_* models)
+from .videomamba import VideoMamba  # noqa: E402  (registers videomamba_* models)
+from .video import DartVideoMamba, VideoDART, frame_token_counts, patch_videomamba  # noqa: E402  (dart_videomamba_*)
 
 __version__ = "0.1.0"
 
@@ -18,4 +22,6 @@ __all__ = [
     "DART", "DEFAULT_ALPHA", "DartOutput", "Scorer", "band_layout", "box_average", "create_model",
     "edge_pdf", "is_dart", "load_vit_weights", "patch_timm", "quantile_boxes", "sample_patches",
     "uniform_pdf", "__version__",
+    "DartVisionMamba", "VideoMamba", "VisionMamba", "load_vim_weights", "patch_vim", "selective_scan",
+    "DartVideoMamba", "VideoDART", "frame_token_counts", "patch_videomamba",
 ]

@@ -260,7 +260,7 @@ def eval_cmd(
     """Evaluate a checkpoint: prints top-1 / top-5 / loss."""
     _set_threads(threads)
     from . import checkpoint as ckpt
-    from .engine import LOCAL_DATASETS, build_dataset, build_loader, evaluate, pil_transform, select_device
+    from .engine import LOCAL_DATASETS, VIDEO_DATASETS, build_dataset, build_loader, evaluate, pil_transform, select_device
 
     if split not in ("test", "train"):
         raise typer.BadParameter(f"must be 'test' or 'train', got {split!r}", param_hint="--split")
@@ -275,7 +275,7 @@ def eval_cmd(
         dcfg = _dataset_cfg_from_checkpoint(config, data=data, data_root=data_root, canvas_size=canvas_size,
                                             split_samples=samples, data_seed=data_seed)
         ds = build_dataset(dcfg, split, num_samples=samples)
-        if dcfg.data not in LOCAL_DATASETS:
+        if dcfg.data not in LOCAL_DATASETS and dcfg.data not in VIDEO_DATASETS:  # PIL images: timm transform
             ds.transform, _ = pil_transform(model, False, d.get("in_chans") or 3)
         loader = build_loader(ds, batch_size, shuffle=False, num_workers=num_workers, device=dev)
         res = evaluate(model, loader, dev, amp=amp, progress=progress)
@@ -440,14 +440,16 @@ def visualize(
 
                 dcfg = TrainConfig(data=data or "cluttered_fmnist", data_root=data_root, canvas_size=canvas_size,
                                    data_seed=data_seed or 0)
-            if dcfg.data not in ("cluttered_fmnist", "fashion_mnist"):
-                raise typer.BadParameter("--indices works with cluttered_fmnist / fashion_mnist; use --image for "
+            from .engine import LOCAL_DATASETS
+
+            if dcfg.data not in LOCAL_DATASETS:
+                raise typer.BadParameter(f"--indices works with {', '.join(LOCAL_DATASETS)}; use --image for "
                                          "other pictures", param_hint="--data")
             ds = build_dataset(dcfg, split)
             if class_names is None:
                 from .data import FASHION_MNIST_CLASSES
 
-                class_names = list(FASHION_MNIST_CLASSES)
+                class_names = list(getattr(ds, "classes", None) or FASHION_MNIST_CLASSES)
             idx = _parse_indices(indices, min(8, len(ds)))
             bad = [i for i in idx if not -len(ds) <= i < len(ds)]
             if bad:
@@ -470,6 +472,9 @@ def visualize(
                     if dart:
                         o = model.patch_embed(xb)
                         b, pdf = o.boxes[0].cpu(), o.pdf[0].float().cpu()
+                    elif x.ndim == 4:
+                        raise typer.BadParameter("clips can be drawn for DART video models only (a fixed-grid "
+                                                 "model has no partition to show)", param_hint="--checkpoint")
                     else:  # fixed grid: draw the patch grid
                         gh, gw = getattr(model.patch_embed, "grid_size", (1, 1))
                         b, pdf = _grid_boxes(int(gh), int(gw)), None
@@ -503,7 +508,13 @@ def visualize(
                     if y is not None and class_names:
                         t += f" | {class_names[y]}"
                     titles.append(t)
-        path = save_partition_figure(output, imgs, boxes, pdfs, titles=titles, ncols=ncols)
+        if imgs and imgs[0].ndim == 4:  # clips C×T×H×W: one row of frames per clip
+            from .viz import save_video_partition_figure
+
+            path = save_video_partition_figure(output, torch.stack(imgs), torch.stack(boxes),
+                                               torch.stack(pdfs), titles=titles)
+        else:
+            path = save_partition_figure(output, imgs, boxes, pdfs, titles=titles, ncols=ncols)
     except typer.BadParameter:
         raise
     except _USER_ERRORS as e:
@@ -586,7 +597,8 @@ def demo(
 @app.command()
 def compare(
     preset: str = typer.Option("cpu", help="cpu (grid N, DART N, grid 4N, DART 2N on the micro ViT), "
-                                           "cpu-ablations, or full (DeiT-Ti sizes, for a GPU)."),
+                                           "cpu-ablations, cpu-vim, cpu-video (Moving Fashion-MNIST), or "
+                                           "full, full-vim, full-video (Ti sizes, for a GPU)."),
     output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Folder of the runs."),
     name: Optional[str] = typer.Option(None, help="Result file stem (default: the preset)."),
     results_dir: Path = typer.Option(Path("benchmarks/results"), help="Where the tables and plot go."),

@@ -46,12 +46,28 @@ class RunSpec:
         return self.model.startswith("dart_")
 
 
-def _micro(n: int) -> list[RunSpec]:
+def _main_set(n: int, grid: str, dart: str) -> list[RunSpec]:
+    """The paper's main comparison: fixed grid at N, DART at N, fixed grid at 4N, DART at 2N."""
     return [
-        RunSpec(f"grid@{n}", "vit_micro_patch8", n),
-        RunSpec(f"dart@{n}", "dart_vit_micro_patch8", n),
-        RunSpec(f"grid@{4 * n}", "vit_micro_patch8", 4 * n),
-        RunSpec(f"dart@{2 * n}", "dart_vit_micro_patch8", 2 * n),
+        RunSpec(f"grid@{n}", grid, n),
+        RunSpec(f"dart@{n}", dart, n),
+        RunSpec(f"grid@{4 * n}", grid, 4 * n),
+        RunSpec(f"dart@{2 * n}", dart, 2 * n),
+    ]
+
+
+def _micro(n: int) -> list[RunSpec]:
+    return _main_set(n, "vit_micro_patch8", "dart_vit_micro_patch8")
+
+
+def _video(per_frame: int, frames: int, grid: str, dart: str) -> list[RunSpec]:
+    """Paper Table 3: fixed grid on every one of T frames vs DART with T/2 frames' worth of tokens.
+
+    ``num_tokens`` of a plain VideoMamba is per frame; of a DART one, for the whole clip.
+    """
+    return [
+        RunSpec(f"grid {per_frame}x{frames}", grid, per_frame),
+        RunSpec(f"dart {per_frame}x{frames // 2}", dart, per_frame * (frames // 2)),
     ]
 
 
@@ -74,6 +90,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-ablations": {"specs": _micro(16)[1:2] + _ablations(16),
                       "train": {"canvas_size": 128, "epochs": 12, "train_samples": 20000,
                                 "test_samples": 2000, "batch_size": 64, "lr": 1e-3}},
+    # Vision Mamba (issue 4): the same four runs on the micro Vim (pure-PyTorch scan on CPU)
+    "cpu-vim": {"specs": _main_set(16, "vim_micro_patch8", "dart_vim_micro_patch8"),
+                "train": {"canvas_size": 128, "epochs": 12, "train_samples": 20000, "test_samples": 2000,
+                          "batch_size": 64, "lr": 1e-3}},
+    # VideoMamba on Moving Cluttered Fashion-MNIST (direction task, 4 frames of 64²): 4×4 grid on
+    # every frame vs DART with 2 frames' worth of tokens (paper Table 3 in miniature)
+    "cpu-video": {"specs": _video(16, 4, "videomamba_micro_patch8", "dart_videomamba_micro_patch8"),
+                  "train": {"data": "moving_fmnist", "data_kwargs": {"num_frames": 4}, "canvas_size": 64,
+                            "epochs": 12, "train_samples": 10000, "test_samples": 2000, "batch_size": 64,
+                            "lr": 1e-3}},
+    # Vim-Ti / VideoMamba-Ti sizes for a GPU (ImageFolder / SSv2-style clip folder via --data, --data-root)
+    "full-vim": {"specs": _main_set(196, "vim_tiny_patch16_224", "dart_vim_tiny_patch16_224"),
+                 "train": {"epochs": 300, "batch_size": 1024, "lr": 1e-3, "warmup_epochs": 5, "amp": True}},
+    "full-video": {"specs": _video(196, 8, "videomamba_tiny_patch16_224", "dart_videomamba_tiny_patch16_224"),
+                   "train": {"data": "ssv2", "data_kwargs": {"num_frames": 8}, "epochs": 35, "batch_size": 256,
+                             "lr": 4e-4, "warmup_epochs": 5, "amp": True}},
     # DeiT-Ti sizes on a GPU and an ImageFolder dataset (--data "" --data-root ...), DeiT recipe
     "full": {"specs": [RunSpec("grid@196", "deit_tiny_patch16_224", 196),
                        RunSpec("dart@196", "dart_deit_tiny_patch16_224", 196),

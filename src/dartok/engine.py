@@ -98,9 +98,14 @@ __all__ = [
     "train",
     "ResumeConflictError",
     "LOCAL_DATASETS",
+    "VIDEO_DATASETS",
 ]
 
-LOCAL_DATASETS = ("cluttered_fmnist", "fashion_mnist")
+LOCAL_DATASETS = ("cluttered_fmnist", "fashion_mnist", "moving_fmnist", "moving_cluttered_fmnist")
+"""Datasets generated here from Fashion-MNIST: tensors in [0, 1], 1 channel by default."""
+VIDEO_DATASETS = ("moving_fmnist", "moving_cluttered_fmnist", "video_folder", "ssv2")
+"""Datasets of clips (``C×T×H×W`` tensors), created by :func:`dartok.video_data.create_video_dataset`."""
+_CANVAS_DATASETS = ("cluttered_fmnist", "moving_fmnist", "moving_cluttered_fmnist")
 METRICS_NAME = "metrics.jsonl"
 CHECKPOINT_DIRNAME = "checkpoint"
 
@@ -405,7 +410,9 @@ def model_input_size(model: nn.Module) -> tuple[int, int, int]:
 
 
 def prepare_images(images: torch.Tensor, input_size: tuple[int, int, int]) -> torch.Tensor:
-    """Bring a ``B×C×H×W`` batch to the model's ``(C, H, W)``.
+    """Bring a ``B×C×H×W`` batch (or a ``B×C×T×H×W`` batch of clips) to the model's ``(C, H, W)``.
+
+    Clips are converted frame by frame (the frame count is kept).
 
     Channels: gray → RGB by repeating, RGB → gray by averaging (RGBA: alpha dropped).
     Size: ``F.interpolate(mode="bilinear", antialias=True, align_corners=False)`` when the
@@ -413,8 +420,12 @@ def prepare_images(images: torch.Tensor, input_size: tuple[int, int, int]) -> to
     ``sqrt(N)·patch`` input; a DART model sees the full canvas).
     """
     c, h, w = input_size
+    if images.ndim == 5:  # clips: B×C×T×H×W → (B·T)×C×H×W and back
+        b, _, t = images.shape[:3]
+        frames = prepare_images(images.transpose(1, 2).flatten(0, 1), input_size)
+        return frames.unflatten(0, (b, t)).transpose(1, 2).contiguous()
     if images.ndim != 4:
-        raise ValueError(f"expected a B×C×H×W batch, got shape {tuple(images.shape)}")
+        raise ValueError(f"expected a B×C×H×W batch (or B×C×T×H×W clips), got shape {tuple(images.shape)}")
     ci = images.shape[1]
     if ci != c:
         if ci == 4:
@@ -492,6 +503,24 @@ def build_dataset(cfg: TrainConfig, split: str, *, num_samples: int | None = Non
 
     name = cfg.data
     kw = dict(cfg.data_kwargs)
+    if name in VIDEO_DATASETS:
+        from .video_data import create_video_dataset
+
+        kw.setdefault("channels", cfg.in_chans or (1 if name in LOCAL_DATASETS else 3))
+        if name in LOCAL_DATASETS:
+            if num_samples is not None:
+                kw["num_samples"] = num_samples
+            if cfg.canvas_size is not None:
+                kw["canvas_size"] = cfg.canvas_size
+            kw.setdefault("seed", cfg.data_seed)
+        elif cfg.canvas_size is not None:
+            raise ValueError(f"canvas_size only applies to {list(_CANVAS_DATASETS)}, not {name!r}")
+        if transform is not None:
+            kw["transform"] = transform
+        ds = create_video_dataset(name, cfg.data_root, split, **kw)
+        if name not in LOCAL_DATASETS and num_samples is not None and num_samples < len(ds):
+            ds = _Subset(ds, num_samples)
+        return ds
     if name in LOCAL_DATASETS:
         kw.setdefault("channels", cfg.in_chans or 1)
         if num_samples is not None:
@@ -501,12 +530,12 @@ def build_dataset(cfg: TrainConfig, split: str, *, num_samples: int | None = Non
                 kw["canvas_size"] = cfg.canvas_size
             kw.setdefault("seed", cfg.data_seed)
         elif cfg.canvas_size is not None:
-            raise ValueError(f"canvas_size only applies to cluttered_fmnist, not {name!r}")
+            raise ValueError(f"canvas_size only applies to {list(_CANVAS_DATASETS)}, not {name!r}")
         if transform is not None:
             kw["transform"] = transform
         return create_dataset(name, cfg.data_root, split, **kw)
     if cfg.canvas_size is not None:
-        raise ValueError(f"canvas_size only applies to cluttered_fmnist, not {name!r}")
+        raise ValueError(f"canvas_size only applies to {list(_CANVAS_DATASETS)}, not {name!r}")
     if split == "test":  # timm's name for the held-out split, unless a 'test' folder exists
         if not (cfg.data_root and os.path.isdir(os.path.join(cfg.data_root, "test"))):
             split = "validation"
@@ -541,7 +570,7 @@ def _square_side(dataset: Dataset) -> int | None:
         x = dataset[0][0]
     except Exception:
         return None
-    if isinstance(x, torch.Tensor) and x.ndim == 3 and x.shape[-1] == x.shape[-2]:
+    if isinstance(x, torch.Tensor) and x.ndim in (3, 4) and x.shape[-1] == x.shape[-2]:  # image or C×T×H×W clip
         return int(x.shape[-1])
     return None
 
@@ -1090,6 +1119,9 @@ def _train(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     model_kwargs = dict(cfg.model_kwargs)
     model_kwargs.setdefault("num_classes", num_classes)
     model_kwargs.setdefault("in_chans", in_chans)
+    frames = getattr(train_ds, "num_frames", None) or getattr(getattr(train_ds, "dataset", None), "num_frames", None)
+    if cfg.data in VIDEO_DATASETS and frames:
+        model_kwargs.setdefault("num_frames", int(frames))  # the clip length the data gives
     if "img_size" not in model_kwargs and cfg.model.startswith("dart_"):
         side = _square_side(train_ds)
         if side is not None:  # DART sees the full canvas (any size works); record it
@@ -1113,7 +1145,7 @@ def _train(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
         "num_classes": num_classes,
         "in_chans": in_chans,
     }
-    if cfg.data in LOCAL_DATASETS:
+    if cfg.data in LOCAL_DATASETS or cfg.data in VIDEO_DATASETS:  # tensors already
         normalize = cfg.data_kwargs.get("normalize", False)
         data_info["mean"] = [0.5] * in_chans if normalize else [0.0] * in_chans
         data_info["std"] = [0.5] * in_chans if normalize else [1.0] * in_chans

@@ -18,7 +18,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-__all__ = ["to_display_image", "plot_partition", "save_partition_figure"]
+__all__ = [
+    "to_display_image", "plot_partition", "save_partition_figure", "plot_video_partition",
+    "save_video_partition_figure",
+]
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -163,19 +166,170 @@ def save_partition_figure(
                 title=None if titles is None else titles[i], **plot_kwargs,
             )
         fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                fig.savefig(f, format="png", dpi=dpi)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, out)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        out = _save_png_atomic(fig, path, dpi)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def _save_png_atomic(fig, path: str | os.PathLike, dpi: int) -> Path:
+    """Write ``fig`` as a PNG to ``path`` via a temporary file in the same directory + ``os.replace``."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=dpi)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+# --------------------------------------------------------------------------- video
+
+
+def plot_video_partition(
+    axes,
+    video,
+    boxes,
+    pdf=None,
+    *,
+    title: str | None = None,
+    pdf_alpha: float = 0.45,
+    cmap: str = "inferno",
+    box_color: str = "cyan",
+    linewidth: float = 0.6,
+    show_centers: bool = False,
+):
+    """Draw one clip's stacked-frame DART partition, one frame per axes (paper §3.3, Fig. 5).
+
+    Args:
+        axes: sequence of T matplotlib axes, one per frame (e.g. a row of subplots).
+        video: one clip ``C×T×H×W`` (tensor or array, any value range; rescaled min-max
+            over the whole clip, so frames keep their relative brightness).
+        boxes: ``N×4`` boxes in the tall image's [0, 1] coordinates, as
+            :class:`dartok.video.VideoDART` returns them. Each frame shows every box that
+            overlaps it (by more than 1e-4 of the box's height), clipped to the frame (a
+            box straddling two frames appears, cut, in both); the title gives the frame's
+            token count (tokens counted in the frame of their box centre,
+            :func:`dartok.video.frame_token_counts`).
+        pdf: optional score map over the tall image, ``(T·h)×w`` (or ``T×h×w``); drawn over
+            each frame with one colour scale for the whole clip, so frames holding more
+            mass look brighter.
+        title: optional text for the clip, drawn beside its first frame.
+        pdf_alpha, cmap, box_color, linewidth, show_centers: as :func:`plot_partition`.
+
+    Returns:
+        The axes.
+
+    Raises:
+        ValueError: video not ``C×T×H×W``, boxes not ``N×4``, a number of axes other than
+            T, or a pdf that is not 2-D / 3-D.
+    """
+    from .video import frame_boxes, frame_token_counts  # lazy: keeps viz light to import
+
+    clip = video.detach().float().cpu() if isinstance(video, torch.Tensor) else torch.as_tensor(np.asarray(video))
+    if clip.dim() != 4:
+        raise ValueError(f"video must be one clip C×T×H×W, got shape {tuple(clip.shape)}")
+    chans, num_frames, height, width = clip.shape
+    axes = list(np.asarray(axes, dtype=object).reshape(-1))
+    if len(axes) != num_frames:
+        raise ValueError(f"need one axes per frame: got {len(axes)} axes for {num_frames} frames")
+    b = torch.as_tensor(_to_numpy(boxes), dtype=torch.float64)
+    if b.dim() != 2 or b.shape[-1] != 4:
+        raise ValueError(f"boxes must be N×4 (one clip), got shape {tuple(b.shape)}")
+    clipped, share = frame_boxes(b.unsqueeze(0), num_frames)
+    counts = frame_token_counts(b.unsqueeze(0), num_frames)[0].tolist()
+    tall = to_display_image(clip.reshape(chans, num_frames * height, width))  # (T·H)×W×3, one scale
+    p = None
+    if pdf is not None:
+        p = _to_numpy(pdf).astype(np.float64)
+        if p.ndim == 3:
+            p = p.reshape(-1, p.shape[-1])
+        if p.ndim != 2:
+            raise ValueError(f"pdf must be (T·h)×w or T×h×w, got shape {tuple(_to_numpy(pdf).shape)}")
+    for t, ax in enumerate(axes):
+        ax.imshow(tall[t * height:(t + 1) * height], extent=(0, width, height, 0), interpolation="nearest")
+        if p is not None:
+            # the whole tall map, shifted so frame t's rows land on this axes; the axes clip the rest
+            ax.imshow(p, extent=(0, width, (num_frames - t) * height, -t * height), alpha=pdf_alpha, cmap=cmap,
+                      interpolation="bilinear", vmin=0.0, vmax=float(p.max()) if p.size else 1.0)
+        for n in torch.nonzero(share[0, :, t] > 1e-4).flatten().tolist():  # not float-rounding slivers
+            x0, y0, x1, y1 = clipped[0, n, t].tolist()
+            ax.add_patch(Rectangle((x0 * width, y0 * height), (x1 - x0) * width, (y1 - y0) * height,
+                                   fill=False, edgecolor=box_color, linewidth=linewidth))
+            if show_centers:
+                cy = (b[n, 1] + b[n, 3]).item() / 2 * num_frames - t
+                if 0 <= cy < 1:
+                    ax.plot([(x0 + x1) * width / 2], [cy * height], ".", color=box_color, markersize=2)
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"t={t}: {counts[t]} tok", fontsize=7)
+    if title:  # once per clip, beside its first frame (per-frame titles would overlap)
+        axes[0].set_ylabel(title, fontsize=7)
+    return axes
+
+
+def save_video_partition_figure(
+    path: str | os.PathLike,
+    videos,
+    boxes,
+    pdfs=None,
+    titles: Sequence[str] | None = None,
+    *,
+    panel_size: float = 1.6,
+    dpi: int = 150,
+    **plot_kwargs,
+) -> Path:
+    """Save clips' stacked-frame partitions as a PNG (one row per clip, frames side by side), atomically.
+
+    Args:
+        path: output ``.png``; parent directories are created; written to a temporary file
+            in the same directory and moved into place with ``os.replace``.
+        videos: one clip ``C×T×H×W`` or a batch ``B×C×T×H×W`` (tensor or array).
+        boxes: ``N×4`` (one clip) or ``B×N×4`` boxes in the tall image's [0, 1] coordinates.
+        pdfs: optional ``(T·h)×w`` / ``B×(T·h)×w`` score maps (``T×h×w`` per clip also works).
+        titles: optional per-clip titles (prefixed to each frame's title).
+        panel_size: inches per frame panel; dpi: resolution.
+        **plot_kwargs: forwarded to :func:`plot_video_partition`.
+
+    Returns:
+        The output path.
+
+    Raises:
+        ValueError: shapes that do not fit (see :func:`plot_video_partition`), or counts of
+            boxes / pdfs / titles that differ from the number of clips.
+    """
+    v = videos.detach().float().cpu() if isinstance(videos, torch.Tensor) else torch.as_tensor(np.asarray(videos))
+    b = boxes.detach().cpu() if isinstance(boxes, torch.Tensor) else torch.as_tensor(np.asarray(boxes))
+    if v.dim() == 4:
+        v, b = v.unsqueeze(0), b.unsqueeze(0)
+        pdfs = None if pdfs is None else [pdfs]
+    if v.dim() != 5:
+        raise ValueError(f"videos must be C×T×H×W or B×C×T×H×W, got shape {tuple(v.shape)}")
+    n, num_frames = v.shape[0], v.shape[2]
+    if n == 0:
+        raise ValueError("no clips to plot")
+    if b.dim() != 3 or b.shape[0] != n:
+        raise ValueError(f"boxes must be B×N×4 with B = {n} clips, got shape {tuple(b.shape)}")
+    if pdfs is not None and len(pdfs) != n:
+        raise ValueError(f"got {n} clips but {len(pdfs)} pdfs")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"got {n} clips but {len(titles)} titles")
+    fig, axes = plt.subplots(n, num_frames, figsize=(panel_size * num_frames, panel_size * n), squeeze=False)
+    try:
+        for i in range(n):
+            plot_video_partition(axes[i], v[i], b[i], None if pdfs is None else pdfs[i],
+                                 title=None if titles is None else titles[i], **plot_kwargs)
+        fig.tight_layout()
+        out = _save_png_atomic(fig, path, dpi)
     finally:
         plt.close(fig)
     return out
