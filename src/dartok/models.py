@@ -101,6 +101,29 @@ def _num_prefix_pos(model: VisionTransformer) -> int:
     return 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
 
 
+def make_scorer(
+    scorer: str | dict | Scorer | None,
+    *,
+    in_chans: int,
+    head: str = "v1",
+    input_size: int = 224,
+    stage: int | None = None,
+    pretrained: bool = False,
+    trainable_trunk: bool | None = None,
+    learn_contrast: bool = True,
+) -> Scorer | dict | None:
+    """The scorer of a ``patch_*`` call: a trunk name becomes a :class:`Scorer` with these options.
+
+    A dict of ``Scorer`` kwargs, a ``Scorer`` or ``None`` (uniform pdf) is returned as is
+    (:class:`DART` builds a dict itself). Shared by :func:`patch_timm`,
+    :func:`dartok.vim.patch_vim` and :func:`dartok.video.patch_videomamba`.
+    """
+    if isinstance(scorer, str):
+        return Scorer(trunk=scorer, head=head, stage=stage, input_size=input_size, in_chans=in_chans,
+                      pretrained=pretrained, trainable_trunk=trainable_trunk, learn_contrast=learn_contrast)
+    return scorer
+
+
 def patch_timm(
     model: VisionTransformer,
     num_tokens: int | None = None,
@@ -161,17 +184,9 @@ def patch_timm(
         num_tokens = old.num_patches
     if img_size is None:
         img_size = 2 * old.img_size[0]
-    if isinstance(scorer, str):
-        scorer = Scorer(
-            trunk=scorer,
-            head=scorer_head,
-            stage=scorer_stage,
-            input_size=scorer_input_size,
-            in_chans=in_chans,
-            pretrained=scorer_pretrained,
-            trainable_trunk=trainable_scorer_trunk,
-            learn_contrast=learn_contrast,
-        )
+    scorer = make_scorer(scorer, in_chans=in_chans, head=scorer_head, input_size=scorer_input_size,
+                         stage=scorer_stage, pretrained=scorer_pretrained, trainable_trunk=trainable_scorer_trunk,
+                         learn_contrast=learn_contrast)
     dart = DART(
         num_tokens=num_tokens,
         patch_size=patch,

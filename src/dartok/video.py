@@ -44,7 +44,7 @@ import timm  # noqa: E402
 from timm.models import register_model  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 
-from .models import _cfg  # noqa: E402
+from .models import _cfg, make_scorer  # noqa: E402
 from .partition import DEFAULT_ALPHA, band_layout  # noqa: E402
 from .resample import box_average  # noqa: E402
 from .scorer import Scorer, uniform_pdf  # noqa: E402
@@ -490,7 +490,7 @@ def patch_videomamba(
     scorer_input_size: int = 224,
     scorer_stage: int | None = None,
     scorer_pretrained: bool = False,
-    trainable_scorer_trunk: bool = False,
+    trainable_scorer_trunk: bool | None = None,
     antialias: bool = False,
     learn_contrast: bool = True,
     temporal_diff: str = "abs",
@@ -540,10 +540,9 @@ def patch_videomamba(
     num_frames = model.num_frames
     if num_tokens is None:
         num_tokens = max(1, old.num_patches * num_frames // 2)
-    if isinstance(scorer, str):
-        scorer = Scorer(trunk=scorer, head=scorer_head, stage=scorer_stage, input_size=scorer_input_size,
-                        in_chans=in_chans, pretrained=scorer_pretrained, trainable_trunk=trainable_scorer_trunk,
-                        learn_contrast=learn_contrast)
+    scorer = make_scorer(scorer, in_chans=in_chans, head=scorer_head, input_size=scorer_input_size,
+                         stage=scorer_stage, pretrained=scorer_pretrained, trainable_trunk=trainable_scorer_trunk,
+                         learn_contrast=learn_contrast)
     img_size = old.img_size[0] if img_size is None else img_size
     dart = VideoDART(num_tokens=num_tokens, num_frames=num_frames, patch_size=old.patch_size[0], in_chans=in_chans,
                      embed_dim=model.embed_dim, pos_grid=grid[0], bands=bands, alpha=alpha, scorer=scorer,
@@ -602,7 +601,8 @@ def dart_videomamba_tiny_patch16_224(pretrained: bool = False, **kwargs) -> Vide
 @register_model
 def dart_videomamba_micro_patch8(pretrained: bool = False, **kwargs) -> VideoMamba:
     """``videomamba_micro_patch8`` + DART for CPU runs: 128² frames in, scorer (head v2) on a
-    128 copy of each frame, budget ``T/2`` frames' worth of the 6×6 grid (72 for T = 4)."""
+    128 copy of each frame, budget ``T/2`` frames' worth of the 6×6 grid (72 for T = 4), anti-aliased
+    boxes as ``dart_vit_micro_patch8``."""
     return _create_dart_videomamba("videomamba_micro_patch8", pretrained,
                                    {"img_size": 128, "scorer": "mobilenetv3_small", "scorer_head": "v2",
-                                    "scorer_input_size": 128, "scorer_pretrained": None}, kwargs)
+                                    "scorer_input_size": 128, "scorer_pretrained": None, "antialias": True}, kwargs)

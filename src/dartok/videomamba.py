@@ -217,9 +217,9 @@ default_cfgs = generate_default_cfgs({
                                     mean=(0.5,), std=(0.5,)),
 })
 
-MICRO_VIDEOMAMBA_ARGS = dict(patch_size=8, embed_dim=96, depth=6, in_chans=1, num_classes=10, num_frames=4,
-                             img_size=48)
-"""The CPU-sized VideoMamba of ``videomamba_micro_patch8``."""
+MICRO_VIDEOMAMBA_ARGS = dict(patch_size=8, embed_dim=96, depth=6, d_state=8, in_chans=1, num_classes=10,
+                             num_frames=4, img_size=48)
+"""The CPU-sized VideoMamba of ``videomamba_micro_patch8`` (``d_state=8`` as ``vim_micro_patch8``)."""
 
 
 def _create_videomamba(variant: str, pretrained: bool, defaults: dict, kwargs: dict) -> VideoMamba:
