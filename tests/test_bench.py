@@ -351,3 +351,18 @@ def test_fold_refuses_a_conv_output_used_twice():
     net.bn.running_mean.fill_(0.3)
     net.bn.running_var.fill_(2.0)
     assert fold_trunk_batchnorm(net, 16, 3) is None
+
+
+def test_mamba_scan_macs_counted_by_hand():
+    from dartok.mamba import selective_scan_macs
+
+    model, shape = make_model("vim_micro_patch8", 16)
+    assert shape == (1, 32, 32)
+    rep = count_macs(model, shape)
+    assert "prim::PythonOp._SelectiveScanFn" not in rep.unsupported
+    # 6 layers × 2 directions, d_inner 192, d_state 8, 16 tokens + the class token
+    assert rep.hand_counted["PythonOp._SelectiveScanFn"] == 12 * selective_scan_macs(1, 192, 8, 17)
+    video, vshape = make_model("videomamba_micro_patch8[depth=1]", 4)
+    assert vshape == (1, 4, 16, 16)  # clips: C×T×H×W
+    vrep = count_macs(video, vshape)
+    assert vrep.hand_counted["PythonOp._SelectiveScanFn"] == 2 * selective_scan_macs(1, 192, 8, 4 * 4 + 1)

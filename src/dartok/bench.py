@@ -144,6 +144,19 @@ def _zero_macs(inputs, outputs) -> int:
     return 0
 
 
+def _selective_scan_macs(inputs, outputs) -> int:
+    """dartok's selective scan (``_SelectiveScanFn(u, delta, A, B, C, D, z, ...)``): u ``B×D×L``,
+    A ``D×N``; :func:`dartok.mamba.selective_scan_macs` (the Vim paper's count)."""
+    from .mamba import selective_scan_macs
+
+    u, a = _shape(inputs[0]), _shape(inputs[2])
+    if not u or not a or len(u) != 3 or len(a) != 2:
+        return 0
+    has_d = len(inputs) > 5 and _shape(inputs[5]) is not None
+    has_z = len(inputs) > 6 and _shape(inputs[6]) is not None
+    return selective_scan_macs(u[0], u[1], a[1], u[2], with_D=has_d, with_z=has_z)
+
+
 def _sdpa_macs(inputs, outputs) -> int:
     """``2·B·H·L_q·L_k·d`` (``q·kᵀ`` and ``attn·v``), for fused attention that survives."""
     q, k = _shape(inputs[0]), _shape(inputs[1])
@@ -154,6 +167,8 @@ def _sdpa_macs(inputs, outputs) -> int:
 
 
 HAND_COUNTED_OPS: dict[str, tuple[Callable, str]] = {
+    "prim::PythonOp._SelectiveScanFn": (_selective_scan_macs, "Mamba selective scan: 9·B·L·D·N + 2·B·D·L "
+                                        "(the Vim paper's count; dartok.mamba.selective_scan_macs)"),
     "aten::grid_sampler": (_grid_sampler_macs, "bilinear: 4 MACs per output value per channel (the 4 taps "
                            "weighted and summed; the per-point weights shared by the channels are not "
                            "counted); nearest 0, bicubic 16"),
@@ -552,8 +567,8 @@ def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), kwargs
 
 
-def make_model(name: str, num_tokens: int | None = None, **kwargs) -> tuple[nn.Module, tuple[int, int, int]]:
-    """A model and its input shape ``(C, H, W)`` for a token budget.
+def make_model(name: str, num_tokens: int | None = None, **kwargs) -> tuple[nn.Module, tuple[int, ...]]:
+    """A model and its input shape ``(C, H, W)`` (``(C, T, H, W)`` for a video model) for a token budget.
 
     ``name`` may carry model kwargs (:func:`parse_model_spec`). DART models take
     ``num_tokens`` directly (input from their config, 448 for DART-DeiT; ``img_size``
@@ -586,6 +601,9 @@ def make_model(name: str, num_tokens: int | None = None, **kwargs) -> tuple[nn.M
         shape = (model.patch_embed.in_chans, side, side)
     else:
         shape = tuple(model.pretrained_cfg["input_size"])
+    frames = getattr(model, "num_frames", None)
+    if frames:  # a video model takes C×T×H×W clips
+        shape = (shape[0], int(frames), *shape[1:])
     return model.eval(), shape
 
 
