@@ -217,11 +217,14 @@ VIT_RUN = dict(
 )
 
 # DART with dropout off; 17 samples -> steps of 16 and 1: the lone sample goes to rank 0,
-# rank 1 gets a zero-weight padding sample.
+# rank 1 gets a zero-weight padding sample. The scorer trunk is frozen: a trunk trained from
+# scratch has BatchNorm in train mode, whose batch statistics are per process under DDP (as
+# in timm without SyncBatchNorm), so K processes cannot equal one process exactly.
 DART_RUN = dict(
     model="dart_vit_micro_patch8", num_tokens=9, canvas_size=48, train_samples=17, test_samples=9,
     data_kwargs={"object_scale": [0.3, 0.5], "num_clutter": 2},
-    model_kwargs={"scorer_input_size": 32, "depth": 1, "drop_rate": 0.0, "drop_path_rate": 0.0},
+    model_kwargs={"scorer_input_size": 32, "depth": 1, "drop_rate": 0.0, "drop_path_rate": 0.0,
+                  "trainable_scorer_trunk": False},
     epochs=2, warmup_epochs=0, batch_size=16, lr=2e-3, device="cpu", threads=1, progress=False,
 )
 
