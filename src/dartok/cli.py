@@ -525,7 +525,7 @@ def visualize(
 # --------------------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------------------
-# Defaults of the main job: small enough for 2 CPU cores in well under 15 minutes, the
+# Defaults of the main job: small enough for 2 CPU cores in about 20 minutes, the
 # same backbone, recipe, epochs and seed for both models; only the tokenizer differs.
 DEMO_DEFAULTS = dict(num_tokens=36, canvas_size=128, epochs=8, train_samples=20000, test_samples=2000,
                      batch_size=64, lr=1e-3, seed=0)
