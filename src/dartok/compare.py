@@ -244,13 +244,14 @@ def write_tables(rows: list[dict[str, Any]], path_stem: str | os.PathLike, meta:
     lines = []
     for group in dict.fromkeys(r["group"] for r in rows):
         lines += [f"**{group}**", "",
-                  "| run | model | tokens | input | test top-1 (%) | top-5 (%) | GMACs | params (M) | "
-                  "train img/s | train time (min) |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| run | model | tokens | input | epochs | test top-1 (%) | top-5 (%) | GMACs | params (M) | "
+                  "train img/s | train time (min) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in (r for r in rows if r["group"] == group):
             size = "x".join(str(v) for v in r["input_size"][1:])
             gm = f"{r['gmacs']:.4f}" if "gmacs" in r else "-"
             pm = f"{r['params_m']:.2f}" if "params_m" in r else "-"
-            lines.append(f"| {r['name']} | {r['model']} | {r['num_tokens']} | {size} | {r['test_top1']:.2f} | "
+            lines.append(f"| {r['name']} | {r['model']} | {r['num_tokens']} | {size} | {r.get('epochs', '-')} | "
+                         f"{r['test_top1']:.2f} | "
                          f"{r['test_top5']:.2f} | {gm} | {pm} | {r['train_images_per_s']:.0f} | "
                          f"{r['train_time_s'] / 60:.1f} |")
         lines.append("")
