@@ -276,6 +276,44 @@ def _check_num_samples(num_samples: Optional[int]) -> None:
         raise ValueError(f"num_samples must be None or an int >= 0, got {num_samples!r}")
 
 
+def _check_scene(canvas_size, object_scale, num_clutter, clutter_size, min_object_px: int
+                 ) -> tuple[int, tuple[float, float], int, float]:
+    """Validate a cluttered scene's geometry; returns ``(canvas_size, (lo, hi), num_clutter, clutter_size)``.
+
+    Raises:
+        ValueError: canvas not a positive int, ``object_scale`` not ``0 < lo <= hi <= 1`` or
+            giving items under ``min_object_px`` pixels, ``num_clutter`` not an int >= 0,
+            ``clutter_size`` outside (0, 1] or under 2 px when clutter is drawn.
+    """
+    if int(canvas_size) != canvas_size or canvas_size < 1:
+        raise ValueError(f"canvas_size must be a positive int, got {canvas_size!r}")
+    canvas_size = int(canvas_size)
+    try:
+        lo, hi = (float(v) for v in object_scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"object_scale must be a pair (lo, hi), got {object_scale!r}") from None
+    if not (0.0 < lo <= hi <= 1.0):
+        raise ValueError(f"object_scale must satisfy 0 < lo <= hi <= 1, got {object_scale!r}")
+    min_px = round(lo * canvas_size)
+    if min_px < min_object_px:
+        raise ValueError(
+            f"canvas_size={canvas_size} too small for object_scale={object_scale!r}: smallest object "
+            f"would be {min_px} px, need >= {min_object_px}"
+        )
+    if int(num_clutter) != num_clutter or num_clutter < 0:
+        raise ValueError(f"num_clutter must be an int >= 0, got {num_clutter!r}")
+    num_clutter = int(num_clutter)
+    clutter_size = float(clutter_size)
+    if not (0.0 < clutter_size <= 1.0):
+        raise ValueError(f"clutter_size must be in (0, 1], got {clutter_size!r}")
+    clutter_px = round(clutter_size * canvas_size)
+    if num_clutter > 0 and clutter_px < 2:
+        raise ValueError(
+            f"clutter_size={clutter_size} gives {clutter_px} px clutter on a {canvas_size} px canvas, need >= 2"
+        )
+    return canvas_size, (lo, hi), num_clutter, clutter_size
+
+
 def _to_tensor(canvas: np.ndarray, channels: int, normalize: bool) -> torch.Tensor:
     """float32 (S, S) in 0..255 -> float32 (C, S, S), [-1, 1] if normalize else [0, 1] (in place)."""
     if normalize:
@@ -417,32 +455,8 @@ class ClutteredFashionMNIST(_FashionMNISTBase):
         _check_split(split)
         _check_channels(channels)
         _check_num_samples(num_samples)
-        if int(canvas_size) != canvas_size or canvas_size < 1:
-            raise ValueError(f"canvas_size must be a positive int, got {canvas_size!r}")
-        canvas_size = int(canvas_size)
-        try:
-            lo, hi = (float(v) for v in object_scale)
-        except (TypeError, ValueError):
-            raise ValueError(f"object_scale must be a pair (lo, hi), got {object_scale!r}") from None
-        if not (0.0 < lo <= hi <= 1.0):
-            raise ValueError(f"object_scale must satisfy 0 < lo <= hi <= 1, got {object_scale!r}")
-        min_px = round(lo * canvas_size)
-        if min_px < self.MIN_OBJECT_PX:
-            raise ValueError(
-                f"canvas_size={canvas_size} too small for object_scale={object_scale!r}: smallest object "
-                f"would be {min_px} px, need >= {self.MIN_OBJECT_PX}"
-            )
-        if int(num_clutter) != num_clutter or num_clutter < 0:
-            raise ValueError(f"num_clutter must be an int >= 0, got {num_clutter!r}")
-        num_clutter = int(num_clutter)
-        clutter_size = float(clutter_size)
-        if not (0.0 < clutter_size <= 1.0):
-            raise ValueError(f"clutter_size must be in (0, 1], got {clutter_size!r}")
-        clutter_px = round(clutter_size * canvas_size)
-        if num_clutter > 0 and clutter_px < 2:
-            raise ValueError(
-                f"clutter_size={clutter_size} gives {clutter_px} px clutter on a {canvas_size} px canvas, need >= 2"
-            )
+        canvas_size, (lo, hi), num_clutter, clutter_size = _check_scene(
+            canvas_size, object_scale, num_clutter, clutter_size, self.MIN_OBJECT_PX)
         if int(seed) != seed or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
 
@@ -458,7 +472,7 @@ class ClutteredFashionMNIST(_FashionMNISTBase):
         self.object_scale = (lo, hi)
         self.num_clutter = num_clutter
         self.clutter_size = clutter_size
-        self.clutter_px = clutter_px
+        self.clutter_px = round(clutter_size * canvas_size)
         self.clutter_crop = int(np.clip(round(_ITEM_SIDE * clutter_size / ((lo + hi) / 2)), 2, _ITEM_SIDE))
         self.num_samples = n
         self.seed = int(seed)

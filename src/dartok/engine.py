@@ -503,13 +503,15 @@ def build_dataset(cfg: TrainConfig, split: str, *, num_samples: int | None = Non
 
     name = cfg.data
     kw = dict(cfg.data_kwargs)
-    if name in VIDEO_DATASETS:
-        from .video_data import create_video_dataset
-
+    if name in LOCAL_DATASETS or name in VIDEO_DATASETS:  # tensor datasets: dartok's own factories
+        if name in VIDEO_DATASETS:
+            from .video_data import create_video_dataset as factory
+        else:
+            factory = create_dataset
         kw.setdefault("channels", cfg.in_chans or (1 if name in LOCAL_DATASETS else 3))
-        if name in LOCAL_DATASETS:
-            if num_samples is not None:
-                kw["num_samples"] = num_samples
+        if name in LOCAL_DATASETS and num_samples is not None:
+            kw["num_samples"] = num_samples
+        if name in _CANVAS_DATASETS:
             if cfg.canvas_size is not None:
                 kw["canvas_size"] = cfg.canvas_size
             kw.setdefault("seed", cfg.data_seed)
@@ -517,23 +519,10 @@ def build_dataset(cfg: TrainConfig, split: str, *, num_samples: int | None = Non
             raise ValueError(f"canvas_size only applies to {list(_CANVAS_DATASETS)}, not {name!r}")
         if transform is not None:
             kw["transform"] = transform
-        ds = create_video_dataset(name, cfg.data_root, split, **kw)
+        ds = factory(name, cfg.data_root, split, **kw)
         if name not in LOCAL_DATASETS and num_samples is not None and num_samples < len(ds):
             ds = _Subset(ds, num_samples)
         return ds
-    if name in LOCAL_DATASETS:
-        kw.setdefault("channels", cfg.in_chans or 1)
-        if num_samples is not None:
-            kw["num_samples"] = num_samples
-        if name == "cluttered_fmnist":
-            if cfg.canvas_size is not None:
-                kw["canvas_size"] = cfg.canvas_size
-            kw.setdefault("seed", cfg.data_seed)
-        elif cfg.canvas_size is not None:
-            raise ValueError(f"canvas_size only applies to {list(_CANVAS_DATASETS)}, not {name!r}")
-        if transform is not None:
-            kw["transform"] = transform
-        return create_dataset(name, cfg.data_root, split, **kw)
     if cfg.canvas_size is not None:
         raise ValueError(f"canvas_size only applies to {list(_CANVAS_DATASETS)}, not {name!r}")
     if split == "test":  # timm's name for the held-out split, unless a 'test' folder exists

@@ -31,6 +31,7 @@ from .data import (
     FASHION_MNIST_CLASSES,
     _check_channels,
     _check_num_samples,
+    _check_scene,
     _check_split,
     _FashionMNISTBase,
     _local_split,
@@ -168,16 +169,8 @@ class MovingClutteredFashionMNIST(_FashionMNISTBase):
         if task not in self.TASKS:
             raise ValueError(f"task must be one of {self.TASKS}, got {task!r}")
         num_frames = _check_int("num_frames", num_frames, 2)
-        canvas_size = _check_int("canvas_size", canvas_size, 1)
-        try:
-            lo, hi = (float(v) for v in object_scale)
-        except (TypeError, ValueError):
-            raise ValueError(f"object_scale must be a pair (lo, hi), got {object_scale!r}") from None
-        if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"object_scale must satisfy 0 < lo <= hi <= 1, got {object_scale!r}")
-        if round(lo * canvas_size) < self.MIN_OBJECT_PX:
-            raise ValueError(f"canvas_size={canvas_size} too small for object_scale={object_scale!r}: smallest "
-                             f"item would be {round(lo * canvas_size)} px, need >= {self.MIN_OBJECT_PX}")
+        canvas_size, (lo, hi), num_clutter, clutter_size = _check_scene(
+            canvas_size, object_scale, num_clutter, clutter_size, self.MIN_OBJECT_PX)
         try:
             vlo, vhi = (int(v) for v in speed)
         except (TypeError, ValueError):
@@ -186,14 +179,6 @@ class MovingClutteredFashionMNIST(_FashionMNISTBase):
             raise ValueError(f"speed must be integers 1 <= lo <= hi (pixels per frame), got {speed!r}")
         if num_directions not in DIRECTIONS:
             raise ValueError(f"num_directions must be one of {sorted(DIRECTIONS)}, got {num_directions!r}")
-        num_clutter = _check_int("num_clutter", num_clutter, 0)
-        clutter_size = float(clutter_size)
-        if not 0.0 < clutter_size <= 1.0:
-            raise ValueError(f"clutter_size must be in (0, 1], got {clutter_size!r}")
-        clutter_px = round(clutter_size * canvas_size)
-        if num_clutter and clutter_px < 2:
-            raise ValueError(f"clutter_size={clutter_size} gives {clutter_px} px clutter on a {canvas_size} px "
-                             "canvas, need >= 2")
         seed = _check_int("seed", seed, 0)
 
         self._init_split(split, root)
@@ -213,7 +198,7 @@ class MovingClutteredFashionMNIST(_FashionMNISTBase):
         self.directions = DIRECTIONS[self.num_directions]
         self.num_clutter = num_clutter
         self.clutter_size = clutter_size
-        self.clutter_px = clutter_px
+        self.clutter_px = round(clutter_size * canvas_size)
         self.clutter_crop = int(np.clip(round(_ITEM_SIDE * clutter_size / ((lo + hi) / 2)), 2, _ITEM_SIDE))
         self.num_samples = n
         self.seed = seed
