@@ -3,7 +3,8 @@
 In-process checks of the data sharding and loss weighting, plus real 2-process gloo runs on
 CPU launched with ``python -m torch.distributed.run`` (= ``torchrun``): a 2-process run
 gives the weights of a 1-process run on the same global batch, and ``--resume`` works
-across a changed world size (2 -> 1 and 1 -> 2 processes).
+across a changed world size (2 -> 1 and 1 -> 2 processes); two simulated nodes (two torchrun
+launches with ``--nnodes 2``) give the same weights too.
 """
 from __future__ import annotations
 
@@ -260,3 +261,42 @@ def test_dart_resume_with_two_processes(tmp_path):
     rows = read_metrics(epoch1)
     assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["world_size"] == 2
     assert rows[1]["test_top1"] == pytest.approx(read_metrics(one)[1]["test_top1"])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_match_one_process(tmp_path):
+    """Multi-node torchrun, simulated: two launches (``--nnodes 2 --node_rank 0/1``, one process
+    each, static rendezvous on localhost). Both have LOCAL_RANK 0; only global rank 0 (node 0)
+    reports and writes, and the weights equal the 1-process run on the same global batch."""
+    epoch1, _ = _reference(tmp_path, VIT_RUN, "vit")
+    run = tmp_path / "vit_2nodes"
+    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
+    env.update(OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    port = _free_port()
+    args = _cli_args({**VIT_RUN, "output": run, "stop_after": 1})
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}",
+                               "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}",
+                               "-m", "dartok.cli", "train", *args],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for node in (0, 1)]
+    outs = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        assert p.returncode == 0, f"node failed ({p.returncode}):\n{out[-3000:]}\n{err[-3000:]}"
+        outs.append(out)
+    assert outs[0].count("final test top-1") == 1 and "final test top-1" not in outs[1]  # rank 0 only
+    assert_same_weights(_weights(run), _weights(epoch1))
+    rows = read_metrics(run)
+    assert len(rows) == 1 and rows[0]["world_size"] == 2
