@@ -62,3 +62,26 @@ def test_train_eval_visualize_clips(tmp_path, model, extra):
         assert (tmp_path / "v.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:
         assert res.exit_code == 2 and "DART video models only" in " ".join(re.sub(r"[\u2500-\u257f]", " ", res.output).split()), res.output
+
+
+def test_compare_video_preset_counts_clip_macs(tmp_path, monkeypatch):
+    """The compare harness counts a video model's MACs on a C×T×H×W clip (it used to trace a frame)."""
+    from dartok import compare as cmp
+
+    specs = [cmp.RunSpec("grid 4x2", "videomamba_micro_patch8", 4, {"depth": 1}),
+             cmp.RunSpec("dart 4x1", "dart_videomamba_micro_patch8", 4, {"depth": 1, "scorer_input_size": 32})]
+    monkeypatch.setitem(cmp.PRESETS, "tiny-video", {"specs": specs, "train": {
+        "data": "moving_fmnist", "data_kwargs": {"num_frames": 2}, "canvas_size": 40, "epochs": 1,
+        "warmup_epochs": 0, "train_samples": 8, "test_samples": 4, "batch_size": 4}})
+    res = invoke("compare", "--preset", "tiny-video", "-o", tmp_path / "runs", "--results-dir", tmp_path / "res",
+                 "--jobs", 1)
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads((tmp_path / "res" / "tiny-video.json").read_text())["rows"]}
+    from dartok.bench import count_macs, make_model
+
+    for name, spec in (("grid 4x2", "videomamba_micro_patch8[num_tokens=4;depth=1;num_frames=2;num_classes=4]"),
+                       ("dart 4x1", "dart_videomamba_micro_patch8[num_tokens=4;depth=1;num_frames=2;num_classes=4;"
+                                    "scorer_input_size=32;img_size=40]")):
+        model, shape = make_model(spec)
+        assert len(shape) == 4 and shape[1] == 2
+        assert rows[name]["gmacs"] == pytest.approx(count_macs(model, shape).total / 1e9, rel=1e-6)

@@ -51,7 +51,8 @@ import torch.nn as nn  # noqa: E402
 __all__ = [
     "HAND_COUNTED_OPS", "MacReport", "PAPER_GMACS", "count_macs", "count_params", "fixed_grid_shape", "machine_info",
     "make_model", "measure_speed", "measure_speeds", "paired_speed_ratio", "parse_model_spec", "render_markdown",
-    "run_compute", "run_scaling", "time_callable", "tokenizer_breakdown", "unfused_attention", "write_results",
+    "run_compute", "run_scaling", "time_callable", "tokenizer_breakdown", "unfused_attention", "with_frames",
+    "write_results",
 ]
 
 PAPER_GMACS = {
@@ -601,10 +602,17 @@ def make_model(name: str, num_tokens: int | None = None, **kwargs) -> tuple[nn.M
         shape = (model.patch_embed.in_chans, side, side)
     else:
         shape = tuple(model.pretrained_cfg["input_size"])
+    return model.eval(), with_frames(model, shape)
+
+
+def with_frames(model: nn.Module, shape: Sequence[int]) -> tuple[int, ...]:
+    """The input shape of one sample: ``(C, H, W)``, or ``(C, T, H, W)`` for a video model
+    (one with a ``num_frames`` attribute), which takes C×T×H×W clips."""
     frames = getattr(model, "num_frames", None)
-    if frames:  # a video model takes C×T×H×W clips
+    shape = tuple(int(v) for v in shape)
+    if frames and len(shape) == 3:
         shape = (shape[0], int(frames), *shape[1:])
-    return model.eval(), shape
+    return shape
 
 
 def _num_tokens(model: nn.Module) -> int:

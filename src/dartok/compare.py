@@ -234,11 +234,11 @@ def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: boo
                "train_time_s": sum(m.get("epoch_time_s", 0.0) for m in metrics),
                "top1_by_epoch": [m["test_top1"] for m in metrics]}
         if count_macs:
-            from .bench import count_macs as macs_of, count_params
+            from .bench import count_macs as macs_of, count_params, with_frames
             from .checkpoint import model_from_checkpoint
 
             model, _ = model_from_checkpoint(run_dir / "checkpoint")
-            report = macs_of(model.eval(), tuple(config["input_size"]))
+            report = macs_of(model.eval(), with_frames(model, config["input_size"]))
             row["gmacs"] = report.total / 1e9
             row["params_m"] = count_params(model)[0] / 1e6
         rows.append(row)
