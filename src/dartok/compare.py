@@ -104,7 +104,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                           "batch_size": 64, "lr": 1e-3}},
     # VideoMamba on Moving Cluttered Fashion-MNIST (direction task, 4 frames of 64², 4-8 px per
     # frame): 4×4 grid on every frame vs DART with 2 frames' worth of tokens (paper Table 3 in
-    # miniature); 3k clips x 8 epochs, about 45 min with one job
+    # miniature); 3k clips x 8 epochs, about 40 min with two jobs (6 epochs took 19 and 28 min)
     "cpu-video": {"specs": _video(16, 4, "videomamba_micro_patch8", "dart_videomamba_micro_patch8"),
                   "train": {"data": "moving_fmnist", "data_kwargs": {"num_frames": 4, "speed": [4, 8]},
                             "canvas_size": 64, "epochs": 8, "train_samples": 3000, "test_samples": 1000,
