@@ -280,3 +280,17 @@ def test_hustvl_initialisation():
     bound = (1 / 32) ** 0.5 / 4 ** 0.5
     assert all(float(layer.mixer.out_proj.weight.detach().abs().max()) <= bound + 1e-6 for layer in vim.layers)
     assert float(vim.head.bias.detach().abs().max()) == 0.0 and 0.005 < float(vim.pos_embed.detach().std()) < 0.04
+
+
+def test_patch_vim_keeps_float64_weights_exactly():
+    """The tokenizer moves to the model's dtype before the weights are copied (no float32 round trip)."""
+    vim = small_vim().double()
+    with torch.no_grad():  # values float32 cannot hold
+        vim.patch_embed.proj.weight.add_(1e-12)
+        vim.pos_embed.add_(1e-12)
+    proj, pos = vim.patch_embed.proj.weight.clone(), vim.pos_embed.clone()
+    model = patch_vim(vim, scorer=None)
+    assert model.patch_embed.proj.weight.dtype == torch.float64
+    assert torch.equal(model.patch_embed.proj.weight, proj)
+    assert torch.equal(model.patch_embed.pos_embed, torch.cat([pos[:, :8], pos[:, 9:]], 1))
+    assert torch.equal(model.pos_embed, pos[:, 8:9])

@@ -85,15 +85,63 @@ class DartVisionTransformer(VisionTransformer):
         return self.patch_embed(images, pdf=pdf)
 
 
-_DART_CLASSES: dict[type, type] = {}
+_DART_CLASSES: dict[tuple[type, type], type] = {}
 
 
-def _dart_class(cls: type) -> type:
-    if issubclass(cls, DartVisionTransformer):
+def dart_subclass(cls: type, dart_base: type) -> type:
+    """The class a ``patch_*`` call gives a backbone of class ``cls``.
+
+    ``cls`` itself if it already is a ``dart_base``; ``dart_base`` for its own plain parent
+    (``VisionTransformer`` → ``DartVisionTransformer``); otherwise a cached
+    ``Dart<cls>`` subclass of ``(dart_base, cls)``, so a user's ViT subclass keeps its methods.
+    """
+    if issubclass(cls, dart_base):
         return cls
-    if cls not in _DART_CLASSES:
-        _DART_CLASSES[cls] = type(f"Dart{cls.__name__}", (DartVisionTransformer, cls), {})
-    return _DART_CLASSES[cls]
+    if cls in dart_base.__bases__:
+        return dart_base
+    key = (dart_base, cls)
+    if key not in _DART_CLASSES:
+        _DART_CLASSES[key] = type(f"Dart{cls.__name__}", (dart_base, cls), {})
+    return _DART_CLASSES[key]
+
+
+def adopt_projection(dart: DART, proj: nn.Module, like: torch.Tensor) -> None:
+    """Move ``dart`` to ``like``'s device and dtype, then copy the backbone's patch projection.
+
+    ``proj`` is the replaced ``Conv2d`` (or a tubelet-1 ``Conv3d``, ``D×C×1×P×P``, whose
+    weight is reshaped to ``D×C×P×P``). Moving first keeps float64 weights exact (no
+    float32 round trip). Copy position embeddings after this call for the same reason.
+    Shared by :func:`patch_timm`, :func:`dartok.vim.patch_vim` and
+    :func:`dartok.video.patch_videomamba`.
+    """
+    dart.to(device=like.device, dtype=like.dtype)
+    with torch.no_grad():
+        dart.proj.weight.copy_(proj.weight.reshape(dart.proj.weight.shape))
+        if proj.bias is not None:
+            dart.proj.bias.copy_(proj.bias)
+
+
+def set_input_cfg(model: nn.Module, in_chans: int, img_size: int, **extra: Any) -> None:
+    """Record the input a DART model takes in ``pretrained_cfg`` / ``default_cfg`` (any size works)."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    cfg.update(input_size=(in_chans, img_size, img_size), fixed_input_size=False, **extra)
+    model.pretrained_cfg = model.default_cfg = cfg
+
+
+def split_dart_kwargs(kwargs: dict, defaults: dict, pretrained: bool, keys: tuple[str, ...] | None = None) -> dict:
+    """Pop the DART options (``keys``, default :data:`_DART_KEYS`) out of a registered DART
+    model's ``kwargs`` (the rest go to the backbone), over ``defaults``.
+
+    timm's ``pretrained_cfg`` / ``pretrained_cfg_overlay`` belong to the DART variant, not the
+    backbone, and are dropped; ``scorer_pretrained`` left at ``None`` follows ``pretrained``.
+    """
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay"):
+        kwargs.pop(key, None)
+    keys = _DART_KEYS if keys is None else keys
+    dart_kwargs = {**defaults, **{k: kwargs.pop(k) for k in list(kwargs) if k in keys}}
+    if dart_kwargs.get("scorer_pretrained") is None:
+        dart_kwargs["scorer_pretrained"] = pretrained
+    return dart_kwargs
 
 
 def _num_prefix_pos(model: VisionTransformer) -> int:
@@ -201,21 +249,14 @@ def patch_timm(
         antialias=antialias,
     )
     prefix = _num_prefix_pos(model)
-    dart.to(device=model.pos_embed.device, dtype=model.pos_embed.dtype)  # before the copy: no float32 rounding
+    adopt_projection(dart, old.proj, model.pos_embed)
     with torch.no_grad():
-        dart.proj.weight.copy_(old.proj.weight)
-        if old.proj.bias is not None:
-            dart.proj.bias.copy_(old.proj.bias)
         dart.pos_embed.copy_(model.pos_embed[:, prefix:])
     dart.norm = old.norm
     model.patch_embed = dart
     model.pos_embed = nn.Parameter(model.pos_embed.data[:, :prefix].clone()) if prefix > 0 else None
-    model.__class__ = _dart_class(type(model))
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    cfg["input_size"] = (in_chans, img_size, img_size)
-    cfg["fixed_input_size"] = False
-    model.pretrained_cfg = cfg
-    model.default_cfg = cfg
+    model.__class__ = dart_subclass(type(model), DartVisionTransformer)
+    set_input_cfg(model, in_chans, img_size)
     return model
 
 
@@ -311,11 +352,7 @@ _DART_KEYS = (
 
 
 def _create_dart(vit_name: str, pretrained: bool, defaults: dict, kwargs: dict) -> VisionTransformer:
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay"):
-        kwargs.pop(key, None)  # belong to the DART variant, not the backbone's tags
-    dart_kwargs = {**defaults, **{k: kwargs.pop(k) for k in list(kwargs) if k in _DART_KEYS}}
-    if dart_kwargs.get("scorer_pretrained") is None:
-        dart_kwargs["scorer_pretrained"] = pretrained
+    dart_kwargs = split_dart_kwargs(kwargs, defaults, pretrained)
     vit = timm.create_model(vit_name, pretrained=pretrained, **kwargs)
     return patch_timm(vit, **dart_kwargs)
 

@@ -44,7 +44,8 @@ import timm  # noqa: E402
 from timm.models import register_model  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 
-from .models import _cfg, make_scorer  # noqa: E402
+from .models import (_DART_KEYS, _cfg, adopt_projection, dart_subclass, make_scorer,  # noqa: E402
+                     set_input_cfg, split_dart_kwargs)
 from .partition import DEFAULT_ALPHA, band_layout  # noqa: E402
 from .resample import box_average  # noqa: E402
 from .scorer import Scorer, uniform_pdf  # noqa: E402
@@ -466,19 +467,6 @@ class DartVideoMamba(VideoMamba):
         return {"pos_embed", "cls_token", "patch_embed.pos_embed", "patch_embed.temporal_pos_embedding"}
 
 
-_DART_VIDEOMAMBA_CLASSES: dict[type, type] = {}
-
-
-def _dart_videomamba_class(cls: type) -> type:
-    if issubclass(cls, DartVideoMamba):
-        return cls
-    if cls is VideoMamba:
-        return DartVideoMamba
-    if cls not in _DART_VIDEOMAMBA_CLASSES:
-        _DART_VIDEOMAMBA_CLASSES[cls] = type(f"Dart{cls.__name__}", (DartVideoMamba, cls), {})
-    return _DART_VIDEOMAMBA_CLASSES[cls]
-
-
 def patch_videomamba(
     model: VideoMamba,
     num_tokens: int | None = None,
@@ -548,37 +536,24 @@ def patch_videomamba(
                      embed_dim=model.embed_dim, pos_grid=grid[0], bands=bands, alpha=alpha, scorer=scorer,
                      img_size=img_size, bias=old.proj.bias is not None, antialias=antialias,
                      temporal_diff=temporal_diff)
-    ref = model.norm_f.weight
-    dart.to(device=ref.device, dtype=ref.dtype)  # before the copies: float64 weights stay exact
+    adopt_projection(dart, old.proj, model.norm_f.weight)  # tubelet-1 Conv3d weight → Conv2d
     with torch.no_grad():
-        dart.proj.weight.copy_(old.proj.weight.squeeze(2))
-        if old.proj.bias is not None:
-            dart.proj.bias.copy_(old.proj.bias)
         dart.pos_embed.copy_(model.pos_embed[:, 1:])
         dart.temporal_pos_embedding.copy_(model.temporal_pos_embedding)
     model.patch_embed = dart
     model.pos_embed = nn.Parameter(model.pos_embed.data[:, :1].clone())
     del model.temporal_pos_embedding  # now the tokenizer's; a stale copy would be an unused parameter
     model.temporal_pos_embedding = None
-    model.__class__ = _dart_videomamba_class(type(model))
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    cfg.update(input_size=(in_chans, img_size, img_size), fixed_input_size=False, num_frames=num_frames)
-    model.pretrained_cfg = model.default_cfg = cfg
+    model.__class__ = dart_subclass(type(model), DartVideoMamba)
+    set_input_cfg(model, in_chans, img_size, num_frames=num_frames)
     return model
 
 
-_DART_VIDEOMAMBA_KEYS = (
-    "num_tokens", "img_size", "scorer", "scorer_head", "scorer_input_size", "scorer_stage", "scorer_pretrained",
-    "trainable_scorer_trunk", "alpha", "bands", "antialias", "learn_contrast", "temporal_diff",
-)
+_DART_VIDEOMAMBA_KEYS = (*_DART_KEYS, "temporal_diff")
 
 
 def _create_dart_videomamba(base: str, pretrained: bool, defaults: dict, kwargs: dict) -> VideoMamba:
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay"):
-        kwargs.pop(key, None)  # belong to the DART variant, not the backbone's
-    dart_kwargs = {**defaults, **{k: kwargs.pop(k) for k in list(kwargs) if k in _DART_VIDEOMAMBA_KEYS}}
-    if dart_kwargs.get("scorer_pretrained") is None:
-        dart_kwargs["scorer_pretrained"] = pretrained
+    dart_kwargs = split_dart_kwargs(kwargs, defaults, pretrained, _DART_VIDEOMAMBA_KEYS)
     model = timm.create_model(base, pretrained=pretrained, **kwargs)
     return patch_videomamba(model, **dart_kwargs)
 

@@ -44,7 +44,8 @@ from timm.models import build_model_with_cfg, register_model  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 
 from .mamba import RMSNorm, build_blocks, init_mamba_weights, run_blocks, segm_init_weights  # noqa: E402
-from .models import _DART_KEYS, _cfg, convert_vit_state_dict, is_dart, make_scorer  # noqa: E402
+from .models import (_cfg, adopt_projection, convert_vit_state_dict, dart_subclass, is_dart,  # noqa: E402
+                     make_scorer, set_input_cfg, split_dart_kwargs)
 from .partition import DEFAULT_ALPHA  # noqa: E402
 from .scorer import Scorer  # noqa: E402
 from .tokenizer import DART, DartOutput  # noqa: E402
@@ -271,19 +272,6 @@ class DartVisionMamba(VisionMamba):
         return {"pos_embed", "cls_token", "patch_embed.pos_embed"}
 
 
-_DART_VIM_CLASSES: dict[type, type] = {}
-
-
-def _dart_vim_class(cls: type) -> type:
-    if issubclass(cls, DartVisionMamba):
-        return cls
-    if cls is VisionMamba:
-        return DartVisionMamba
-    if cls not in _DART_VIM_CLASSES:
-        _DART_VIM_CLASSES[cls] = type(f"Dart{cls.__name__}", (DartVisionMamba, cls), {})
-    return _DART_VIM_CLASSES[cls]
-
-
 def split_cls_pos(pos: torch.Tensor, cls_index: int | None) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Split a ``1×(N+1)×D`` position embedding into the class entry ``1×1×D`` and the grid ``1×N×D``.
 
@@ -352,22 +340,16 @@ def patch_vim(
                 bands=bands, alpha=alpha, scorer=scorer, img_size=img_size, bias=old.proj.bias is not None,
                 antialias=antialias)
     cls_pos = None
-    with torch.no_grad():
-        dart.proj.weight.copy_(old.proj.weight)
-        if old.proj.bias is not None:
-            dart.proj.bias.copy_(old.proj.bias)
-        if model.pos_embed is not None:
-            cls_pos, grid_pos = split_cls_pos(model.pos_embed.data, model.cls_position(old.num_patches))
+    adopt_projection(dart, old.proj, model.norm_f.weight)
+    if model.pos_embed is not None:
+        cls_pos, grid_pos = split_cls_pos(model.pos_embed.data, model.cls_position(old.num_patches))
+        with torch.no_grad():
             dart.pos_embed.copy_(grid_pos)
     dart.norm = old.norm
-    ref = model.norm_f.weight
-    dart.to(device=ref.device, dtype=ref.dtype)
     model.patch_embed = dart
     model.pos_embed = nn.Parameter(cls_pos.clone()) if cls_pos is not None else None
-    model.__class__ = _dart_vim_class(type(model))
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    cfg.update(input_size=(in_chans, img_size, img_size), fixed_input_size=False)
-    model.pretrained_cfg = model.default_cfg = cfg
+    model.__class__ = dart_subclass(type(model), DartVisionMamba)
+    set_input_cfg(model, in_chans, img_size)
     return model
 
 
@@ -485,11 +467,7 @@ def _create_vim(variant: str, pretrained: bool, defaults: dict, kwargs: dict) ->
 
 
 def _create_dart_vim(vim_fn, pretrained: bool, defaults: dict, kwargs: dict) -> DartVisionMamba:
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay"):
-        kwargs.pop(key, None)  # belong to the DART variant, not the backbone's weights
-    dart_kwargs = {**defaults, **{k: kwargs.pop(k) for k in list(kwargs) if k in _DART_KEYS}}
-    if dart_kwargs.get("scorer_pretrained") is None:
-        dart_kwargs["scorer_pretrained"] = pretrained
+    dart_kwargs = split_dart_kwargs(kwargs, defaults, pretrained)
     return patch_vim(vim_fn(pretrained=pretrained, **kwargs), **dart_kwargs)
 
 
