@@ -88,6 +88,7 @@ __all__ = [
     "model_is_dart",
     "model_input_size",
     "prepare_images",
+    "build_optimization",
     "build_dataset",
     "build_loader",
     "epoch_seed",
@@ -833,6 +834,29 @@ def evaluate(
     return {"loss": loss_sum / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "n": n}
 
 
+def build_optimization(model: nn.Module, cfg: TrainConfig, updates_per_epoch: int):
+    """The recipe's optimizer, schedule and loss, from timm's factories.
+
+    AdamW (``cfg.lr``, ``cfg.weight_decay``; timm leaves norms, biases and the parameters in
+    ``model.no_weight_decay()`` undecayed), cosine schedule over ``cfg.epochs`` with
+    ``cfg.warmup_epochs`` of linear warmup from ``cfg.warmup_lr`` down to ``cfg.min_lr``,
+    stepped per update (``scheduler.step_update``), and cross-entropy with
+    ``cfg.label_smoothing``.
+
+    Returns:
+        ``(optimizer, scheduler, loss_fn)``.
+    """
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched="cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+        warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch,
+    )
+    return optimizer, scheduler, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -1163,16 +1187,7 @@ def _train(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
                                generator=g_eval, device=device)
     updates_per_epoch = len(train_loader)
 
-    # ---- optimizer / schedule / loss (timm factories) ----
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-
-    optimizer = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler, _ = create_scheduler_v2(
-        optimizer, sched="cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-        warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch,
-    )
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    optimizer, scheduler, loss_fn = build_optimization(model, cfg, updates_per_epoch)
 
     start_epoch = 0
     global_step = 0
