@@ -8,9 +8,10 @@ of ``dartok compare --preset cpu-video`` and prints train / test top-1 per epoch
   every frame, 4×4×T tokens, learned position embeddings, 6 timm ``Block`` s of width 96,
   mean pool): global attention instead of the scan, nothing else of VideoMamba's.
 
-Recipe as ``dartok train``'s defaults: AdamW (lr from the preset, weight decay 0.05), one
-warmup epoch then cosine to 1e-5 (timm ``CosineLRScheduler``, per step), label smoothing 0.1,
-no augmentation. If the 3D convolution learns the task and the patch-token models do not,
+Recipe: ``dartok train``'s own (``dartok.engine.build_optimization`` and
+``train_one_epoch`` with the preset's lr, batch and epochs and ``TrainConfig``'s defaults
+otherwise: AdamW, weight decay 0.05, one warmup epoch, cosine, label smoothing 0.1), no
+augmentation; top-1 by ``dartok.engine.evaluate`` on the whole train and test sets. If the 3D convolution learns the task and the patch-token models do not,
 the data carries the label and what is missing is a patch-token model's ability to learn
 motion from scratch in the budget (see the README's video results).
 
@@ -27,12 +28,12 @@ import dartok  # noqa: F401  (before timm: torchvision shim)
 import torch
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
-from timm.scheduler import CosineLRScheduler
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from dartok.bench import finish_report, machine_info, script_command
 from dartok.compare import PRESETS
-from dartok.engine import prepare_images
+from dartok.engine import TrainConfig, build_optimization, evaluate, prepare_images, train_one_epoch
 from dartok.video_data import MovingClutteredFashionMNIST
 
 
@@ -87,34 +88,22 @@ def main() -> None:
     num_classes = int(max(y.max(), yt.max())) + 1
     model = (conv3d_net(num_classes) if args.net == "conv3d"
              else VideoViT(num_classes, x.shape[2], side))
-    opt = torch.optim.AdamW(model.parameters(), train["lr"], weight_decay=0.05)
-    bs = train["batch_size"]
-    steps = -(-len(x) // bs)
-    sched = CosineLRScheduler(opt, t_initial=epochs * steps, lr_min=1e-5, warmup_t=steps, warmup_lr_init=1e-6,
-                              t_in_epochs=False)
-    step = 0
+    cfg = TrainConfig(epochs=epochs, lr=train["lr"], batch_size=train["batch_size"], seed=args.seed)
+    loader = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(args.seed))
+    optimizer, scheduler, loss_fn = build_optimization(model, cfg, len(loader))
+    input_size = (1, side, side)
 
-    def accuracy(a: torch.Tensor, b: torch.Tensor) -> float:
-        model.eval()
-        with torch.no_grad():
-            return 100.0 * sum((model(a[k:k + 256]).argmax(1) == b[k:k + 256]).sum().item()
-                               for k in range(0, len(a), 256)) / len(a)
+    def top1(a: torch.Tensor, b: torch.Tensor) -> float:
+        return evaluate(model, DataLoader(TensorDataset(a, b), batch_size=256), input_size=input_size)["top1"]
 
-    rows, t0 = [], time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        perm = torch.randperm(len(x))
-        for k in range(0, len(x), bs):
-            idx = perm[k:k + bs]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx], label_smoothing=0.1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            sched.step_update(step)
-        rows.append({"epoch": epoch, "train_top1": accuracy(x, y), "test_top1": accuracy(xt, yt),
+    rows, t0, step = [], time.perf_counter(), 0
+    for epoch in range(epochs):
+        _, step = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, torch.device("cpu"), epoch=epoch,
+                                  global_step=step, input_size=input_size, progress=False, num_epochs=epochs)
+        rows.append({"epoch": epoch + 1, "train_top1": top1(x, y), "test_top1": top1(xt, yt),
                      "time_s": time.perf_counter() - t0})
-        print(f"epoch {epoch}/{epochs}  train {rows[-1]['train_top1']:.2f}  test {rows[-1]['test_top1']:.2f}",
+        print(f"epoch {epoch + 1}/{epochs}  train {rows[-1]['train_top1']:.2f}  test {rows[-1]['test_top1']:.2f}",
               flush=True)
     title = {"conv3d": "3D-conv", "vit": "video ViT"}[args.net]
     lines = [f"# {title} reference on the cpu-video task", "",
@@ -122,8 +111,9 @@ def main() -> None:
     lines += [f"| {r['epoch']} | {r['train_top1']:.2f} | {r['test_top1']:.2f} | {r['time_s']:.0f} |" for r in rows]
     settings = {"data_kwargs": train["data_kwargs"], "canvas_size": train["canvas_size"],
                 "train_samples": train["train_samples"], "test_samples": train["test_samples"],
-                "batch_size": bs, "lr": train["lr"], "epochs": epochs, "input": side, "seed": args.seed, "net": args.net,
-                "weight_decay": 0.05, "warmup_epochs": 1, "min_lr": 1e-5, "label_smoothing": 0.1,
+                "input": side, "net": args.net,
+                **{k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs",
+                                                "warmup_lr", "min_lr", "label_smoothing", "seed")},
                 "params": sum(p.numel() for p in model.parameters())}
     result = {"rows": rows, "settings": settings, "machine": machine_info("cpu"), "command": script_command()}
     finish_report(result, lines, args.out, f"video_{args.net}_reference")
