@@ -14,6 +14,7 @@ from dartok import checkpoint as ckpt
 from dartok.engine import (
     ResumeConflictError,
     TrainConfig,
+    build_optimization,
     build_loader,
     epoch_seed,
     evaluate,
@@ -420,3 +421,23 @@ def test_checkpoint_unwraps_ddp_like_wrappers(tmp_path):
 def test_config_validation_ema_decay():
     with pytest.raises(ValueError, match="model_ema_decay"):
         TrainConfig(model_ema_decay=1.0).validate()
+
+
+def test_build_optimization_recipe():
+    """AdamW without decay on norms / biases, per-update warmup then cosine to min_lr, smoothed loss."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+    cfg = TrainConfig(epochs=3, lr=1e-2, weight_decay=0.1, warmup_epochs=1, warmup_lr=1e-5, min_lr=1e-4,
+                      label_smoothing=0.2)
+    optimizer, scheduler, loss_fn = build_optimization(model, cfg, updates_per_epoch=10)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    decay = {g["weight_decay"]: sum(p.numel() for p in g["params"]) for g in optimizer.param_groups}
+    assert decay == {0.1: 4 * 8 + 8 * 3, 0.0: 8 + 8 + 8 + 3}  # the two weights; the biases and the norm
+    lrs = []
+    for step in (0, 5, 10, 30):
+        scheduler.step_update(num_updates=step)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    # timm's warmup is not a prefix: the cosine runs over all 30 updates, warmup covers the first 10
+    cosine_at_10 = 1e-4 + (1e-2 - 1e-4) * 0.5 * (1 + math.cos(math.pi * 10 / 30))
+    assert lrs[0] == pytest.approx(1e-5) and lrs[0] < lrs[1] < lrs[2] == pytest.approx(cosine_at_10)
+    assert lrs[3] == pytest.approx(1e-4)
+    assert loss_fn.label_smoothing == 0.2

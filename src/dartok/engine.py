@@ -838,10 +838,10 @@ def build_optimization(model: nn.Module, cfg: TrainConfig, updates_per_epoch: in
     """The recipe's optimizer, schedule and loss, from timm's factories.
 
     AdamW (``cfg.lr``, ``cfg.weight_decay``; timm leaves norms, biases and the parameters in
-    ``model.no_weight_decay()`` undecayed), cosine schedule over ``cfg.epochs`` with
-    ``cfg.warmup_epochs`` of linear warmup from ``cfg.warmup_lr`` down to ``cfg.min_lr``,
-    stepped per update (``scheduler.step_update``), and cross-entropy with
-    ``cfg.label_smoothing``.
+    ``model.no_weight_decay()`` undecayed); a cosine from ``cfg.lr`` to ``cfg.min_lr`` over all
+    ``cfg.epochs · updates_per_epoch`` updates, whose first ``cfg.warmup_epochs`` epochs are
+    replaced by a linear warmup from ``cfg.warmup_lr`` (timm's, not a prefix), stepped per
+    update (``scheduler.step_update``); cross-entropy with ``cfg.label_smoothing``.
 
     Returns:
         ``(optimizer, scheduler, loss_fn)``.
