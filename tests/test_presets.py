@@ -43,3 +43,49 @@ def test_ablations_change_one_option_each_from_the_reference():
         got = _options(create_model(spec.model, num_tokens=spec.num_tokens, **spec.model_kwargs))
         changed = {k for k in ref if got[k] != ref[k]}
         assert changed == set(spec.model_kwargs), (spec.name, changed)
+
+
+# ------------------------------------------------------------------ runs are TrainConfigs, built from fields
+
+
+@pytest.mark.parametrize("preset", sorted(cmp.PRESETS))
+def test_presets_build_train_configs(preset, tmp_path):
+    from dartok.engine import TrainConfig
+    from dartok.tools.compare import train_config
+
+    entry = cmp.PRESETS[preset]
+    for spec in entry["specs"]:
+        cfg = train_config(spec, entry["train"], tmp_path / spec.name, threads=1)
+        assert isinstance(cfg, TrainConfig)
+        assert (cfg.model, cfg.num_tokens, cfg.model_kwargs) == (spec.model, spec.num_tokens, spec.model_kwargs)
+        assert cfg.output == str(tmp_path / spec.name) and cfg.threads == 1 and cfg.progress is False
+        for key, value in entry["train"].items():
+            assert getattr(cfg, key) == value, key
+
+
+def test_train_config_rejects_unknown_and_reserved_keys(tmp_path):
+    from dartok.tools.compare import train_config
+
+    spec = cmp.RunSpec("grid@4", "vit_micro_patch8", 4)
+    with pytest.raises(ValueError, match=r"unknown training option\(s\) 'epoch'.*TrainConfig fields"):
+        train_config(spec, {"epoch": 3}, tmp_path)  # a typo of 'epochs' is not dropped silently
+    with pytest.raises(ValueError, match="'model'"):
+        train_config(spec, {"model": "x"}, tmp_path)  # the spec says which model
+    with pytest.raises(ValueError, match="epochs"):
+        train_config(spec, {"epochs": 0}, tmp_path)  # TrainConfig.validate
+    # run_specs builds every config before anything trains: nothing is written
+    with pytest.raises(ValueError, match="unknown training option"):
+        cmp.run_specs([spec], tmp_path / "runs", {"epochs": 1, "bogus": 1}, jobs=1)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_demo_is_a_preset():
+    from dartok.tools.compare import DEMO_DEFAULTS, demo_preset
+
+    preset = demo_preset(9, {"alpha": 0.2}, epochs=2)
+    assert [(s.name, s.model, s.num_tokens) for s in preset["specs"]] == [
+        ("grid", "vit_micro_patch8", 9), ("dart", "dart_vit_micro_patch8", 9)]
+    assert preset["specs"][1].model_kwargs == {"alpha": 0.2} and not preset["specs"][0].model_kwargs
+    assert preset["train"]["epochs"] == 2 and preset["train"]["canvas_size"] == DEMO_DEFAULTS["canvas_size"]
+    with pytest.raises(ValueError, match="square"):
+        demo_preset(10)

@@ -80,3 +80,53 @@ def test_save_partition_figure_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="box sets"):
         save_partition_figure(tmp_path / "x.png", [torch.rand(1, 4, 4)], [])
     assert not (tmp_path / "x.png").exists()
+
+
+# ------------------------------------------------------------------ visualize: the core functions, not a copy
+
+
+@pytest.mark.parametrize("source", ["edges", "uniform"])
+def test_visualize_score_source_boxes_are_quantile_boxes(tmp_path, monkeypatch, source):
+    from PIL import Image
+
+    import dartok.tools.viz as V
+    from dartok.partition import quantile_boxes
+    from dartok.scorer import edge_pdf, uniform_pdf
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "img.png"
+    Image.fromarray(rng.integers(0, 256, size=(40, 56, 3), dtype=np.uint8)).save(path)
+    drawn = {}
+
+    def capture(output, images, boxes, pdfs, titles=None, ncols=4):
+        drawn.update(images=images, boxes=boxes, pdfs=pdfs)
+        return output
+
+    monkeypatch.setattr(V, "save_partition_figure", capture)
+    out, n = V.visualize(tmp_path / "p.png", score_source=source, num_tokens=10, pdf_size=7, images=[path],
+                         device="cpu")
+    assert n == 1 and out == tmp_path / "p.png"
+    x = V.load_image_file(path, 3)[None]
+    pdf = edge_pdf(x, (7, 7)) if source == "edges" else uniform_pdf(1, (7, 7))
+    torch.testing.assert_close(drawn["boxes"][0], quantile_boxes(pdf, 10)[0], atol=0, rtol=0)
+    if source == "edges":
+        torch.testing.assert_close(drawn["pdfs"][0], pdf[0], atol=0, rtol=0)
+    else:
+        assert drawn["pdfs"][0] is None
+    out, _ = V.visualize(tmp_path / "a.png", score_source=source, num_tokens=10, pdf_size=7, alpha=0.3,
+                         images=[path], device="cpu")
+    torch.testing.assert_close(drawn["boxes"][0], quantile_boxes(pdf, 10, alpha=0.3)[0], atol=0, rtol=0)
+
+
+def test_visualize_option_errors(tmp_path):
+    from dartok.tools.viz import visualize
+
+    with pytest.raises(ValueError, match="exactly one"):
+        visualize(tmp_path / "x.png")
+    with pytest.raises(ValueError, match="num-tokens"):
+        visualize(tmp_path / "x.png", score_source="edges")
+    with pytest.raises(ValueError, match=r"\.png"):
+        visualize(tmp_path / "x.jpg", score_source="edges", num_tokens=4)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        visualize(tmp_path / "x.png", score_source="edges", num_tokens=4, images=[tmp_path / "missing.png"])
+    assert not list(tmp_path.iterdir())

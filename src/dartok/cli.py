@@ -313,58 +313,14 @@ def _parse_indices(text: Optional[str], n_default: int) -> list[int]:
     return out
 
 
-def _load_image_file(path: Path, chans: int):
-    """Image file → float tensor C×H×W in [0, 1] with ``chans`` channels."""
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise typer.BadParameter(f"image file {str(path)!r} does not exist", param_hint="--image")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I", "F"):
-                arr = np.asarray(im, dtype=np.float32)
-                arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-12)
-                im = Image.fromarray((arr * 255).astype(np.uint8))
-            im = im.convert("L" if chans == 1 else "RGB")
-            a = np.asarray(im, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
-        raise typer.BadParameter(f"cannot read image {str(path)!r}: {e}", param_hint="--image") from None
-    t = torch.from_numpy(a.copy())
-    return t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
-
-
-def _image_file_channels(paths: list[Path]) -> int:
-    from PIL import Image
-
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                if im.mode not in ("L", "1", "I", "I;16", "F", "LA"):
-                    return 3
-        except OSError:
-            pass
-    return 1
-
-
-def _grid_boxes(rows: int, cols: int):
-    import torch
-
-    ys = torch.linspace(0, 1, rows + 1)
-    xs = torch.linspace(0, 1, cols + 1)
-    boxes = [[xs[c], ys[r], xs[c + 1], ys[r + 1]] for r in range(rows) for c in range(cols)]
-    return torch.tensor(boxes)
-
-
 @app.command()
 def visualize(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint of a trained model."),
     score_source: Optional[str] = typer.Option(
         None, help="Without a checkpoint: 'uniform' (plain grid) or 'edges' (gradient-magnitude score map)."),
     num_tokens: Optional[int] = typer.Option(None, help="Token budget for --score-source."),
-    patch_size: int = typer.Option(16, help="Patch size for --score-source (only affects the token sampling)."),
+    patch_size: int = typer.Option(16, help="Patch size for --score-source (kept for old scripts: the boxes drawn "
+                                             "do not depend on it)."),
     pdf_size: int = typer.Option(14, help="Score-map side for --score-source edges."),
     alpha: Optional[float] = typer.Option(None, help="Uniform mixing weight for --score-source (default DART's)."),
     data: Optional[str] = typer.Option(None, help="Dataset for --indices (default: the checkpoint's, else cluttered_fmnist)."),
@@ -381,154 +337,24 @@ def visualize(
 ) -> None:
     """Draw DART partitions (score map + boxes) for dataset samples or image files."""
     _set_threads(threads)
-    import torch
+    from .tools.viz import visualize as draw
 
-    from . import checkpoint as ckpt
-    from .engine import build_dataset, model_input_size, model_is_dart, prepare_images, select_device
-    from .viz import save_partition_figure
-
-    if (checkpoint is None) == (score_source is None):
-        raise typer.BadParameter("give exactly one of --checkpoint or --score-source", param_hint="--checkpoint")
-    if score_source is not None:
-        if score_source not in ("uniform", "edges"):
-            raise typer.BadParameter(f"must be 'uniform' or 'edges', got {score_source!r}", param_hint="--score-source")
-        if num_tokens is None or num_tokens < 1:
-            raise typer.BadParameter("--score-source needs --num-tokens N (N >= 1)", param_hint="--num-tokens")
-    elif num_tokens is not None:
-        raise typer.BadParameter("--num-tokens only applies to --score-source (a checkpoint has its own)",
-                                 param_hint="--num-tokens")
-    if split not in ("test", "train"):
-        raise typer.BadParameter(f"must be 'test' or 'train', got {split!r}", param_hint="--split")
-    if image and indices:
-        raise typer.BadParameter("give either --image or --indices, not both", param_hint="--image")
-    if ncols < 1:
-        raise typer.BadParameter("must be >= 1", param_hint="--ncols")
-    if patch_size < 1 or pdf_size < 1:
-        raise typer.BadParameter("--patch-size and --pdf-size must be >= 1", param_hint="--patch-size")
-    if output.suffix.lower() != ".png":
-        raise typer.BadParameter(f"output must be a .png file, got {str(output)!r}", param_hint="--output")
-
+    if patch_size < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--patch-size")
     try:
-        dev = select_device(device)
-        model = config = None
-        class_names = None
-        if checkpoint is not None:
-            model, config = ckpt.model_from_checkpoint(checkpoint, device=dev)
-            in_size = model_input_size(model)
-            chans = in_size[0]
-            dd = config.get("data") or {}
-            mean = torch.tensor(dd.get("mean") or [0.5] * chans).view(-1, 1, 1)
-            std = torch.tensor(dd.get("std") or [0.5] * chans).view(-1, 1, 1)
-            if (dd.get("name") in ("cluttered_fmnist", "fashion_mnist")) and (dd.get("num_classes") == 10):
-                from .data import FASHION_MNIST_CLASSES
-
-                class_names = list(FASHION_MNIST_CLASSES)
-        # ---- inputs: list of (image C×H×W normalized, label or None, name) ----
-        items: list[tuple[torch.Tensor, Optional[int], str]] = []
-        if image:
-            chans_img = chans if checkpoint is not None else _image_file_channels(list(image))
-            for p in image:
-                x = _load_image_file(p, chans_img)
-                x = (x - mean) / std if checkpoint is not None else x
-                items.append((x, None, p.name))
-        else:
-            if checkpoint is not None:
-                dcfg = _dataset_cfg_from_checkpoint(config, data=data, data_root=data_root, canvas_size=canvas_size,
-                                                    split_samples=None, data_seed=data_seed)
-            else:
-                from .engine import TrainConfig
-
-                dcfg = TrainConfig(data=data or "cluttered_fmnist", data_root=data_root, canvas_size=canvas_size,
-                                   data_seed=data_seed or 0)
-            from .engine import LOCAL_DATASETS
-
-            if dcfg.data not in LOCAL_DATASETS:
-                raise typer.BadParameter(f"--indices works with {', '.join(LOCAL_DATASETS)}; use --image for "
-                                         "other pictures", param_hint="--data")
-            ds = build_dataset(dcfg, split)
-            if class_names is None:
-                from .data import FASHION_MNIST_CLASSES
-
-                class_names = list(getattr(ds, "classes", None) or FASHION_MNIST_CLASSES)
-            idx = _parse_indices(indices, min(8, len(ds)))
-            bad = [i for i in idx if not -len(ds) <= i < len(ds)]
-            if bad:
-                raise typer.BadParameter(f"indices {bad} out of range for {dcfg.data}/{split} of {len(ds)} samples",
-                                         param_hint="--indices")
-            for i in idx:
-                x, y = ds[i]
-                items.append((x, int(y), f"{dcfg.data}[{i}]"))
-
-        # ---- partitions ----
-        imgs, boxes, pdfs, titles = [], [], [], []
-        with torch.no_grad():
-            if checkpoint is not None:
-                dart = model_is_dart(model)
-                for x, y, name in items:
-                    xb = prepare_images(x[None].to(dev), in_size)
-                    logits = model(xb)
-                    logits = logits[0] if isinstance(logits, (tuple, list)) else logits
-                    pred = int(logits.argmax(1)[0])
-                    if dart:
-                        o = model.patch_embed(xb)
-                        b, pdf = o.boxes[0].cpu(), o.pdf[0].float().cpu()
-                    elif x.ndim == 4:
-                        raise typer.BadParameter("clips can be drawn for DART video models only (a fixed-grid "
-                                                 "model has no partition to show)", param_hint="--checkpoint")
-                    else:  # fixed grid: draw the patch grid
-                        gh, gw = getattr(model.patch_embed, "grid_size", (1, 1))
-                        b, pdf = _grid_boxes(int(gh), int(gw)), None
-                    pn = class_names[pred] if class_names and pred < len(class_names) else str(pred)
-                    t = f"{name}\npred {pn}"
-                    if y is not None:
-                        yn = class_names[y] if class_names and y < len(class_names) else str(y)
-                        t += f" | true {yn}"
-                    imgs.append(x)
-                    boxes.append(b)
-                    pdfs.append(pdf)
-                    titles.append(t)
-            else:
-                from .scorer import edge_pdf, uniform_pdf
-                from .tokenizer import DART
-
-                for x, y, name in items:
-                    kw = {} if alpha is None else {"alpha": alpha}
-                    tok = DART(num_tokens=num_tokens, patch_size=patch_size, in_chans=x.shape[0], embed_dim=8,
-                               pos_grid=0, scorer=None, img_size=max(x.shape[-2:]), **kw).to(dev)
-                    xb = x[None].to(dev)
-                    if score_source == "uniform":
-                        pdf = uniform_pdf(1, (pdf_size, pdf_size), device=dev)
-                    else:
-                        pdf = edge_pdf(xb, (pdf_size, pdf_size))
-                    o = tok(xb, pdf=pdf)
-                    imgs.append(x)
-                    boxes.append(o.boxes[0].cpu())
-                    pdfs.append(None if score_source == "uniform" else o.pdf[0].float().cpu())
-                    t = f"{name}\n{score_source}, N={num_tokens}"
-                    if y is not None and class_names:
-                        t += f" | {class_names[y]}"
-                    titles.append(t)
-        if imgs and imgs[0].ndim == 4:  # clips C×T×H×W: one row of frames per clip
-            from .viz import save_video_partition_figure
-
-            path = save_video_partition_figure(output, torch.stack(imgs), torch.stack(boxes),
-                                               torch.stack(pdfs), titles=titles)
-        else:
-            path = save_partition_figure(output, imgs, boxes, pdfs, titles=titles, ncols=ncols)
-    except typer.BadParameter:
-        raise
+        path, n = draw(output, checkpoint=checkpoint, score_source=score_source, num_tokens=num_tokens,
+                       pdf_size=pdf_size, alpha=alpha, data=data, data_root=data_root, canvas_size=canvas_size,
+                       data_seed=data_seed, split=split, indices=None if indices is None else _parse_indices(indices, 8),
+                       images=image or None, ncols=ncols, device=device)
     except _USER_ERRORS as e:
         raise _fail(_user_error_message(e))
-    typer.echo(f"wrote {path} ({len(imgs)} image{'s' if len(imgs) != 1 else ''})")
+    typer.echo(f"wrote {path} ({n} image{'s' if n != 1 else ''})")
 
 
 # --------------------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------------------
-# Defaults of the main job: small enough for 2 CPU cores in about 20 minutes, the
-# same backbone, recipe, epochs and seed for both models; only the tokenizer differs.
-DEMO_DEFAULTS = dict(num_tokens=36, canvas_size=128, epochs=8, train_samples=20000, test_samples=2000,
-                     batch_size=64, lr=1e-3, seed=0)
+from .tools.compare import DEMO_DEFAULTS  # noqa: E402  (the demo preset's defaults, shown in --help)
 
 
 @app.command()
@@ -541,7 +367,7 @@ def demo(
     test_samples: int = typer.Option(DEMO_DEFAULTS["test_samples"], help="Test images."),
     batch_size: int = typer.Option(DEMO_DEFAULTS["batch_size"], help="Batch size of both runs."),
     lr: float = typer.Option(DEMO_DEFAULTS["lr"], help="Peak learning rate of both runs."),
-    warmup_epochs: int = typer.Option(1, help="Linear warm-up epochs of both runs."),
+    warmup_epochs: int = typer.Option(DEMO_DEFAULTS["warmup_epochs"], help="Linear warm-up epochs of both runs."),
     seed: int = typer.Option(DEMO_DEFAULTS["seed"], help="Seed of both runs."),
     dart_kwargs_json: Optional[str] = typer.Option(
         None, "--dart-kwargs", help="Extra kwargs for the DART model as JSON (scorer options, alpha, ...)."),
@@ -556,42 +382,17 @@ def demo(
     backbone, recipe, epochs and seed; prints both test accuracies side by side and writes
     ``results.json``, ``results.md`` and ``partition.png`` into --output.
     """
-    import shutil
-    import time
+    from .tools.compare import demo as run_demo
 
-    from .compare import RunSpec, collect, run_specs, write_tables
-
-    t0 = time.perf_counter()
     dart_kwargs = _parse_json_dict(dart_kwargs_json, "--dart-kwargs")
-    side = int(round(num_tokens ** 0.5))
-    if side * side != num_tokens:
-        raise typer.BadParameter(f"the fixed-grid baseline needs a square token count, got {num_tokens}",
-                                 param_hint="--num-tokens")
-    specs = [RunSpec("grid", "vit_micro_patch8", num_tokens), RunSpec("dart", "dart_vit_micro_patch8", num_tokens,
-                                                                      dart_kwargs)]
-    train_opts = dict(canvas_size=canvas_size, epochs=epochs, train_samples=train_samples,
-                      test_samples=test_samples, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, seed=seed)
-    typer.echo(f"training {specs[1].model} and {specs[0].model} at N={num_tokens} tokens on Cluttered "
-               f"Fashion-MNIST ({canvas_size}px canvas, {train_samples} train / {test_samples} test, "
-               f"{epochs} epochs, {'in parallel' if parallel else 'one after the other'})")
-    codes = run_specs(specs, output, train_opts, jobs=2 if parallel else 1, snapshot_epochs=(epochs,),
-                      resume=resume, echo=typer.echo)
-    failed = [n for n, c in codes.items() if c != 0]
-    if failed:
-        raise _fail(f"training failed for {', '.join(failed)} (see the output above)", code=1)
-    rows = collect(specs, output, count_macs=False)
-    png = output / "partition.png"
-    shutil.copyfile(output / "dart" / f"partition_epoch{epochs}.png", png)
-    elapsed = time.perf_counter() - t0
-    by_name = {r["name"]: r for r in rows}
-    delta = by_name["dart"]["test_top1"] - by_name["grid"]["test_top1"]
-    meta = {"elapsed_s": elapsed, "delta_top1": delta, "partition_png": str(png), "parallel": parallel,
-            "train": train_opts}
-    md = write_tables(rows, output / "results", meta)
-    typer.echo("")
-    typer.echo(md)
-    typer.echo(f"DART - fixed grid: {delta:+.2f} points top-1 at {num_tokens} tokens | "
-               f"wall time {elapsed / 60:.1f} min | partitions: {png}")
+    try:
+        run_demo(output, num_tokens=num_tokens, dart_kwargs=dart_kwargs, parallel=parallel, resume=resume,
+                 echo=typer.echo, canvas_size=canvas_size, epochs=epochs, train_samples=train_samples,
+                 test_samples=test_samples, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, seed=seed)
+    except ValueError as e:
+        raise _fail(str(e))
+    except RuntimeError as e:
+        raise _fail(f"{e} (see the output above)", code=1)
 
 
 @app.command()
@@ -614,7 +415,7 @@ def compare(
                                               "'{\"alpha\": 0.2}'; a run's own kwargs win."),
 ) -> None:
     """Accuracy benchmark: train a set of tokenizers with one recipe, write tables and a plot."""
-    from .compare import PRESETS, compare as run_compare
+    from .tools.compare import PRESETS, compare as run_compare
 
     if preset not in PRESETS:
         raise typer.BadParameter(f"choose from {sorted(PRESETS)}", param_hint="--preset")
@@ -623,30 +424,18 @@ def compare(
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated epochs, got {snapshot_epochs!r}",
                                  param_hint="--snapshot-epochs") from None
-    try:
-        extra = json.loads(dart_kwargs) if dart_kwargs.strip() else {}
-    except json.JSONDecodeError as e:
-        raise typer.BadParameter(f"not valid JSON ({e}): {dart_kwargs!r}", param_hint="--dart-kwargs") from None
-    if not isinstance(extra, dict):
-        raise typer.BadParameter(f"expected a JSON object, got {dart_kwargs!r}", param_hint="--dart-kwargs")
+    extra = _parse_json_dict(dart_kwargs, "--dart-kwargs")
     overrides = {k: v for k, v in dict(epochs=epochs, train_samples=train_samples, data=data,
                                        data_root=data_root).items() if v is not None}
-    try:
-        result = run_compare(preset, output / preset, name or preset, train=overrides, jobs=jobs,
-                             snapshot_epochs=snaps, resume=resume, count_macs=macs, echo=typer.echo,
-                             dart_kwargs=extra)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        raise _fail(str(e), code=1)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    import shutil
-
     stem = name or preset
-    for suffix in (".json", ".md", ".png"):
-        src = output / preset / f"{stem}{suffix}"
-        if src.exists():
-            tmp = results_dir / f".{stem}{suffix}.tmp"
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, results_dir / f"{stem}{suffix}")
+    try:
+        result = run_compare(preset, output / preset, stem, train=overrides, jobs=jobs, snapshot_epochs=snaps,
+                             resume=resume, count_macs=macs, echo=typer.echo, dart_kwargs=extra,
+                             results_dir=results_dir)
+    except ValueError as e:  # a bad option, found before anything trains
+        raise _fail(str(e))
+    except (RuntimeError, FileNotFoundError) as e:
+        raise _fail(str(e), code=1)
     typer.echo(result["markdown"])
     typer.echo(f"wrote {results_dir / stem}.json / .md" + (" / .png" if result["plot"] else ""))
 
@@ -703,48 +492,28 @@ def bench(
     import shlex
     import sys
 
-    if suite not in ("compute", "scaling", "macs"):
-        raise typer.BadParameter(f"must be compute, scaling or macs, got {suite!r}", param_hint="SUITE")
-    for value, option in ((batch_size, "--batch-size"), (repeats, "--repeats")):
-        if value < 1:
-            raise typer.BadParameter(f"must be >= 1, got {value}", param_hint=option)
-    if warmup < 0:
-        raise typer.BadParameter(f"must be >= 0, got {warmup}", param_hint="--warmup")
     _set_threads(threads)
-    from . import bench as B
+    from .tools.bench import parse_model_spec, run_bench
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     try:
         for m in (names if suite != "scaling" else [model, baseline]):
-            _check_model_name(B.parse_model_spec(m)[0])
+            _check_model_name(parse_model_spec(m)[0])
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--models") from None
     res_list = _parse_int_list(resolutions, "--resolutions")
     budget_list = _parse_int_list(budgets, "--budgets")
     kwargs = _parse_json_dict(model_kwargs_json, "--model-kwargs")
-
     command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None
     try:
-        import torch
-
-        stem = name or f"{suite}_{torch.device(device).type}"
-        if suite == "scaling":
-            result = B.run_scaling(model=model, baseline=baseline, resolutions=res_list, budgets=budget_list,
-                                   resolution_tokens=resolution_tokens, budget_input=budget_input,
-                                   device=device, batch_size=batch_size,
-                                   warmup=warmup, repeats=repeats, amp=amp, compile_model=compile_model,
-                                   log=typer.echo, command=command)
-        else:
-            macs_only = suite == "macs"
-            result = B.run_compute(models=names, device=device, batch_size=batch_size, warmup=warmup,
-                                   repeats=repeats, amp=amp, compile_model=compile_model,
-                                   breakdown=breakdown and not macs_only, num_tokens=num_tokens,
-                                   model_kwargs=kwargs, log=typer.echo, command=command, timing=not macs_only)
+        _, md, json_path, md_path = run_bench(
+            suite, models=names, model=model, baseline=baseline, num_tokens=num_tokens, resolutions=res_list,
+            budgets=budget_list, resolution_tokens=resolution_tokens, budget_input=budget_input, device=device,
+            batch_size=batch_size, warmup=warmup, repeats=repeats, amp=amp, compile_model=compile_model,
+            breakdown=breakdown, model_kwargs=kwargs, notes=notes or (), name=name, output_dir=output_dir,
+            log=typer.echo, command=command)
     except _USER_ERRORS as e:
         raise _fail(_user_error_message(e)) from None
-    result["notes"] = list(result.get("notes", [])) + list(notes or [])
-    md = B.render_markdown(result)
-    json_path, md_path = B.write_results(result, output_dir, stem, md)
     typer.echo("")
     typer.echo(md)
     typer.echo(f"written: {json_path} and {md_path}")

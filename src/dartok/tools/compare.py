@@ -1,0 +1,586 @@
+"""Accuracy benchmark harness: train several tokenizers with one recipe and compare them.
+
+Issue 3 §2 (paper Table 1/2, Fig. 2, 6, 7 in miniature). Every run is a
+:class:`dartok.engine.TrainConfig` built from its :class:`RunSpec` and the preset's shared
+options (:func:`train_config`), trained by :func:`dartok.engine.train` in a child process
+(``python -m dartok.tools.compare --run-config ...``; one CPU thread each, ``jobs`` at a
+time) with the same data, recipe, epochs and seed; only the model / token budget /
+tokenizer options differ. DART runs are trained in chunks (``stop_after`` + exact
+``resume``) so their partitions can be drawn at several epochs (Fig. 7). Results:
+``<name>.json`` / ``<name>.md`` tables (top-1, top-5, GMACs, params, train images/s, train
+time) and an accuracy-vs-GMACs plot. :func:`demo` is the README's main job: the ``demo``
+preset (fixed grid vs DART at one budget).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from .._io import atomic_path, atomic_write, write_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine import TrainConfig
+
+__all__ = ["DEMO_DEFAULTS", "PRESETS", "RunSpec", "collect", "compare", "demo", "demo_preset",
+           "plot_accuracy_vs_macs", "run_plan", "run_specs", "train_config", "write_tables"]
+
+
+@dataclass
+class RunSpec:
+    """One run of a comparison.
+
+    Attributes:
+        name: short label, also the run's folder name (e.g. ``"dart@16"``).
+        model: registered model name (``vit_micro_patch8``, ``dart_vit_micro_patch8``, ...).
+        num_tokens: token budget N (a square for fixed-grid models).
+        model_kwargs: extra model kwargs (scorer options, alpha, ...).
+        group: what the row is compared within (``"main"`` or an ablation name).
+    """
+
+    name: str
+    model: str
+    num_tokens: int
+    model_kwargs: dict = field(default_factory=dict)
+    group: str = "main"
+
+    @property
+    def is_dart(self) -> bool:
+        return self.model.startswith("dart_")
+
+
+def _main_set(n: int, grid: str, dart: str) -> list[RunSpec]:
+    """The paper's main comparison: fixed grid at N, DART at N, fixed grid at 4N, DART at 2N."""
+    return [
+        RunSpec(f"grid@{n}", grid, n),
+        RunSpec(f"dart@{n}", dart, n),
+        RunSpec(f"grid@{4 * n}", grid, 4 * n),
+        RunSpec(f"dart@{2 * n}", dart, 2 * n),
+    ]
+
+
+def _micro(n: int) -> list[RunSpec]:
+    return _main_set(n, "vit_micro_patch8", "dart_vit_micro_patch8")
+
+
+def _video(per_frame: int, frames: int, grid: str, dart: str, dart_kwargs: dict | None = None) -> list[RunSpec]:
+    """Paper Table 3: fixed grid on every one of T frames vs DART with T/2 frames' worth of tokens.
+
+    ``num_tokens`` of a plain VideoMamba is per frame; of a DART one, for the whole clip.
+    ``dart_kwargs`` go to the DART model only (e.g. ``scorer_input_size``).
+    """
+    return [
+        RunSpec(f"grid {per_frame}x{frames}", grid, per_frame),
+        RunSpec(f"dart {per_frame}x{frames // 2}", dart, per_frame * (frames // 2), dict(dart_kwargs or {})),
+    ]
+
+
+def _ablations(n: int) -> list[RunSpec]:
+    """One option changed at a time from ``dart_vit_micro_patch8``'s defaults (MobileNetV3-S trunk
+    trained from scratch, alpha 0.1, scorer input 128, learned contrast, anti-aliased boxes).
+
+    Ordered slowest first (EfficientNet-B0 is ~6x the default step) so two jobs finish together.
+    """
+    d = "dart_vit_micro_patch8"
+    runs = [RunSpec(f"trunk={t}", d, n, {"scorer": t}, "scorer trunk")
+            for t in ("efficientnet_b0", "mobilenetv3_large", "mnasnet")]
+    runs += [RunSpec(f"reference@{n}", d, n, {}, "reference (defaults)")]
+    runs += [RunSpec(f"alpha={a}", d, n, {"alpha": a}, "alpha") for a in (0.0, 0.3)]
+    runs += [RunSpec("paper_contrast", d, n, {"learn_contrast": False}, "score contrast")]
+    runs += [RunSpec("frozen_trunk", d, n, {"trainable_scorer_trunk": False}, "trunk frozen?")]
+    runs += [RunSpec(f"scorer_input={s}", d, n, {"scorer_input_size": s}, "scorer input") for s in (96, 64)]
+    return runs
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # 2 CPU cores, about an hour for the main set with ablations off
+    "cpu": {"specs": _micro(16), "train": {"canvas_size": 128, "epochs": 12, "train_samples": 20000,
+                                            "test_samples": 2000, "batch_size": 64, "lr": 1e-3}},
+    # one option at a time vs a reference run of the same (shorter: 10k images, 8 epochs) recipe;
+    # about 2.5 core-hours, 75-90 min with two jobs (the larger trunks dominate)
+    "cpu-ablations": {"specs": _ablations(16),
+                      "train": {"canvas_size": 128, "epochs": 8, "train_samples": 10000,
+                                "test_samples": 2000, "batch_size": 64, "lr": 1e-3}},
+    # Vision Mamba (issue 4): the same four runs on the micro Vim (pure-PyTorch scan on CPU)
+    # (about 3-15× slower per step than the micro ViT: 6k images, 8 epochs, ~30 min on 2 cores)
+    "cpu-vim": {"specs": _main_set(16, "vim_micro_patch8", "dart_vim_micro_patch8"),
+                "train": {"canvas_size": 128, "epochs": 8, "train_samples": 6000, "test_samples": 2000,
+                          "batch_size": 64, "lr": 1e-3}},
+    # VideoMamba on Moving Cluttered Fashion-MNIST (direction task, 4 frames of 64², 4-8 px per
+    # frame): 4×4 grid on every frame vs DART with 2 frames' worth of tokens (paper Table 3 in
+    # miniature); the scorer sees the 64² frames as they are (not upsampled to 128²). 3k clips x
+    # 20 epochs: patch-token models from scratch need that long before they pick up the motion
+    # at all (a 6-block video ViT sat at chance for 5 of 15 epochs); about 45 min with two jobs
+    "cpu-video": {"specs": _video(16, 4, "videomamba_micro_patch8", "dart_videomamba_micro_patch8",
+                                  {"scorer_input_size": 64}),
+                  "train": {"data": "moving_fmnist", "data_kwargs": {"num_frames": 4, "speed": [4, 8]},
+                            "canvas_size": 64, "epochs": 20, "train_samples": 3000, "test_samples": 1000,
+                            "batch_size": 32, "lr": 1e-3}},
+    # Vim-Ti / VideoMamba-Ti sizes for a GPU (ImageFolder / SSv2-style clip folder via --data, --data-root)
+    "full-vim": {"specs": _main_set(196, "vim_tiny_patch16_224", "dart_vim_tiny_patch16_224"),
+                 "train": {"epochs": 300, "batch_size": 1024, "lr": 1e-3, "warmup_epochs": 5, "amp": True}},
+    "full-video": {"specs": _video(196, 8, "videomamba_tiny_patch16_224", "dart_videomamba_tiny_patch16_224"),
+                   "train": {"data": "ssv2", "data_kwargs": {"num_frames": 8}, "epochs": 35, "batch_size": 256,
+                             "lr": 4e-4, "warmup_epochs": 5, "amp": True}},
+    # DeiT-Ti sizes on a GPU and an ImageFolder dataset (--data "" --data-root ...), DeiT recipe
+    "full": {"specs": [RunSpec("grid@196", "deit_tiny_patch16_224", 196),
+                       RunSpec("dart@196", "dart_deit_tiny_patch16_224", 196),
+                       RunSpec("grid@784", "deit_tiny_patch16_224", 784),
+                       RunSpec("dart@392", "dart_deit_tiny_patch16_224", 392)],
+             "train": {"epochs": 300, "batch_size": 1024, "lr": 1e-3, "warmup_epochs": 5, "amp": True}},
+}
+
+
+# --------------------------------------------------------------------------------------
+# one run: a TrainConfig, trained by dartok.engine.train in a child process
+# --------------------------------------------------------------------------------------
+_RUN_FIELDS = frozenset({"model", "num_tokens", "model_kwargs"})  # given by the RunSpec
+_HARNESS_FIELDS = frozenset({"output", "threads", "progress", "resume", "stop_after"})  # set by run_specs
+
+
+def train_config(spec: RunSpec, train: dict[str, Any], run_dir: str | os.PathLike, threads: int | None = None
+                 ) -> "TrainConfig":
+    """The :class:`dartok.engine.TrainConfig` of one run: ``spec``'s model, budget and model
+    kwargs, the shared ``train`` options, output ``run_dir``, no progress bar.
+
+    Args:
+        spec: the run.
+        train: :class:`~dartok.engine.TrainConfig` field names → values (``epochs``,
+            ``canvas_size``, ``data``...), the same for every run of a comparison.
+        run_dir: the run's folder (``output`` of the config).
+        threads: CPU threads of the run (``None``: torch's default).
+
+    Returns:
+        A validated ``TrainConfig``.
+
+    Raises:
+        ValueError: a key of ``train`` that is not a ``TrainConfig`` field, or one the spec
+            or the harness sets (``model``, ``num_tokens``, ``model_kwargs``, ``output``,
+            ``threads``, ``progress``, ``resume``, ``stop_after``); an invalid value
+            (:meth:`TrainConfig.validate`).
+    """
+    from ..engine import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(train) - known)
+    if unknown:
+        raise ValueError(f"unknown training option(s) {', '.join(map(repr, unknown))} for run {spec.name!r}; "
+                         f"TrainConfig fields are: {', '.join(sorted(known - _RUN_FIELDS - _HARNESS_FIELDS))}")
+    reserved = sorted(set(train) & (_RUN_FIELDS | _HARNESS_FIELDS))
+    if reserved:
+        raise ValueError(f"training option(s) {', '.join(map(repr, reserved))} are set per run by the comparison "
+                         f"(RunSpec fields or the harness), not by the shared options")
+    cfg = TrainConfig(**{**train, "model": spec.model, "num_tokens": spec.num_tokens,
+                         "model_kwargs": dict(spec.model_kwargs), "output": str(run_dir), "threads": threads,
+                         "progress": False})
+    cfg.validate()
+    return cfg
+
+
+def _plan(spec: RunSpec, cfg: "TrainConfig", snapshot_epochs: Sequence[int], resume: bool) -> list[dict[str, Any]]:
+    """Steps of one run: ``{"stop_after", "resume", "partition_png"}`` each.
+
+    DART runs stop after each of ``snapshot_epochs`` (below ``cfg.epochs``), draw
+    ``partition_epoch<k>.png`` and resume exactly; a resumed run only takes the snapshots
+    it has not passed yet.
+    """
+    run_dir = Path(cfg.output)
+    already = (run_dir / "checkpoint").exists()
+    done = 0
+    if resume and already:
+        from ..checkpoint import load_config
+
+        done = int(load_config(run_dir / "checkpoint").get("epoch", 0))
+    stops = sorted({e for e in snapshot_epochs if done < e < cfg.epochs}) if spec.is_dart else []
+    steps = []
+    for k, stop in enumerate([*stops, None]):
+        shown = stop if stop is not None else (cfg.epochs if cfg.epochs in snapshot_epochs else None)
+        steps.append({"stop_after": stop, "resume": k > 0 or (resume and already),
+                      "partition_png": str(run_dir / f"partition_epoch{shown}.png")
+                      if spec.is_dart and shown is not None else None})
+    return steps
+
+
+def run_plan(config: dict[str, Any], steps: Sequence[dict[str, Any]], echo: Callable[[str], None] = print) -> None:
+    """Train one run in this process: each step is one :func:`dartok.engine.train` call.
+
+    Args:
+        config: a :class:`~dartok.engine.TrainConfig` as a dict (:meth:`TrainConfig.to_dict`).
+        steps: ``{"stop_after": int | None, "resume": bool, "partition_png": path | None}``
+            dicts (:func:`_plan`); after a step with a ``partition_png`` the checkpoint's
+            partitions of the first 8 test images are drawn there (:func:`dartok.tools.viz.visualize`).
+        echo: printer of the one-line summary per step.
+
+    Raises:
+        whatever :func:`dartok.engine.train` raises (``ValueError``, ``FileExistsError``...).
+    """
+    from ..engine import TrainConfig, train
+
+    for step in steps:
+        cfg = TrainConfig(**{**config, "stop_after": step["stop_after"], "resume": step["resume"]})
+        summary = train(cfg)
+        test = summary["test"]
+        echo(f"epoch {summary['epoch']}/{cfg.epochs}: test top-1 {test['top1']:.2f}%  top-5 {test['top5']:.2f}%  "
+             f"checkpoint: {summary['checkpoint']}")
+        if step.get("partition_png"):
+            from .viz import visualize
+
+            path, n = visualize(step["partition_png"], checkpoint=Path(cfg.output) / "checkpoint", device=cfg.device)
+            echo(f"wrote {path} ({n} images)")
+
+
+def _run_child(plan_path: Path, prefix: str, echo: Callable[[str], None]) -> int:
+    """``python -m dartok.tools.compare --run-config plan_path``, its output echoed line by line as ``[prefix] ...``."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "dartok.tools.compare", "--run-config", str(plan_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    for line in proc.stdout:
+        echo(f"[{prefix}] {line.rstrip()}")
+    return proc.wait()
+
+
+def run_specs(
+    specs: Sequence[RunSpec],
+    output: str | os.PathLike,
+    train: dict[str, Any],
+    jobs: int = 2,
+    snapshot_epochs: Sequence[int] = (),
+    resume: bool = False,
+    echo: Callable[[str], None] = print,
+) -> dict[str, int]:
+    """Train every spec with the same ``train`` options, ``jobs`` runs at a time.
+
+    Every run's :class:`~dartok.engine.TrainConfig` is built first (:func:`train_config`:
+    output ``<output>/<name>``, ``threads`` 1 when several jobs share the CPU, no progress
+    bar), so a bad option fails before anything trains. Each run then trains in its own
+    process (``python -m dartok.tools.compare --run-config <plan>.json``, which calls
+    :func:`dartok.engine.train`); its output is echoed with a ``[<name>]`` prefix. For DART
+    runs, ``snapshot_epochs`` (e.g. ``(1, 3, 12)``) stops after those epochs, draws
+    ``<output>/<name>/partition_epoch<k>.png`` and resumes exactly. ``resume`` continues
+    runs that hold a checkpoint (a finished run is neither retrained nor redrawn).
+
+    Returns:
+        ``{name: exit code}`` (0 for success, 2 for an option the engine refused).
+
+    Raises:
+        ValueError: a bad training option (see :func:`train_config`).
+    """
+    output = Path(output)
+    threads = 1 if jobs > 1 else max(1, os.cpu_count() or 1)
+    configs = [train_config(spec, train, output / spec.name, threads) for spec in specs]
+    plans = [{"name": spec.name, "config": cfg.to_dict(), "steps": _plan(spec, cfg, snapshot_epochs, resume)}
+             for spec, cfg in zip(specs, configs)]
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with lock:
+            echo(line)
+
+    with tempfile.TemporaryDirectory(prefix="dartok-compare-") as tmp:
+        def one(k: int) -> int:
+            path = Path(tmp) / f"run{k}.json"
+            write_json(path, plans[k])
+            return _run_child(path, plans[k]["name"], say)
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            codes = dict(zip([s.name for s in specs], pool.map(one, range(len(specs)))))
+    return codes
+
+
+def _child_main(argv: Sequence[str] | None = None) -> int:
+    """Entry of the child process: train the run described by ``--run-config`` (see :func:`run_plan`).
+
+    Exit status 0 on success, 2 with one ``Error: ...`` line for an option or file the
+    engine refuses; other failures raise (traceback, status 1).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dartok.tools.compare",
+                                     description="Train one run of a dartok comparison (used by run_specs).")
+    parser.add_argument("--run-config", required=True, type=Path,
+                        help="JSON {name, config: TrainConfig fields, steps: [{stop_after, resume, partition_png}]}")
+    args = parser.parse_args(argv)
+    plan = json.loads(args.run_config.read_text(encoding="utf-8"))
+    config = plan["config"]
+    if config.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(config["threads"]))  # drawing too, not only the training
+    try:
+        run_plan(config, plan["steps"], echo=lambda line: print(line, flush=True))
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError) as e:
+        print(f"Error: {e}", flush=True)
+        return 2
+    return 0
+
+
+def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: bool = True) -> list[dict[str, Any]]:
+    """One row per finished run: accuracy, MACs, params, speed, train time.
+
+    MACs are fvcore multiply-accumulates per image ("GMACs", the field's "GFLOPs") counted
+    by :func:`dartok.tools.flops.count_macs` with fused attention off.
+
+    Raises:
+        FileNotFoundError: a run without a checkpoint.
+    """
+    from ..checkpoint import load_config
+    from ..engine import read_metrics
+
+    rows = []
+    for spec in specs:
+        run_dir = Path(output) / spec.name
+        config = load_config(run_dir / "checkpoint")
+        metrics = read_metrics(run_dir)
+        last = config["metrics"]
+        row = {**asdict(spec), "input_size": config["input_size"], "epochs": config["epoch"],
+               "test_top1": last["test_top1"], "test_top5": last["test_top5"], "test_loss": last["test_loss"],
+               "train_images_per_s": last["images_per_s"],
+               "train_time_s": sum(m.get("epoch_time_s", 0.0) for m in metrics),
+               "top1_by_epoch": [m["test_top1"] for m in metrics]}
+        if count_macs:
+            from ..checkpoint import model_from_checkpoint
+            from .bench import with_frames
+            from .flops import count_macs as macs_of, count_params
+
+            model, _ = model_from_checkpoint(run_dir / "checkpoint")
+            report = macs_of(model.eval(), with_frames(model, config["input_size"]))
+            row["gmacs"] = report.total / 1e9
+            row["params_m"] = count_params(model)[0] / 1e6
+        rows.append(row)
+    return rows
+
+
+def write_tables(rows: list[dict[str, Any]], path_stem: str | os.PathLike, meta: dict[str, Any]) -> str:
+    """Write ``<stem>.json`` and ``<stem>.md`` atomically; returns the markdown table."""
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for group in dict.fromkeys(r["group"] for r in rows):
+        lines += [f"**{group}**", "",
+                  "| run | model | tokens | input | epochs | test top-1 (%) | top-5 (%) | GMACs | params (M) | "
+                  "train img/s | train time (min) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in (r for r in rows if r["group"] == group):
+            size = "x".join(str(v) for v in r["input_size"][1:])
+            gm = f"{r['gmacs']:.4f}" if "gmacs" in r else "-"
+            pm = f"{r['params_m']:.2f}" if "params_m" in r else "-"
+            lines.append(f"| {r['name']} | {r['model']} | {r['num_tokens']} | {size} | {r.get('epochs', '-')} | "
+                         f"{r['test_top1']:.2f} | "
+                         f"{r['test_top5']:.2f} | {gm} | {pm} | {r['train_images_per_s']:.0f} | "
+                         f"{r['train_time_s'] / 60:.1f} |")
+        lines.append("")
+    md = "\n".join(lines)
+    write_json(stem.with_suffix(".json"), {"meta": meta, "rows": rows})
+    atomic_write(stem.with_suffix(".md"), md)
+    return md
+
+
+def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
+    """Accuracy vs GMACs in the style of the paper's Fig. 2/6 (marker size ~ params)."""
+    from .viz import save_png  # first: selects the Agg backend
+
+    import matplotlib.pyplot as plt
+
+    main = [r for r in rows if r["group"] == "main" and "gmacs" in r]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for kind, color, marker in (("grid", "tab:gray", "s"), ("dart", "tab:red", "o")):
+        pts = sorted((r for r in main if r["model"].startswith("dart_") == (kind == "dart")),
+                     key=lambda r: r["gmacs"])
+        if not pts:
+            continue
+        ax.plot([r["gmacs"] for r in pts], [r["test_top1"] for r in pts], color=color, lw=1, alpha=0.6)
+        ax.scatter([r["gmacs"] for r in pts], [r["test_top1"] for r in pts], s=[40 + 60 * r["params_m"] for r in pts],
+                   color=color, marker=marker, label="DART" if kind == "dart" else "fixed grid", zorder=3)
+        for r in pts:
+            ax.annotate(f"{r['num_tokens']}", (r["gmacs"], r["test_top1"]), textcoords="offset points",
+                        xytext=(6, -10), fontsize=8)
+    ax.set_xlabel("GMACs per image (fvcore)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(title or "accuracy vs compute")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    try:
+        return save_png(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def publish_results(src_dir: str | os.PathLike, results_dir: str | os.PathLike, stem: str) -> list[Path]:
+    """Copy ``<src_dir>/<stem>.{json,md,png}`` (those that exist) into ``results_dir``, atomically each.
+
+    Returns:
+        The paths written.
+    """
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix in (".json", ".md", ".png"):
+        src = Path(src_dir) / f"{stem}{suffix}"
+        if src.exists():
+            with atomic_path(results_dir / f"{stem}{suffix}") as tmp:
+                shutil.copyfile(src, tmp)
+            written.append(results_dir / f"{stem}{suffix}")
+    return written
+
+
+def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Sequence[RunSpec] | None = None,
+            train: dict[str, Any] | None = None, jobs: int = 2, snapshot_epochs: Sequence[int] = (),
+            resume: bool = False, count_macs: bool = True, echo: Callable[[str], None] = print,
+            dart_kwargs: dict[str, Any] | None = None, results_dir: str | os.PathLike | None = None,
+            extra_meta: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run a preset (or given specs), then write ``<output>/<name>.{json,md,png}``.
+
+    Args:
+        preset: a name of :data:`PRESETS` (its specs and training options), or ``None``
+            for ``specs`` / ``train`` alone.
+        output: folder of the runs (``<output>/<run name>``) and the result files.
+        name: result file stem.
+        specs: the runs (default: the preset's).
+        train: training options, :class:`~dartok.engine.TrainConfig` fields, over the
+            preset's.
+        jobs: runs trained at once (one CPU thread each when > 1).
+        snapshot_epochs: draw DART partitions after these epochs (:func:`run_specs`).
+        resume: continue interrupted runs.
+        count_macs: count GMACs (fvcore) for the table and draw the accuracy-vs-GMACs plot.
+        echo: printer of the runs' output.
+        dart_kwargs: added to every DART spec's ``model_kwargs`` (the spec's own win).
+        results_dir: also copy the result files there (:func:`publish_results`).
+        extra_meta: a function of the rows whose dict is merged into the meta written.
+
+    Returns:
+        ``{"rows", "markdown", "plot" (path or None), "meta", "written" (copies in
+        results_dir)}``.
+
+    Raises:
+        ValueError: unknown preset, no runs, a bad training option (before anything
+            trains); RuntimeError: a run failed.
+    """
+    t0 = time.perf_counter()
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        specs = specs or PRESETS[preset]["specs"]
+        train = {**PRESETS[preset]["train"], **(train or {})}
+    if not specs:
+        raise ValueError("no runs to compare")
+    if dart_kwargs:
+        specs = [replace(s, model_kwargs={**dart_kwargs, **s.model_kwargs}) if s.is_dart else s for s in specs]
+    codes = run_specs(specs, output, train or {}, jobs=jobs, snapshot_epochs=snapshot_epochs, resume=resume,
+                      echo=echo)
+    failed = [n for n, c in codes.items() if c != 0]
+    if failed:
+        raise RuntimeError(f"training failed for {', '.join(failed)}")
+    rows = collect(specs, output, count_macs=count_macs)
+    meta = {"preset": preset, "train": train, "dart_kwargs": dart_kwargs or {}, "jobs": jobs,
+            "wall_time_s": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    try:
+        from .bench import machine_info
+
+        meta["machine"] = machine_info("cpu")
+    except Exception as e:  # machine info is decoration; never lose results over it
+        meta["machine"] = {"error": str(e)}
+    if extra_meta is not None:
+        meta.update(extra_meta(rows))
+    md = write_tables(rows, Path(output) / name, meta)
+    png = None
+    if count_macs and any(r["group"] == "main" for r in rows):
+        png = plot_accuracy_vs_macs(rows, Path(output) / f"{name}.png", title=name)
+    written = publish_results(output, results_dir, name) if results_dir is not None else []
+    return {"rows": rows, "markdown": md, "plot": str(png) if png else None, "meta": meta, "written": written}
+
+
+# --------------------------------------------------------------------------------------
+# the demo: the README's main job, a preset of two runs
+# --------------------------------------------------------------------------------------
+DEMO_DEFAULTS: dict[str, Any] = dict(num_tokens=36, canvas_size=128, epochs=8, train_samples=20000,
+                                     test_samples=2000, batch_size=64, lr=1e-3, warmup_epochs=1, seed=0)
+"""``dartok demo``'s defaults: about 20 minutes on 2 CPU cores; the same backbone, recipe,
+epochs and seed for both models, only the tokenizer differs."""
+
+
+def demo_preset(num_tokens: int = DEMO_DEFAULTS["num_tokens"], dart_kwargs: dict[str, Any] | None = None,
+                **train: Any) -> dict[str, Any]:
+    """The demo as a preset: ``{"specs", "train"}`` like an entry of :data:`PRESETS`.
+
+    Runs ``grid`` (``vit_micro_patch8`` at ``num_tokens``: the canvas resized to √N·8 px)
+    and ``dart`` (``dart_vit_micro_patch8`` at ``num_tokens`` on the full canvas, with
+    ``dart_kwargs``); ``train`` overrides :data:`DEMO_DEFAULTS`' training options.
+
+    Raises:
+        ValueError: a ``num_tokens`` that is not a square (the fixed grid needs n×n).
+    """
+    side = round(num_tokens ** 0.5)
+    if side * side != num_tokens:
+        raise ValueError(f"the fixed-grid baseline needs a square --num-tokens, got {num_tokens}")
+    options = {k: v for k, v in DEMO_DEFAULTS.items() if k != "num_tokens"}
+    options.update(train)
+    return {"specs": [RunSpec("grid", "vit_micro_patch8", num_tokens),
+                      RunSpec("dart", "dart_vit_micro_patch8", num_tokens, dict(dart_kwargs or {}))],
+            "train": options}
+
+
+def demo(output: str | os.PathLike = "runs/demo", num_tokens: int = DEMO_DEFAULTS["num_tokens"],
+         dart_kwargs: dict[str, Any] | None = None, parallel: bool = True, resume: bool = False,
+         echo: Callable[[str], None] = print, **train: Any) -> dict[str, Any]:
+    """The main job: DART vs the fixed grid at the same token count on Cluttered Fashion-MNIST.
+
+    :func:`compare` on :func:`demo_preset` (both runs trained at once with one CPU thread
+    each when ``parallel``), without MAC counts; the DART run's partitions after its last
+    epoch are copied to ``<output>/partition.png``. Writes ``<output>/results.{json,md}``
+    (meta: compare's, plus ``elapsed_s``, ``delta_top1`` = DART − grid top-1,
+    ``partition_png``, ``parallel``) and echoes the table and the difference.
+
+    Args:
+        output: folder of both runs and the results.
+        num_tokens: the budget N of both models (a square).
+        dart_kwargs: extra kwargs of the DART model.
+        parallel: train both runs at once.
+        resume: continue interrupted runs.
+        echo: printer.
+        **train: training options over :data:`DEMO_DEFAULTS` (``epochs``, ``canvas_size``...).
+
+    Returns:
+        :func:`compare`'s result.
+
+    Raises:
+        ValueError: a non-square budget or a bad option; RuntimeError: a run failed.
+    """
+    t0 = time.perf_counter()
+    output = Path(output)
+    preset = demo_preset(num_tokens, dart_kwargs, **train)
+    opts = preset["train"]
+    epochs = int(opts["epochs"])
+    echo(f"training dart_vit_micro_patch8 and vit_micro_patch8 at N={num_tokens} tokens on Cluttered "
+         f"Fashion-MNIST ({opts['canvas_size']}px canvas, {opts['train_samples']} train / {opts['test_samples']} "
+         f"test, {epochs} epochs, {'in parallel' if parallel else 'one after the other'})")
+    png = output / "partition.png"
+
+    def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        with atomic_path(png) as tmp:
+            shutil.copyfile(output / "dart" / f"partition_epoch{epochs}.png", tmp)
+        by_name = {r["name"]: r for r in rows}
+        return {"elapsed_s": time.perf_counter() - t0, "partition_png": str(png), "parallel": parallel,
+                "delta_top1": by_name["dart"]["test_top1"] - by_name["grid"]["test_top1"]}
+
+    result = compare(None, output, "results", specs=preset["specs"], train=opts, jobs=2 if parallel else 1,
+                     snapshot_epochs=(epochs,), resume=resume, count_macs=False, echo=echo, extra_meta=summary)
+    meta = result["meta"]
+    echo("")
+    echo(result["markdown"])
+    echo(f"DART - fixed grid: {meta['delta_top1']:+.2f} points top-1 at {num_tokens} tokens | "
+         f"wall time {meta['elapsed_s'] / 60:.1f} min | partitions: {png}")
+    return result
+
+
+if __name__ == "__main__":  # the child process of run_specs
+    sys.exit(_child_main())
