@@ -291,9 +291,10 @@ def eval_cmd(
 # --------------------------------------------------------------------------------------
 # visualize
 # --------------------------------------------------------------------------------------
-def _parse_indices(text: Optional[str], n_default: int) -> list[int]:
+def _parse_indices(text: Optional[str]) -> Optional[list[int]]:
+    """``"0,1,2"`` / ``"0-7"`` → indices; ``None`` for no text (the library's default: the first 8)."""
     if text is None or text.strip() == "":
-        return list(range(n_default))
+        return None
     out = []
     for part in text.split(","):
         part = part.strip()
@@ -344,7 +345,7 @@ def visualize(
     try:
         path, n = draw(output, checkpoint=checkpoint, score_source=score_source, num_tokens=num_tokens,
                        pdf_size=pdf_size, alpha=alpha, data=data, data_root=data_root, canvas_size=canvas_size,
-                       data_seed=data_seed, split=split, indices=None if indices is None else _parse_indices(indices, 8),
+                       data_seed=data_seed, split=split, indices=_parse_indices(indices),
                        images=image or None, ncols=ncols, device=device)
     except _USER_ERRORS as e:
         raise _fail(_user_error_message(e))
