@@ -246,3 +246,23 @@ def test_compare_dart_kwargs_and_resume_keeps_snapshots(tmp_path, monkeypatch):
     assert snap.stat().st_mtime_ns == before
     assert_clean_error(invoke("compare", "--preset", "tiny", "--dart-kwargs", "{bad"), "not valid JSON")
     assert_clean_error(invoke("compare", "--preset", "tiny", "--dart-kwargs", "[1]"), "JSON object")
+
+
+def test_compare_option_errors_before_and_during_training(tmp_path, monkeypatch):
+    from dartok import compare as cmp
+
+    specs = [cmp.RunSpec("grid@4", "vit_micro_patch8", 4)]
+    # a preset key that is no TrainConfig field: refused before anything trains, exit 2
+    monkeypatch.setitem(cmp.PRESETS, "typo", {"specs": specs, "train": {"epoch": 1}})
+    res = invoke("compare", "--preset", "typo", "-o", tmp_path / "runs", "--results-dir", tmp_path / "res")
+    assert_clean_error(res, "unknown training option", "'epoch'")
+    assert not (tmp_path / "runs").exists()
+    # an option the engine refuses in the child process: the run fails, its Error line is echoed
+    monkeypatch.setitem(cmp.PRESETS, "baddata", {"specs": specs, "train": {
+        "data": "cluttered_fmnist", "data_kwargs": {"bogus": 1}, "epochs": 1, "warmup_epochs": 0,
+        "train_samples": 8, "test_samples": 8, "batch_size": 8}})
+    res = invoke("compare", "--preset", "baddata", "-o", tmp_path / "runs", "--results-dir", tmp_path / "res",
+                 "--jobs", 1, "--no-macs")
+    assert res.exit_code == 1, res.output
+    assert "[grid@4] Error:" in res.output and "bogus" in res.output
+    assert "training failed for grid@4" in flatten(res.output)

@@ -318,8 +318,8 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(int(config["threads"]))  # drawing too, not only the training
     try:
         run_plan(config, plan["steps"], echo=lambda line: print(line, flush=True))
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError) as e:
-        print(f"Error: {e}", flush=True)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError) as e:
+        print(f"Error: {e}", flush=True)  # options the engine refuses (TypeError: unknown data/model kwargs)
         return 2
     return 0
 
