@@ -1,4 +1,4 @@
-"""Compute measurements behind the paper's cost claims (SPEC §5): MACs, params, speed.
+"""Compute measurements behind the paper's cost claims (Tables 1-2, the README's "Compute"): MACs, params, speed.
 
 What it measures, per model:
 

@@ -383,6 +383,27 @@ def _image_file_channels(paths: Sequence[Path]) -> int:
     return 1
 
 
+def _checkpoint_data_config(config: dict, *, data, data_root, canvas_size, data_seed):
+    """A ``TrainConfig`` holding the data options of a checkpoint's ``config.json``, with overrides.
+
+    Transitional (issue 10): the same mapping as ``dartok.cli``'s eval helper; both become
+    ``dartok.data.DataConfig.from_checkpoint`` when the data registry lands (tools must not
+    import the CLI: that is an import cycle).
+    """
+    from ..engine import TrainConfig
+
+    d = config.get("data") or {}
+    return TrainConfig(
+        model=config["model"],
+        data=data or d.get("name", "cluttered_fmnist"),
+        data_root=data_root if data_root is not None else (d.get("root") if not data else None),
+        canvas_size=canvas_size if canvas_size is not None else (d.get("canvas_size") if not data else None),
+        data_kwargs=dict(d.get("kwargs") or {}) if not data else {},
+        data_seed=data_seed if data_seed is not None else d.get("seed", 0),
+        in_chans=d.get("in_chans") or config.get("model_kwargs", {}).get("in_chans"),
+    )
+
+
 def _class_name(class_names, k: int) -> str:
     return class_names[k] if class_names and k < len(class_names) else str(k)
 
@@ -476,11 +497,8 @@ def visualize(
             items.append(((x - mean) / std if checkpoint is not None else x, None, p.name))
     else:
         if checkpoint is not None:
-            # TODO(issue 10): import from dartok.train once the eval command's helper moves there
-            from ..cli import _dataset_cfg_from_checkpoint
-
-            dcfg = _dataset_cfg_from_checkpoint(config, data=data, data_root=data_root, canvas_size=canvas_size,
-                                                split_samples=None, data_seed=data_seed)
+            dcfg = _checkpoint_data_config(config, data=data, data_root=data_root, canvas_size=canvas_size,
+                                           data_seed=data_seed)
         else:
             dcfg = TrainConfig(data=data or "cluttered_fmnist", data_root=data_root, canvas_size=canvas_size,
                                data_seed=data_seed or 0)
