@@ -44,7 +44,8 @@ from .flops import HAND_COUNTED_OPS, count_macs  # noqa: E402
 __all__ = [
     "PAPER_GMACS", "finish_report", "fixed_grid_shape", "machine_info", "make_model", "measure_speed",
     "measure_speeds", "paired_speed_ratio", "parse_model_spec", "render_markdown", "run_bench", "run_compute",
-    "run_scaling", "script_command", "time_callable", "tokenizer_breakdown", "with_frames", "write_results",
+    "run_scaling", "script_command", "time_callable", "time_callables", "tokenizer_breakdown", "with_frames",
+    "write_results",
 ]
 
 PAPER_GMACS = {
@@ -71,24 +72,38 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_callable(fn: Callable[[], Any], device: torch.device | str = "cpu", warmup: int = 2,
-                  repeats: int = 5) -> list[float]:
-    """Seconds per call of ``fn``: ``warmup`` untimed calls, then ``repeats`` timed ones.
+def time_callables(fns: Sequence[Callable[[], Any]], device: torch.device | str = "cpu", warmup: int = 2,
+                   repeats: int = 5) -> list[list[float]]:
+    """Seconds per call of each of ``fns``, interleaved: ``warmup`` untimed calls of each,
+    then ``repeats`` rounds that time one call of every function in turn (so a slow spell
+    of a shared machine hits all of them alike).
 
     On CUDA every timed call is bracketed by ``torch.cuda.synchronize``. The caller sets
     the grad / autocast context.
+
+    Returns:
+        One list of ``max(1, repeats)`` times (s) per function.
     """
     device = torch.device(device)
-    for _ in range(warmup):
-        fn()
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
     _sync(device)
-    times = []
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[i].append(time.perf_counter() - t0)
     return times
+
+
+def time_callable(fn: Callable[[], Any], device: torch.device | str = "cpu", warmup: int = 2,
+                  repeats: int = 5) -> list[float]:
+    """Seconds per call of ``fn``: ``warmup`` untimed calls, then ``repeats`` timed ones
+    (:func:`time_callables` with one function)."""
+    return time_callables([fn], device, warmup, repeats)[0]
 
 
 def _stats(times: Sequence[float]) -> dict[str, Any]:
@@ -119,19 +134,11 @@ def measure_speeds(entries: Sequence[tuple[nn.Module, Sequence[int]]], batch_siz
     """
     dev = torch.device(device)
     xs = [_images(batch_size, shape, dev, seed=i) for i, (_, shape) in enumerate(entries)]
-    times: list[list[float]] = [[] for _ in entries]
+    for model, _ in entries:
+        model.eval()
     with torch.inference_mode(), autocast(dev, amp):
-        for (model, _), x in zip(entries, xs):
-            model.eval()
-            for _ in range(warmup):
-                model(x)
-        _sync(dev)
-        for _ in range(max(1, repeats)):
-            for i, ((model, _), x) in enumerate(zip(entries, xs)):
-                t0 = time.perf_counter()
-                model(x)
-                _sync(dev)
-                times[i].append(time.perf_counter() - t0)
+        times = time_callables([lambda m=model, x=x: m(x) for (model, _), x in zip(entries, xs)], dev, warmup,
+                               repeats)
     out = []
     for t in times:
         row = {"batch_size": batch_size, **_stats(t)}
@@ -218,17 +225,7 @@ def tokenizer_breakdown(model: nn.Module, input_shape: Sequence[int], batch_size
             stages.append(("tokenizer (whole)", "patch_embed", lambda: model.patch_embed(x)))
         if include_model:
             stages.append(("model (whole)", "model.forward", lambda: model(x)))
-        for _, _, fn in stages:
-            for _ in range(warmup):
-                fn()
-        _sync(dev)
-        times: list[list[float]] = [[] for _ in stages]
-        for _ in range(max(1, repeats)):  # rounds over all stages, as in measure_speeds
-            for i, (_, _, fn) in enumerate(stages):
-                t0 = time.perf_counter()
-                fn()
-                _sync(dev)
-                times[i].append(time.perf_counter() - t0)
+        times = time_callables([fn for *_, fn in stages], dev, warmup, repeats)  # rounds over all stages
     return [{"stage": name, "call": call, "median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t),
              "times_s": [round(v, 6) for v in t]} for (name, call, _), t in zip(stages, times)]
 
