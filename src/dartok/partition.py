@@ -28,8 +28,10 @@ __all__ = [
     "interval_overlap",
     "mix_uniform",
     "normalize_pdf",
+    "partition_pdf",
     "quantile_1d",
     "quantile_boxes",
+    "work_dtype",
 ]
 
 DEFAULT_ALPHA = 0.1
@@ -107,6 +109,12 @@ def quantile_1d(pdf: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., m)`` positions in [0, 1]. Targets that fall on a run of zero-mass cells
         resolve to the left end of the next cell with mass.
+
+    The in-cell offset ``t = (q − C_k)/p_k`` is clamped to [0, 1] in value only: its
+    gradient passes straight through. Rounding puts ``t`` a few ulps outside [0, 1]
+    whenever a quantile falls exactly on a cell edge (every uniform or near-uniform pdf,
+    which is where a scorer starts); a plain clamp would give that cut a zero gradient
+    (docs/method.md §7).
     """
     n = pdf.shape[-1]
     cdf = torch.cumsum(pdf, dim=-1)  # C_{k+1}, (..., n)
@@ -117,18 +125,26 @@ def quantile_1d(pdf: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     c_k = torch.gather(cdf, -1, k) - p_k  # C_k = C_{k+1} − p_k
     safe = p_k > 0
     t = torch.where(safe, (q - c_k) / torch.where(safe, p_k, torch.ones_like(p_k)), torch.zeros_like(p_k))
-    return (k.to(pdf.dtype) + t.clamp(0.0, 1.0)) / n
+    t = t + (t.clamp(0.0, 1.0) - t).detach()  # clamped value, straight-through gradient
+    return (k.to(pdf.dtype) + t) / n
 
 
 def normalize_pdf(pdf: torch.Tensor) -> torch.Tensor:
-    """Validate a score map and scale each sample to sum to 1.
+    """Validate a score map and scale each sample to sum to 1, in at least float32.
+
+    The pdf is promoted to at least float32 first (a float16 or bfloat16 map whose sum
+    exceeds the format's range, or whose rounding would move the cuts, is normalised
+    exactly), and each sample is divided by its maximum before it is summed, so no finite
+    pdf overflows (a float32 map near 3e37 sums to ``inf`` otherwise).
 
     Args:
-        pdf: ``B×h×w`` finite, non-negative scores.
+        pdf: ``B×h×w`` finite, non-negative scores (any real dtype; integers are taken
+            as float32).
 
     Returns:
-        ``B×h×w`` pdf summing to 1 per sample. A sample whose scores are all zero becomes
-        the uniform pdf (documented behaviour, so a blank score map gives the ViT grid).
+        ``B×h×w`` pdf summing to 1 per sample, dtype ``promote(pdf.dtype, float32)``. A
+        sample whose scores are all zero becomes the uniform pdf (documented behaviour, so
+        a blank score map gives the ViT grid).
 
     Raises:
         ValueError: wrong rank, empty grid, non-finite or negative values.
@@ -138,16 +154,27 @@ def normalize_pdf(pdf: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"pdf must be a B×h×w tensor, got shape {shape}")
     if pdf.shape[1] < 1 or pdf.shape[2] < 1:
         raise ValueError(f"pdf grid must be at least 1×1, got {tuple(pdf.shape[1:])}")
-    if not pdf.is_floating_point():
-        pdf = pdf.float()
+    pdf = pdf.to(work_dtype(pdf.dtype))
     if not bool(torch.isfinite(pdf).all()):
         raise ValueError("pdf contains NaN or Inf values; scores must be finite")
-    if bool((pdf < 0).any()):
+    if pdf.numel() and bool((pdf < 0).any()):
         raise ValueError(f"pdf must be non-negative, got minimum {pdf.min().item():.4g}")
-    total = pdf.sum(dim=(1, 2), keepdim=True)
-    zero = total == 0
+    peak = pdf.amax(dim=(1, 2), keepdim=True)
+    zero = peak == 0
+    scaled = pdf / torch.where(zero, torch.ones_like(peak), peak)  # entries in [0, 1]: the sum cannot overflow
+    total = scaled.sum(dim=(1, 2), keepdim=True)
     uniform = torch.full_like(pdf, 1.0 / (pdf.shape[1] * pdf.shape[2]))
-    return torch.where(zero, uniform, pdf / torch.where(zero, torch.ones_like(total), total))
+    return torch.where(zero, uniform, scaled / torch.where(zero, torch.ones_like(total), total))
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the partition computes in: ``dtype`` promoted to at least float32.
+
+    float16 / bfloat16 → float32, float64 stays float64, integer and bool → float32.
+    """
+    if not dtype.is_floating_point:
+        return torch.float32
+    return torch.promote_types(dtype, torch.float32)
 
 
 def mix_uniform(pdf: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -214,6 +241,25 @@ def _partition(pdf: torch.Tensor, counts: tuple[int, ...]) -> torch.Tensor:
     return boxes
 
 
+def partition_pdf(pdf: torch.Tensor, counts: tuple[int, ...]) -> torch.Tensor:
+    """Boxes for an already validated, normalised (and alpha-mixed) pdf and a band layout.
+
+    The step :class:`dartok.DART` and :func:`quantile_boxes` share. Computes in at least
+    float32 (:func:`work_dtype`) with autocast off, whatever the pdf's dtype or the
+    surrounding autocast context: in bfloat16 the boxes would be about 3 px off at 224 and
+    token masses 20% off (docs/method.md §7).
+
+    Args:
+        pdf: ``B×h×w`` pdf summing to 1 per sample.
+        counts: tokens per band, as :func:`band_layout` returns.
+
+    Returns:
+        ``B×N×4`` boxes, dtype ``work_dtype(pdf.dtype)``.
+    """
+    with torch.autocast(device_type=pdf.device.type, enabled=False):
+        return _partition(pdf.to(work_dtype(pdf.dtype)), tuple(counts))
+
+
 def quantile_boxes(
     pdf: torch.Tensor,
     num_tokens: int,
@@ -222,26 +268,28 @@ def quantile_boxes(
 ) -> torch.Tensor:
     """Cut the unit square into ``num_tokens`` boxes of equal mass under a score map.
 
-    SPEC §2, paper §3.2. Differentiable almost everywhere with respect to ``pdf``
-    (the cell indices come from ``searchsorted``; the boundaries are piecewise linear in
-    the masses).
+    Paper §3.2 (Eq. 1), docs/method.md §2. Differentiable almost everywhere with respect
+    to ``pdf`` (the cell indices come from ``searchsorted``; the boundaries are piecewise
+    linear in the masses).
 
     Args:
-        pdf: ``B×h×w`` non-negative scores on an ``h×w`` grid over the image (any h, w);
-            normalised per sample here. An all-zero sample is treated as uniform.
+        pdf: ``B×h×w`` non-negative scores on an ``h×w`` grid over the image (any h, w,
+            any real dtype); normalised per sample here. An all-zero sample is treated as
+            uniform.
         num_tokens: N ≥ 1 (any integer, primes included).
         bands: number of bands R (``None`` → ``round(√N)``); see :func:`band_layout`.
         alpha: weight in [0, 1) of the uniform density mixed in (:func:`mix_uniform`).
 
     Returns:
-        boxes ``B×N×4`` as ``(x0, y0, x1, y1)`` in [0, 1], band-major order. Each box holds
-        mass ``1/N`` of the alpha-mixed pdf; the boxes tile ``[0,1]²`` without overlap.
-        A uniform pdf with N = R·C gives the regular R×C grid.
+        boxes ``B×N×4`` as ``(x0, y0, x1, y1)`` in [0, 1], band-major order, computed and
+        returned in at least float32 (float64 for a float64 pdf), also for a float16 /
+        bfloat16 pdf and under autocast. Each box holds mass ``1/N`` of the alpha-mixed
+        pdf; the boxes tile ``[0,1]²`` without overlap. A uniform pdf with N = R·C gives
+        the regular R×C grid.
 
     Raises:
         ValueError: bad pdf (rank, NaN/Inf, negative), N < 1, R outside [1, N], alpha
             outside [0, 1).
     """
     counts = band_layout(num_tokens, bands)
-    pdf = mix_uniform(normalize_pdf(pdf), alpha)
-    return _partition(pdf, counts)
+    return partition_pdf(mix_uniform(normalize_pdf(pdf), alpha), counts)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .partition import interval_overlap
+from .partition import interval_overlap, work_dtype
 
-__all__ = ["area_patches", "box_average", "patch_grid", "sample_patches"]
+__all__ = ["area_patches", "box_average", "filtered_patches", "patch_grid", "sample_patches", "summed_area_dtype"]
 
 
 def patch_grid(boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -46,48 +46,165 @@ def sample_patches(
 ) -> torch.Tensor:
     """Resample every box of every image to ``P×P`` pixels (bilinear, optionally anti-aliased).
 
-    Paper §3.4. Points are sub-cell centres with ``align_corners=False`` (not the
-    authors' top-left corners with ``align_corners=True``, which shift the grid by half a
-    cell), so with a uniform 14×14 partition of a 224×224 image and P = 16 the patches
-    equal the plain 16×16 unfold of the image. Gradients reach both the images and the
-    boxes. Points outside the image (none, for boxes in [0, 1]) use border padding.
+    Paper §3.4, docs/method.md §5. Points are sub-cell centres with ``align_corners=False``
+    (not the authors' top-left corners with ``align_corners=True``, which shift the grid by
+    half a cell), so with a uniform 14×14 partition of a 224×224 image and P = 16 the
+    patches equal the plain 16×16 unfold of the image. Gradients reach both the images and
+    the boxes. Points outside the image (none, for boxes in [0, 1]) use border padding.
+
+    Sampling runs in at least float32 whatever the images' dtype (docs/method.md §7): the
+    boxes are never rounded to bfloat16/float16 (up to 1.7 px at 448) and CPU bfloat16
+    ``grid_sample`` (non-finite values above about 256 px) is never called. The patches
+    are cast back to the images' dtype.
 
     Args:
         images: ``B×C×H×W`` floating tensor.
         boxes: ``B×N×4`` boxes ``(x0, y0, x1, y1)`` in [0, 1].
         patch_size: P ≥ 1, the side of each resampled patch in pixels.
-        antialias: for boxes whose sub-cells cover more than one pixel, use the exact
-            mean of the image over each sub-cell (:func:`area_patches`) instead of a point
-            sample, so large background boxes do not alias (SPEC §4). Blended by sub-cell
-            area: point sample at ≤ 1 px², area mean at ≥ 2 px², linear in between.
-            Boxes of exactly P×P pixels give the same patches either way.
+        antialias: low-pass each sub-cell along every axis on which it spans more than one
+            pixel, so large background boxes do not alias (docs/method.md §4, §5). Per axis
+            the filter is the bilinear point sample where the sub-cell is ≤ 1 px wide along
+            that axis, the exact mean over the sub-cell's extent where it is ≥ 2 px, and a
+            linear blend in between; the 2-D filter is the product of the two axes' filters
+            (:func:`filtered_patches`), so a long thin sub-cell (4 × 0.25 px) is averaged
+            along its length and point-sampled across it. Boxes of exactly P×P pixels give
+            the same patches either way.
 
     Returns:
-        ``B×N×C×P×P`` patches (a permuted view; call ``.contiguous()`` if needed).
+        ``B×N×C×P×P`` patches in the images' dtype (a permuted view of a contiguous
+        ``B×C×N×P×P`` tensor; call ``.contiguous()`` if needed).
 
     Raises:
-        ValueError: wrong ranks, batch sizes that differ, or patch_size < 1.
+        ValueError: wrong ranks, batch sizes that differ, non-floating images, or
+            patch_size < 1.
     """
-    if images.dim() != 4:
-        raise ValueError(f"images must be B×C×H×W, got shape {tuple(images.shape)}")
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be B×C×H×W, got shape {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point, got {images.dtype}")
     if boxes.dim() != 3 or boxes.shape[-1] != 4:
         raise ValueError(f"boxes must be B×N×4, got shape {tuple(boxes.shape)}")
     if boxes.shape[0] != images.shape[0]:
         raise ValueError(f"images and boxes batch sizes differ: {images.shape[0]} vs {boxes.shape[0]}")
     if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
         raise ValueError(f"patch_size must be an integer >= 1, got {patch_size!r}")
-    bsz, chans = images.shape[:2]
+    bsz, chans, h, w = images.shape
     num_tokens = boxes.shape[1]
-    grid = patch_grid(boxes.to(images.dtype), patch_size)
-    grid = grid.reshape(bsz, num_tokens * patch_size, patch_size, 2)
-    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    out = out.view(bsz, chans, num_tokens, patch_size, patch_size)
-    if antialias:
-        h, w = images.shape[-2:]
-        cell_area = ((boxes[..., 2] - boxes[..., 0]) * w) * ((boxes[..., 3] - boxes[..., 1]) * h) / patch_size**2
-        weight = (cell_area - 1.0).clamp(0.0, 1.0).to(out.dtype)[:, None, :, None, None]  # B×1×N×1×1
-        out = out + weight * (area_patches(images, boxes, patch_size) - out)
-    return out.permute(0, 2, 1, 3, 4)
+    work = work_dtype(images.dtype)
+    x, b = images.to(work), boxes.to(work)
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        grid = patch_grid(b, patch_size).reshape(bsz, num_tokens * patch_size, patch_size, 2)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out = out.view(bsz, chans, num_tokens, patch_size, patch_size)
+        if antialias:
+            out = _antialias(x, b, patch_size, out)
+    return out.to(images.dtype).permute(0, 2, 1, 3, 4)
+
+
+def _axis_weights(boxes: torch.Tensor, size: tuple[int, int], patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-axis blend weights ``B×N`` of the box filter: 0 at ≤ 1 px per sub-cell, 1 at ≥ 2 px."""
+    h, w = size
+    wx = ((boxes[..., 2] - boxes[..., 0]) * w / patch_size - 1.0).clamp(0.0, 1.0)
+    wy = ((boxes[..., 3] - boxes[..., 1]) * h / patch_size - 1.0).clamp(0.0, 1.0)
+    return wx, wy
+
+
+def _antialias(x: torch.Tensor, boxes: torch.Tensor, patch_size: int, point: torch.Tensor) -> torch.Tensor:
+    """Blend point samples ``B×C×N×P×P`` with box-filtered ones, separably per axis.
+
+    The per-axis filter is ``(1 − w)·point + w·box``; its product over x and y expands to
+    four terms, each computed only where some box gives it a non-zero weight.
+    """
+    wx, wy = _axis_weights(boxes, x.shape[-2:], patch_size)
+    out = None
+    for along_x, along_y in ((False, False), (True, False), (False, True), (True, True)):
+        weight = (wx if along_x else 1.0 - wx) * (wy if along_y else 1.0 - wy)  # B×N
+        if not bool((weight > 0).any()):
+            continue
+        term = point if not (along_x or along_y) else filtered_patches(x, boxes, patch_size, along_x, along_y)
+        term = weight.to(point.dtype)[:, None, :, None, None] * term.to(point.dtype)
+        out = term if out is None else out + term
+    return point if out is None else out
+
+
+def summed_area_dtype(device: torch.device | str) -> torch.dtype:
+    """The dtype of summed-area tables: float64 on every device that has it (CPU, CUDA).
+
+    In float32 a table over a structured 448² image loses about 8e-3 to cancellation
+    (docs/method.md §7). Apple's MPS has no float64: there, float32 on the mean-subtracted
+    image is the best available.
+    """
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+def filtered_patches(
+    images: torch.Tensor, boxes: torch.Tensor, patch_size: int, along_x: bool = True, along_y: bool = True
+) -> torch.Tensor:
+    """Each of the ``P×P`` sub-cells of every box, box-filtered along the chosen axes.
+
+    Along a box-filtered axis the value is the exact mean of the image over the sub-cell's
+    extent on that axis (the image taken as piecewise constant on its pixels); along the
+    other axis it is the bilinear point sample at the sub-cell centre, as
+    :func:`sample_patches` takes it. With both axes this is the exact sub-cell mean
+    (:func:`area_patches`). The means come from a prefix-sum table along the filtered axes
+    (a summed-area table for both), built in :func:`summed_area_dtype` (float64) from the
+    mean-subtracted image and interpolated linearly at the sub-cell edges, which is exact
+    for a piecewise-constant image and differentiable in the boxes. Inaccurate for
+    sub-cells much narrower than a pixel (cancellation), which is why
+    :func:`sample_patches` blends it in only where a sub-cell spans more than one pixel.
+
+    Args:
+        images: ``B×C×H×W`` floating tensor.
+        boxes: ``B×N×4`` boxes in [0, 1].
+        patch_size: P ≥ 1.
+        along_x, along_y: which axes to box-filter (at least one).
+
+    Returns:
+        ``B×C×N×P×P`` values in the images' dtype.
+
+    Raises:
+        ValueError: neither axis chosen.
+    """
+    if not (along_x or along_y):
+        raise ValueError("filtered_patches needs along_x or along_y (otherwise it is sample_patches)")
+    bsz, chans, h, w = images.shape
+    num_tokens = boxes.shape[1]
+    work = summed_area_dtype(images.device)
+    x = images.to(work)
+    mean = x.mean((2, 3), keepdim=True)
+    table = x - mean
+    if along_x:
+        table = F.pad(table.cumsum(3), (1, 0))
+    if along_y:
+        table = F.pad(table.cumsum(2), (0, 0, 1, 0))
+    b = boxes.to(work)
+    x0, y0, x1, y1 = b.unbind(-1)
+
+    def axis(lo, hi, n, filtered):
+        # positions along one axis in [0, 1] -> grid_sample coordinates (align_corners=False)
+        if filtered:  # P+1 sub-cell edges on the (n+1)-long prefix table: index = g·n
+            t = torch.arange(patch_size + 1, device=images.device, dtype=work) / patch_size
+            g = lo.unsqueeze(-1) + t * (hi - lo).unsqueeze(-1)
+            return (2.0 * g * n + 1.0) / (n + 1) - 1.0
+        t = (torch.arange(patch_size, device=images.device, dtype=work) + 0.5) / patch_size
+        return (lo.unsqueeze(-1) + t * (hi - lo).unsqueeze(-1)) * 2.0 - 1.0  # P centres on the n-long axis
+
+    gx = axis(x0, x1, w, along_x)  # B×N×Kx
+    gy = axis(y0, y1, h, along_y)  # B×N×Ky
+    kx, ky = gx.shape[-1], gy.shape[-1]
+    grid = torch.stack([gx.unsqueeze(-2).expand(-1, -1, ky, -1), gy.unsqueeze(-1).expand(-1, -1, -1, kx)], dim=-1)
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        c = F.grid_sample(table, grid.reshape(bsz, num_tokens * ky, kx, 2), mode="bilinear",
+                          padding_mode="border", align_corners=False)
+    c = c.view(bsz, chans, num_tokens, ky, kx)
+    if along_x:
+        width = ((x1 - x0) * w / patch_size).clamp_min(1e-12)  # px per sub-cell, B×N
+        c = (c[..., 1:] - c[..., :-1]) / width[:, None, :, None, None]
+    if along_y:
+        height = ((y1 - y0) * h / patch_size).clamp_min(1e-12)
+        c = (c[..., 1:, :] - c[..., :-1, :]) / height[:, None, :, None, None]
+    return (c + mean.unsqueeze(-1)).to(images.dtype)
 
 
 def area_patches(images: torch.Tensor, boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -95,11 +212,9 @@ def area_patches(images: torch.Tensor, boxes: torch.Tensor, patch_size: int) -> 
 
     The image is taken as piecewise constant on its pixels; its integral over
     ``[0, X]×[0, Y]`` is bilinear inside each pixel, so bilinear interpolation of the
-    summed-area table at the sub-cell corners gives exact sub-cell sums (4 corner
-    lookups, differentiable in the boxes). The table is built in float64 on CPU and in
-    float32 from the mean-subtracted image elsewhere. Inaccurate for sub-cells much
-    smaller than a pixel (cancellation), which is why :func:`sample_patches` blends it
-    in only for sub-cells larger than a pixel.
+    summed-area table (float64 on every device that has it, :func:`summed_area_dtype`) at
+    the sub-cell corners gives exact sub-cell sums. :func:`filtered_patches` with both
+    axes.
 
     Args:
         images: ``B×C×H×W``; boxes: ``B×N×4`` in [0, 1]; patch_size: P.
@@ -107,25 +222,7 @@ def area_patches(images: torch.Tensor, boxes: torch.Tensor, patch_size: int) -> 
     Returns:
         ``B×C×N×P×P`` sub-cell means, in the images' dtype.
     """
-    bsz, chans, h, w = images.shape
-    num_tokens = boxes.shape[1]
-    work = torch.float64 if images.device.type == "cpu" else torch.float32
-    x = images.to(work)
-    mean = x.mean((2, 3), keepdim=True)
-    sat = F.pad((x - mean).cumsum(2).cumsum(3), (1, 0, 1, 0))  # B×C×(H+1)×(W+1)
-    b = boxes.to(work)
-    t = torch.arange(patch_size + 1, device=images.device, dtype=work) / patch_size
-    x0, y0, x1, y1 = b.unbind(-1)
-    gx = x0.unsqueeze(-1) + t * (x1 - x0).unsqueeze(-1)  # B×N×(P+1)
-    gy = y0.unsqueeze(-1) + t * (y1 - y0).unsqueeze(-1)
-    k = patch_size + 1
-    grid = torch.stack([gx.unsqueeze(-2).expand(-1, -1, k, -1), gy.unsqueeze(-1).expand(-1, -1, -1, k)], dim=-1)
-    grid = (grid * 2.0 - 1.0).reshape(bsz, num_tokens * k, k, 2)
-    corners = F.grid_sample(sat, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    c = corners.view(bsz, chans, num_tokens, k, k)
-    sums = c[..., 1:, 1:] - c[..., :-1, 1:] - c[..., 1:, :-1] + c[..., :-1, :-1]
-    area = ((x1 - x0) * w * (y1 - y0) * h / patch_size**2).clamp_min(1e-12)  # B×N, px² per sub-cell
-    return (sums / area[:, None, :, None, None] + mean.unsqueeze(-1)).to(images.dtype)
+    return filtered_patches(images, boxes, patch_size, along_x=True, along_y=True)
 
 
 def box_average(grid_values: torch.Tensor, boxes: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -144,12 +241,15 @@ def box_average(grid_values: torch.Tensor, boxes: torch.Tensor, eps: float = 1e-
             box gets the value at its location instead of a division by zero.
 
     Returns:
-        ``B×N×D`` averages.
+        ``B×N×D`` averages in the map's dtype. The weights are computed in at least
+        float32 (in bfloat16 the ``eps`` vanishes and a box at x = 1 gives NaN).
     """
     if grid_values.dim() != 4:
         raise ValueError(f"grid_values must be B×g_h×g_w×D, got shape {tuple(grid_values.shape)}")
     _, gh, gw, dim = grid_values.shape
-    boxes = boxes.to(grid_values.dtype)
+    out_dtype = grid_values.dtype
+    work = work_dtype(torch.promote_types(out_dtype, boxes.dtype))
+    grid_values, boxes = grid_values.to(work), boxes.to(work)
     x0, y0, x1, y1 = boxes.unbind(-1)
     x0, y0 = x0.clamp(max=1.0 - eps), y0.clamp(max=1.0 - eps)
     x1, y1 = torch.maximum(x1, x0 + eps), torch.maximum(y1, y0 + eps)
@@ -159,6 +259,6 @@ def box_average(grid_values: torch.Tensor, boxes: torch.Tensor, eps: float = 1e-
     wx = wx / wx.sum(-1, keepdim=True)
     weights = (wy.unsqueeze(-1) * wx.unsqueeze(-2)).flatten(2)  # B×N×(gh·gw)
     values = grid_values.reshape(grid_values.shape[0], gh * gw, dim)
-    if values.shape[0] == 1:
-        return weights @ values[0]
-    return torch.bmm(weights, values)
+    with torch.autocast(device_type=values.device.type, enabled=False):
+        out = weights @ values[0] if values.shape[0] == 1 else torch.bmm(weights, values)
+    return out.to(out_dtype)

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .partition import work_dtype
+
 __all__ = [
     "SCORER_TRUNKS", "Scorer", "ScorerHeadV1", "ScorerHeadV2", "edge_pdf", "fold_trunk_batchnorm", "scores_to_pdf",
     "uniform_pdf",
@@ -249,11 +251,17 @@ class Scorer(nn.Module):
         return self
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
-        """The ``input_size``-square copy the trunk sees (anti-aliased bilinear; as is if it already fits)."""
+        """The ``input_size``-square copy the trunk sees (anti-aliased bilinear; as is if it already fits).
+
+        Resized in at least float32 and returned in the images' dtype: anti-aliased
+        bilinear resizing has no bfloat16/float16 kernel on CPU, and the copy is small.
+        """
         if images.shape[-2:] == (self.input_size, self.input_size):
             return images
-        return F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
-                             align_corners=False, antialias=True)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            small = F.interpolate(images.to(work_dtype(images.dtype)), size=(self.input_size, self.input_size),
+                                  mode="bilinear", align_corners=False, antialias=True)
+        return small.to(images.dtype)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Trunk features ``B×C'×h×w`` of the downsampled image copy.
@@ -315,7 +323,7 @@ class Scorer(nn.Module):
         The grid may be anything (e.g. the ``(T·h)×w`` stack of a clip's per-frame score
         maps): each sample is standardised over all its cells together.
         """
-        return scores_to_pdf(scores.float(), scale=self.score_scale, bias=self.score_bias)
+        return scores_to_pdf(scores.to(work_dtype(scores.dtype)), scale=self.score_scale, bias=self.score_bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.pdf_from_features(self.features(images))

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .partition import DEFAULT_ALPHA, _partition, band_layout, mix_uniform, normalize_pdf
+from .partition import DEFAULT_ALPHA, band_layout, mix_uniform, normalize_pdf, partition_pdf, work_dtype
 from .resample import box_average, sample_patches
 from .scorer import Scorer, uniform_pdf
 
@@ -144,16 +144,61 @@ class DART(nn.Module):
             raise ValueError("images contain NaN or Inf values")
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
-        """The scorer's pdf ``B×h×w`` for ``images`` (uniform 14×14... if no scorer)."""
+        """The raw score map ``B×h×w`` for ``images``: the scorer's pdf, or uniform without one.
+
+        The uniform map is ``g×g`` with g the position grid (``round(√N)`` without one).
+        Not yet validated or alpha-mixed: :meth:`density` does that.
+        """
         if self.scorer is None:
             side = self.pos_grid or round(math.sqrt(self.num_tokens))
             return uniform_pdf(images.shape[0], (side, side), device=images.device)
         return self.scorer(images)
 
+    def density(self, images: torch.Tensor, pdf: torch.Tensor | None = None) -> torch.Tensor:
+        """Step 1 (paper §3.1–3.2): the pdf the partition cuts, ``B×h×w``.
+
+        With ``pdf=None`` the map comes from :meth:`score`; otherwise ``pdf`` (``B×h×w``,
+        any non-negative real dtype) replaces the scorer. Either way it is promoted to at
+        least float32 (float64 if the images or the pdf are float64) *before* it is
+        validated and normalised per sample, then mixed with the uniform density
+        (``alpha``). A scorer whose output is NaN or Inf (a diverged head, say) is an
+        error, with ``check_inputs`` on or off: its boxes would come out finite and
+        meaningless (docs/method.md §7).
+
+        Returns:
+            ``B×h×w`` pdf summing to 1 per sample, entries ≥ ``alpha/(h·w)``.
+
+        Raises:
+            ValueError: a pdf of the wrong shape for this batch, NaN/Inf or negative
+                values (given or from the scorer).
+        """
+        if pdf is None:
+            pdf = self.score(images)
+            source = "the scorer's score map"
+        else:
+            if not isinstance(pdf, torch.Tensor) or pdf.dim() != 3 or pdf.shape[0] != images.shape[0]:
+                shape = tuple(pdf.shape) if isinstance(pdf, torch.Tensor) else type(pdf).__name__
+                raise ValueError(f"pdf must be B×h×w with B = {images.shape[0]} (the image batch), got {shape}")
+            source = "pdf"
+        work = torch.promote_types(work_dtype(pdf.dtype), work_dtype(images.dtype))
+        pdf = pdf.to(device=images.device, dtype=work)
+        try:
+            pdf = normalize_pdf(pdf)
+        except ValueError as e:
+            if source == "pdf":
+                raise
+            raise ValueError(f"{source} is invalid ({e}); the scorer has diverged or its input is bad") from None
+        return mix_uniform(pdf, self.alpha)
+
     def partition(self, pdf: torch.Tensor) -> torch.Tensor:
-        """Boxes ``B×N×4`` for a (validated, normalised) pdf, at least float32 even under autocast."""
-        with torch.autocast(device_type=pdf.device.type, enabled=False):
-            return _partition(pdf.to(torch.promote_types(pdf.dtype, torch.float32)), self.counts)
+        """Step 2 (paper §3.2): boxes ``B×N×4`` for a pdf from :meth:`density`, computed in at
+        least float32 even under autocast (:func:`dartok.partition.partition_pdf`)."""
+        return partition_pdf(pdf, self.counts)
+
+    def sample(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Step 3 (paper §3.4): ``B×N×C×P×P`` patches in the images' dtype, sampled in at least
+        float32 from the unrounded boxes (:func:`dartok.resample.sample_patches`)."""
+        return sample_patches(images, boxes, self.patch_size[0], antialias=self.antialias)
 
     def position_embeddings(self, boxes: torch.Tensor) -> torch.Tensor:
         """``B×N×D`` area averages of the position-embedding map over ``boxes``."""
@@ -187,20 +232,12 @@ class DART(nn.Module):
         return self.norm(tokens)
 
     def forward(self, images: torch.Tensor, pdf: torch.Tensor | None = None) -> DartOutput:
+        """Tokenize ``B×C×H×W`` images: :meth:`density` → :meth:`partition` → :meth:`sample` →
+        :meth:`project`, and :meth:`position_embeddings` of the boxes (docs/method.md §1)."""
         if self.check_inputs:
             self._check_images(images)
-        if pdf is None:
-            pdf = self.score(images)
-        else:
-            if pdf.dim() != 3 or pdf.shape[0] != images.shape[0]:
-                raise ValueError(
-                    f"pdf must be B×h×w with B = {images.shape[0]} (the image batch), got {tuple(pdf.shape)}"
-                )
-            pdf = normalize_pdf(pdf.to(images.device))
-        work = torch.promote_types(torch.promote_types(pdf.dtype, images.dtype), torch.float32)
-        pdf = mix_uniform(pdf.to(work), self.alpha)
+        pdf = self.density(images, pdf)
         boxes = self.partition(pdf)
-        patches = sample_patches(images, boxes.to(images.dtype), self.patch_size[0], antialias=self.antialias)
-        tokens = self.project(patches)
+        tokens = self.project(self.sample(images, boxes))
         pos = self.position_embeddings(boxes).to(tokens.dtype)
         return DartOutput(tokens, pos, boxes, pdf)
