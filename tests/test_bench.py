@@ -366,3 +366,59 @@ def test_mamba_scan_macs_counted_by_hand():
     assert vshape == (1, 4, 16, 16)  # clips: C×T×H×W
     vrep = count_macs(video, vshape)
     assert vrep.hand_counted["PythonOp._SelectiveScanFn"] == 2 * selective_scan_macs(1, 192, 8, 4 * 4 + 1)
+
+
+# ------------------------------------------------------------------ the breakdown times DART's own steps
+
+
+FORWARD_STEPS = ["DART._check_images", "DART.score", "DART.density", "DART.partition", "DART.sample", "DART.project",
+                 "DART.position_embeddings"]
+
+
+def test_tokenizer_breakdown_times_darts_own_methods(monkeypatch):
+    """Each row calls the DART method it names (a wrapped method is what gets timed), the
+    top-level rows are forward's steps in forward's order, and the scorer rows refine score."""
+    import time as _time
+    from collections import Counter
+
+    from dartok.tools.bench import tokenizer_breakdown
+
+    model, shape = make_model("dart_vit_micro_patch8[num_tokens=9;img_size=32;scorer_input_size=32]")
+    calls: Counter = Counter()
+    for call in FORWARD_STEPS:
+        method = call.split(".", 1)[1]
+        original = getattr(DART, method)
+
+        def wrapped(self, *args, _original=original, _method=method, **kwargs):
+            calls[_method] += 1
+            if _method == "sample":
+                _time.sleep(0.02)  # a slow sampler shows in the sampling row and in the whole tokenizer
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(DART, method, wrapped)
+    rows = tokenizer_breakdown(model, shape, batch_size=2, warmup=0, repeats=2)
+    by_stage = {r["stage"]: r for r in rows}
+    top = [r["call"] for r in rows if r["part_of"] is None]
+    assert top == [*FORWARD_STEPS, "DART.forward", "model.forward"]
+    assert [r["call"] for r in rows if r["part_of"] == "score"] == [
+        "Scorer.resize", "Scorer.trunk_features", "Scorer.pdf_from_features"]
+    # each step: timed twice on its own and inside both whole forwards (2 rounds each); the steps whose
+    # output feeds the next one, once more to make that input
+    feeds = {"score": 1, "density": 1, "partition": 1, "sample": 1, "_check_images": 0, "project": 0,
+             "position_embeddings": 0}
+    assert dict(calls) == {m: 2 + 2 * 2 + k for m, k in feeds.items()}
+    assert by_stage["sampling"]["median_ms"] >= 20
+    assert by_stage["tokenizer (whole)"]["median_ms"] >= 20 and by_stage["model (whole)"]["median_ms"] >= 20
+    assert by_stage["partition"]["median_ms"] < 20
+
+
+def test_tokenizer_breakdown_uniform_and_fixed_grid():
+    from dartok.tools.bench import tokenizer_breakdown
+
+    model, shape = make_model("dart_vit_micro_patch8[num_tokens=9;img_size=32;scorer=none]")
+    rows = tokenizer_breakdown(model, shape, batch_size=2, warmup=0, repeats=1, include_model=False)
+    assert [r["stage"] for r in rows][:2] == ["input check", "score (uniform)"]
+    assert not any(r["part_of"] for r in rows) and rows[-1]["call"] == "DART.forward"
+    grid, gshape = make_model("vit_micro_patch8", num_tokens=9)
+    assert [r["call"] for r in tokenizer_breakdown(grid, gshape, batch_size=2, warmup=0, repeats=1)] == [
+        "patch_embed", "model.forward"]

@@ -8,8 +8,10 @@ What it measures, per model:
 - **throughput** (images/s at a batch size) and **batch-1 latency**, in eval mode under
   ``torch.inference_mode``: warm-up calls, then the median of timed calls. On CUDA:
   bf16 autocast, ``torch.cuda.synchronize`` around each call, optional ``torch.compile``;
-- **tokenizer breakdown**: each stage of :class:`dartok.DART` timed on its own (input check,
-  scorer resize / trunk / head, partition, sampling, projection, position embeddings);
+- **tokenizer breakdown**: each step of :class:`dartok.DART` timed on its own, by calling
+  the methods ``DART.forward`` calls (input check, score, density, partition, sample,
+  project, position embeddings; the scorer's resize / trunk / head as a finer breakdown of
+  score), see :func:`tokenizer_breakdown`;
 - **scaling**: DART throughput vs input resolution at a fixed token budget, and DART vs the
   fixed grid vs the token budget.
 
@@ -169,65 +171,81 @@ def measure_speed(model: nn.Module, input_shape: Sequence[int], batch_size: int 
 def tokenizer_breakdown(model: nn.Module, input_shape: Sequence[int], batch_size: int = 64, device: str = "cpu",
                         warmup: int = 1, repeats: int = 5, amp: bool = False,
                         include_model: bool = True) -> list[dict[str, Any]]:
-    """Time each tokenizer stage on its own (median ms per batch), in rounds over the stages.
+    """Time each step of the tokenizer on its own (median ms per batch), in rounds over the steps.
 
-    For a DART model: input check, scorer resize / trunk / head + pdf, uniform mixing,
-    partition, sampling, projection, position embeddings (each fed the previous stage's
-    output, computed once beforehand), then the whole tokenizer and, with
-    ``include_model``, the whole model. For a fixed-grid ViT: ``patch_embed`` (and the
-    model). Stage names and the library calls they time are in each row's ``call``.
+    For a DART model the steps are :class:`~dartok.DART`'s own methods, the ones
+    ``DART.forward`` calls, in its order; each is fed the previous step's output, computed
+    once beforehand, so nothing of the tokenizer is re-implemented here:
+
+    ======================  ==================================  ==========
+    stage                   call                                part_of
+    ======================  ==================================  ==========
+    input check             ``DART._check_images(images)``       (only with ``check_inputs``)
+    score                   ``DART.score(images)``               ("score (uniform)" without a scorer)
+    scorer: resize to S     ``Scorer.resize(images)``            score
+    scorer: trunk           ``Scorer.trunk_features(small)``     score
+    scorer: head + pdf      ``Scorer.pdf_from_features(feats)``  score
+    density                 ``DART.density(images, score)``      (normalise + mix a given score)
+    partition               ``DART.partition(pdf)``
+    sampling                ``DART.sample(images, boxes)``
+    projection              ``DART.project(patches)``
+    position embeddings     ``DART.position_embeddings(boxes)``
+    tokenizer (whole)       ``DART.forward(images)``
+    model (whole)           ``model.forward(images)``            (with ``include_model``)
+    ======================  ==================================  ==========
+
+    So the rows without ``part_of`` between the input check and the position embeddings
+    are the steps of ``DART.forward`` (``density(images)`` without a pdf is ``score`` then
+    ``density(images, score)``), and ``tokenizer (whole)`` ≈ their sum (each timed
+    apart, so up to timing noise); the ``part_of="score"`` rows are a finer breakdown of
+    ``score`` (≈ its time). For a fixed-grid model: ``patch_embed`` (and the model).
 
     Returns:
-        Rows ``{"stage", "call", "median_ms", "min_ms", "times_s"}``.
+        Rows ``{"stage", "call", "part_of" (None or the stage it refines), "median_ms",
+        "min_ms", "times_s"}``.
     """
-    from ..partition import mix_uniform
-    from ..resample import sample_patches
     from ..tokenizer import DART
 
     dev = torch.device(device)
     x = _images(batch_size, input_shape, dev)
     model.eval()
-    stages: list[tuple[str, str, Callable[[], Any]]] = []
+    stages: list[tuple[str, str, str | None, Callable[[], Any]]] = []
     with torch.inference_mode(), autocast(dev, amp):
         dart = getattr(model, "patch_embed", model)
         if isinstance(dart, DART):
             if dart.check_inputs:
-                stages.append(("input check", "DART._check_images", lambda: dart._check_images(x)))
+                stages.append(("input check", "DART._check_images", None, lambda: dart._check_images(x)))
             scorer = dart.scorer
+            stages.append(("score" if scorer is not None else "score (uniform)", "DART.score", None,
+                           lambda: dart.score(x)))
             if scorer is not None:
                 small = scorer.resize(x)
                 feats = scorer.trunk_features(small)
-                side = scorer.input_size
                 stages += [
-                    (f"scorer: resize to {side}", "Scorer.resize", lambda: scorer.resize(x)),
-                    ("scorer: trunk", "Scorer.trunk_features", lambda: scorer.trunk_features(small)),
-                    ("scorer: head + pdf", "Scorer.pdf_from_features", lambda: scorer.pdf_from_features(feats)),
+                    (f"scorer: resize to {scorer.input_size}", "Scorer.resize", "score", lambda: scorer.resize(x)),
+                    ("scorer: trunk", "Scorer.trunk_features", "score", lambda: scorer.trunk_features(small)),
+                    ("scorer: head + pdf", "Scorer.pdf_from_features", "score",
+                     lambda: scorer.pdf_from_features(feats)),
                 ]
-                pdf = scorer.pdf_from_features(feats)
-            else:
-                stages.append(("score (uniform)", "DART.score", lambda: dart.score(x)))
-                pdf = dart.score(x)
-            work = torch.promote_types(torch.promote_types(pdf.dtype, x.dtype), torch.float32)
-            stages.append(("mix uniform", "mix_uniform", lambda: mix_uniform(pdf.to(work), dart.alpha)))
-            mixed = mix_uniform(pdf.to(work), dart.alpha)
-            stages.append(("partition", "DART.partition", lambda: dart.partition(mixed)))
-            boxes = dart.partition(mixed)
-            bx = boxes.to(x.dtype)
-            patch = dart.patch_size[0]
-            stages.append(("sampling", "sample_patches",
-                           lambda: sample_patches(x, bx, patch, antialias=dart.antialias)))
-            patches = sample_patches(x, bx, patch, antialias=dart.antialias)
-            stages.append(("projection", "DART.project", lambda: dart.project(patches)))
-            stages.append(("position embeddings", "DART.position_embeddings",
+            score = dart.score(x)
+            stages.append(("density", "DART.density", None, lambda: dart.density(x, score)))
+            pdf = dart.density(x, score)
+            stages.append(("partition", "DART.partition", None, lambda: dart.partition(pdf)))
+            boxes = dart.partition(pdf)
+            stages.append(("sampling", "DART.sample", None, lambda: dart.sample(x, boxes)))
+            patches = dart.sample(x, boxes)
+            stages.append(("projection", "DART.project", None, lambda: dart.project(patches)))
+            stages.append(("position embeddings", "DART.position_embeddings", None,
                            lambda: dart.position_embeddings(boxes)))
-            stages.append(("tokenizer (whole)", "DART.forward", lambda: dart(x)))
+            stages.append(("tokenizer (whole)", "DART.forward", None, lambda: dart(x)))
         elif hasattr(model, "patch_embed"):
-            stages.append(("tokenizer (whole)", "patch_embed", lambda: model.patch_embed(x)))
+            stages.append(("tokenizer (whole)", "patch_embed", None, lambda: model.patch_embed(x)))
         if include_model:
-            stages.append(("model (whole)", "model.forward", lambda: model(x)))
+            stages.append(("model (whole)", "model.forward", None, lambda: model(x)))
         times = time_callables([fn for *_, fn in stages], dev, warmup, repeats)  # rounds over all stages
-    return [{"stage": name, "call": call, "median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t),
-             "times_s": [round(v, 6) for v in t]} for (name, call, _), t in zip(stages, times)]
+    return [{"stage": name, "call": call, "part_of": part_of, "median_ms": 1e3 * statistics.median(t),
+             "min_ms": 1e3 * min(t), "times_s": [round(v, 6) for v in t]}
+            for (name, call, part_of, _), t in zip(stages, times)]
 
 
 # --------------------------------------------------------------------------------------
@@ -800,7 +818,8 @@ def render_markdown(result: dict[str, Any]) -> str:
                 total = next((x["median_ms"] for x in r["breakdown"] if x["stage"] == "model (whole)"), None)
                 lines += ["", f"### {r['model']}: time per stage (batch {b})", ""]
                 lines += _table(["stage", "call", "median ms", "% of model"],
-                                [(x["stage"], f"`{x['call']}`", f"{x['median_ms']:.2f}",
+                                [(("↳ " if x.get("part_of") else "") + x["stage"], f"`{x['call']}`",
+                                  f"{x['median_ms']:.2f}",
                                   f"{100 * x['median_ms'] / total:.1f}" if total else "")
                                  for x in r["breakdown"]])
     elif result.get("suite") == "scaling":
