@@ -7,6 +7,7 @@ current values; to change dispatch state use :func:`use_cuda_kernel`.
 """
 from __future__ import annotations
 
+from ._compat import forward_attributes
 from .layers import mamba as _layers
 from .layers.mamba import (  # noqa: F401
     Block, Mamba, RMSNorm, build_blocks, create_block, init_mamba_weights, run_blocks, segm_init_weights,
@@ -18,10 +19,4 @@ from .ops.selective_scan import (  # noqa: F401
 
 __all__ = [*_scan.__all__, *_layers.__all__]
 
-
-def __getattr__(name: str):
-    """Forward the old module's private names (``_chunk_layout``, ``_BUDGET``, ...) to the scan module."""
-    for module in (_scan, _layers):
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = forward_attributes(__name__, _scan, _layers)
