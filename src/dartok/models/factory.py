@@ -54,8 +54,9 @@ def create_model(name: str, num_tokens: int | None = None, pretrained: bool = Fa
             (n×n; DART models take any budget), or whose patch size cannot be told.
     """
     if num_tokens is not None and not name.startswith("dart_"):
-        side = math.isqrt(num_tokens) if isinstance(num_tokens, int) and num_tokens > 0 else 0
-        if side * side != num_tokens:
+        valid = isinstance(num_tokens, int) and not isinstance(num_tokens, bool) and num_tokens > 0
+        side = math.isqrt(num_tokens) if valid else 0
+        if side < 1 or side * side != num_tokens:  # 0 = 0² is no grid either
             raise ValueError(f"a fixed-grid model needs a square num_tokens (n×n), got {num_tokens}; "
                              "DART models take any budget")
         patch = kwargs.get("patch_size") or _patch_size_from_name(name)
