@@ -5,7 +5,8 @@ VideoMamba (OpenGVLab/VideoMamba) use, with the same parameter names so their ch
 load unchanged: :class:`RMSNorm`, :class:`Mamba` (``bimamba_type="none"`` or ``"v2"``, Vim's
 bidirectional mixer), :class:`Block` (add → norm → mixer, ``residual_in_fp32``), and the
 helpers both backbones build their stacks with (:func:`create_block`, :func:`build_blocks`,
-:func:`run_blocks`, :func:`init_mamba_weights`, :func:`segm_init_weights`). The scan itself
+:func:`run_blocks`, :func:`init_mamba_weights`, :func:`segm_init_weights`, and the
+:class:`MambaClassifier` base they share around their token embedding). The scan itself
 is :func:`dartok.ops.selective_scan.selective_scan`. Formerly the second half of
 ``dartok.mamba`` (still importable there).
 """
@@ -21,8 +22,8 @@ import torch.nn.functional as F
 from ..ops.selective_scan import _BACKENDS, _shape, selective_scan, selective_scan_macs
 
 __all__ = [
-    "Block", "Mamba", "RMSNorm", "build_blocks", "create_block", "init_mamba_weights", "run_blocks",
-    "segm_init_weights",
+    "Block", "Mamba", "MambaClassifier", "RMSNorm", "build_blocks", "create_block", "init_mamba_weights",
+    "run_blocks", "segm_init_weights",
 ]
 
 
@@ -308,3 +309,50 @@ def run_blocks(layers: nn.ModuleList, tokens: torch.Tensor, norm_f: nn.Module, d
         hidden, residual = layer(hidden, residual)
     residual = hidden if residual is None else residual + drop_path(hidden)
     return norm_f(residual.to(dtype=norm_f.weight.dtype))
+
+
+class MambaClassifier(nn.Module):
+    """What Vim and VideoMamba share around their token embedding (hustvl / OpenGVLab layout).
+
+    The block stack (``drop_path``, ``layers``, ``norm_f``: :meth:`_init_stack`), the final
+    add + norm (:meth:`forward_layers`), the classifier head (``head``,
+    :meth:`get_classifier`, :meth:`reset_classifier`) and
+    ``forward(x) = forward_head(forward_layers(embed(x)))``. A subclass sets ``embed_dim`` and
+    ``head``, calls :meth:`_init_stack` where its reference creates those modules (so the
+    parameters keep their order), and defines ``embed`` (input → ``B×L×D`` tokens) and
+    ``forward_head`` (``B×L×D`` → logits).
+    """
+
+    def _init_stack(self, depth: int, embed_dim: int, drop_path_rate: float, *, norm_epsilon: float,
+                    rms_norm: bool, device=None, dtype=None, **block_kwargs) -> None:
+        """``drop_path``, ``depth`` blocks (:func:`build_blocks` with ``block_kwargs``) and ``norm_f``."""
+        from timm.layers import DropPath
+
+        factory = {"device": device, "dtype": dtype}
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0.0 else nn.Identity()
+        self.layers = build_blocks(depth, embed_dim, drop_path_rate, norm_epsilon=norm_epsilon, rms_norm=rms_norm,
+                                   **block_kwargs, **factory)
+        self.norm_f = (RMSNorm if rms_norm else nn.LayerNorm)(embed_dim, eps=norm_epsilon, **factory)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New (re-initialised) head with ``num_classes`` outputs (0: identity)."""
+        self.num_classes = num_classes
+        device = self.norm_f.weight.device
+        self.head = nn.Linear(self.embed_dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        self.head.apply(segm_init_weights)
+
+    def forward_layers(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Mamba blocks and the final add + norm: ``B×L×D`` → ``B×L×D``."""
+        return run_blocks(self.layers, tokens, self.norm_f, self.drop_path)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Input → normed tokens ``B×L×D`` (:meth:`embed`, then :meth:`forward_layers`)."""
+        return self.forward_layers(self.embed(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Input → logits ``B×num_classes``."""
+        return self.forward_head(self.forward_features(x))

@@ -37,7 +37,7 @@ from ..scorer import Scorer  # noqa: E402
 from ..tokenizer import DART, DartOutput  # noqa: E402
 
 __all__ = [
-    "DartModelMixin", "adopt_projection", "create_dart", "dart_subclass", "is_dart", "make_scorer", "patch_backbone",
+    "ClassTokenDartMixin", "DartModelMixin", "insert_token", "adopt_projection", "create_dart", "dart_subclass", "is_dart", "make_scorer", "patch_backbone",
     "set_input_cfg", "split_dart_kwargs",
 ]
 
@@ -150,6 +150,36 @@ class DartModelMixin:
     def input_cfg(cls, model: nn.Module) -> dict[str, Any]:
         """Extra ``pretrained_cfg`` entries (VideoMamba: ``num_frames``)."""
         return {}
+
+
+def insert_token(tokens: torch.Tensor, token: torch.Tensor, index: int) -> torch.Tensor:
+    """Insert ``token`` (``1×1×D`` or ``B×1×D``) into ``tokens`` (``B×N×D``) before position ``index``."""
+    token = token.expand(tokens.shape[0], -1, -1)
+    return torch.cat([tokens[:, :index], token, tokens[:, index:]], dim=1)
+
+
+class ClassTokenDartMixin(DartModelMixin):
+    """DART for backbones with one class token at ``cls_position(N)`` and an ``embed`` hook (Vim, VideoMamba).
+
+    ``embed`` becomes :meth:`embed_tokens` of the tokenizer's output: the N DART tokens plus
+    their area-averaged position embeddings, with the class token (plus its own ``pos_embed``
+    entry, ``1×1×D``, if the model has one) inserted at ``cls_position(N)`` (Vim: ``N // 2``,
+    VideoMamba: 0), then ``pos_drop``.
+
+    Shapes: ``embed(B×C×H×W | B×C×T×H×W) → B×(N+1)×D`` (``B×N×D`` without a class token).
+    """
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Input → tokens with positions and class token. Raises ``ValueError`` as the tokenizer does."""
+        return self.embed_tokens(self.patch_embed(x))
+
+    def embed_tokens(self, out: DartOutput) -> torch.Tensor:
+        """A :class:`DartOutput` → ``B×(N+1)×D`` tokens as :meth:`embed` makes them."""
+        tokens = out.tokens + out.pos_embed
+        if self.cls_token is not None:
+            cls = self.cls_token if self.pos_embed is None else self.cls_token + self.pos_embed
+            tokens = insert_token(tokens, cls, self.cls_position(tokens.shape[1]))
+        return self.pos_drop(tokens)
 
 
 _DART_CLASSES: dict[tuple[type, type], type] = {}

@@ -33,16 +33,15 @@ from .. import _compat
 
 _compat.ensure_torchvision_importable()
 
-from timm.layers import DropPath, to_2tuple, trunc_normal_  # noqa: E402
+from timm.layers import to_2tuple, trunc_normal_  # noqa: E402
 from timm.models import build_model_with_cfg, register_model  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 
-from ..layers.mamba import RMSNorm, build_blocks, init_mamba_weights, run_blocks, segm_init_weights  # noqa: E402
+from ..layers.mamba import MambaClassifier, init_mamba_weights, segm_init_weights  # noqa: E402
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
-from ..tokenizer import DartOutput  # noqa: E402
 from ..video_tokenizer import VideoDART  # noqa: E402
-from ._adapter import _DART_KEYS, DartModelMixin, _cfg, create_dart, patch_backbone, patch_options  # noqa: E402
+from ._adapter import _DART_KEYS, ClassTokenDartMixin, _cfg, create_dart, patch_backbone, patch_options  # noqa: E402
 
 __all__ = ["DartVideoMamba", "PatchEmbed3d", "VideoMamba", "patch_videomamba"]
 
@@ -68,7 +67,7 @@ class PatchEmbed3d(nn.Module):
         return self.proj(x)
 
 
-class VideoMamba(nn.Module):
+class VideoMamba(MambaClassifier):
     """VideoMamba for classification (OpenGVLab ``VisionMamba`` in ``video_sm``), same key names.
 
     Bidirectional Mamba blocks (:class:`dartok.mamba.Mamba` ``bimamba_type="v2"``, the two
@@ -145,12 +144,9 @@ class VideoMamba(nn.Module):
         self.pos_drop = nn.Dropout(p=drop_rate)
         self.head_drop = nn.Dropout(fc_drop_rate) if fc_drop_rate > 0 else nn.Identity()
         self.head = nn.Linear(embed_dim, num_classes, **factory) if num_classes > 0 else nn.Identity()
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0.0 else nn.Identity()
-        self.layers = build_blocks(depth, embed_dim, drop_path_rate, d_state=d_state, ssm_cfg=ssm_cfg,
-                                   norm_epsilon=norm_epsilon, rms_norm=rms_norm, residual_in_fp32=residual_in_fp32,
-                                   fused_add_norm=fused_add_norm, bimamba_type="v2" if bimamba else "none",
-                                   if_devide_out=False, **factory)
-        self.norm_f = (RMSNorm if rms_norm else nn.LayerNorm)(embed_dim, eps=norm_epsilon, **factory)
+        self._init_stack(depth, embed_dim, drop_path_rate, d_state=d_state, ssm_cfg=ssm_cfg, norm_epsilon=norm_epsilon,
+                         rms_norm=rms_norm, residual_in_fp32=residual_in_fp32, fused_add_norm=fused_add_norm,
+                         bimamba_type="v2" if bimamba else "none", if_devide_out=False, **factory)
         self.apply(segm_init_weights)
         trunc_normal_(self.pos_embed, std=0.02)
         self.apply(partial(init_mamba_weights, n_layer=depth, **(initializer_cfg or {})))
@@ -158,17 +154,6 @@ class VideoMamba(nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token", "temporal_pos_embedding"}
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """New (re-initialised) head with ``num_classes`` outputs (0: identity)."""
-        self.num_classes = num_classes
-        device = self.norm_f.weight.device
-        self.head = nn.Linear(self.embed_dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
-        self.head.apply(segm_init_weights)
 
     def check_video(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is ``B×C×T×H×W`` with the model's C, T (num_frames), H, W."""
@@ -205,21 +190,10 @@ class VideoMamba(nn.Module):
         """Index of the class token among ``num_tokens`` tokens (0 here)."""
         return 0
 
-    def forward_layers(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Mamba blocks and the final add + norm: ``B×L×D`` → ``B×L×D``."""
-        return run_blocks(self.layers, tokens, self.norm_f, self.drop_path)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``B×C×T×H×W`` → normed tokens ``B×L×D``."""
-        return self.forward_layers(self.embed(x))
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens ``B×L×D`` → logits from the class token."""
         x = x[:, self.cls_position(x.shape[1])]
         return x if pre_logits else self.head(self.head_drop(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # --------------------------------------------------------------------------- registry
@@ -260,7 +234,7 @@ def videomamba_micro_patch8(pretrained: bool = False, **kwargs) -> VideoMamba:
 # --------------------------------------------------------------------------- VideoMamba + DART
 
 
-class DartVideoMamba(DartModelMixin, VideoMamba):
+class DartVideoMamba(ClassTokenDartMixin, VideoMamba):
     """A :class:`VideoMamba` whose tokenizer is a :class:`~dartok.video_tokenizer.VideoDART` (built by
     :func:`patch_videomamba`; paper §4.4).
 
@@ -280,20 +254,6 @@ class DartVideoMamba(DartModelMixin, VideoMamba):
     tokenizer_cls = VideoDART
     img_size_factor = 1  # VideoMamba's SSv2 protocol decodes 224² frames; the paper keeps them
     moved_parameters = ("temporal_pos_embedding",)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Clip ``B×C×T×H×W`` → ``B×(1+N)×D``: class token, then the N DART tokens with positions added.
-
-        Raises:
-            ValueError: see :class:`VideoDART` (rank, frame count, channels, NaN).
-        """
-        return self.embed_tokens(self.patch_embed(x))
-
-    def embed_tokens(self, out: DartOutput) -> torch.Tensor:
-        """A :class:`DartOutput` → ``B×(1+N)×D`` tokens as :meth:`embed` makes them."""
-        tokens = out.tokens + out.pos_embed
-        cls = self.cls_token if self.pos_embed is None else self.cls_token + self.pos_embed
-        return self.pos_drop(torch.cat([cls.expand(tokens.shape[0], -1, -1), tokens], dim=1))
 
     def check_video(self, x: torch.Tensor) -> None:
         """Rank, channels and frame count only: DART takes frames of any size."""

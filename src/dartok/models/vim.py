@@ -39,27 +39,21 @@ from .. import _compat
 
 _compat.ensure_torchvision_importable()
 
-from timm.layers import DropPath, PatchEmbed, resample_abs_pos_embed, resample_patch_embed, trunc_normal_  # noqa: E402
+from timm.layers import PatchEmbed, resample_abs_pos_embed, resample_patch_embed, trunc_normal_  # noqa: E402
 from timm.models import build_model_with_cfg, register_model  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 
-from ..layers.mamba import RMSNorm, build_blocks, init_mamba_weights, run_blocks, segm_init_weights  # noqa: E402
+from ..layers.mamba import MambaClassifier, init_mamba_weights, segm_init_weights  # noqa: E402
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
-from ..tokenizer import DartOutput  # noqa: E402
-from ._adapter import DartModelMixin, _cfg, create_dart, is_dart, patch_backbone, patch_options  # noqa: E402
+from ._adapter import (ClassTokenDartMixin, _cfg, create_dart, insert_token, is_dart, patch_backbone,  # noqa: E402
+                       patch_options)
 from .vit import convert_vit_state_dict  # noqa: E402
 
 __all__ = ["DartVisionMamba", "VisionMamba", "convert_vim_state_dict", "load_vim_weights", "patch_vim"]
 
 
-def insert_token(tokens: torch.Tensor, token: torch.Tensor, index: int) -> torch.Tensor:
-    """Insert ``token`` (``1×1×D`` or ``B×1×D``) into ``tokens`` (``B×N×D``) before position ``index``."""
-    token = token.expand(tokens.shape[0], -1, -1)
-    return torch.cat([tokens[:, :index], token, tokens[:, index:]], dim=1)
-
-
-class VisionMamba(nn.Module):
+class VisionMamba(MambaClassifier):
     """Vision Mamba (Zhu et al. 2024, hustvl/Vim ``models_mamba.VisionMamba``) for timm.
 
     Parameter names and shapes are hustvl's, so its checkpoints load unchanged
@@ -157,13 +151,9 @@ class VisionMamba(nn.Module):
             self.pos_embed = None
         self.pos_drop = nn.Dropout(p=drop_rate)
         self.head = nn.Linear(embed_dim, num_classes, **factory) if num_classes > 0 else nn.Identity()
-
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0.0 else nn.Identity()
-        self.layers = build_blocks(depth, embed_dim, drop_path_rate, d_state=d_state, ssm_cfg=ssm_cfg,
-                                   norm_epsilon=norm_epsilon, rms_norm=rms_norm, residual_in_fp32=residual_in_fp32,
-                                   fused_add_norm=fused_add_norm, bimamba_type=bimamba_type,
-                                   if_devide_out=if_devide_out, **factory)
-        self.norm_f = (RMSNorm if rms_norm else nn.LayerNorm)(embed_dim, eps=norm_epsilon, **factory)
+        self._init_stack(depth, embed_dim, drop_path_rate, d_state=d_state, ssm_cfg=ssm_cfg, norm_epsilon=norm_epsilon,
+                         rms_norm=rms_norm, residual_in_fp32=residual_in_fp32, fused_add_norm=fused_add_norm,
+                         bimamba_type=bimamba_type, if_devide_out=if_devide_out, **factory)
         self.init_weights(initializer_cfg)
 
     def init_weights(self, initializer_cfg: dict | None = None) -> None:
@@ -179,17 +169,6 @@ class VisionMamba(nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token"}
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """New (re-initialised) head with ``num_classes`` outputs (0: identity)."""
-        self.num_classes = num_classes
-        device = self.norm_f.weight.device
-        self.head = nn.Linear(self.embed_dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
-        self.head.apply(segm_init_weights)
 
     def cls_position(self, num_patches: int) -> int | None:
         """Index of the class token among ``num_patches + 1`` tokens (``None`` without one)."""
@@ -221,14 +200,6 @@ class VisionMamba(nn.Module):
             tokens = tokens + self.pos_embed
         return self.pos_drop(tokens)
 
-    def forward_layers(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Mamba blocks and the final add + norm: ``B×L×D`` → ``B×L×D``."""
-        return run_blocks(self.layers, tokens, self.norm_f, self.drop_path)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``B×C×H×W`` → normed tokens ``B×(N+1)×D`` (class token at :meth:`cls_position`)."""
-        return self.forward_layers(self.embed(x))
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens ``B×L×D`` → logits: the class token's output (else mean / last token)."""
         if self.if_cls_token:
@@ -239,11 +210,8 @@ class VisionMamba(nn.Module):
             x = x[:, -1]
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
-
-class DartVisionMamba(DartModelMixin, VisionMamba):
+class DartVisionMamba(ClassTokenDartMixin, VisionMamba):
     """A :class:`VisionMamba` whose ``patch_embed`` is a :class:`~dartok.DART` (built by :func:`patch_vim`).
 
     ``pos_embed`` holds only the class token's entry (``1×1×D``); the grid lives in
@@ -256,18 +224,6 @@ class DartVisionMamba(DartModelMixin, VisionMamba):
     backbone_cls = VisionMamba
     backbone_desc = "dartok VisionMamba"
     patch_fn = "patch_vim"
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Images → ``B×(N+1)×D``: DART tokens + their position embeddings, class token inserted."""
-        return self.embed_tokens(self.patch_embed(x))
-
-    def embed_tokens(self, out: DartOutput) -> torch.Tensor:
-        """A :class:`DartOutput` → ``B×(N+1)×D`` tokens as :meth:`embed` makes them."""
-        tokens = out.tokens + out.pos_embed
-        if self.cls_token is not None:
-            cls = self.cls_token if self.pos_embed is None else self.cls_token + self.pos_embed
-            tokens = insert_token(tokens, cls, self.cls_position(tokens.shape[1]))
-        return self.pos_drop(tokens)
 
     @classmethod
     def split_pos_embed(cls, model: VisionMamba) -> tuple[torch.Tensor | None, torch.Tensor | None]:

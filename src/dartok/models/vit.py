@@ -30,7 +30,6 @@ from .. import _compat
 
 _compat.ensure_torchvision_importable()
 
-import timm  # noqa: E402
 from timm.layers import resample_abs_pos_embed, resample_patch_embed  # noqa: E402
 from timm.models import build_model_with_cfg, register_model  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
