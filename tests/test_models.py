@@ -115,3 +115,39 @@ def test_create_model_dart_budget_and_uniform_scorer(name):
 
 def test_dartok_all_is_importable():
     assert all(hasattr(dartok, n) for n in dartok.__all__)
+
+
+OLD_NAMES = {  # every top-level name of the modules issue 10 turned into re-export shims
+    "dartok.models": "DartVisionTransformer dart_subclass adopt_projection set_input_cfg split_dart_kwargs "
+                     "_num_prefix_pos make_scorer patch_timm is_dart convert_vit_state_dict load_vit_weights "
+                     "_DART_KEYS _create_dart _cfg default_cfgs _DEIT_DEFAULTS dart_deit_tiny_patch16_224 "
+                     "dart_deit_small_patch16_224 dart_deit_base_patch16_224 MICRO_VIT_ARGS vit_micro_patch8 "
+                     "dart_vit_micro_patch8 _patch_size_from_name create_model _DART_CLASSES",
+    "dartok.vim": "insert_token VisionMamba DartVisionMamba split_cls_pos patch_vim convert_vim_state_dict "
+                  "load_vim_weights _vim_cfg _MICRO_DATA default_cfgs MICRO_VIM_ARGS _create_vim _create_dart_vim "
+                  "_TI _S vim_tiny_patch16_224 vim_small_patch16_224 vim_micro_patch8 _DART_VIM_DEFAULTS "
+                  "dart_vim_tiny_patch16_224 dart_vim_small_patch16_224 dart_vim_micro_patch8",
+    "dartok.videomamba": "PatchEmbed3d VideoMamba default_cfgs MICRO_VIDEOMAMBA_ARGS _create_videomamba "
+                         "videomamba_tiny_patch16_224 videomamba_micro_patch8",
+    "dartok.video": "TEMPORAL_DIFF_MODES _check_num_frames _check_boxes stack_frames unstack_frames video_bands "
+                    "token_frames frame_token_counts frame_boxes temporal_difference VideoDART DartVideoMamba "
+                    "patch_videomamba _DART_VIDEOMAMBA_KEYS _create_dart_videomamba default_cfgs "
+                    "dart_videomamba_tiny_patch16_224 dart_videomamba_micro_patch8",
+    "dartok.mamba": "_USE_CUDA_KERNEL _CUDA_SCAN _cuda_selective_scan_fn cuda_kernel_available use_cuda_kernel "
+                    "_BACKENDS _shape _check_scan_args _work_dtype selective_scan_ref _BUDGET _BLOCK_ELEMENTS "
+                    "_chunk_layout _linear_scan _outer _scan_forward _scan_backward _batch_blocks _pad_time "
+                    "_SelectiveScanFn selective_scan selective_scan_macs RMSNorm Mamba Block create_block "
+                    "init_mamba_weights segm_init_weights build_blocks run_blocks",
+}
+
+
+@pytest.mark.parametrize("module", sorted(OLD_NAMES))
+def test_old_module_paths_keep_every_name(module):
+    import importlib
+
+    mod = importlib.import_module(module)
+    missing = [n for n in OLD_NAMES[module].split() if not hasattr(mod, n)]
+    assert not missing, f"{module} lost {missing}"
+    assert all(hasattr(mod, n) for n in mod.__all__)  # so `from module import *` works
+    with pytest.raises(AttributeError):
+        getattr(mod, "no_such_name")

@@ -14,6 +14,7 @@ from .video_tokenizer import (  # noqa: F401
     token_frames, unstack_frames, video_bands,
 )
 
-__all__ = sorted([*_tokenizer.__all__, "DartVideoMamba", "patch_videomamba"])
+__all__ = sorted([*_tokenizer.__all__, "DartVideoMamba", "patch_videomamba", "dart_videomamba_micro_patch8",
+                  "dart_videomamba_tiny_patch16_224"])
 
 __getattr__ = forward_attributes(__name__, _tokenizer, _videomamba)

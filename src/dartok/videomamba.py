@@ -7,6 +7,6 @@ from ._compat import forward_attributes
 from .models import videomamba as _videomamba
 from .models.videomamba import MICRO_VIDEOMAMBA_ARGS, PatchEmbed3d, VideoMamba  # noqa: F401
 
-__all__ = ["PatchEmbed3d", "VideoMamba"]
+__all__ = ["PatchEmbed3d", "VideoMamba", "videomamba_micro_patch8", "videomamba_tiny_patch16_224"]
 
 __getattr__ = forward_attributes(__name__, _videomamba)
