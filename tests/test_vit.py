@@ -9,7 +9,7 @@ from dartok import patch_timm
 SMALL = dict(depth=2, embed_dim=48, num_heads=2, num_classes=7)
 
 
-@pytest.mark.parametrize("name, kwargs", [
+LAYOUTS = pytest.mark.parametrize("name, kwargs", [
     ("deit_tiny_patch16_224", {}),  # class token with position entry
     ("deit_tiny_distilled_patch16_224", {}),  # class + distillation token, eval logits = mean of both heads
     ("vit_small_patch16_224", dict(reg_tokens=4, no_embed_class=True)),  # registers, prefix without position
@@ -17,6 +17,9 @@ SMALL = dict(depth=2, embed_dim=48, num_heads=2, num_classes=7)
     ("vit_small_patch16_224", dict(no_embed_class=True)),  # class token without position entry
     ("vit_small_patch16_224", dict(class_token=False, global_pool="avg")),  # no prefix at all
 ])
+
+
+@LAYOUTS
 def test_uniform_pdf_reproduces_every_prefix_layout(name, kwargs):
     """With a uniform pdf the patched model's logits equal the original's on a g·P input.
 
@@ -39,6 +42,25 @@ def test_uniform_pdf_reproduces_every_prefix_layout(name, kwargs):
     assert isinstance(model, timm.models.vision_transformer.VisionTransformer)
     torch.testing.assert_close(uniform.tokens, ref_tokens, atol=1e-10, rtol=0)
     torch.testing.assert_close(got, ref, atol=1e-10, rtol=0)
+
+
+@LAYOUTS
+def test_timm_state_dict_of_every_prefix_layout_loads(name, kwargs):
+    """``load_vit_weights`` splits a plain checkpoint's pos_embed by the same layout rule."""
+    from dartok import load_vit_weights
+
+    torch.manual_seed(0)
+    vit = timm.create_model(name, pretrained=False, img_size=64, **SMALL, **kwargs).eval()
+    with torch.no_grad():
+        for p in (vit.cls_token, getattr(vit, "dist_token", None), vit.reg_token, vit.pos_embed):
+            if p is not None:
+                p.normal_()
+    model = patch_timm(timm.create_model(name, pretrained=False, img_size=64, **SMALL, **kwargs), scorer=None)
+    missing, unexpected = load_vit_weights(model.eval(), vit.state_dict())
+    assert not missing and not unexpected
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), vit(x), atol=1e-5, rtol=1e-5)
 
 
 def tiny_vit(**kw):
