@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from .._io import json_default
 from ..data.registry import DataConfig
 from . import checkpoint as ckpt
+from .task import check_label_smoothing
 
 __all__ = [
     "CHECKPOINT_DIRNAME",
@@ -151,8 +152,7 @@ class TrainConfig:
             raise ValueError(f"in_chans must be 1 or 3, got {self.in_chans!r}")
         if not 0.0 <= self.model_ema_decay < 1.0:
             raise ValueError(f"model_ema_decay must be in [0, 1), got {self.model_ema_decay!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        check_label_smoothing(self.label_smoothing)
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
         if not isinstance(self.model_kwargs, dict):

@@ -31,6 +31,7 @@ __all__ = [
     "MetricSums",
     "TASKS",
     "Task",
+    "check_label_smoothing",
     "create_task",
 ]
 
@@ -152,6 +153,17 @@ class ClassificationTrainMetrics(MetricSums):
         return {"loss": self.sums["loss"] / max(n, 1), "acc": 100.0 * self.sums["acc"] / max(n, 1), "n": n}
 
 
+def check_label_smoothing(value: float) -> float:
+    """``value`` if it is a valid label smoothing, in [0, 1).
+
+    Raises:
+        ValueError: otherwise (the message names ``label_smoothing``).
+    """
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {value!r}")
+    return value
+
+
 class Classification(Task):
     """Single-label classification: items ``(x, int label)``, the model gives ``B×K`` logits.
 
@@ -167,9 +179,7 @@ class Classification(Task):
     higher_is_better = True
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=check_label_smoothing(label_smoothing))
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Classification":
