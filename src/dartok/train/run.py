@@ -475,7 +475,8 @@ def train(cfg: TrainConfig | Mapping[str, Any] | None = None, /, **options: Any)
         ValueError: invalid options, e.g. a ``batch_size`` not divisible by the number of
             processes; ResumeConflictError (a ValueError) for conflicting resume options.
         TypeError: an unknown keyword option.
-        FileNotFoundError / FileExistsError: see :func:`_check_run_dir`.
+        FileNotFoundError: ``resume`` without a checkpoint in ``<output>/checkpoint``.
+        FileExistsError: a new run in a directory that already holds a checkpoint.
     """
     cfg = resolve_config(cfg, **options)
     cfg.validate()
