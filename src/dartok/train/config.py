@@ -131,23 +131,13 @@ class TrainConfig:
                 return
             if v is None or (v < 0 if zero else v <= 0):
                 raise ValueError(f"{name} must be {'>= 0' if zero else '> 0'}, got {v!r}")
-        pos("epochs", self.epochs)
-        pos("batch_size", self.batch_size)
-        pos("eval_batch_size", self.eval_batch_size, allow_none=True)
-        pos("lr", self.lr)
-        pos("weight_decay", self.weight_decay, zero=True)
-        pos("warmup_epochs", self.warmup_epochs, zero=True)
-        pos("warmup_lr", self.warmup_lr, zero=True)
-        pos("min_lr", self.min_lr, zero=True)
-        pos("num_workers", self.num_workers, zero=True)
-        pos("num_tokens", self.num_tokens, allow_none=True)
-        pos("num_classes", self.num_classes, allow_none=True)
-        pos("canvas_size", self.canvas_size, allow_none=True)
-        pos("train_samples", self.train_samples, allow_none=True)
-        pos("test_samples", self.test_samples, allow_none=True)
-        pos("clip_grad", self.clip_grad, allow_none=True)
-        pos("stop_after", self.stop_after, allow_none=True)
-        pos("threads", self.threads, allow_none=True)
+        for name in ("epochs", "batch_size", "lr"):
+            pos(name, getattr(self, name))
+        for name in ("weight_decay", "warmup_epochs", "warmup_lr", "min_lr", "num_workers"):
+            pos(name, getattr(self, name), zero=True)
+        for name in ("eval_batch_size", "num_tokens", "num_classes", "canvas_size", "train_samples", "test_samples",
+                     "clip_grad", "stop_after", "threads"):
+            pos(name, getattr(self, name), allow_none=True)
         if self.in_chans is not None and self.in_chans not in (1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {self.in_chans!r}")
         if not 0.0 <= self.model_ema_decay < 1.0:
