@@ -591,7 +591,8 @@ def test_register_dataset_errors(toy_bars):
 
 
 def test_registered_dataset_is_created_and_built_by_name(toy_bars):
-    ds = create_dataset("toy_bars", None, "train", num_samples=5, is_training=True, channels=None)  # timm-only/None dropped
+    # timm-only kwargs and None values are dropped
+    ds = create_dataset("toy_bars", None, "train", num_samples=5, is_training=True, channels=None)
     assert len(ds) == 5 and ds[0][0].shape == (1, 16, 16)
     with pytest.raises(TypeError, match="unexpected kwargs \\['canvas_size'\\]"):
         create_dataset("toy_bars", None, "train", canvas_size=3)

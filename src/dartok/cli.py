@@ -160,7 +160,8 @@ def train(
     values["data_root"] = None if data_root is None else str(data_root)
 
     def given(name: str) -> bool:  # with --resume, options left off the command line come from the saved run
-        return not resume or getattr(ctx.get_parameter_source(name), "name", "DEFAULT") in ("COMMANDLINE", "ENVIRONMENT")
+        source = getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
+        return not resume or source in ("COMMANDLINE", "ENVIRONMENT")
 
     options = {_TRAIN_PARAM_TO_FIELD.get(k, k): v for k, v in values.items() if k != "json_out" and given(k)}
     options.update(output=str(output), resume=resume)

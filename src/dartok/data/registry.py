@@ -219,7 +219,8 @@ def create_dataset(name: str, root: str | os.PathLike | None, split: str, **kwar
     if info.accepts is not None:
         unknown = sorted(set(kw) - info.accepts)
         if unknown:
-            raise TypeError(f"create_dataset({name!r}) got unexpected kwargs {unknown}; accepted: {sorted(info.accepts)}")
+            raise TypeError(
+                f"create_dataset({name!r}) got unexpected kwargs {unknown}; accepted: {sorted(info.accepts)}")
     return info.factory(root, split, **kw)
 
 

@@ -51,7 +51,8 @@ class TrainConfig:
     datasets, 3 channels otherwise).
 
     Data: ``data`` (a registered name, :func:`dartok.data.list_datasets`, or a timm /
-    ImageFolder name; the registry also says the run's task), ``data_root``, ``canvas_size`` (cluttered), ``train_samples`` / ``test_samples``
+    ImageFolder name; the registry also says the run's task), ``data_root``, ``canvas_size``
+    (canvas datasets), ``train_samples`` / ``test_samples``
     (``None``: whole split), ``data_kwargs`` (extra dataset kwargs), ``data_seed``.
 
     Optimization: ``epochs``, ``batch_size`` (the GLOBAL batch: split evenly across the
