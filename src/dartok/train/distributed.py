@@ -44,10 +44,12 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the process that logs and writes."""
         return self.rank == 0
 
     @property
     def distributed(self) -> bool:
+        """True when the run has more than one process."""
         return self.world_size > 1
 
 
