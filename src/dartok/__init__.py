@@ -17,7 +17,7 @@ from .models import (  # noqa: E402  (registers every dartok model with timm)
     load_vit_weights, patch_timm, patch_videomamba, patch_vim,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "DART", "DEFAULT_ALPHA", "DartOutput", "Scorer", "band_layout", "box_average", "create_model",

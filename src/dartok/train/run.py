@@ -418,11 +418,9 @@ def _all_rng_states() -> list:
 def _versions() -> dict[str, str]:
     import timm
 
-    try:
-        from .. import __version__ as dv
-    except ImportError:  # pragma: no cover
-        dv = "?"
-    return {"dartok": dv, "timm": timm.__version__, "torch": torch.__version__}
+    from .._version import __version__
+
+    return {"dartok": __version__, "timm": timm.__version__, "torch": torch.__version__}
 
 
 def _finite(v: float) -> float | None:
