@@ -2,14 +2,14 @@
 
 The T frames of a ``B×C×T×H×W`` clip (VideoMamba's layout) are stacked vertically into
 one tall ``B×C×(T·H)×W`` image, frame 0 on top, and that image is partitioned by the
-ordinary 2-D DART partition (SPEC §2) with ONE budget N: frames whose content carries
+ordinary 2-D DART partition (docs/method.md §2) with ONE budget N: frames whose content carries
 more score mass get more tokens, static or empty frames fewer (paper §3.3, Fig. 5).
 
 Scores: the scorer trunk runs on every frame (``B·T×C'×h×w`` features); the feature
 difference between consecutive frames is added to the features the head scores (paper
 §4.4; :func:`temporal_difference`), so content that moves scores higher than content that
 stays put. The T per-frame score maps are stacked into one ``(T·h)×w`` map and normalised
-per sample over the whole clip (SPEC §3), so frames compete for the mass.
+per sample over the whole clip (docs/method.md §3), so frames compete for the mass.
 
 Position embeddings: the spatial ``g×g×D`` map, tiled once per frame, plus the frame's
 temporal embedding form a tall ``(T·g)×g×D`` map; each token gets the exact area average
@@ -101,7 +101,7 @@ def video_bands(num_tokens: int, num_frames: int) -> int:
     clamped to N. Two properties follow:
 
     - boxes are about square under a uniform pdf (the tall image has aspect ``T:1``; the
-      image rule ``round(√N)`` of SPEC §2 would give boxes T times taller than wide);
+      image rule ``round(√N)`` of docs/method.md §2 would give boxes T times taller than wide);
     - T divides R, and each group of r consecutive bands holds ``⌊(t+1)N/T⌋ − ⌊tN/T⌋``
       tokens. When T also divides N, the band boundaries include the mass fractions
       ``t/T``: if every frame holds the same mass (a static clip) they fall exactly on the
@@ -337,7 +337,7 @@ class VideoDART(DART):
 
     def score(self, video: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """The clip's pdf ``B×(T·h)×w``: per-frame scores with the frame-difference term,
-        stacked, normalised per sample over the whole clip (SPEC §3). Uniform without a scorer.
+        stacked, normalised per sample over the whole clip (docs/method.md §3). Uniform without a scorer.
         """
         b, t = video.shape[0], video.shape[2]
         if self.scorer is None:

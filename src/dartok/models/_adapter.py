@@ -242,7 +242,7 @@ def make_scorer(
 
     A dict of ``Scorer`` kwargs, a ``Scorer`` or ``None`` (uniform pdf) is returned as is
     (:class:`DART` builds a dict itself). Head ``"v1"`` for DeiT, ``"v2"`` for Vim and
-    VideoMamba (paper §4.2-§4.4, SPEC §3).
+    VideoMamba (paper §4.2-§4.4, docs/method.md §3).
     """
     if isinstance(scorer, str):
         return Scorer(trunk=scorer, head=head, stage=stage, input_size=input_size, in_chans=in_chans,

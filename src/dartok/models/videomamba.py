@@ -320,7 +320,7 @@ def patch_videomamba(
         num_tokens: budget N per clip (default: ``T/2`` frames' worth, ``g²·T // 2``, e.g.
             196·4 for T = 8 as in the paper's Table 3); any N ≥ 1.
         scorer: trunk name, dict of :class:`~dartok.scorer.Scorer` kwargs, a ``Scorer``, or
-            ``None`` (uniform pdf). VideoMamba uses head ``"v2"`` (paper §4.4, SPEC §3).
+            ``None`` (uniform pdf). VideoMamba uses head ``"v2"`` (paper §4.4, docs/method.md §3).
         img_size: the frame side the data pipeline should produce (default: the model's
             own frame side, 224 for VideoMamba-Ti: VideoMamba's SSv2 protocol decodes 224²
             frames and the paper does not say it raised that for video); recorded in

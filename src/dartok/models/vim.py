@@ -14,7 +14,7 @@ After ``import dartok`` these names work with ``timm.create_model`` and
   one channel, 48×48 input → 36 tokens, 10 classes), the counterpart of
   ``vit_micro_patch8``.
 - ``dart_vim_tiny_patch16_224``, ``dart_vim_small_patch16_224``, ``dart_vim_micro_patch8``:
-  the same backbones with :class:`dartok.DART` as tokenizer (scorer head v2, SPEC §3;
+  the same backbones with :class:`dartok.DART` as tokenizer (scorer head v2, docs/method.md §3;
   input 448 / 128, any token budget ``num_tokens``), built by :func:`patch_vim`.
 
 Token order: patch tokens are row-major (band-major for DART, what its boxes give) and the
@@ -272,7 +272,7 @@ def patch_vim(
         model: a :class:`VisionMamba` with a square patch grid.
         num_tokens: token budget N (default: the model's ``num_patches``); any N ≥ 1.
         scorer: trunk name, dict of :class:`~dartok.scorer.Scorer` kwargs, a ``Scorer``, or
-            ``None`` (uniform pdf). Vim uses head ``"v2"`` (paper §4.3, SPEC §3).
+            ``None`` (uniform pdf). Vim uses head ``"v2"`` (paper §4.3, docs/method.md §3).
         img_size: input side the data pipeline should produce (default: twice the model's,
             448 for a 224 model); recorded in ``pretrained_cfg["input_size"]``.
         alpha, bands, antialias: :class:`DART` options.

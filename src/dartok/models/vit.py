@@ -4,7 +4,7 @@ After ``import dartok`` these names work with ``timm.create_model``:
 
 - ``dart_deit_tiny_patch16_224``, ``dart_deit_small_patch16_224``,
   ``dart_deit_base_patch16_224``: DeiT with DART (paper §4.2; input 448, scorer trunk per
-  SPEC §3: MobileNetV3-Small for Ti, -Large for S and B). ``pretrained=True`` takes the
+  docs/method.md §3: MobileNetV3-Small for Ti, -Large for S and B). ``pretrained=True`` takes the
   DeiT weights and the scorer trunk from timm's pretrained tags (needs a network).
 - ``vit_micro_patch8`` and ``dart_vit_micro_patch8``: a small ViT that trains on two CPU
   cores, used identically by the fixed-grid baseline and the DART model.
