@@ -124,6 +124,46 @@ def test_stop_and_resume_via_cli(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]
 
 
+def test_library_resume_merges_saved_options_as_the_cli_does(tmp_path):
+    """train(output=..., resume=True) takes the options it is not given from the saved run, as
+    'dartok train -o ... --resume' does: same resolved options, bit-identical weights and metrics."""
+    import torch
+    from safetensors.torch import load_file
+
+    from dartok.checkpoint import load_config
+    from dartok.engine import ResumeConflictError, TrainConfig, read_metrics, train
+    from dartok.train.config import resolve_config
+
+    args = [a if a != 1 else 2 for a in TRAIN_ARGS]  # --epochs 2
+    for name in ("cli", "lib"):
+        res = invoke("train", *args, "-o", tmp_path / name, "--stop-after", 1, "--seed", 3)
+        assert res.exit_code == 0, res.output
+    saved = load_config(tmp_path / "lib" / "checkpoint")["train"]
+    resolved = resolve_config(output=str(tmp_path / "lib"), resume=True, progress=False)
+    expected = TrainConfig.from_dict({**saved, "stop_after": None, "resume": True, "progress": False})
+    assert resolved == expected and resolved.seed == 3 and resolved.epochs == 2 and resolved.canvas_size == 32
+    # a given option that conflicts with the saved run is refused by both
+    with pytest.raises(ResumeConflictError, match="lr: checkpoint 0.001 vs requested 0.5"):
+        train(output=str(tmp_path / "lib"), resume=True, lr=0.5, progress=False)
+    assert_clean_error(invoke("train", "-o", tmp_path / "cli", "--resume", "--lr", "0.5"), "lr: checkpoint 0.001")
+    with pytest.raises(TypeError, match="unknown training options \\['lrr'\\]"):
+        train(output=str(tmp_path / "lib"), resume=True, lrr=0.5)
+
+    res = invoke("train", "-o", tmp_path / "cli", "--resume", "--no-progress")
+    assert res.exit_code == 0, res.output
+    summary = train(output=str(tmp_path / "lib"), resume=True, progress=False)
+    assert summary["epoch"] == summary["epochs"] == 2
+    cfg_cli = load_config(tmp_path / "cli" / "checkpoint")
+    cfg_lib = load_config(tmp_path / "lib" / "checkpoint")
+    assert {**cfg_cli["train"], "output": None} == {**cfg_lib["train"], "output": None}
+    w_cli = load_file(str(tmp_path / "cli" / "checkpoint" / "model.safetensors"))
+    w_lib = load_file(str(tmp_path / "lib" / "checkpoint" / "model.safetensors"))
+    assert w_cli.keys() == w_lib.keys() and all(torch.equal(w_cli[k], w_lib[k]) for k in w_cli)
+    timing = ("images_per_s", "epoch_time_s")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
+    assert strip(read_metrics(tmp_path / "cli")) == strip(read_metrics(tmp_path / "lib"))
+
+
 def test_visualize_score_sources_on_image_file(tmp_path, astronaut_png):
     for source in ("uniform", "edges"):
         out = tmp_path / f"{source}.png"

@@ -512,3 +512,126 @@ def test_create_dataset_errors(tmp_path):
         create_dataset("cluttered_fmnist", str(tmp_path), "dev")
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         create_dataset("cluttered_fmnist", str(tmp_path), "train")
+
+
+# --------------------------------------------------------------------------------------------
+# the dataset registry
+# --------------------------------------------------------------------------------------------
+from dartok.data import (  # noqa: E402
+    DataConfig,
+    build_dataset,
+    dataset_info,
+    list_datasets,
+    register_dataset,
+    unregister_dataset,
+)
+
+
+class ToyBars(torch.utils.data.Dataset):
+    """3 classes: a bright bar at the top, middle or bottom of a 16x16 image (label = row band)."""
+
+    classes = None  # the registry's num_classes tells
+
+    def __init__(self, split, num_samples=None, channels=1):
+        n = num_samples if num_samples is not None else (48 if split == "train" else 12)
+        g = torch.Generator().manual_seed(0 if split == "train" else 1)
+        self.labels = torch.randint(0, 3, (n,), generator=g)
+        self.noise = 0.1 * torch.rand(n, channels, 16, 16, generator=g)
+        self.split, self.channels = split, channels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = self.noise[i].clone()
+        y = int(self.labels[i])
+        x[:, 5 * y:5 * y + 5, :] += 1.0
+        return x, y
+
+
+@pytest.fixture
+def toy_bars():
+    info = register_dataset("toy_bars", lambda root, split, **kw: ToyBars(split, **kw), num_classes=3, in_chans=1,
+                            sized=True, accepts={"num_samples", "channels"}, description="test dataset")
+    yield info
+    unregister_dataset("toy_bars")
+
+
+def test_registry_lists_the_builtin_datasets():
+    assert {"cluttered_fmnist", "fashion_mnist", "moving_fmnist", "moving_cluttered_fmnist", "video_folder",
+            "ssv2"} <= set(list_datasets())
+    assert set(list_datasets(video=True)) >= {"moving_fmnist", "moving_cluttered_fmnist", "video_folder", "ssv2"}
+    assert "fashion_mnist" not in list_datasets(video=True)
+    assert set(list_datasets(canvas=True)) == {"cluttered_fmnist", "moving_fmnist", "moving_cluttered_fmnist"}
+    info = dataset_info("Cluttered_FMNIST ")
+    assert info.name == "cluttered_fmnist" and info.num_classes == 10 and info.in_chans == 1 and info.canvas
+    assert info.task == "classification" and info.tensors and not info.video
+    timm_info = dataset_info("torch/cifar10")
+    assert not timm_info.registered and not timm_info.tensors and timm_info.in_chans == 3
+    assert not dataset_info("folder").registered
+    with pytest.raises(ValueError, match="unknown dataset 'nope'.*cluttered_fmnist"):
+        dataset_info("nope")
+
+
+def test_register_dataset_errors(toy_bars):
+    with pytest.raises(ValueError, match="already registered"):
+        register_dataset("toy_bars", ToyBars)
+    with pytest.raises(ValueError, match="timm owns"):
+        register_dataset("torch/mine", ToyBars)
+    with pytest.raises(ValueError, match="timm owns"):
+        register_dataset("folder", ToyBars)
+    with pytest.raises(TypeError, match="callable"):
+        register_dataset("toy_other", 3)
+    with pytest.raises(ValueError, match="in_chans"):
+        register_dataset("toy_other", ToyBars, in_chans=2)
+    assert "toy_other" not in list_datasets()
+    # replacing is explicit
+    register_dataset("toy_bars", lambda root, split, **kw: ToyBars(split, **kw), num_classes=3, overwrite=True)
+    assert dataset_info("toy_bars").num_classes == 3
+
+
+def test_registered_dataset_is_created_and_built_by_name(toy_bars):
+    # timm-only kwargs and None values are dropped
+    ds = create_dataset("toy_bars", None, "train", num_samples=5, is_training=True, channels=None)
+    assert len(ds) == 5 and ds[0][0].shape == (1, 16, 16)
+    with pytest.raises(TypeError, match="unexpected kwargs \\['canvas_size'\\]"):
+        create_dataset("toy_bars", None, "train", canvas_size=3)
+    # a run's options: channels from in_chans, num_samples passed on (sized), canvas_size refused
+    ds = build_dataset(DataConfig(data="toy_bars", in_chans=3), "test", num_samples=4)
+    assert len(ds) == 4 and ds[0][0].shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="canvas_size only applies to"):
+        build_dataset(DataConfig(data="toy_bars", canvas_size=32), "train")
+
+
+def test_registered_dataset_trains_without_other_edits(toy_bars, tmp_path):
+    """A dataset registered here is usable by train() and 'dartok eval' with no other module edited."""
+    from dartok.engine import train
+    from dartok.train import evaluate_checkpoint
+
+    res = train(model="vit_micro_patch8", num_tokens=4, model_kwargs={"depth": 1}, data="toy_bars",
+                train_samples=16, test_samples=8, epochs=1, warmup_epochs=0, batch_size=8, progress=False,
+                output=str(tmp_path / "run"))
+    model = res["model"]
+    assert model.num_classes == 3 and res["test"]["n"] == 8 and res["task"] == "classification"
+    from dartok.checkpoint import load_config
+
+    cfg = load_config(tmp_path / "run" / "checkpoint")
+    assert cfg["data"]["name"] == "toy_bars" and cfg["data"]["num_classes"] == 3 and cfg["data"]["in_chans"] == 1
+    assert cfg["task"] == "classification" and cfg["best_metric"] == "top1" and "best_top1" in cfg
+    out = evaluate_checkpoint(tmp_path / "run" / "checkpoint", "test", device="cpu")
+    assert out["data"] == "toy_bars" and out["n"] == 8 and out["top1"] == pytest.approx(res["test"]["top1"])
+
+
+def test_data_config_from_checkpoint():
+    config = {"model": "m", "model_kwargs": {"in_chans": 3},
+              "data": {"name": "cluttered_fmnist", "root": "/r", "canvas_size": 64, "kwargs": {"num_clutter": 2},
+                       "seed": 5}}
+    d = DataConfig.from_checkpoint(config, num_samples=7)
+    assert (d.data, d.data_root, d.canvas_size, d.data_kwargs, d.data_seed, d.in_chans) == (
+        "cluttered_fmnist", "/r", 64, {"num_clutter": 2}, 5, 3)
+    assert d.train_samples == d.test_samples == 7
+    # another dataset starts from its own defaults; explicit overrides win
+    d = DataConfig.from_checkpoint(config, data="fashion_mnist", data_seed=1)
+    assert (d.data, d.data_root, d.canvas_size, d.data_kwargs, d.data_seed) == ("fashion_mnist", None, None, {}, 1)
+    d = DataConfig.from_checkpoint(config, data_root="/other", canvas_size=32)
+    assert (d.data_root, d.canvas_size) == ("/other", 32)

@@ -441,3 +441,61 @@ def test_build_optimization_recipe():
     assert lrs[0] == pytest.approx(1e-5) and lrs[0] < lrs[1] < lrs[2] == pytest.approx(cosine_at_10)
     assert lrs[3] == pytest.approx(1e-4)
     assert loss_fn.label_smoothing == 0.2
+
+
+# --------------------------------------------------------------------------------------
+# layout: old import paths, one-way dependencies
+# --------------------------------------------------------------------------------------
+OLD_NAMES = {
+    "dartok.engine": [
+        "TrainConfig", "DistInfo", "dist_info", "is_main_process", "init_distributed", "ShardedBatchSampler",
+        "shard_indices", "select_device", "build_model", "model_is_dart", "model_input_size", "prepare_images",
+        "build_optimization", "build_dataset", "build_loader", "epoch_seed", "get_rng_state", "set_rng_state",
+        "evaluate", "train_one_epoch", "train", "ResumeConflictError", "LOCAL_DATASETS", "VIDEO_DATASETS",
+        "pil_transform", "read_metrics", "seed_everything", "METRICS_NAME", "CHECKPOINT_DIRNAME",
+    ],
+    "dartok.checkpoint": [
+        "WEIGHTS_NAME", "EMA_WEIGHTS_NAME", "CONFIG_NAME", "TRAIN_STATE_NAME", "CHECKPOINT_FORMAT_VERSION",
+        "save_checkpoint", "load_checkpoint", "load_config", "load_weights", "load_train_state",
+        "model_from_checkpoint", "checkpoint_exists", "resolve_checkpoint_dir", "has_ema_weights", "unwrap_model",
+    ],
+    "dartok.data": [
+        "DEFAULT_FASHION_MNIST_ROOT", "FASHION_MNIST_CLASSES", "ClutteredFashionMNIST", "FashionMNISTDataset",
+        "create_dataset", "load_fashion_mnist", "read_idx",
+    ],
+    "dartok.video_data": [
+        "DIRECTIONS", "MovingClutteredFashionMNIST", "VIDEO_EXTENSIONS", "FRAME_EXTENSIONS", "VideoFolderDataset",
+        "create_video_dataset", "read_annotations", "segment_indices",
+    ],
+}
+
+
+@pytest.mark.parametrize("module", sorted(OLD_NAMES))
+def test_old_import_paths_keep_their_names(module):
+    import importlib
+
+    mod = importlib.import_module(module)
+    missing = [n for n in OLD_NAMES[module] if not hasattr(mod, n)]
+    assert not missing, f"{module} lost {missing}"
+    assert all(hasattr(mod, n) for n in mod.__all__)
+    if module == "dartok.engine":  # registry queries, not frozen tuples
+        assert set(mod.LOCAL_DATASETS) == {"cluttered_fmnist", "fashion_mnist", "moving_fmnist",
+                                           "moving_cluttered_fmnist"}
+        assert set(mod.VIDEO_DATASETS) == {"moving_fmnist", "moving_cluttered_fmnist", "video_folder", "ssv2"}
+
+
+def test_data_and_train_import_nothing_above_them():
+    """data/ imports neither train/ nor the tools or CLI; train/ imports neither the old shims nor the tools/CLI."""
+    import ast
+    import pathlib
+
+    import dartok
+
+    root = pathlib.Path(dartok.__file__).parent
+    above = {"data": ("train", "engine", "checkpoint", "cli", "bench", "compare", "viz", "tools"),
+             "train": ("engine", "checkpoint", "video_data", "cli", "bench", "compare", "viz", "tools")}
+    for package, banned in above.items():
+        for path in (root / package).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.level == 2:  # from ..X import (dartok.X)
+                    assert (node.module or "").split(".")[0] not in banned, f"{path.name} imports dartok.{node.module}"

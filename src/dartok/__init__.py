@@ -10,13 +10,14 @@ from .partition import DEFAULT_ALPHA, band_layout, quantile_boxes  # noqa: E402
 from .resample import box_average, sample_patches  # noqa: E402
 from .scorer import Scorer, edge_pdf, uniform_pdf  # noqa: E402
 from .tokenizer import DART, DartOutput  # noqa: E402
-from .models import create_model, is_dart, load_vit_weights, patch_timm  # noqa: E402
-from .mamba import selective_scan  # noqa: E402
-from .vim import DartVisionMamba, VisionMamba, load_vim_weights, patch_vim  # noqa: E402  (registers vim_* models)
-from .videomamba import VideoMamba  # noqa: E402  (registers videomamba_* models)
-from .video import DartVideoMamba, VideoDART, frame_token_counts, patch_videomamba  # noqa: E402  (dart_videomamba_*)
+from .ops.selective_scan import selective_scan  # noqa: E402
+from .video_tokenizer import VideoDART, frame_token_counts  # noqa: E402
+from .models import (  # noqa: E402  (registers every dartok model with timm)
+    DartVideoMamba, DartVisionMamba, VideoMamba, VisionMamba, create_model, is_dart, load_vim_weights,
+    load_vit_weights, patch_timm, patch_videomamba, patch_vim,
+)
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "DART", "DEFAULT_ALPHA", "DartOutput", "Scorer", "band_layout", "box_average", "create_model",

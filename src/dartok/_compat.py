@@ -70,3 +70,24 @@ def ensure_torchvision_importable() -> bool:
         lib.define(schema)
     _shim_library = lib
     return True
+
+
+def forward_attributes(module_name: str, *targets):
+    """A module-level ``__getattr__`` (PEP 562) for an old module path kept as a re-export shim.
+
+    ``__getattr__ = forward_attributes(__name__, new_a, new_b)`` makes every name the shim
+    does not define itself (private helpers, registered model functions, constants) resolve
+    to the first of ``targets`` that has it, read on access so it is the current value.
+    Assigning to the shim does not reach the targets: patch the module that owns the name.
+
+    Raises (from the returned function):
+        AttributeError: no target has the name.
+    """
+
+    def __getattr__(name: str):
+        for target in targets:
+            if hasattr(target, name):
+                return getattr(target, name)
+        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -87,14 +87,11 @@ def _set_threads(threads: Optional[int]) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from .checkpoint import _json_default
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`dartok._io.write_json`), creating its folder."""
+    from ._io import write_json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json(path, obj)
 
 
 # --------------------------------------------------------------------------------------
@@ -102,8 +99,6 @@ def _write_json(path: Path, obj: Any) -> None:
 # --------------------------------------------------------------------------------------
 # CLI parameter name -> TrainConfig field (same unless listed)
 _TRAIN_PARAM_TO_FIELD = {"model_kwargs_json": "model_kwargs", "data_kwargs_json": "data_kwargs"}
-# with --resume, options left out are taken from the saved run, except these
-_NOT_INHERITED = frozenset({"stop_after", "resume", "output", "progress"})
 
 
 @app.command()
@@ -155,46 +150,25 @@ def train(
     torchrun --standalone --nproc_per_node=4 $(which dartok) train --batch-size 256 ...
     (NCCL on GPUs, gloo on CPU; --batch-size stays the global batch; rank 0 writes).
     """
-    from . import checkpoint as ckpt
-    from .engine import TrainConfig, is_main_process, train as run_train
+    from .train.distributed import is_main_process
+    from .train.run import train as run_train
 
-    model_kwargs = _parse_json_dict(model_kwargs_json, "--model-kwargs")
-    data_kwargs = _parse_json_dict(data_kwargs_json, "--data-kwargs")
     values = dict(ctx.params)
-    values["model_kwargs_json"] = model_kwargs
-    values["data_kwargs_json"] = data_kwargs
+    values["model_kwargs_json"] = _parse_json_dict(model_kwargs_json, "--model-kwargs")
+    values["data_kwargs_json"] = _parse_json_dict(data_kwargs_json, "--data-kwargs")
     values["output"] = str(output)
     values["data_root"] = None if data_root is None else str(data_root)
-    fields = {_TRAIN_PARAM_TO_FIELD.get(k, k): v for k, v in values.items() if k != "json_out"}
 
-    if resume:
-        # options not given on the command line are taken from the saved run
-        ckpt_dir = output / "checkpoint"
-        try:
-            saved = ckpt.load_config(ckpt_dir).get("train")
-        except (FileNotFoundError, ValueError) as e:
-            raise _fail(f"--resume: {e}")
-        if not isinstance(saved, dict):
-            raise _fail(f"--resume: checkpoint {str(ckpt_dir)!r} holds no training config")
-        for name in values:
-            field = _TRAIN_PARAM_TO_FIELD.get(name, name)
-            if field in _NOT_INHERITED:
-                continue
-            source = getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
-            if field in saved and source not in ("COMMANDLINE", "ENVIRONMENT"):
-                fields[field] = saved[field]
-        fields["output"] = str(output)
-        fields["resume"] = True
-    else:
+    def given(name: str) -> bool:  # with --resume, options left off the command line come from the saved run
+        source = getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
+        return not resume or source in ("COMMANDLINE", "ENVIRONMENT")
+
+    options = {_TRAIN_PARAM_TO_FIELD.get(k, k): v for k, v in values.items() if k != "json_out" and given(k)}
+    options.update(output=str(output), resume=resume)
+    if not resume:
         _check_model_name(model)
-
-    cfg = TrainConfig.from_dict(fields)
     try:
-        cfg.validate()
-    except ValueError as e:
-        raise _fail(str(e))
-    try:
-        summary = run_train(cfg)
+        summary = run_train(options)
     except KeyboardInterrupt:
         typer.echo("interrupted; resume with --resume", err=True)
         raise typer.Exit(130)
@@ -215,7 +189,7 @@ def train(
     typer.echo(
         f"final test top-1 {test['top1']:.2f}%  top-5 {test['top5']:.2f}%  loss {test['loss']:.4f}  "
         + (f"(EMA top-1 {ema['top1']:.2f}%)  " if ema else "")
-        + f"(n={test['n']}, epoch {summary['epoch']}/{cfg.epochs})  checkpoint: {summary['checkpoint']}"
+        + f"(n={test['n']}, epoch {summary['epoch']}/{summary['epochs']})  checkpoint: {summary['checkpoint']}"
     )
 
 
@@ -223,21 +197,11 @@ def train(
 # eval
 # --------------------------------------------------------------------------------------
 def _dataset_cfg_from_checkpoint(config: dict, *, data, data_root, canvas_size, split_samples, data_seed):
-    """TrainConfig for building datasets: checkpoint's data config with CLI overrides."""
-    from .engine import TrainConfig
+    """The checkpoint's data options with CLI overrides (:meth:`dartok.data.DataConfig.from_checkpoint`)."""
+    from .data import DataConfig
 
-    d = config.get("data") or {}
-    return TrainConfig(
-        model=config["model"],
-        data=data or d.get("name", "cluttered_fmnist"),
-        data_root=data_root if data_root is not None else (d.get("root") if not data else None),
-        canvas_size=canvas_size if canvas_size is not None else (d.get("canvas_size") if not data else None),
-        data_kwargs=dict(d.get("kwargs") or {}) if not data else {},
-        data_seed=data_seed if data_seed is not None else d.get("seed", 0),
-        in_chans=d.get("in_chans") or config.get("model_kwargs", {}).get("in_chans"),
-        test_samples=split_samples,
-        train_samples=split_samples,
-    )
+    return DataConfig.from_checkpoint(config, data=data, data_root=data_root, canvas_size=canvas_size,
+                                      num_samples=split_samples, data_seed=data_seed)
 
 
 @app.command("eval")
@@ -259,33 +223,22 @@ def eval_cmd(
 ) -> None:
     """Evaluate a checkpoint: prints top-1 / top-5 / loss."""
     _set_threads(threads)
-    from . import checkpoint as ckpt
-    from .engine import LOCAL_DATASETS, VIDEO_DATASETS, build_dataset, build_loader, evaluate, pil_transform, select_device
+    from .train.run import evaluate_checkpoint
 
     if split not in ("test", "train"):
         raise typer.BadParameter(f"must be 'test' or 'train', got {split!r}", param_hint="--split")
     if batch_size <= 0:
         raise typer.BadParameter("must be > 0", param_hint="--batch-size")
     try:
-        dev = select_device(device)
-        model, config = ckpt.model_from_checkpoint(checkpoint, device=dev)
-        d = config.get("data") or {}
-        if samples is None and not data:
-            samples = d.get("test_samples" if split == "test" else "train_samples")
-        dcfg = _dataset_cfg_from_checkpoint(config, data=data, data_root=data_root, canvas_size=canvas_size,
-                                            split_samples=samples, data_seed=data_seed)
-        ds = build_dataset(dcfg, split, num_samples=samples)
-        if dcfg.data not in LOCAL_DATASETS and dcfg.data not in VIDEO_DATASETS:  # PIL images: timm transform
-            ds.transform, _ = pil_transform(model, False, d.get("in_chans") or 3)
-        loader = build_loader(ds, batch_size, shuffle=False, num_workers=num_workers, device=dev)
-        res = evaluate(model, loader, dev, amp=amp, progress=progress)
+        out = evaluate_checkpoint(checkpoint, split, data=data, data_root=data_root, canvas_size=canvas_size,
+                                  samples=samples, data_seed=data_seed, batch_size=batch_size,
+                                  num_workers=num_workers, device=device, amp=amp, progress=progress)
     except _USER_ERRORS as e:
         raise _fail(_user_error_message(e))
-    out = {"checkpoint": str(checkpoint), "model": config["model"], "data": dcfg.data, "split": split, **res}
     if json_out is not None:
         _write_json(json_out, out)
-    typer.echo(f"{config['model']} on {dcfg.data}/{split} (n={res['n']}): top-1 {res['top1']:.2f}%  "
-               f"top-5 {res['top5']:.2f}%  loss {res['loss']:.4f}")
+    typer.echo(f"{out['model']} on {out['data']}/{split} (n={out['n']}): top-1 {out['top1']:.2f}%  "
+               f"top-5 {out['top5']:.2f}%  loss {out['loss']:.4f}")
 
 
 # --------------------------------------------------------------------------------------

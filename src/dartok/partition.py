@@ -1,7 +1,7 @@
 """Differentiable quantile partition of a 2-D score map into boxes of equal mass.
 
 Pure functions, batched over samples, bands and tokens (no Python loop over any of them).
-The method is SPEC §2 / paper §3.2 ("tiles on a wall"):
+The method is docs/method.md §2 / paper §3.2 ("tiles on a wall"):
 
 1. the pdf on an ``h×w`` grid of equal cells is a piecewise-constant density on the
    unit square; its y-marginal gives band boundaries at quantiles (paper Eq. 1);
@@ -35,13 +35,13 @@ __all__ = [
 ]
 
 DEFAULT_ALPHA = 0.1
-"""Default weight of the uniform density mixed into the pdf (SPEC §2, "Minimum and
+"""Default weight of the uniform density mixed into the pdf (docs/method.md §2, "Minimum and
 maximum box size"). With ``alpha = 0.1`` every box covers at most ``1/(0.1·N)`` of the
 image area, i.e. ten times the area of a uniform-grid box."""
 
 
 def band_layout(num_tokens: int, bands: int | None = None) -> tuple[int, ...]:
-    """Number of tokens in each band for a token budget (SPEC §2 "Budgets").
+    """Number of tokens in each band for a token budget (docs/method.md §2 "Budgets").
 
     Args:
         num_tokens: N ≥ 1, the total number of boxes.
@@ -178,7 +178,7 @@ def work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def mix_uniform(pdf: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``(1 − α)·pdf + α/(h·w)``: bound the zoom of the partition (SPEC §2).
+    """``(1 − α)·pdf + α/(h·w)``: bound the zoom of the partition (docs/method.md §2).
 
     Args:
         pdf: ``B×h×w`` pdf summing to 1 per sample.

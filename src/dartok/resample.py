@@ -1,6 +1,6 @@
 """Resample image regions given as boxes: patches for tokens, area averages for positions.
 
-SPEC §1 "resample" and "position", paper §3.4. Boxes are ``(x0, y0, x1, y1)`` in
+docs/method.md §5, paper §3.4. Boxes are ``(x0, y0, x1, y1)`` in
 ``[0, 1]`` (x along the width), as produced by :func:`dartok.partition.quantile_boxes`.
 """
 from __future__ import annotations
@@ -228,7 +228,7 @@ def area_patches(images: torch.Tensor, boxes: torch.Tensor, patch_size: int) -> 
 def box_average(grid_values: torch.Tensor, boxes: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Area average of a piecewise-constant ``g_h×g_w×D`` map over each box.
 
-    Used for position embeddings (SPEC §1 "position"): the learnable map of a ViT's
+    Used for position embeddings (docs/method.md §5): the learnable map of a ViT's
     ``pos_embed`` (without prefix tokens) is treated as constant on each of its cells;
     a box gets the mean of the map over its area. A box equal to one cell gets that cell's
     value exactly, so a uniform partition reproduces the ViT's position embeddings.

@@ -1,4 +1,4 @@
-"""Score networks: image → score map → pdf (SPEC §3, paper §3.1, §4.3, §5.1).
+"""Score networks: image → score map → pdf (docs/method.md §3, paper §3.1, §4.3, §5.1).
 
 A scorer is a lightweight pretrained CNN trunk (timm, ``features_only=True``), cut after
 a stage, and a small trainable head:
@@ -12,7 +12,7 @@ small, is frozen and kept in eval mode by default (its BatchNorm statistics neve
 and is never re-initialised by the model. The scores of each sample are standardised by
 that sample's own mean and std, squashed by a sigmoid and normalised to sum to 1, so one
 image's pdf never depends on the other images in its batch (the authors' code uses batch
-statistics; SPEC §4).
+statistics; docs/method.md §4).
 
 Where the paper cuts its trunks (Table 5: MobileNetV3-Small ``features[:11]`` for DeiT-Ti,
 -Large ``[:15]`` for DeiT-S) it feeds them the 448 input, stride 32 → a 14×14 score map.
@@ -60,7 +60,7 @@ def scores_to_pdf(
     scale: torch.Tensor | float = 1.0,
     bias: torch.Tensor | float = 0.0,
 ) -> torch.Tensor:
-    """Per-sample standardise, sigmoid, normalise to sum 1 (SPEC §3 "Normalisation").
+    """Per-sample standardise, sigmoid, normalise to sum 1 (docs/method.md §3 "Normalisation").
 
     ``pdf ∝ sigmoid(scale · z + bias)`` with ``z`` the sample's standardised scores. With
     ``scale = 1, bias = 0`` this is the paper's normalisation, whose contrast is capped:
@@ -147,7 +147,7 @@ class ScorerHeadV2(nn.Module):
 
 
 class Scorer(nn.Module):
-    """Image → pdf over an ``h×w`` grid (SPEC §3).
+    """Image → pdf over an ``h×w`` grid (docs/method.md §3).
 
     Args:
         trunk: a short name from :data:`SCORER_TRUNKS` or any timm model name that
@@ -161,7 +161,7 @@ class Scorer(nn.Module):
         hidden: hidden width of the head MLP.
         pretrained: load the trunk's ImageNet weights from timm's pretrained tag
             (needs a network); otherwise the trunk is randomly initialised once, here.
-        trainable_trunk: train the trunk too. ``None`` (default) follows SPEC §3: a
+        trainable_trunk: train the trunk too. ``None`` (default) follows docs/method.md §3: a
             pretrained trunk is frozen and kept in eval mode (its BatchNorm statistics never
             move); a trunk without pretrained weights is trained from scratch with the model
             (a frozen random trunk is a poor scorer: on Cluttered Fashion-MNIST, N = 16, it

@@ -1,6 +1,6 @@
 """The DART tokenizer as an ``nn.Module``: scorer → partition → resample → project.
 
-SPEC §1. A drop-in for timm's ``PatchEmbed``: same ``proj`` (``Conv2d(C, D, P, P)``, so
+docs/method.md §1. A drop-in for timm's ``PatchEmbed``: same ``proj`` (``Conv2d(C, D, P, P)``, so
 a ViT's ``patch_embed.proj`` weights load unchanged), but it returns the tokens together
 with their position embeddings, boxes and pdf.
 """
@@ -38,7 +38,7 @@ class DartOutput(NamedTuple):
 
 
 class DART(nn.Module):
-    """Differentiable Dynamic Adaptive Region Tokenizer (paper §3, SPEC §1).
+    """Differentiable Dynamic Adaptive Region Tokenizer (paper §3, docs/method.md §1).
 
     Args:
         num_tokens: N ≥ 1, tokens per image (any integer).

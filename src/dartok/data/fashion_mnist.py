@@ -10,8 +10,9 @@ mostly empty canvas plus distracting clutter, in the spirit of Cluttered MNIST (
 al. 2015, "Spatial Transformer Networks") and Megapixel MNIST (Ilse et al. 2018; Katharopoulos
 & Fleuret 2019). A tokenizer that spends its tokens on the object should beat a uniform grid.
 
-Everything else (ImageFolder trees, ``torch/...``, ``hfds/...``, ``wds/...``) goes to
-:func:`timm.data.create_dataset` through :func:`create_dataset`.
+Both are registered (``"cluttered_fmnist"``, ``"fashion_mnist"``) in
+:mod:`dartok.data.registry`, whose :func:`create_dataset` builds them, and everything else
+(ImageFolder trees, ``torch/...``, ``hfds/...``, ``wds/...``) through :func:`timm.data.create_dataset`.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from .registry import create_dataset, register_dataset
 
 __all__ = [
     "DEFAULT_FASHION_MNIST_ROOT",
@@ -566,28 +569,16 @@ class ClutteredFashionMNIST(_FashionMNISTBase):
 
 
 # --------------------------------------------------------------------------------------------
-# Factory
+# Registration
 # --------------------------------------------------------------------------------------------
-
-_LOCAL_NAMES = ("cluttered_fmnist", "fashion_mnist")
-_FOLDER_NAMES = ("", "folder", "imagefolder", "image_folder")
-_TIMM_PREFIXES = ("torch/", "hfds/", "hfids/", "tfds/", "wds/")
-# timm create_dataset options that mean nothing for the local datasets; dropped silently so a
-# training script can pass one set of kwargs whatever the dataset.
-_TIMM_ONLY_KWARGS = frozenset(
-    {"search_split", "class_map", "load_bytes", "is_training", "download", "batch_size", "repeats",
-     "input_img_mode", "trust_remote_code", "target_transform"}
-)
-_LOCAL_KWARGS = {
-    "cluttered_fmnist": frozenset(
-        {"canvas_size", "object_scale", "num_clutter", "clutter_size", "num_samples", "seed", "channels",
-         "normalize", "transform"}
-    ),
-    "fashion_mnist": frozenset({"num_samples", "channels", "normalize", "transform"}),
-}
 
 
 def _local_split(split: str) -> str:
+    """A timm-style split name (``train``, ``val``, ``validation[:10%]``, ...) as ``"train"`` / ``"test"``.
+
+    Raises:
+        ValueError: a split that is neither.
+    """
     s = split.split("[")[0].lower()
     if s in ("train", "training"):
         return "train"
@@ -596,61 +587,25 @@ def _local_split(split: str) -> str:
     raise ValueError(f"unknown split {split!r} for Fashion-MNIST datasets; use 'train' or 'test'")
 
 
-def create_dataset(name: str, root: str | os.PathLike | None, split: str, **kwargs: Any) -> Dataset:
-    """Create a dataset by name.
+def _split_factory(cls: type) -> Callable[..., Dataset]:
+    """``factory(root, split, **kwargs)`` building ``cls(split=..., root=root, **kwargs)`` (split synonyms mapped)."""
 
-    * ``"cluttered_fmnist"``: :class:`ClutteredFashionMNIST` (kwargs: ``canvas_size``,
-      ``object_scale``, ``num_clutter``, ``clutter_size``, ``num_samples``, ``seed``,
-      ``channels``, ``normalize``, ``transform``).
-    * ``"fashion_mnist"``: :class:`FashionMNISTDataset`, float32 ``(C, 28, 28)`` tensors with the
-      same normalization (kwargs: ``num_samples``, ``channels``, ``normalize``, ``transform``).
-    * ``""``, ``"folder"``, ``"imagefolder"``, ``"image_folder"``: a timm ``ImageDataset`` over an
-      ImageFolder tree (``root/<class>/<img>``, or ``root/<split>/<class>/<img>``, or a ``.tar``).
-    * ``"torch/..."``, ``"hfds/..."``, ``"hfids/..."``, ``"tfds/..."``, ``"wds/..."``: passed to
-      :func:`timm.data.create_dataset` unchanged.
+    def factory(root: str | os.PathLike | None, split: str, **kwargs: Any) -> Dataset:
+        return cls(split=_local_split(split), root=root, **kwargs)
 
-    For the two local datasets ``root=None`` means ``/usr/share/datasets/fashion-mnist/``; the
-    split may be ``"train"`` or ``"test"`` (timm synonyms ``"training"``, ``"val"``,
-    ``"validation"``, ... are mapped); they return *tensors*, so ``transform`` (if given) must
-    take a tensor. kwargs that only concern timm (``is_training``, ``batch_size``,
-    ``download``, ...) are ignored for them; ``None`` values are dropped.
+    factory.__name__ = f"create_{cls.__name__}"
+    return factory
 
-    timm datasets return ``(PIL.Image, int)``: pass ``transform=`` (e.g. from
-    ``timm.data.create_transform``) to get tensors. Other kwargs go to timm as they are.
 
-    Raises:
-        ValueError: unknown name (message lists the valid ones), unknown split, root missing
-            for a folder dataset, bad dataset arguments.
-        FileNotFoundError: ``root`` does not exist (folder datasets) or Fashion-MNIST files are
-            missing.
-        TypeError: a kwarg the chosen local dataset does not accept.
-    """
-    key = name.strip().lower()
-    if key in _LOCAL_NAMES:
-        kw = {k: v for k, v in kwargs.items() if v is not None and k not in _TIMM_ONLY_KWARGS}
-        unknown = sorted(set(kw) - _LOCAL_KWARGS[key])
-        if unknown:
-            raise TypeError(
-                f"create_dataset({name!r}) got unexpected kwargs {unknown}; accepted: {sorted(_LOCAL_KWARGS[key])}"
-            )
-        cls = ClutteredFashionMNIST if key == "cluttered_fmnist" else FashionMNISTDataset
-        return cls(split=_local_split(split), root=root, **kw)
-
-    if key in _FOLDER_NAMES:
-        if root is None:
-            raise ValueError(f"dataset {name!r} (ImageFolder) needs a root directory (--data-root)")
-        if not os.path.exists(root):
-            raise FileNotFoundError(f"dataset root {os.fspath(root)!r} does not exist")
-        timm_name = ""
-    elif key.startswith(_TIMM_PREFIXES):
-        timm_name = name.strip()
-    else:
-        raise ValueError(
-            f"unknown dataset {name!r}; expected one of {list(_LOCAL_NAMES)}, an ImageFolder name "
-            f"{[n for n in _FOLDER_NAMES if n]} (or '') with a root directory, or a timm name with a "
-            f"prefix {list(_TIMM_PREFIXES)}"
-        )
-
-    import timm.data  # deferred: importing timm is slow and needs dartok's torchvision shim first
-
-    return timm.data.create_dataset(timm_name, root=None if root is None else os.fspath(root), split=split, **kwargs)
+register_dataset(
+    "cluttered_fmnist", _split_factory(ClutteredFashionMNIST), num_classes=len(FASHION_MNIST_CLASSES),
+    in_chans=1, canvas=True, sized=True,
+    accepts=frozenset({"canvas_size", "object_scale", "num_clutter", "clutter_size", "num_samples", "seed",
+                       "channels", "normalize", "transform"}),
+    description="Cluttered Fashion-MNIST: one small garment on a large canvas with clutter",
+)
+register_dataset(
+    "fashion_mnist", _split_factory(FashionMNISTDataset), num_classes=len(FASHION_MNIST_CLASSES), in_chans=1,
+    sized=True, accepts=frozenset({"num_samples", "channels", "normalize", "transform"}),
+    description="Fashion-MNIST, 28x28 float tensors",
+)

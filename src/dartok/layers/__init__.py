@@ -1,0 +1,1 @@
+"""Network layers shared by backbone families (issue 10): :mod:`dartok.layers.mamba`."""

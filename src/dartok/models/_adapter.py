@@ -1,0 +1,396 @@
+"""The one adapter that puts DART in front of a backbone (issue 10; paper §3, §4.2-§4.4).
+
+Every ``patch_*`` call does the same steps, written once here in :func:`patch_backbone`:
+
+1. check the backbone (its family's class, not DART yet, a plain patch projection whose
+   kernel equals its stride, a square grid, whatever its family refuses);
+2. make the scorer (:func:`make_scorer`) and the tokenizer (:class:`~dartok.DART`, or
+   :class:`~dartok.video_tokenizer.VideoDART` for video);
+3. adopt the backbone's patch projection (:func:`adopt_projection`) and move its position
+   map: the grid part becomes the tokenizer's ``g×g×D`` map, the prefix-token entries stay
+   on the model, parameters the family names in ``moved_parameters`` move into the tokenizer;
+4. swap the instance's class for its DART class (:func:`dart_subclass`) and record the
+   input the model now takes (:func:`set_input_cfg`).
+
+A family says only what is particular to it, as class attributes and hooks of its DART
+class (a :class:`DartModelMixin` subclass): which backbone class it takes, where the
+prefix tokens' position entries sit in ``pos_embed`` (:meth:`DartModelMixin.split_pos_embed`),
+the default budget and input size, and where its prefix tokens go in the token sequence
+(its own ``embed`` / ``_pos_embed`` method).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ClassVar, Iterator
+
+import torch
+import torch.nn as nn
+
+from .. import _compat
+
+_compat.ensure_torchvision_importable()
+
+import timm  # noqa: E402
+
+from ..partition import DEFAULT_ALPHA  # noqa: E402
+from ..scorer import Scorer  # noqa: E402
+from ..tokenizer import DART, DartOutput  # noqa: E402
+
+__all__ = [
+    "ClassTokenDartMixin", "DartModelMixin", "insert_token", "adopt_projection", "create_dart", "dart_subclass", "is_dart", "make_scorer", "patch_backbone",
+    "set_input_cfg", "split_dart_kwargs",
+]
+
+_DART_KEYS = (
+    "num_tokens", "img_size", "scorer", "scorer_head", "scorer_input_size", "scorer_stage",
+    "scorer_pretrained", "trainable_scorer_trunk", "alpha", "bands", "antialias", "learn_contrast",
+)
+"""The kwargs of a registered DART model that go to its ``patch_*`` function (the rest go to
+the backbone); a family adds its own (VideoMamba: ``temporal_diff``)."""
+
+_TOKENIZER_NO_DECAY = ("patch_embed.pos_embed", "patch_embed.temporal_pos_embedding")
+
+
+def is_dart(model: nn.Module) -> bool:
+    """True if ``model`` tokenizes with :class:`DART` (or a subclass such as ``VideoDART``)."""
+    return isinstance(getattr(model, "patch_embed", None), DART)
+
+
+@contextlib.contextmanager
+def _trunk_detached(model: nn.Module) -> Iterator[None]:
+    """Take the scorer trunk out of ``model`` for the duration (so an init cannot reach it)."""
+    scorer = getattr(getattr(model, "patch_embed", None), "scorer", None)
+    trunk = getattr(scorer, "trunk", None)
+    if trunk is not None:
+        scorer.trunk = None
+    try:
+        yield
+    finally:
+        if trunk is not None:
+            scorer.trunk = trunk
+
+
+class DartModelMixin:
+    """What every DART model adds to its backbone class, and what a family declares.
+
+    A family's DART class is ``class DartX(DartModelMixin, X)`` (``X`` its plain backbone
+    class); :func:`patch_backbone` turns an ``X`` into one in place. The mixin gives:
+
+    - :meth:`tokenize`: the tokenizer alone (:class:`~dartok.DartOutput`);
+    - :meth:`no_weight_decay`: the backbone's set plus the tokenizer's position maps,
+      restricted to parameters the model has;
+    - :meth:`init_weights`: the backbone's init, with the scorer trunk (pretrained or
+      frozen) taken out while it runs.
+
+    Class attributes a family sets:
+        backbone_cls: the plain class ``patch_backbone`` accepts (``TypeError`` otherwise).
+        backbone_desc: how the error names it (``"timm VisionTransformer"``).
+        patch_fn: the family's ``patch_*`` name, for error messages.
+        tokenizer_cls: :class:`DART` (images) or ``VideoDART`` (clips).
+        img_size_factor: default input side as a multiple of the backbone's (2: the paper's
+            448 for a 224 model; 1 for video).
+        moved_parameters: names of backbone parameters that move into the tokenizer
+            unchanged (VideoMamba's ``temporal_pos_embedding``).
+
+    Hooks (class methods on the plain backbone, overridable): :meth:`check_backbone`,
+    :meth:`split_pos_embed`, :meth:`default_num_tokens`, :meth:`tokenizer_kwargs`,
+    :meth:`input_cfg`.
+    """
+
+    backbone_cls: ClassVar[type] = nn.Module
+    backbone_desc: ClassVar[str] = "backbone"
+    patch_fn: ClassVar[str] = "patch_backbone"
+    tokenizer_cls: ClassVar[type] = DART
+    img_size_factor: ClassVar[int] = 2
+    moved_parameters: ClassVar[tuple[str, ...]] = ()
+
+    def tokenize(self, x: torch.Tensor, pdf: torch.Tensor | None = None) -> DartOutput:
+        """Run only the tokenizer on images ``B×C×H×W`` (clips ``B×C×T×H×W`` for video).
+
+        Returns tokens and position embeddings ``B×N×D``, boxes ``B×N×4`` and the pdf used;
+        ``pdf`` (``B×h×w``) replaces the scorer's. Raises ``ValueError`` as the tokenizer does.
+        """
+        return self.patch_embed(x, pdf=pdf)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """The backbone's no-decay names plus the tokenizer's position maps, those that are parameters."""
+        names = {name for name, _ in self.named_parameters()}
+        return {n for n in set(super().no_weight_decay()) | set(_TOKENIZER_NO_DECAY) if n in names}
+
+    def init_weights(self, *args: Any, **kwargs: Any) -> None:
+        """The backbone's ``init_weights``, leaving the scorer trunk (pretrained or not) untouched."""
+        with _trunk_detached(self):
+            super().init_weights(*args, **kwargs)
+
+    # --------------------------------------------------------------- family hooks
+
+    @classmethod
+    def check_backbone(cls, model: nn.Module) -> None:
+        """Raise ``ValueError`` for a backbone layout this family cannot adopt (default: none)."""
+
+    @classmethod
+    def split_pos_embed(cls, model: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(prefix, grid)`` of ``model.pos_embed``: the prefix tokens' entries ``1×k×D`` that stay
+        on the model (``None``: none) and the grid ``1×g²×D`` that moves into the tokenizer
+        (``None``: no position embedding). Default: no prefix entries."""
+        return None, model.pos_embed
+
+    @classmethod
+    def default_num_tokens(cls, model: nn.Module) -> int:
+        """The budget N when ``num_tokens`` is not given (default: the backbone's patch count)."""
+        return model.patch_embed.num_patches
+
+    @classmethod
+    def tokenizer_kwargs(cls, model: nn.Module) -> dict[str, Any]:
+        """Extra ``tokenizer_cls`` kwargs read off the backbone (VideoMamba: ``num_frames``)."""
+        return {}
+
+    @classmethod
+    def input_cfg(cls, model: nn.Module) -> dict[str, Any]:
+        """Extra ``pretrained_cfg`` entries (VideoMamba: ``num_frames``)."""
+        return {}
+
+
+def insert_token(tokens: torch.Tensor, token: torch.Tensor, index: int) -> torch.Tensor:
+    """Insert ``token`` (``1×1×D`` or ``B×1×D``) into ``tokens`` (``B×N×D``) before position ``index``."""
+    token = token.expand(tokens.shape[0], -1, -1)
+    return torch.cat([tokens[:, :index], token, tokens[:, index:]], dim=1)
+
+
+class ClassTokenDartMixin(DartModelMixin):
+    """DART for backbones with one class token at ``cls_position(N)`` and an ``embed`` hook (Vim, VideoMamba).
+
+    ``embed`` becomes :meth:`embed_tokens` of the tokenizer's output: the N DART tokens plus
+    their area-averaged position embeddings, with the class token (plus its own ``pos_embed``
+    entry, ``1×1×D``, if the model has one) inserted at ``cls_position(N)`` (Vim: ``N // 2``,
+    VideoMamba: 0), then ``pos_drop``.
+
+    Shapes: ``embed(B×C×H×W | B×C×T×H×W) → B×(N+1)×D`` (``B×N×D`` without a class token).
+    """
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Input → tokens with positions and class token. Raises ``ValueError`` as the tokenizer does."""
+        return self.embed_tokens(self.patch_embed(x))
+
+    def embed_tokens(self, out: DartOutput) -> torch.Tensor:
+        """A :class:`DartOutput` → ``B×(N+1)×D`` tokens as :meth:`embed` makes them."""
+        tokens = out.tokens + out.pos_embed
+        if self.cls_token is not None:
+            cls = self.cls_token if self.pos_embed is None else self.cls_token + self.pos_embed
+            tokens = insert_token(tokens, cls, self.cls_position(tokens.shape[1]))
+        return self.pos_drop(tokens)
+
+
+_DART_CLASSES: dict[tuple[type, type], type] = {}
+
+
+def dart_subclass(cls: type, dart_base: type) -> type:
+    """The class a ``patch_*`` call gives a backbone of class ``cls``.
+
+    ``cls`` itself if it already is a ``dart_base``; ``dart_base`` for its own plain parent
+    (``VisionTransformer`` → ``DartVisionTransformer``); otherwise a cached
+    ``Dart<cls>`` subclass of ``(dart_base, cls)``, so a user's subclass keeps its methods
+    (as ToMe patches timm models).
+    """
+    if issubclass(cls, dart_base):
+        return cls
+    if cls in dart_base.__bases__:
+        return dart_base
+    key = (dart_base, cls)
+    if key not in _DART_CLASSES:
+        _DART_CLASSES[key] = type(f"Dart{cls.__name__}", (dart_base, cls), {})
+    return _DART_CLASSES[key]
+
+
+def adopt_projection(dart: DART, proj: nn.Module, like: torch.Tensor) -> None:
+    """Move ``dart`` to ``like``'s device and dtype, then copy the backbone's patch projection.
+
+    ``proj`` is the replaced ``Conv2d`` (``D×C×P×P``) or a tubelet-1 ``Conv3d``
+    (``D×C×1×P×P``, reshaped to ``D×C×P×P``). Moving first keeps float64 weights exact (no
+    float32 round trip); copy position embeddings after this call for the same reason.
+    """
+    dart.to(device=like.device, dtype=like.dtype)
+    with torch.no_grad():
+        dart.proj.weight.copy_(proj.weight.reshape(dart.proj.weight.shape))
+        if proj.bias is not None:
+            dart.proj.bias.copy_(proj.bias)
+
+
+def set_input_cfg(model: nn.Module, in_chans: int, img_size: int, **extra: Any) -> None:
+    """Record the input a DART model takes in ``pretrained_cfg`` / ``default_cfg`` (any size works).
+
+    Sets ``input_size = (in_chans, img_size, img_size)``, ``fixed_input_size = False`` and ``extra``.
+    """
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    cfg.update(input_size=(in_chans, img_size, img_size), fixed_input_size=False, **extra)
+    model.pretrained_cfg = model.default_cfg = cfg
+
+
+def make_scorer(
+    scorer: str | dict | Scorer | None,
+    *,
+    in_chans: int,
+    head: str = "v1",
+    input_size: int = 224,
+    stage: int | None = None,
+    pretrained: bool = False,
+    trainable_trunk: bool | None = None,
+    learn_contrast: bool = True,
+) -> Scorer | dict | None:
+    """The scorer of a ``patch_*`` call: a trunk name becomes a :class:`Scorer` with these options.
+
+    A dict of ``Scorer`` kwargs, a ``Scorer`` or ``None`` (uniform pdf) is returned as is
+    (:class:`DART` builds a dict itself). Head ``"v1"`` for DeiT, ``"v2"`` for Vim and
+    VideoMamba (paper §4.2-§4.4, docs/method.md §3).
+    """
+    if isinstance(scorer, str):
+        return Scorer(trunk=scorer, head=head, stage=stage, input_size=input_size, in_chans=in_chans,
+                      pretrained=pretrained, trainable_trunk=trainable_trunk, learn_contrast=learn_contrast)
+    return scorer
+
+
+def _check_patch_embed(old: nn.Module, patch_fn: str) -> None:
+    """The backbone's patch embedding must be a plain projection: kernel = stride = patch, square grid.
+
+    Raises:
+        ValueError: anything else (e.g. timm's hybrid ``HybridEmbed``, whose CNN stem DART
+            would silently drop).
+    """
+    proj = getattr(old, "proj", None)
+    if not isinstance(proj, (nn.Conv2d, nn.Conv3d)):
+        raise ValueError(f"{patch_fn} needs a patch embedding with a Conv2d/Conv3d 'proj', got {type(old).__name__}")
+    extra = [name for name, m in old.named_children() if name not in ("proj", "norm") and any(True for _ in m.parameters())]
+    patch = tuple(old.patch_size)
+    if extra or tuple(proj.kernel_size[-2:]) != patch or tuple(proj.stride[-2:]) != patch:
+        raise ValueError(f"{patch_fn} can only adopt a plain patch projection (kernel = stride = patch size); "
+                         f"{type(old).__name__} has kernel {tuple(proj.kernel_size)}, stride {tuple(proj.stride)}"
+                         + (f" and more layers {extra}" if extra else ""))
+    grid = tuple(old.grid_size)
+    if grid[0] != grid[1]:
+        raise ValueError(f"{patch_fn} needs a square patch grid, got {grid}")
+
+
+def patch_backbone(
+    model: nn.Module,
+    dart_cls: type[DartModelMixin],
+    num_tokens: int | None = None,
+    scorer: str | dict | Scorer | None = "mobilenetv3_small",
+    img_size: int | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    bands: int | None = None,
+    scorer_head: str = "v1",
+    scorer_input_size: int = 224,
+    scorer_stage: int | None = None,
+    scorer_pretrained: bool = False,
+    trainable_scorer_trunk: bool | None = None,
+    antialias: bool = False,
+    learn_contrast: bool = True,
+    **tokenizer_kwargs: Any,
+) -> nn.Module:
+    """Turn ``model`` into a ``dart_cls`` model in place, keeping its weights (the steps in the module docstring).
+
+    With a uniform pdf the result computes what ``model`` computed on a ``g·P`` input (the
+    grid boxes resample the pixels exactly, the area average over a grid cell is its entry).
+
+    Args:
+        model: an instance of ``dart_cls.backbone_cls`` with a ``patch_embed`` whose ``proj``
+            is a ``Conv2d`` (or tubelet-1 ``Conv3d``) with kernel = stride = P.
+        dart_cls: the family's DART class (a :class:`DartModelMixin` subclass).
+        num_tokens: budget N (default :meth:`DartModelMixin.default_num_tokens`).
+        scorer: trunk name, dict of :class:`Scorer` kwargs, a ``Scorer``, or ``None`` (uniform).
+        img_size: input side the data pipeline should produce (default
+            ``dart_cls.img_size_factor`` × the backbone's); recorded in ``pretrained_cfg``.
+        alpha, bands, antialias: tokenizer options (:class:`DART`).
+        scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
+        trainable_scorer_trunk, learn_contrast: :func:`make_scorer` options (used when
+            ``scorer`` is a name).
+        **tokenizer_kwargs: further ``dart_cls.tokenizer_cls`` options (``temporal_diff``).
+
+    Returns:
+        The same object, now an instance of ``dart_cls`` (or a cached subclass of it and the
+        model's own class, :func:`dart_subclass`).
+
+    Raises:
+        TypeError: not a ``dart_cls.backbone_cls``.
+        ValueError: already DART, a patch embedding that is not a plain projection, a
+            non-square grid, or a layout the family refuses (:meth:`DartModelMixin.check_backbone`).
+    """
+    if not isinstance(model, dart_cls.backbone_cls):
+        raise TypeError(f"{dart_cls.patch_fn} expects a {dart_cls.backbone_desc}, got {type(model).__name__}")
+    if is_dart(model):
+        raise ValueError("model already has a DART tokenizer")
+    dart_cls.check_backbone(model)
+    old = model.patch_embed
+    _check_patch_embed(old, dart_cls.patch_fn)
+    in_chans = old.proj.in_channels
+    prefix_pos, grid_pos = dart_cls.split_pos_embed(model)
+    img_size = dart_cls.img_size_factor * old.img_size[0] if img_size is None else img_size
+    scorer = make_scorer(scorer, in_chans=in_chans, head=scorer_head, input_size=scorer_input_size,
+                         stage=scorer_stage, pretrained=scorer_pretrained, trainable_trunk=trainable_scorer_trunk,
+                         learn_contrast=learn_contrast)
+    dart = dart_cls.tokenizer_cls(
+        num_tokens=dart_cls.default_num_tokens(model) if num_tokens is None else num_tokens,
+        patch_size=old.patch_size[0], in_chans=in_chans, embed_dim=model.embed_dim,
+        pos_grid=old.grid_size[0] if grid_pos is not None else 0, bands=bands, alpha=alpha, scorer=scorer,
+        img_size=img_size, bias=old.proj.bias is not None, antialias=antialias,
+        **dart_cls.tokenizer_kwargs(model), **tokenizer_kwargs,
+    )
+    adopt_projection(dart, old.proj, old.proj.weight)
+    with torch.no_grad():
+        if grid_pos is not None:
+            dart.pos_embed.copy_(grid_pos)
+        for name in dart_cls.moved_parameters:
+            getattr(dart, name).copy_(getattr(model, name))
+    for name in dart_cls.moved_parameters:
+        delattr(model, name)  # now the tokenizer's; a stale copy would be an unused parameter (DDP)
+        setattr(model, name, None)
+    if isinstance(getattr(old, "norm", None), nn.Module):
+        dart.norm = old.norm
+    model.patch_embed = dart
+    model.pos_embed = nn.Parameter(prefix_pos.detach().clone()) if prefix_pos is not None else None
+    model.__class__ = dart_subclass(type(model), dart_cls)
+    set_input_cfg(model, in_chans, img_size, **dart_cls.input_cfg(model))
+    return model
+
+
+def patch_options(local_vars: dict[str, Any]) -> dict[str, Any]:
+    """A ``patch_*`` function's own arguments (its ``locals()``) less ``model``, for :func:`patch_backbone`."""
+    return {k: v for k, v in local_vars.items() if k != "model"}
+
+
+# --------------------------------------------------------------------------- registered models
+
+
+def split_dart_kwargs(kwargs: dict, defaults: dict, pretrained: bool, keys: tuple[str, ...] | None = None) -> dict:
+    """Pop the DART options (``keys``, default :data:`_DART_KEYS`) out of a registered DART
+    model's ``kwargs`` (the rest go to the backbone), over ``defaults``.
+
+    timm's ``pretrained_cfg`` / ``pretrained_cfg_overlay`` belong to the DART variant, not the
+    backbone, and are dropped; ``scorer_pretrained`` left at ``None`` follows ``pretrained``.
+    """
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay"):
+        kwargs.pop(key, None)
+    keys = _DART_KEYS if keys is None else keys
+    dart_kwargs = {**defaults, **{k: kwargs.pop(k) for k in list(kwargs) if k in keys}}
+    if dart_kwargs.get("scorer_pretrained") is None:
+        dart_kwargs["scorer_pretrained"] = pretrained
+    return dart_kwargs
+
+
+def create_dart(backbone: str, patch_fn, pretrained: bool, defaults: dict, kwargs: dict,
+                keys: tuple[str, ...] | None = None) -> nn.Module:
+    """A registered DART model: the registered ``backbone`` (``timm.create_model``) with the
+    non-DART ``kwargs``, then ``patch_fn`` with the DART ones over ``defaults`` (:func:`split_dart_kwargs`)."""
+    dart_kwargs = split_dart_kwargs(kwargs, defaults, pretrained, keys)
+    return patch_fn(timm.create_model(backbone, pretrained=pretrained, **kwargs), **dart_kwargs)
+
+
+def _cfg(input_size=(3, 224, 224), **kwargs) -> dict[str, Any]:
+    """A timm default cfg for a dartok model (ImageNet normalisation unless overridden)."""
+    return {
+        "url": "", "num_classes": 1000, "input_size": input_size, "pool_size": None,
+        "crop_pct": 0.875, "interpolation": "bicubic", "fixed_input_size": False,
+        "mean": timm.data.IMAGENET_DEFAULT_MEAN, "std": timm.data.IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj", "classifier": "head", **kwargs,
+    }

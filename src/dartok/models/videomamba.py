@@ -1,0 +1,371 @@
+"""VideoMamba (Li et al. 2024, OpenGVLab/VideoMamba ``video_sm/models/videomamba.py``) on timm, and its DART version.
+
+After ``import dartok`` these names work with ``timm.create_model``:
+
+- ``videomamba_tiny_patch16_224``: VideoMamba-Ti (embed 192, depth 24, 8 frames by default,
+  tubelet size 1).
+- ``videomamba_micro_patch8``: a CPU-sized VideoMamba (patch 8, embed 96, depth 6, one
+  channel, 48×48 frames, 4 frames, 10 classes).
+- ``dart_videomamba_tiny_patch16_224`` (8×224² frames, 196×4 tokens, paper Table 3) and
+  ``dart_videomamba_micro_patch8`` (CPU-sized: one channel, 128² frames, ``T/2`` frames'
+  worth of tokens): :class:`DartVideoMamba`, built by :func:`patch_videomamba` with the
+  video tokenizer :class:`dartok.video_tokenizer.VideoDART` (paper §3.3, §4.4). Their DART
+  kwargs: ``num_tokens``, ``img_size`` (frame side the data pipeline should produce),
+  ``scorer``, ``scorer_head``, ``scorer_input_size``, ``scorer_stage``,
+  ``scorer_pretrained``, ``trainable_scorer_trunk``, ``learn_contrast``, ``alpha``,
+  ``bands``, ``antialias``, ``temporal_diff``; everything else (``num_frames``,
+  ``num_classes``, ``depth``, ...) goes to :class:`VideoMamba`.
+
+Input ``B×C×T×H×W``. Tokens are frame-major (all patches of frame 0 row by row, then frame
+1, ...) after one class token at the head; each patch token gets the spatial ``pos_embed``
+entry of its grid cell plus the ``temporal_pos_embedding`` entry of its frame. The
+tokenization is the single method :meth:`VideoMamba.embed`, so a video tokenizer (DART on
+stacked frames, say) can replace it in a subclass without touching the rest.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn as nn
+
+from .. import _compat
+
+_compat.ensure_torchvision_importable()
+
+from timm.layers import to_2tuple, trunc_normal_  # noqa: E402
+from timm.models import build_model_with_cfg, register_model  # noqa: E402
+from timm.models._registry import generate_default_cfgs  # noqa: E402
+
+from ..layers.mamba import MambaClassifier, init_mamba_weights, segm_init_weights  # noqa: E402
+from ..partition import DEFAULT_ALPHA  # noqa: E402
+from ..scorer import Scorer  # noqa: E402
+from ..video_tokenizer import VideoDART  # noqa: E402
+from ._adapter import _DART_KEYS, ClassTokenDartMixin, _cfg, create_dart, patch_backbone, patch_options  # noqa: E402
+
+__all__ = ["DartVideoMamba", "PatchEmbed3d", "VideoMamba", "patch_videomamba"]
+
+
+class PatchEmbed3d(nn.Module):
+    """OpenGVLab's video ``PatchEmbed``: ``Conv3d`` with kernel = stride = ``(kernel_size, P, P)``.
+
+    Shapes: ``forward(B×C×T×H×W) → B×D×(T/k)×(H/P)×(W/P)``.
+    """
+
+    def __init__(self, img_size=224, patch_size=16, kernel_size: int = 1, in_chans: int = 3, embed_dim: int = 768,
+                 device=None, dtype=None):
+        super().__init__()
+        self.img_size = to_2tuple(img_size)
+        self.patch_size = to_2tuple(patch_size)
+        self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.tubelet_size = kernel_size
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=(kernel_size, *self.patch_size),
+                              stride=(kernel_size, *self.patch_size), device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class VideoMamba(MambaClassifier):
+    """VideoMamba for classification (OpenGVLab ``VisionMamba`` in ``video_sm``), same key names.
+
+    Bidirectional Mamba blocks (:class:`dartok.mamba.Mamba` ``bimamba_type="v2"``, the two
+    directions added, not averaged), RMSNorm, float32 residual; class token at index 0.
+
+    Args:
+        img_size: frame side (int or ``(H, W)``). patch_size: P. depth, embed_dim, d_state:
+            as for Vim. in_chans: channels. num_classes: head outputs (0: no head).
+        num_frames: T, the frame count the model takes. kernel_size: tubelet size k
+            (T must be a multiple of it); ``temporal_pos_embedding`` has ``T/k`` entries.
+        drop_rate: dropout after the position embeddings. drop_path_rate: stochastic depth.
+        fc_drop_rate: dropout before the head. ssm_cfg, norm_epsilon, rms_norm,
+        residual_in_fp32, fused_add_norm, initializer_cfg: as for
+            :class:`dartok.vim.VisionMamba`. bimamba: bidirectional mixer (True) or not.
+
+    Initialisation follows OpenGVLab: ``segm_init_weights`` on every module (which also
+    sets the mixers' Δ bias to 0, i.e. Δ = softplus(0) ≈ 0.69 at the start, unlike plain
+    Mamba's log-uniform [0.001, 0.1]), ``pos_embed`` trunc-normal(0.02), ``cls_token`` and
+    ``temporal_pos_embedding`` zero, then mamba's ``_init_weights``.
+
+    Shapes:
+        ``forward(B×C×T×H×W) → B×num_classes``; ``embed → B×(1+T/k·g²)×D``.
+
+    Raises:
+        ValueError: bad sizes at construction; in forward a video that is not
+            ``B×C×T×H×W`` with the model's C, T, H, W.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 16,
+        depth: int = 24,
+        embed_dim: int = 192,
+        d_state: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        num_frames: int = 8,
+        kernel_size: int = 1,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        fc_drop_rate: float = 0.0,
+        ssm_cfg: dict | None = None,
+        norm_epsilon: float = 1e-5,
+        rms_norm: bool = True,
+        residual_in_fp32: bool = True,
+        fused_add_norm: bool = True,
+        bimamba: bool = True,
+        initializer_cfg: dict | None = None,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if num_frames < 1 or kernel_size < 1 or num_frames % kernel_size:
+            raise ValueError(f"num_frames must be a positive multiple of kernel_size, got {num_frames}, {kernel_size}")
+        if depth < 1 or embed_dim < 1:
+            raise ValueError(f"depth and embed_dim must be ≥ 1, got depth={depth}, embed_dim={embed_dim}")
+        factory = {"device": device, "dtype": dtype}
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.num_frames = num_frames
+        self.kernel_size = kernel_size
+        self.patch_size = patch_size
+        self.depth = depth
+        self.d_model = self.num_features = self.embed_dim = embed_dim
+        self.residual_in_fp32 = residual_in_fp32
+        self.fused_add_norm = fused_add_norm
+        self.num_prefix_tokens = 1
+
+        self.patch_embed = PatchEmbed3d(img_size, patch_size, kernel_size, in_chans, embed_dim, **factory)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim, **factory))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim, **factory))
+        self.temporal_pos_embedding = nn.Parameter(torch.zeros(1, num_frames // kernel_size, embed_dim, **factory))
+        self.pos_drop = nn.Dropout(p=drop_rate)
+        self.head_drop = nn.Dropout(fc_drop_rate) if fc_drop_rate > 0 else nn.Identity()
+        self.head = nn.Linear(embed_dim, num_classes, **factory) if num_classes > 0 else nn.Identity()
+        self._init_stack(depth, embed_dim, drop_path_rate, d_state=d_state, ssm_cfg=ssm_cfg, norm_epsilon=norm_epsilon,
+                         rms_norm=rms_norm, residual_in_fp32=residual_in_fp32, fused_add_norm=fused_add_norm,
+                         bimamba_type="v2" if bimamba else "none", if_devide_out=False, **factory)
+        self.apply(segm_init_weights)
+        trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(partial(init_mamba_weights, n_layer=depth, **(initializer_cfg or {})))
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "cls_token", "temporal_pos_embedding"}
+
+    def check_video(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is ``B×C×T×H×W`` with the model's C, T (num_frames), H, W."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 5:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"video must be B×C×T×H×W (rank 5), got {shape}")
+        _, c, t, h, w = x.shape
+        if c != self.in_chans:
+            raise ValueError(f"video has {c} channels, the model expects in_chans={self.in_chans}")
+        if t != self.num_frames:
+            raise ValueError(f"video has {t} frames, the model takes num_frames={self.num_frames}")
+        if (h, w) != tuple(self.patch_embed.img_size):
+            raise ValueError(f"frames are {(h, w)}, the model takes {tuple(self.patch_embed.img_size)}")
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Video ``B×C×T×H×W`` → tokens ``B×(1+T'·g²)×D``, class token first, position added.
+
+        Frame-major: token ``1 + t·g² + i·g + j`` is patch ``(i, j)`` of (tubelet) frame t,
+        with ``pos_embed[1 + i·g + j] + temporal_pos_embedding[t]``; the class token gets
+        ``pos_embed[0]``. Override this (and only this) to change the tokenizer.
+
+        Raises:
+            ValueError: see :meth:`check_video`.
+        """
+        self.check_video(x)
+        x = self.patch_embed(x)  # B×D×T'×g×g
+        b, d, t = x.shape[:3]
+        x = x.permute(0, 2, 3, 4, 1).reshape(b, t, -1, d)
+        x = x + self.pos_embed[:, 1:].unsqueeze(1) + self.temporal_pos_embedding.unsqueeze(2)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
+        return self.pos_drop(torch.cat([cls, x.reshape(b, -1, d)], dim=1))
+
+    def cls_position(self, num_tokens: int) -> int:
+        """Index of the class token among ``num_tokens`` tokens (0 here)."""
+        return 0
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens ``B×L×D`` → logits from the class token."""
+        x = x[:, self.cls_position(x.shape[1])]
+        return x if pre_logits else self.head(self.head_drop(x))
+
+
+# --------------------------------------------------------------------------- registry
+
+default_cfgs = generate_default_cfgs({
+    "videomamba_tiny_patch16_224": _cfg(fixed_input_size=True),
+    "videomamba_micro_patch8": _cfg(input_size=(1, 48, 48), fixed_input_size=True, num_classes=10,
+                                    mean=(0.5,), std=(0.5,)),
+})
+
+MICRO_VIDEOMAMBA_ARGS = dict(patch_size=8, embed_dim=96, depth=6, d_state=8, in_chans=1, num_classes=10,
+                             num_frames=4, img_size=48)
+"""The CPU-sized VideoMamba of ``videomamba_micro_patch8`` (``d_state=8`` as ``vim_micro_patch8``)."""
+
+
+def _create_videomamba(variant: str, pretrained: bool, defaults: dict, kwargs: dict) -> VideoMamba:
+    model = build_model_with_cfg(VideoMamba, variant, pretrained, **{**defaults, **kwargs})
+    cfg = dict(model.pretrained_cfg)  # a plain dict: num_frames is no PretrainedCfg field
+    cfg.update(input_size=(model.in_chans, *model.patch_embed.img_size), num_frames=model.num_frames,
+               num_classes=model.num_classes)
+    model.pretrained_cfg = model.default_cfg = cfg
+    return model
+
+
+@register_model
+def videomamba_tiny_patch16_224(pretrained: bool = False, **kwargs) -> VideoMamba:
+    """VideoMamba-Ti (embed 192, depth 24), 8 frames of 224² by default (paper Table 3 / SSv2)."""
+    return _create_videomamba("videomamba_tiny_patch16_224", pretrained,
+                              dict(patch_size=16, embed_dim=192, depth=24, num_frames=8), kwargs)
+
+
+@register_model
+def videomamba_micro_patch8(pretrained: bool = False, **kwargs) -> VideoMamba:
+    """CPU-sized VideoMamba: 4 frames of 48×48, one channel, 4·36 + 1 tokens, 10 classes."""
+    return _create_videomamba("videomamba_micro_patch8", pretrained, MICRO_VIDEOMAMBA_ARGS, kwargs)
+
+
+# --------------------------------------------------------------------------- VideoMamba + DART
+
+
+class DartVideoMamba(ClassTokenDartMixin, VideoMamba):
+    """A :class:`VideoMamba` whose tokenizer is a :class:`~dartok.video_tokenizer.VideoDART` (built by
+    :func:`patch_videomamba`; paper §4.4).
+
+    ``embed`` (VideoMamba's single tokenization method) becomes: VideoDART tokens + their
+    area-averaged spatio-temporal position embeddings, frame-major, with the class token
+    (plus its own ``pos_embed`` entry, ``1×1×D``) at the head. The spatial grid of
+    ``pos_embed`` lives in ``patch_embed.pos_embed`` and ``temporal_pos_embedding`` in
+    ``patch_embed.temporal_pos_embedding``. Frames of any size work; the frame count must
+    be the model's ``num_frames``.
+
+    Shapes: ``forward(B×C×T×H×W) → B×num_classes``; ``embed → B×(1+N)×D``.
+    """
+
+    backbone_cls = VideoMamba
+    backbone_desc = "dartok VideoMamba"
+    patch_fn = "patch_videomamba"
+    tokenizer_cls = VideoDART
+    img_size_factor = 1  # VideoMamba's SSv2 protocol decodes 224² frames; the paper keeps them
+    moved_parameters = ("temporal_pos_embedding",)
+
+    def check_video(self, x: torch.Tensor) -> None:
+        """Rank, channels and frame count only: DART takes frames of any size."""
+        self.patch_embed._check_video(x)
+
+    @classmethod
+    def check_backbone(cls, model: VideoMamba) -> None:
+        """Raise ``ValueError`` for a tubelet size other than 1 (VideoDART's tokens each lie in one frame)."""
+        if model.patch_embed.tubelet_size != 1:
+            raise ValueError(f"patch_videomamba needs tubelet size 1 (one frame per token), "
+                             f"got {model.patch_embed.tubelet_size}")
+
+    @classmethod
+    def split_pos_embed(cls, model: VideoMamba) -> tuple[torch.Tensor, torch.Tensor]:
+        """The class token's entry (index 0) stays, the ``g²`` spatial entries are the grid."""
+        return model.pos_embed.data[:, :1], model.pos_embed.data[:, 1:]
+
+    @classmethod
+    def default_num_tokens(cls, model: VideoMamba) -> int:
+        """``T/2`` frames' worth of the grid, ``g²·T // 2`` (196·4 for T = 8, paper Table 3)."""
+        return max(1, model.patch_embed.num_patches * model.num_frames // 2)
+
+    @classmethod
+    def tokenizer_kwargs(cls, model: VideoMamba) -> dict:
+        """``num_frames``: the clip length the tokenizer takes."""
+        return {"num_frames": model.num_frames}
+
+    @classmethod
+    def input_cfg(cls, model: VideoMamba) -> dict:
+        """``num_frames`` recorded beside ``input_size``."""
+        return {"num_frames": model.num_frames}
+
+
+def patch_videomamba(
+    model: VideoMamba,
+    num_tokens: int | None = None,
+    scorer: str | dict | Scorer | None = "mobilenetv3_small",
+    img_size: int | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    bands: int | None = None,
+    scorer_head: str = "v2",
+    scorer_input_size: int = 224,
+    scorer_stage: int | None = None,
+    scorer_pretrained: bool = False,
+    trainable_scorer_trunk: bool | None = None,
+    antialias: bool = False,
+    learn_contrast: bool = True,
+    temporal_diff: str = "abs",
+) -> VideoMamba:
+    """Turn a :class:`VideoMamba` into a DART VideoMamba in place, keeping its weights.
+
+    The VideoMamba call of :func:`dartok.models.patch_backbone`; the signature mirrors
+    :func:`dartok.patch_timm` plus ``temporal_diff`` (scorer head default ``"v2"``).
+    Like :func:`dartok.patch_timm` for video (paper §3.3, §4.4): the tubelet-1 ``Conv3d``
+    patch projection (``D×C×1×P×P``) becomes :class:`VideoDART`'s ``Conv2d`` (``D×C×P×P``,
+    same numbers), the grid part of ``pos_embed`` becomes its spatial ``g×g×D`` map and
+    ``temporal_pos_embedding`` its ``T×D`` temporal one; the class token and its position
+    entry stay on the model. With a uniform pdf (``scorer=None``) and ``N = T·g²`` the
+    patched model computes exactly what the original computed (the default bands are then
+    ``T·g``, one g×g grid per frame; see :func:`video_bands`).
+
+    Args:
+        model: a :class:`VideoMamba` with tubelet size 1 and a square patch grid.
+        num_tokens: budget N per clip (default: ``T/2`` frames' worth, ``g²·T // 2``, e.g.
+            196·4 for T = 8 as in the paper's Table 3); any N ≥ 1.
+        scorer: trunk name, dict of :class:`~dartok.scorer.Scorer` kwargs, a ``Scorer``, or
+            ``None`` (uniform pdf). VideoMamba uses head ``"v2"`` (paper §4.4, docs/method.md §3).
+        img_size: the frame side the data pipeline should produce (default: the model's
+            own frame side, 224 for VideoMamba-Ti: VideoMamba's SSv2 protocol decodes 224²
+            frames and the paper does not say it raised that for video); recorded in
+            ``pretrained_cfg["input_size"]``. DART accepts any frame size.
+        alpha, bands, antialias, temporal_diff: :class:`VideoDART` options.
+        scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
+        trainable_scorer_trunk, learn_contrast: used when ``scorer`` is a name.
+
+    Returns:
+        The same object, now a :class:`DartVideoMamba`.
+
+    Raises:
+        TypeError: not a :class:`VideoMamba`.
+        ValueError: already DART, a tubelet size other than 1, or a non-square grid.
+    """
+    return patch_backbone(model, DartVideoMamba, **patch_options(locals()))
+
+
+_DART_VIDEOMAMBA_KEYS = (*_DART_KEYS, "temporal_diff")
+
+
+def _create_dart_videomamba(base: str, pretrained: bool, defaults: dict, kwargs: dict) -> VideoMamba:
+    return create_dart(base, patch_videomamba, pretrained, defaults, kwargs, _DART_VIDEOMAMBA_KEYS)
+
+
+default_cfgs.update(generate_default_cfgs({
+    "dart_videomamba_tiny_patch16_224": _cfg(input_size=(3, 224, 224)),
+    "dart_videomamba_micro_patch8": _cfg(input_size=(1, 128, 128), num_classes=10, mean=(0.5,), std=(0.5,)),
+}))
+
+
+@register_model
+def dart_videomamba_tiny_patch16_224(pretrained: bool = False, **kwargs) -> VideoMamba:
+    """VideoMamba-Ti + DART: 8 frames of 224², 196×4 tokens, MobileNetV3-Small scorer with head v2
+    on a 224 copy of each frame (paper Table 3: 63.7 SSv2 top-1 at 5.11 GFLOPs)."""
+    return _create_dart_videomamba("videomamba_tiny_patch16_224", pretrained,
+                                   {"img_size": 224, "scorer": "mobilenetv3_small", "scorer_head": "v2",
+                                    "scorer_input_size": 224, "scorer_pretrained": None}, kwargs)
+
+
+@register_model
+def dart_videomamba_micro_patch8(pretrained: bool = False, **kwargs) -> VideoMamba:
+    """``videomamba_micro_patch8`` + DART for CPU runs: 128² frames in, scorer (head v2) on a
+    128 copy of each frame, budget ``T/2`` frames' worth of the 6×6 grid (72 for T = 4), anti-aliased
+    boxes as ``dart_vit_micro_patch8``."""
+    return _create_dart_videomamba("videomamba_micro_patch8", pretrained,
+                                   {"img_size": 128, "scorer": "mobilenetv3_small", "scorer_head": "v2",
+                                    "scorer_input_size": 128, "scorer_pretrained": None, "antialias": True}, kwargs)

@@ -1,0 +1,313 @@
+"""DART on timm Vision Transformers: ``patch_timm``, registered models, weight loading.
+
+After ``import dartok`` these names work with ``timm.create_model``:
+
+- ``dart_deit_tiny_patch16_224``, ``dart_deit_small_patch16_224``,
+  ``dart_deit_base_patch16_224``: DeiT with DART (paper §4.2; input 448, scorer trunk per
+  docs/method.md §3: MobileNetV3-Small for Ti, -Large for S and B). ``pretrained=True`` takes the
+  DeiT weights and the scorer trunk from timm's pretrained tags (needs a network).
+- ``vit_micro_patch8`` and ``dart_vit_micro_patch8``: a small ViT that trains on two CPU
+  cores, used identically by the fixed-grid baseline and the DART model.
+
+Model kwargs for the DART models: ``num_tokens`` (default 196 / 36), ``img_size`` (the
+input side the data pipeline should produce), ``scorer`` (trunk name), ``scorer_head``
+(``"v1"``/``"v2"``), ``scorer_input_size``, ``scorer_stage``, ``scorer_pretrained``,
+``trainable_scorer_trunk``, ``learn_contrast``, ``alpha``, ``bands``, ``antialias``; everything else goes to timm's
+``VisionTransformer``.
+
+Prefix tokens: every layout timm's ``VisionTransformer`` and DeiT's distilled ViT have is
+supported (class token, distillation token, register tokens, with position entries or
+``no_embed_class``); they go in front of the DART tokens in timm's order (class,
+distillation, registers). Anything else is refused (:meth:`DartVisionTransformer.check_backbone`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import _compat
+
+_compat.ensure_torchvision_importable()
+
+from timm.layers import resample_abs_pos_embed, resample_patch_embed  # noqa: E402
+from timm.models import build_model_with_cfg, register_model  # noqa: E402
+from timm.models._registry import generate_default_cfgs  # noqa: E402
+from timm.models.deit import VisionTransformerDistilled  # noqa: E402
+from timm.models.vision_transformer import VisionTransformer  # noqa: E402
+
+from ..partition import DEFAULT_ALPHA  # noqa: E402
+from ..scorer import Scorer  # noqa: E402
+from ..tokenizer import DART, DartOutput  # noqa: E402
+from ._adapter import DartModelMixin, _cfg, create_dart, is_dart, patch_backbone, patch_options  # noqa: E402
+
+__all__ = ["DartVisionTransformer", "convert_vit_state_dict", "load_vit_weights", "patch_timm"]
+
+_KNOWN_POS_EMBED = (VisionTransformer._pos_embed, VisionTransformerDistilled._pos_embed)
+"""timm's ``_pos_embed`` implementations whose prefix-token placement DART reproduces."""
+
+
+def _prefix_tokens(model: VisionTransformer) -> list[torch.Tensor]:
+    """The prefix tokens (``1×k×D`` each) in timm's order: class, distillation, registers."""
+    names = ("cls_token", "dist_token", "reg_token")
+    return [t for t in (getattr(model, n, None) for n in names) if t is not None]
+
+
+def _num_prefix_pos(model: VisionTransformer) -> int:
+    """Prefix entries in ``model.pos_embed`` (0 for ``no_embed_class`` models)."""
+    return 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+
+
+class DartVisionTransformer(DartModelMixin, VisionTransformer):
+    """A timm ``VisionTransformer`` whose ``patch_embed`` is a :class:`DART`.
+
+    Not constructed directly: :func:`patch_timm` turns an existing ViT into one (the
+    instance keeps its class's behaviour through a dynamic subclass, as ToMe does; a
+    distilled DeiT keeps its two heads). ``pos_embed`` keeps only the prefix-token
+    (class/distillation/register) entries, ``None`` for ``no_embed_class`` models; the grid
+    part lives in ``patch_embed.pos_embed``.
+
+    Shapes: ``forward(B×C×H×W) → B×num_classes`` for any H, W; ``forward_features →
+    B×(k+N)×D`` with the k prefix tokens first.
+    """
+
+    backbone_cls = VisionTransformer
+    backbone_desc = "timm VisionTransformer"
+    patch_fn = "patch_timm"
+
+    def _pos_embed(self, x: DartOutput) -> torch.Tensor:  # type: ignore[override]
+        """DART tokens + their position embeddings, prefix tokens (+ their entries) in front: ``B×(k+N)×D``."""
+        tokens = x.tokens + x.pos_embed
+        prefix = _prefix_tokens(self)
+        if prefix:
+            prefix = torch.cat([t.expand(tokens.shape[0], -1, -1) for t in prefix], dim=1)
+            if self.pos_embed is not None:
+                prefix = prefix + self.pos_embed
+            tokens = torch.cat([prefix, tokens], dim=1)
+        return self.pos_drop(tokens)
+
+    @classmethod
+    def check_backbone(cls, model: VisionTransformer) -> None:
+        """Refuse what the DART ViT cannot reproduce.
+
+        Raises:
+            ValueError: no learned absolute position embedding (or ``dynamic_img_size``), an
+                overridden ``_pos_embed`` timm does not have, a distilled ViT with register
+                tokens (timm's ``VisionTransformerDistilled`` ignores them), or prefix tokens /
+                position entries that do not add up to ``num_prefix_tokens``.
+        """
+        if model.pos_embed is None or getattr(model, "dynamic_img_size", False):
+            raise ValueError("patch_timm needs a ViT with learned absolute position embeddings (pos_embed='learn')")
+        if type(model)._pos_embed not in _KNOWN_POS_EMBED:
+            raise ValueError(f"patch_timm cannot tell where {type(model).__name__}._pos_embed puts the prefix tokens "
+                             "(only timm's VisionTransformer and VisionTransformerDistilled layouts are supported)")
+        if getattr(model, "dist_token", None) is not None and model.reg_token is not None:
+            raise ValueError("patch_timm does not support a distilled ViT with register tokens "
+                             "(timm's VisionTransformerDistilled leaves them out of its token sequence)")
+        k = sum(t.shape[1] for t in _prefix_tokens(model))
+        expected = model.patch_embed.num_patches + _num_prefix_pos(model)
+        if k != model.num_prefix_tokens or model.pos_embed.shape[1] != expected:
+            raise ValueError(f"unsupported prefix-token layout: {k} prefix tokens, num_prefix_tokens="
+                             f"{model.num_prefix_tokens}, pos_embed of length {model.pos_embed.shape[1]} "
+                             f"for {model.patch_embed.num_patches} patches")
+
+    @classmethod
+    def split_pos_embed(cls, model: VisionTransformer) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The first :func:`_num_prefix_pos` entries stay (``None`` if 0), the rest is the grid."""
+        prefix = _num_prefix_pos(model)
+        pos = model.pos_embed.data
+        return (pos[:, :prefix] if prefix else None), pos[:, prefix:]
+
+
+def patch_timm(
+    model: VisionTransformer,
+    num_tokens: int | None = None,
+    scorer: str | dict | Scorer | None = "mobilenetv3_small",
+    img_size: int | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    bands: int | None = None,
+    scorer_head: str = "v1",
+    scorer_input_size: int = 224,
+    scorer_stage: int | None = None,
+    scorer_pretrained: bool = False,
+    trainable_scorer_trunk: bool | None = None,
+    antialias: bool = False,
+    learn_contrast: bool = True,
+) -> VisionTransformer:
+    """Turn a timm ``VisionTransformer`` into a DART model in place, keeping its weights.
+
+    The ViT call of :func:`dartok.models.patch_backbone` (the signature mirrors
+    :func:`~dartok.models.vim.patch_vim` and :func:`~dartok.models.videomamba.patch_videomamba`).
+    The patch projection (``patch_embed.proj``) moves into :class:`DART` unchanged, the
+    grid part of ``pos_embed`` becomes the tokenizer's ``g×g×D`` position map, class /
+    distillation / register tokens and their position entries stay. With a uniform pdf the
+    patched model computes exactly what the original computed on a ``g·P`` input, for every
+    prefix layout (paper §4.2).
+
+    Args:
+        model: a timm ``VisionTransformer`` (or DeiT's distilled one) with learned absolute
+            position embeddings (with or without class / register tokens).
+        num_tokens: token budget N (default: the model's own ``num_patches``).
+        scorer: trunk name (see :data:`dartok.scorer.SCORER_TRUNKS`), a dict of
+            :class:`~dartok.scorer.Scorer` kwargs, a ``Scorer``, or ``None`` (uniform).
+        img_size: the input side the data pipeline should produce (default: twice the
+            model's, 448 for a 224 model, as in the paper). Recorded in
+            ``model.pretrained_cfg["input_size"]``; DART accepts any size.
+        alpha, bands: partition options (:func:`dartok.quantile_boxes`).
+        antialias: anti-alias large boxes (:class:`DART`).
+        scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
+        trainable_scorer_trunk, learn_contrast: used when ``scorer`` is a name.
+
+    Returns:
+        The same object, now an instance of a ``DartVisionTransformer`` subclass.
+
+    Raises:
+        TypeError: not a timm VisionTransformer.
+        ValueError: no learned absolute position embedding, a non-square grid, or a
+            prefix layout timm does not have (:meth:`DartVisionTransformer.check_backbone`).
+    """
+    return patch_backbone(model, DartVisionTransformer, **patch_options(locals()))
+
+
+def convert_vit_state_dict(state_dict: dict[str, torch.Tensor], model: DartVisionTransformer) -> dict[str, torch.Tensor]:
+    """Map a timm DeiT/ViT state dict onto a DART model's keys and shapes.
+
+    ``pos_embed`` is split into the prefix entries (kept in ``pos_embed``) and the grid
+    (→ ``patch_embed.pos_embed``, resampled to the model's map size if it differs);
+    ``patch_embed.proj.weight`` is resampled if the patch size differs (timm's
+    ``resample_patch_embed``); distillation tokens/heads the model lacks are dropped.
+    A state dict already in DART layout passes through.
+
+    Raises:
+        ValueError: the position embedding's length fits no square grid.
+    """
+    if not is_dart(model):
+        raise TypeError("convert_vit_state_dict expects a DART model (see patch_timm)")
+    sd = dict(state_dict)
+    if "model" in sd and isinstance(sd["model"], dict):  # DeiT's released checkpoints
+        sd = dict(sd["model"])
+    dart: DART = model.patch_embed
+    if "pos_embed" in sd and "patch_embed.pos_embed" not in sd:
+        pos = sd.pop("pos_embed")
+        n = pos.shape[1]
+        src_prefix = sum(1 for k in ("cls_token", "dist_token") if k in sd)
+        if "reg_token" in sd:
+            src_prefix += sd["reg_token"].shape[1]
+        if math.isqrt(n - src_prefix) ** 2 == n - src_prefix:
+            pass
+        elif math.isqrt(n) ** 2 == n:
+            src_prefix = 0  # no_embed_class layout
+        else:
+            raise ValueError(f"pos_embed of length {n} is not prefix + a square grid")
+        grid = pos[:, src_prefix:]
+        g_src = math.isqrt(grid.shape[1])
+        if dart.pos_embed is not None:
+            if g_src != dart.pos_grid:
+                grid = resample_abs_pos_embed(grid, new_size=(dart.pos_grid,) * 2,
+                                              old_size=(g_src, g_src), num_prefix_tokens=0)
+            sd["patch_embed.pos_embed"] = grid
+        n_prefix = _num_prefix_pos(model)
+        if model.pos_embed is not None:
+            src = pos[:, :src_prefix]
+            if src.shape[1] >= n_prefix:
+                sd["pos_embed"] = src[:, :n_prefix]
+    w = sd.get("patch_embed.proj.weight")
+    if w is not None and w.shape[-2:] != dart.proj.weight.shape[-2:]:
+        sd["patch_embed.proj.weight"] = resample_patch_embed(w, list(dart.proj.weight.shape[-2:]))
+    own = model.state_dict()
+    for key in ("dist_token", "head_dist.weight", "head_dist.bias"):
+        if key in sd and key not in own:
+            sd.pop(key)
+    return sd
+
+
+def load_vit_weights(model: DartVisionTransformer, state_dict: dict[str, torch.Tensor], strict_backbone: bool = True):
+    """Load a timm DeiT/ViT (or DART) state dict into a DART model.
+
+    Keys of the scorer (``patch_embed.scorer.*``) may be missing: the scorer then keeps
+    its own weights. Any other missing key, unexpected key or shape mismatch raises when
+    ``strict_backbone`` is True.
+
+    Returns:
+        ``(missing_keys, unexpected_keys)`` as lists.
+
+    Raises:
+        ValueError: mismatched keys or shapes (with the offending names).
+    """
+    sd = convert_vit_state_dict(state_dict, model)
+    own = model.state_dict()
+    shape_errors = [f"{k}: {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                    for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    if shape_errors:
+        raise ValueError("shape mismatch loading ViT weights: " + "; ".join(shape_errors))
+    result = model.load_state_dict(sd, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("patch_embed.scorer.")]
+    if strict_backbone and (missing or result.unexpected_keys):
+        raise ValueError(f"ViT weights do not fit the model: missing {missing}, unexpected {list(result.unexpected_keys)}")
+    return list(result.missing_keys), list(result.unexpected_keys)
+
+
+# --------------------------------------------------------------------------- registry
+
+def _create_dart(vit_name: str, pretrained: bool, defaults: dict, kwargs: dict) -> VisionTransformer:
+    return create_dart(vit_name, patch_timm, pretrained, defaults, kwargs)
+
+
+default_cfgs = generate_default_cfgs({
+    "dart_deit_tiny_patch16_224": _cfg(input_size=(3, 448, 448)),
+    "dart_deit_small_patch16_224": _cfg(input_size=(3, 448, 448)),
+    "dart_deit_base_patch16_224": _cfg(input_size=(3, 448, 448)),
+    "vit_micro_patch8": _cfg(input_size=(1, 48, 48), num_classes=10, mean=(0.5,), std=(0.5,)),
+    "dart_vit_micro_patch8": _cfg(input_size=(1, 128, 128), num_classes=10, mean=(0.5,), std=(0.5,)),
+})
+
+_DEIT_DEFAULTS = {"num_tokens": 196, "img_size": 448, "scorer_head": "v1", "scorer_input_size": 224}
+
+
+@register_model
+def dart_deit_tiny_patch16_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """DeiT-Ti + DART (paper Table 1: 73.8 top-1, 1.32 GMACs at 196 tokens)."""
+    return _create_dart("deit_tiny_patch16_224", pretrained,
+                        {**_DEIT_DEFAULTS, "scorer": "mobilenetv3_small"}, kwargs)
+
+
+@register_model
+def dart_deit_small_patch16_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """DeiT-S + DART (paper Table 1: 80.6 top-1, 4.84 GMACs at 196 tokens)."""
+    return _create_dart("deit_small_patch16_224", pretrained,
+                        {**_DEIT_DEFAULTS, "scorer": "mobilenetv3_large"}, kwargs)
+
+
+@register_model
+def dart_deit_base_patch16_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """DeiT-B + DART (scorer MobileNetV3-Large; not in the paper's tables)."""
+    return _create_dart("deit_base_patch16_224", pretrained,
+                        {**_DEIT_DEFAULTS, "scorer": "mobilenetv3_large"}, kwargs)
+
+
+MICRO_VIT_ARGS = dict(patch_size=8, embed_dim=96, depth=6, num_heads=3, mlp_ratio=3.0, in_chans=1, num_classes=10)
+"""The small CPU-trainable ViT shared by ``vit_micro_patch8`` and ``dart_vit_micro_patch8``."""
+
+
+@register_model
+def vit_micro_patch8(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """Small fixed-grid ViT for CPU training (img_size 48 → 36 tokens by default)."""
+    args = {**MICRO_VIT_ARGS, "img_size": 48, **kwargs}
+    model = build_model_with_cfg(VisionTransformer, "vit_micro_patch8", pretrained, **args)
+    cfg = dict(model.pretrained_cfg)
+    cfg.update(input_size=(args["in_chans"], args["img_size"], args["img_size"]), num_classes=args["num_classes"])
+    model.pretrained_cfg = model.default_cfg = cfg
+    return model
+
+
+@register_model
+def dart_vit_micro_patch8(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """``vit_micro_patch8`` with DART (36 tokens, 128 input, scorer on a 128 copy, anti-aliased boxes).
+
+    Anti-aliasing is on by default here (unlike the paper's DeiT models): at the small
+    budgets this model is for, most boxes are several times the 8×8 patch and point
+    sampling aliases them (measured: +3.3 points top-1 at N = 16, README "Accuracy").
+    """
+    defaults = {"num_tokens": 36, "img_size": 128, "scorer": "mobilenetv3_small",
+                "scorer_head": "v1", "scorer_input_size": 128, "antialias": True}
+    return _create_dart("vit_micro_patch8", pretrained, defaults, kwargs)

@@ -1,0 +1,232 @@
+"""The options of a training run, and how a resumed run's options are settled.
+
+:class:`TrainConfig` holds every option (what ``dartok train`` fills in). A resumed run
+(``resume=True``) continues the run in ``<output>/checkpoint``: :func:`resolve_config` takes
+the options a caller did not give from the saved run, exactly as ``dartok train --resume``
+does, and :func:`check_resume` refuses options that conflict with it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .._io import json_default
+from ..data.registry import DataConfig
+from . import checkpoint as ckpt
+from .task import check_label_smoothing
+
+__all__ = [
+    "CHECKPOINT_DIRNAME",
+    "METRICS_NAME",
+    "NOT_INHERITED",
+    "ResumeConflictError",
+    "TrainConfig",
+    "check_resume",
+    "load_resume_config",
+    "resolve_config",
+]
+
+METRICS_NAME = "metrics.jsonl"
+"""Per-epoch metrics of a run, one JSON object a line, in ``<output>/``."""
+CHECKPOINT_DIRNAME = "checkpoint"
+"""The run's checkpoint folder, ``<output>/checkpoint``."""
+NOT_INHERITED = frozenset({"stop_after", "resume", "output", "progress"})
+"""Options a resumed run does not take from the saved run when they are not given."""
+
+
+class ResumeConflictError(ValueError):
+    """Raised when ``--resume`` is asked with options that conflict with the saved run."""
+
+
+@dataclass
+class TrainConfig:
+    """All options of a training run (serialized into the checkpoint's ``config.json``).
+
+    Model: ``model`` (name for :func:`dartok.models.create_model`), ``num_tokens``,
+    ``model_kwargs`` (extra kwargs, e.g. scorer options), ``num_classes`` / ``in_chans``
+    (``None``: inferred from the data -- 10 classes and 1 channel for the Fashion-MNIST
+    datasets, 3 channels otherwise).
+
+    Data: ``data`` (a registered name, :func:`dartok.data.list_datasets`, or a timm /
+    ImageFolder name; the registry also says the run's task), ``data_root``, ``canvas_size``
+    (canvas datasets), ``train_samples`` / ``test_samples``
+    (``None``: whole split), ``data_kwargs`` (extra dataset kwargs), ``data_seed``.
+
+    Optimization: ``epochs``, ``batch_size`` (the GLOBAL batch: split evenly across the
+    processes of a distributed run), ``lr``, ``weight_decay``, ``warmup_epochs``,
+    ``warmup_lr``, ``min_lr``, ``label_smoothing``, ``clip_grad`` (max grad norm, ``None``
+    off), ``seed``, ``model_ema`` (keep an exponential moving average of the weights, as
+    DeiT does, with ``timm.utils.ModelEmaV3``; evaluated and checkpointed alongside),
+    ``model_ema_decay``.
+
+    Runtime: ``num_workers``, ``output`` (run dir), ``resume``, ``amp`` (bf16 autocast),
+    ``device`` (``None``: cuda if available else cpu), ``progress`` (tqdm bar),
+    ``stop_after`` (stop after this many completed epochs in total, e.g. to split a run
+    into chunks; the schedule still spans ``epochs``), ``eval_batch_size`` (global like
+    ``batch_size``; ``None``: 2x ``batch_size``), ``threads`` (``torch.set_num_threads`` for CPU work; ``None``: torch's
+    default. On a small, shared CPU ``1`` can be much faster: with 2 intra-op threads a
+    co-running process stalls every OpenMP barrier).
+    """
+
+    model: str = "dart_vit_micro_patch8"
+    num_tokens: int | None = None
+    model_kwargs: dict = field(default_factory=dict)
+    num_classes: int | None = None
+    in_chans: int | None = None
+    data: str = "cluttered_fmnist"
+    data_root: str | None = None
+    canvas_size: int | None = None
+    train_samples: int | None = None
+    test_samples: int | None = None
+    data_kwargs: dict = field(default_factory=dict)
+    data_seed: int = 0
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    label_smoothing: float = 0.1
+    clip_grad: float | None = None
+    seed: int = 0
+    model_ema: bool = False
+    model_ema_decay: float = 0.99996
+    num_workers: int = 0
+    output: str = "runs/default"
+    resume: bool = False
+    amp: bool = False
+    device: str | None = None
+    progress: bool = True
+    stop_after: int | None = None
+    threads: int | None = None
+
+    # options that may change between a run and its resumption
+    RESUMABLE_CHANGES = frozenset(
+        {"epochs", "num_workers", "output", "resume", "device", "progress", "stop_after", "eval_batch_size", "amp",
+         "threads"}
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict (JSON-serializable) form."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """Build from a dict, ignoring unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def data_config(self) -> DataConfig:
+        """The data options (:class:`dartok.data.DataConfig`) of this run."""
+        return DataConfig.from_options(self)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid option."""
+        def pos(name, v, allow_none=False, zero=False):
+            if v is None and allow_none:
+                return
+            if v is None or (v < 0 if zero else v <= 0):
+                raise ValueError(f"{name} must be {'>= 0' if zero else '> 0'}, got {v!r}")
+        for name in ("epochs", "batch_size", "lr"):
+            pos(name, getattr(self, name))
+        for name in ("weight_decay", "warmup_epochs", "warmup_lr", "min_lr", "num_workers"):
+            pos(name, getattr(self, name), zero=True)
+        for name in ("eval_batch_size", "num_tokens", "num_classes", "canvas_size", "train_samples", "test_samples",
+                     "clip_grad", "stop_after", "threads"):
+            pos(name, getattr(self, name), allow_none=True)
+        if self.in_chans is not None and self.in_chans not in (1, 3):
+            raise ValueError(f"in_chans must be 1 or 3, got {self.in_chans!r}")
+        if not 0.0 <= self.model_ema_decay < 1.0:
+            raise ValueError(f"model_ema_decay must be in [0, 1), got {self.model_ema_decay!r}")
+        check_label_smoothing(self.label_smoothing)
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
+        if not isinstance(self.model_kwargs, dict):
+            raise ValueError(f"model_kwargs must be a dict, got {type(self.model_kwargs).__name__}")
+        if not isinstance(self.data_kwargs, dict):
+            raise ValueError(f"data_kwargs must be a dict, got {type(self.data_kwargs).__name__}")
+        if not self.model:
+            raise ValueError("model name is empty")
+
+
+def load_resume_config(ckpt_dir: str | Path) -> dict[str, Any]:
+    """The saved ``config.json`` of the run to resume in ``ckpt_dir``.
+
+    Raises:
+        FileNotFoundError: no checkpoint there (message starts with ``--resume:``).
+        ValueError: a corrupt config, or one without the training options (not resumable).
+    """
+    if not ckpt.checkpoint_exists(ckpt_dir):
+        raise FileNotFoundError(f"--resume: no checkpoint found at {str(ckpt_dir)!r}")
+    saved = ckpt.load_config(ckpt_dir)
+    if not isinstance(saved.get("train"), dict):
+        raise ValueError(f"checkpoint {str(ckpt_dir)!r} has no training config; it cannot be resumed")
+    return saved
+
+
+def check_resume(saved_config: Mapping[str, Any], cfg: TrainConfig, path: str | Path) -> None:
+    """Refuse to resume the saved run with options that conflict with it.
+
+    Options in :attr:`TrainConfig.RESUMABLE_CHANGES` may change; options the saved run did not
+    record are not compared.
+
+    Raises:
+        ResumeConflictError: another model, or other options (the message lists each difference).
+    """
+    if saved_config.get("model") != cfg.model:
+        raise ResumeConflictError(
+            f"cannot resume from {str(path)!r}: it holds model {saved_config.get('model')!r}, "
+            f"requested {cfg.model!r}. Use the same --model, or a new --output directory."
+        )
+    saved = saved_config["train"]
+    diffs = []
+    for k, v in cfg.to_dict().items():
+        if k in TrainConfig.RESUMABLE_CHANGES or k not in saved:
+            continue
+        if json.loads(json.dumps(saved[k], default=json_default)) != json.loads(json.dumps(v, default=json_default)):
+            diffs.append(f"{k}: checkpoint {saved[k]!r} vs requested {v!r}")
+    if diffs:
+        raise ResumeConflictError(
+            f"cannot resume from {str(path)!r}: the requested options conflict with the saved run ("
+            + "; ".join(diffs)
+            + "). Use the same options, or a new --output directory."
+        )
+
+
+def resolve_config(cfg: TrainConfig | Mapping[str, Any] | None = None, /, **options: Any) -> TrainConfig:
+    """The :class:`TrainConfig` of a run, from a complete config or from the options given.
+
+    * A :class:`TrainConfig` is complete: it is used as it is (``options`` replace fields).
+    * A mapping and/or keyword ``options`` name only the options given; the others take
+      :class:`TrainConfig`'s defaults, or, when ``resume`` is true, the saved run's values
+      (``<output>/checkpoint/config.json``), except :data:`NOT_INHERITED`. This is what
+      ``dartok train --resume`` does with the options left off its command line, so
+      ``train(output="runs/x", resume=True)`` continues the run as ``dartok train -o runs/x
+      --resume`` does. Given options that conflict with the saved run are refused later,
+      by :func:`check_resume`.
+
+    Raises:
+        TypeError: a keyword that is not a :class:`TrainConfig` field.
+        FileNotFoundError / ValueError: ``resume`` without a resumable checkpoint (see
+            :func:`load_resume_config`).
+    """
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise TypeError(f"unknown training options {unknown}; see TrainConfig")
+    if isinstance(cfg, TrainConfig):
+        return dataclasses.replace(cfg, **options) if options else cfg
+    given = {k: v for k, v in dict(cfg or {}).items() if k in names}
+    given.update(options)
+    if given.get("resume"):
+        output = given.get("output", TrainConfig.output)
+        saved = load_resume_config(Path(output) / CHECKPOINT_DIRNAME)["train"]
+        for k, v in saved.items():
+            if k in names and k not in NOT_INHERITED and k not in given:
+                given[k] = v
+    return TrainConfig(**given)

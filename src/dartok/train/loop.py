@@ -1,0 +1,220 @@
+"""One epoch of training, one evaluation, and the recipe's optimisation (DeiT's ``engine.py``).
+
+Generic over the task (:mod:`dartok.train.task`): the loss and the metrics come from a
+:class:`~dartok.train.task.Task` (default :class:`~dartok.train.task.Classification`).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .._io import autocast
+from ..data.transforms import model_input_size, prepare_images
+from .checkpoint import unwrap_model
+from .distributed import all_reduce_sum, dist_ready, is_main_process
+from .task import Classification, Task
+
+__all__ = ["build_optimization", "evaluate", "train_one_epoch"]
+
+
+def _output(out: Any) -> torch.Tensor:
+    """The prediction tensor of a model's output (a tensor, the first of a tuple, or ``out[\"logits\"]``)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if isinstance(out, Mapping) and "logits" in out:
+        return out["logits"]
+    raise TypeError(f"model returned {type(out).__name__}; expected logits tensor")
+
+
+def _progress(iterable, *, enabled: bool, desc: str, total: int | None = None):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, leave=False, file=sys.stderr)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+    *,
+    input_size: tuple[int, int, int] | None = None,
+    progress: bool = False,
+    all_reduce: bool = False,
+    task: Task | None = None,
+) -> dict[str, float]:
+    """Evaluate a model on a task's metrics (default: a classifier's).
+
+    Args:
+        model: module mapping ``B×C×H×W`` images (or ``B×C×T×H×W`` clips) to the task's
+            outputs (``B×K`` logits for classification).
+        loader: iterable of ``(inputs, targets)`` batches.
+        device: device to run on.
+        amp: bf16 autocast.
+        input_size: ``(C, H, W)`` to bring batches to (see :func:`prepare_images`);
+            default: :func:`model_input_size` if the model has a ``pretrained_cfg``, else
+            batches are used as they are.
+        progress: show a tqdm bar.
+        all_reduce: in a distributed run, sum the metric sums over all ranks (each
+            rank passes its own shard of the data, e.g. :func:`shard_indices`; every rank
+            must call this, with its own ``loader``, possibly empty). Pass the bare model,
+            not the DDP wrapper.
+        task: the :class:`~dartok.train.task.Task` whose metrics to compute (default
+            :class:`~dartok.train.task.Classification`).
+
+    Returns:
+        The task's metrics; for classification ``{"loss": mean cross-entropy (no label
+        smoothing), "top1": %, "top5": %, "n": count}`` (``top5`` uses ``min(5, K)`` classes).
+    """
+    task = task if task is not None else Classification()
+    device = torch.device(device)
+    if input_size is None:
+        try:
+            input_size = model_input_size(model)
+        except ValueError:
+            input_size = None
+    was_training = model.training
+    model.eval()
+    metrics = task.eval_metrics()
+    try:
+        for images, targets in _progress(loader, enabled=progress and is_main_process(), desc="eval"):
+            images = images.to(device, non_blocking=True)
+            targets = torch.as_tensor(targets).to(device, non_blocking=True)
+            if input_size is not None:
+                images = prepare_images(images, input_size)
+            with autocast(device, amp):
+                output = _output(model(images))
+            metrics.update(output.float(), targets)
+    finally:
+        model.train(was_training)
+    if all_reduce:
+        metrics.all_reduce(device)
+    return metrics.compute()
+
+
+def build_optimization(model: nn.Module, cfg: Any, updates_per_epoch: int, task: Task | None = None):
+    """The recipe's optimizer, schedule and loss, from timm's factories (``cfg``: a ``TrainConfig``).
+
+    AdamW (``cfg.lr``, ``cfg.weight_decay``; timm leaves norms, biases and the parameters in
+    ``model.no_weight_decay()`` undecayed); a cosine from ``cfg.lr`` to ``cfg.min_lr`` over all
+    ``cfg.epochs · updates_per_epoch`` updates, whose first ``cfg.warmup_epochs`` epochs are
+    replaced by a linear warmup from ``cfg.warmup_lr`` (timm's, not a prefix), stepped per
+    update (``scheduler.step_update``); the loss is ``task.loss`` (default: the
+    classification task of ``cfg``, cross-entropy with ``cfg.label_smoothing``, returned as its
+    ``nn.CrossEntropyLoss``).
+
+    Returns:
+        ``(optimizer, scheduler, loss_fn)``.
+    """
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched="cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+        warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch,
+    )
+    if task is None:
+        return optimizer, scheduler, Classification.from_config(cfg).criterion
+    return optimizer, scheduler, task.loss
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    device: torch.device,
+    *,
+    epoch: int,
+    global_step: int,
+    input_size: tuple[int, int, int],
+    amp: bool = False,
+    clip_grad: float | None = None,
+    progress: bool = True,
+    num_epochs: int | None = None,
+    model_ema: nn.Module | None = None,
+    batch_plan: list[tuple[int, float]] | None = None,
+    task: Task | None = None,
+) -> tuple[dict[str, float], int]:
+    """One pass over ``loader``; the scheduler steps after every update.
+
+    In a distributed run ``model`` is the ``DistributedDataParallel`` wrapper and
+    ``batch_plan`` is :meth:`ShardedBatchSampler.plan`: per step, this rank's number of
+    real samples and its loss weight (uneven / padded shards of a last partial batch).
+    The statistics are then summed over ranks, and a non-finite loss on any rank stops
+    all of them.
+
+    Args:
+        loss_fn: ``loss_fn(outputs, targets)``, the mean loss of a batch (e.g. ``task.loss``).
+        model_ema: a ``timm.utils.ModelEmaV3`` updated after every optimizer step.
+        task: whose :meth:`~dartok.train.task.Task.train_metrics` are reported (default
+            :class:`~dartok.train.task.Classification`).
+
+    Returns:
+        ``(stats, global_step)``: the task's training statistics (classification: ``loss``,
+        the mean training loss, ``acc``, top-1 % on the training batches, ``n``), plus
+        ``time_s`` and ``images_per_s``.
+
+    Raises:
+        FloatingPointError: the loss became NaN / inf.
+    """
+    task = task if task is not None else Classification()
+    model.train()
+    distributed = dist_ready() and torch.distributed.get_world_size() > 1
+    stats = task.train_metrics()
+    n = 0
+    t0 = time.perf_counter()
+    desc = f"epoch {epoch + 1}" + (f"/{num_epochs}" if num_epochs else "")
+    bar = _progress(loader, enabled=progress and is_main_process(), desc=desc, total=len(loader))
+    for i, (images, labels) in enumerate(bar):
+        images = images.to(device, non_blocking=True)
+        labels = torch.as_tensor(labels).to(device, non_blocking=True)
+        images = prepare_images(images, input_size)
+        n_real, weight = batch_plan[i] if batch_plan is not None else (labels.numel(), 1.0)
+        with autocast(device, amp):
+            logits = _output(model(images))
+        loss = loss_fn(logits.float(), labels)
+        bad = not torch.isfinite(loss)
+        if distributed:  # every rank must stop together, or the others hang in the all-reduce
+            bad = all_reduce_sum([float(bad)], device)[0] > 0
+        if bad:
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at epoch {epoch + 1}, step {global_step}; "
+                f"try a lower --lr or --clip-grad"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        (loss if weight == 1.0 else loss * weight).backward()
+        if clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], clip_grad)
+        optimizer.step()
+        global_step += 1
+        if model_ema is not None:
+            model_ema.update(unwrap_model(model), step=global_step)
+        if scheduler is not None:
+            scheduler.step_update(num_updates=global_step)
+        stats.update(logits[:n_real].detach(), labels[:n_real], loss=loss.item() if n_real else 0.0)
+        n += n_real
+        if bar is not loader and (i % 5 == 0 or i == len(loader) - 1):
+            dt = time.perf_counter() - t0
+            shown = {k: f"{v:.4g}" for k, v in stats.compute().items() if k != "n"}
+            bar.set_postfix(**shown, img_s=f"{n / max(dt, 1e-9):.0f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    if bar is not loader:
+        bar.close()
+    if distributed:
+        stats.all_reduce(device)
+    dt = time.perf_counter() - t0
+    out = stats.compute()
+    out.update(time_s=dt, images_per_s=out["n"] / max(dt, 1e-9))
+    return out, global_step

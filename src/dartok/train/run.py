@@ -1,0 +1,636 @@
+"""A training run from start to end, and the evaluation of a checkpoint.
+
+:func:`train` is a short sequence of named steps: settle the options (:func:`resolve_config`),
+check the run directory (new run, or the run to resume), seed, build the data and its task,
+the model, the loaders and the optimisation, restore a resumed run's state, wrap for EMA
+and DDP, then run the epochs, each ending in an evaluation, a ``metrics.jsonl`` line and an
+atomic checkpoint.
+
+Multi-process training (DDP)
+----------------------------
+Launch the same ``dartok train`` command under ``torchrun``; every process reads
+``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``MASTER_ADDR`` / ``MASTER_PORT`` from the
+environment torchrun sets up::
+
+    # one machine, 4 processes (4 GPUs -> cuda:LOCAL_RANK each, NCCL; or CPU -> gloo)
+    torchrun --standalone --nproc_per_node=4 $(which dartok) train --batch-size 256 -o runs/x
+    python -m torch.distributed.run --standalone --nproc_per_node=4 -m dartok.cli train ...
+    # two machines, 8 GPUs each (run on both, --node_rank=0 / 1; MASTER = node 0's address)
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=$MASTER --master_port=29500 \\
+        $(which dartok) train --batch-size 1024 -o /shared/runs/x
+    # CPU threads per process: --threads 1 (torchrun also sets OMP_NUM_THREADS=1 by default)
+
+* Backend: NCCL when the device is CUDA (``cuda:<LOCAL_RANK>``), gloo otherwise (e.g.
+  ``--device cpu``). An already initialized default process group is reused.
+* ``--batch-size`` is the GLOBAL batch: each of the ``K`` processes gets ``batch_size / K``
+  samples per step (an error if not divisible). The data order is a function of ``(seed,
+  epoch)`` only: each global batch of the seeded permutation is cut into ``K`` contiguous
+  shards (:class:`~dartok.train.sampler.ShardedBatchSampler`), so the union over ranks of
+  the step-``i`` batches is exactly the step-``i`` batch of a 1-process run, and the
+  schedule (steps per epoch) does not depend on ``K``. A last partial batch (kept when the
+  training set holds fewer than two global batches) is split as evenly as possible and
+  every rank's loss is scaled so the all-reduced gradient is still the mean over the whole
+  global batch.
+* Gradients are averaged by ``DistributedDataParallel``; evaluation shards the test set
+  without padding (contiguous, unequal shards) and sums the task's metric sums over ranks,
+  so test metrics cover every test image exactly once.
+* Rank 0 alone logs, writes ``metrics.jsonl`` and the checkpoint (the bare model's
+  weights, no ``module.`` prefix); the other ranks wait on a barrier. All ranks read the
+  checkpoint on ``--resume``: with several machines the run directory must be on a shared
+  filesystem.
+* ``--resume`` works across a changed world size (e.g. 2 processes -> 1 -> 2): the weights,
+  optimizer, schedule and data order continue as they would have. Each rank's RNG
+  streams (dropout / drop-path) are saved too and restored for ranks that existed before;
+  ranks that did not are seeded from ``(seed, rank, epoch)``.
+
+Determinism: the data order of epoch ``e`` is a function of ``(seed, e)`` only (a
+``torch.Generator`` per loader, reseeded each epoch), and the global RNG states (torch CPU
+and CUDA, numpy, python) are saved in every checkpoint and restored on resume, so dropout /
+drop-path draws continue exactly: 2 epochs straight == 1 epoch + resume, bit for bit (same
+world size). Rank ``r > 0`` draws from its own RNG streams (seeded from ``(seed, r)``), so
+with dropout / drop-path a K-process run is not draw-for-draw a 1-process run; without
+them it matches up to float summation order.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..data.registry import DataConfig, DatasetInfo, build_dataset, dataset_info, num_classes_of, square_side
+from ..data.transforms import model_input_size, pil_transform
+from . import checkpoint as ckpt
+from .._io import atomic_write, json_default
+from .config import (CHECKPOINT_DIRNAME, METRICS_NAME, TrainConfig, check_resume, load_resume_config,
+                     resolve_config)
+from .distributed import (barrier, dist_info, dist_ready, get_rng_state, init_distributed, log, rank_seed,
+                          seed_everything, select_device, set_rng_state)
+from .loop import build_optimization, evaluate, train_one_epoch
+from .sampler import ShardedBatchSampler, build_loader, epoch_seed, shard_indices
+from .task import Task, create_task
+
+__all__ = ["evaluate_checkpoint", "read_metrics", "train"]
+
+
+# --------------------------------------------------------------------------------------
+# metrics.jsonl
+# --------------------------------------------------------------------------------------
+def _append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, default=json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> None:
+    """Drop metrics lines of epochs after ``last_epoch`` (written before a crash)."""
+    if not path.is_file():
+        return
+    keep = []
+    changed = False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                changed = True
+                continue
+            if isinstance(rec, dict) and rec.get("epoch", 0) > last_epoch:
+                changed = True
+                continue
+            keep.append(line if line.endswith("\n") else line + "\n")
+    if changed:
+        atomic_write(path, "".join(keep))
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Parse ``<run_dir>/metrics.jsonl`` into a list of per-epoch dicts (``[]`` if there is none)."""
+    path = Path(run_dir) / METRICS_NAME
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# --------------------------------------------------------------------------------------
+# the steps of a run
+# --------------------------------------------------------------------------------------
+@dataclass
+class _Data:
+    """The datasets of a run and what they say about it."""
+
+    train: Dataset
+    test: Dataset
+    info: DatasetInfo
+    task: Task
+    num_classes: int
+    in_chans: int
+
+
+@dataclass
+class _Loaders:
+    train: DataLoader
+    sampler: ShardedBatchSampler
+    batch_plan: list[tuple[int, float]]
+    test: DataLoader
+    eval_generator: torch.Generator
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: the next epoch, the update count, the best metric values, the last record."""
+
+    start_epoch: int = 0
+    global_step: int = 0
+    best: float = -math.inf
+    best_ema: float = -math.inf
+    last_metrics: dict[str, Any] | None = None
+    saved_world: int = 1
+
+
+@dataclass
+class _Model:
+    model: nn.Module
+    kwargs: dict[str, Any]
+    input_size: tuple[int, int, int]
+    is_dart: bool
+    ema: Any = None  # timm ModelEmaV3
+    train_model: nn.Module | None = None  # the DDP wrapper, or the model itself
+
+
+def _check_run_dir(cfg: TrainConfig, ckpt_dir: Path) -> dict[str, Any] | None:
+    """The saved config of the run to resume (checked against ``cfg``), or ``None`` for a new run.
+
+    Raises:
+        FileNotFoundError: ``resume`` without a checkpoint.
+        FileExistsError: a new run in a directory that holds a checkpoint.
+        ResumeConflictError: options that conflict with the saved run.
+    """
+    if cfg.resume:
+        saved_config = load_resume_config(ckpt_dir)
+        check_resume(saved_config, cfg, ckpt_dir)
+        return saved_config
+    if ckpt.checkpoint_exists(ckpt_dir):
+        raise FileExistsError(
+            f"run directory {str(ckpt_dir.parent)!r} already holds a checkpoint; pass --resume to continue it, "
+            f"or choose another --output"
+        )
+    return None
+
+
+def _seed(cfg: TrainConfig, device: torch.device) -> None:
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(cfg.seed)
+
+
+def _build_data(cfg: TrainConfig) -> _Data:
+    """The train and test datasets, the task their registration names, classes and channels."""
+    info = dataset_info(cfg.data)
+    train_ds = build_dataset(cfg, "train", num_samples=cfg.train_samples)
+    test_ds = build_dataset(cfg, "test", num_samples=cfg.test_samples)
+    if len(train_ds) == 0:
+        raise ValueError("the training set is empty")
+    num_classes = cfg.num_classes or num_classes_of(train_ds) or info.num_classes
+    if num_classes is None:
+        raise ValueError(f"cannot infer the number of classes of dataset {cfg.data!r}; pass num_classes")
+    return _Data(train_ds, test_ds, info, create_task(info.task, cfg), num_classes, cfg.in_chans or info.in_chans)
+
+
+def _build_model(cfg: TrainConfig, data: _Data, device: torch.device) -> _Model:
+    """The model (same seed on every rank -> same init; DDP broadcasts rank 0's anyway).
+
+    ``num_classes`` / ``in_chans`` come from the data unless ``model_kwargs`` sets them; a video
+    dataset's clip length becomes ``num_frames``; a DART model records the square side of the
+    data as ``img_size`` (it sees the full canvas).
+    """
+    from ..models import create_model, is_dart
+
+    kwargs = dict(cfg.model_kwargs)
+    kwargs.setdefault("num_classes", data.num_classes)
+    kwargs.setdefault("in_chans", data.in_chans)
+    frames = getattr(data.train, "num_frames", None) or getattr(getattr(data.train, "dataset", None),
+                                                                "num_frames", None)
+    if data.info.video and frames:
+        kwargs.setdefault("num_frames", int(frames))
+    if "img_size" not in kwargs and cfg.model.startswith("dart_"):
+        side = square_side(data.train)
+        if side is not None:
+            kwargs["img_size"] = side
+    model = create_model(cfg.model, num_tokens=cfg.num_tokens, **kwargs)
+    out = _Model(model, dict(kwargs, num_tokens=cfg.num_tokens), model_input_size(model), bool(is_dart(model)))
+    model.to(device)
+    return out
+
+
+def _data_record(cfg: TrainConfig, data: _Data, model: nn.Module) -> dict[str, Any]:
+    """The checkpoint's ``data`` record; PIL datasets get timm's transforms here (their mean / std recorded)."""
+    record: dict[str, Any] = {
+        "name": cfg.data, "root": cfg.data_root, "canvas_size": cfg.canvas_size, "kwargs": dict(cfg.data_kwargs),
+        "seed": cfg.data_seed, "train_samples": cfg.train_samples, "test_samples": cfg.test_samples,
+        "num_classes": data.num_classes, "in_chans": data.in_chans,
+    }
+    if data.info.tensors:
+        normalize = cfg.data_kwargs.get("normalize", False)
+        record["mean"] = [0.5 if normalize else 0.0] * data.in_chans
+        record["std"] = [0.5 if normalize else 1.0] * data.in_chans
+    else:
+        data.train.transform, dc = pil_transform(model, True, data.in_chans)
+        data.test.transform, _ = pil_transform(model, False, data.in_chans)
+        record["mean"], record["std"] = list(dc["mean"]), list(dc["std"])
+    return record
+
+
+def _build_loaders(cfg: TrainConfig, data: _Data, device: torch.device) -> _Loaders:
+    """Training: global batches of the (seed, epoch) permutation cut into rank shards; evaluation:
+    an unpadded contiguous shard of the test set per rank (metrics summed over ranks)."""
+    info = dist_info()
+    rank, world = info.rank, info.world_size
+    g_train, g_eval = torch.Generator(), torch.Generator()
+    sampler = ShardedBatchSampler(
+        len(data.train), cfg.batch_size, rank=rank, world_size=world, shuffle=True,
+        drop_last=len(data.train) >= 2 * cfg.batch_size, seed=cfg.seed, generator=g_train,
+    )
+    train_loader = DataLoader(data.train, batch_sampler=sampler, num_workers=cfg.num_workers, generator=g_train,
+                              pin_memory=device.type == "cuda", persistent_workers=False)
+    eval_bs = -(-(cfg.eval_batch_size or 2 * cfg.batch_size) // world)
+    shard = data.test if world == 1 else torch.utils.data.Subset(data.test, shard_indices(len(data.test), rank, world))
+    test_loader = build_loader(shard, eval_bs, shuffle=False, num_workers=cfg.num_workers, generator=g_eval,
+                               device=device)
+    return _Loaders(train_loader, sampler, sampler.plan(), test_loader, g_eval)
+
+
+def _restore(cfg: TrainConfig, saved_config: dict[str, Any], ckpt_dir: Path, model: nn.Module, optimizer, scheduler,
+             task: Task, metrics_path: Path) -> _Progress:
+    """Load a resumed run's weights, optimizer, schedule, counters and this rank's RNG streams."""
+    info = dist_info()
+    saved_train = saved_config["train"]
+    best_key = f"best_{task.best_metric}"
+    ckpt.load_weights(model, ckpt_dir)
+    state = ckpt.load_train_state(ckpt_dir, map_location="cpu")
+    progress = _Progress(best=task.worst(), best_ema=task.worst(), saved_world=saved_config.get("world_size", 1))
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        if saved_train.get("epochs") == cfg.epochs and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        progress.start_epoch = int(state["epoch"])
+        progress.global_step = int(state["global_step"])
+        progress.best = float(state.get(best_key, progress.best))
+        progress.best_ema = float(state.get(best_key + "_ema", progress.best_ema))
+        rng = state["rng"]
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise ValueError(
+            f"training state {str(ckpt.resolve_checkpoint_dir(ckpt_dir) / ckpt.TRAIN_STATE_NAME)!r} "
+            f"does not match this run: {e}"
+        ) from None
+    if saved_train.get("epochs") != cfg.epochs:
+        scheduler.step_update(num_updates=progress.global_step)  # re-derive the lr on the new schedule
+    progress.last_metrics = saved_config.get("metrics")
+    if info.is_main:
+        _truncate_metrics(metrics_path, progress.start_epoch)
+    rng_ranks = state.get("rng_ranks")
+    if isinstance(rng_ranks, (list, tuple)) and info.rank < len(rng_ranks):
+        set_rng_state(rng_ranks[info.rank])
+    elif info.rank == 0:
+        set_rng_state(rng)
+    else:  # a rank the saved run did not have
+        seed_everything(rank_seed(cfg.seed, info.rank, progress.start_epoch))
+    return progress
+
+
+def _wrap(cfg: TrainConfig, m: _Model, device: torch.device, ckpt_dir: Path) -> None:
+    """EMA of the weights (DeiT's ``--model-ema``; a copy of the bare model, same on every rank) and the
+    DDP wrapper that averages gradients over ranks."""
+    if cfg.model_ema:
+        from timm.utils import ModelEmaV3
+
+        m.ema = ModelEmaV3(m.model, decay=cfg.model_ema_decay)
+        if cfg.resume:
+            ckpt.load_weights(m.ema.module, ckpt_dir, ema=True)
+    m.train_model = m.model
+    if dist_info().world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        with torch.no_grad():  # DDP's gradient buckets want plain strides (DART's prefix pos_embed is a view)
+            for p in m.model.parameters():
+                if p.numel() and p.stride() != torch.empty(p.shape).stride():
+                    p.data = p.data.clone(memory_format=torch.contiguous_format)
+        m.train_model = DistributedDataParallel(m.model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _evaluate_run(cfg: TrainConfig, m: _Model, loaders: _Loaders, task: Task, device: torch.device,
+                  progress: bool) -> tuple[dict[str, float], dict[str, float] | None]:
+    """Test metrics of the model and of its EMA (``None`` without EMA), in a fixed data order."""
+    kw = dict(amp=cfg.amp, input_size=m.input_size, progress=progress, all_reduce=dist_info().world_size > 1,
+              task=task)
+    loaders.eval_generator.manual_seed(epoch_seed(cfg.seed, 0, stream=1))
+    res = evaluate(m.model, loaders.test, device, **kw)
+    res_ema = None
+    if m.ema is not None:
+        loaders.eval_generator.manual_seed(epoch_seed(cfg.seed, 0, stream=1))
+        res_ema = evaluate(m.ema.module, loaders.test, device, **kw)
+    return res, res_ema
+
+
+def _epoch_record(epoch: int, tr: Mapping[str, float], test: Mapping[str, float], test_ema, lr: float,
+                  seconds: float, global_step: int, world: int) -> dict[str, Any]:
+    """One ``metrics.jsonl`` line: ``train_<stat>``, ``test_<metric>`` (and ``test_<metric>_ema``), lr, speed."""
+    timing = ("n", "time_s", "images_per_s")
+    record: dict[str, Any] = {"epoch": epoch + 1}
+    record.update({f"train_{k}": v for k, v in tr.items() if k not in timing})
+    record.update({f"test_{k}": v for k, v in test.items() if k != "n"})
+    record.update(lr=lr, images_per_s=tr["images_per_s"], epoch_time_s=seconds, global_step=global_step,
+                  world_size=world)
+    if test_ema is not None:
+        record.update({f"test_{k}_ema": v for k, v in test_ema.items() if k != "n"})
+    return record
+
+
+def _log_epoch(cfg: TrainConfig, record: Mapping[str, Any], task: Task, test_ema) -> None:
+    def fmt(k, v):
+        return f"{k} {v:.4f}" if "loss" in k else f"{k} {v:.2f}"
+
+    shown = [fmt(k, v) for k, v in record.items() if k.startswith(("train_", "test_")) and not k.endswith("_ema")]
+    if test_ema is not None:
+        shown.append(f"ema_{task.best_metric} {test_ema[task.best_metric]:.2f}")
+    log(f"epoch {record['epoch']}/{cfg.epochs}  " + "  ".join(shown) + f"  lr {record['lr']:.2e}  "
+        f"{record['images_per_s']:.0f} img/s  {record['epoch_time_s']:.1f}s")
+
+
+def _save(cfg: TrainConfig, ckpt_dir: Path, m: _Model, data_record: dict, task: Task, optimizer, scheduler,
+          p: _Progress, epoch: int, rng_ranks: list) -> None:
+    """The checkpoint after ``epoch`` (rank 0): weights, ``config.json`` and the training state."""
+    world = dist_info().world_size
+    best_key = f"best_{task.best_metric}"
+    config = {
+        "model": cfg.model,
+        "model_kwargs": m.kwargs,
+        "input_size": list(m.input_size),
+        "is_dart": m.is_dart,
+        "data": data_record,
+        "train": cfg.to_dict(),
+        "epoch": epoch + 1,
+        "global_step": p.global_step,
+        "metrics": p.last_metrics,
+        best_key: p.best,
+        "task": task.name,
+        "best_metric": task.best_metric,
+        "has_ema": m.ema is not None,
+        "world_size": world,
+        "versions": _versions(),
+    }
+    train_state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch + 1,
+        "global_step": p.global_step,
+        best_key: p.best,
+        "rng": rng_ranks[0],
+        "rng_ranks": rng_ranks,
+        "world_size": world,
+    }
+    if m.ema is not None:
+        config[best_key + "_ema"] = p.best_ema
+        train_state[best_key + "_ema"] = p.best_ema
+    ckpt.save_checkpoint(ckpt_dir, m.model, config, train_state, ema_model=m.ema.module if m.ema is not None else None)
+
+
+def _all_rng_states() -> list:
+    """Every rank's RNG streams (gathered on every rank), so that each continues exactly on resume."""
+    world = dist_info().world_size
+    if world == 1:
+        return [get_rng_state()]
+    states = [None] * world
+    torch.distributed.all_gather_object(states, get_rng_state())
+    return states
+
+
+def _versions() -> dict[str, str]:
+    import timm
+
+    from .._version import __version__
+
+    return {"dartok": __version__, "timm": timm.__version__, "torch": torch.__version__}
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+# --------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------
+def train(cfg: TrainConfig | Mapping[str, Any] | None = None, /, **options: Any) -> dict[str, Any]:
+    """Train (or resume) a run; returns the final summary.
+
+    The options: a complete :class:`TrainConfig`, or a mapping and/or keywords naming the
+    options to set (the rest: defaults, or with ``resume=True`` the saved run's; see
+    :func:`~dartok.train.config.resolve_config`). So ``train(output="runs/x", resume=True)``
+    continues a run exactly as ``dartok train -o runs/x --resume`` does.
+
+    Writes to ``cfg.output``: ``metrics.jsonl`` (one JSON line per epoch: ``epoch``, the
+    task's ``train_*`` statistics and ``test_*`` metrics -- for classification
+    ``train_loss, train_acc, test_loss, test_top1, test_top5`` --, ``lr, images_per_s,
+    epoch_time_s, global_step, world_size`` and, with ``model_ema``, ``test_*_ema``) and
+    ``checkpoint/`` (atomic, after every epoch; see :mod:`dartok.train.checkpoint`; with
+    ``model_ema`` it also holds ``model_ema.safetensors``; its ``config.json`` records the
+    ``task``, its ``best_metric`` and ``best_<metric>``, e.g. ``best_top1``).
+
+    The task (loss, metrics, best metric) is the one the dataset is registered with
+    (:func:`dartok.data.register_dataset`).
+
+    With ``resume`` the run continues from ``<output>/checkpoint`` exactly where it
+    stopped (model, EMA, optimizer, scheduler, epoch, step, RNG states), also with a
+    different number of processes. Options recorded in the checkpoint that differ from
+    the requested ones (except :attr:`TrainConfig.RESUMABLE_CHANGES`) raise
+    :class:`~dartok.train.config.ResumeConflictError`. Without ``resume`` an existing
+    checkpoint in the run dir is an error (nothing is overwritten).
+
+    Distributed: called in every process of a ``torchrun`` launch (see the module
+    docstring), it joins / creates the default process group (NCCL on CUDA, gloo on CPU),
+    trains with ``DistributedDataParallel`` on ``batch_size / world_size`` samples per rank
+    and step, and destroys the group again if it created it. Every rank returns the same
+    summary (metrics are reduced over ranks); only rank 0 writes files.
+
+    Returns:
+        dict with ``epoch`` (completed), ``epochs`` (of the schedule), ``global_step``,
+        ``best_<metric>`` (e.g. ``best_top1``), ``metrics`` (last epoch's record, or ``None``
+        if no epoch ran), ``test`` (final evaluation), ``checkpoint`` (path), ``run_dir``,
+        ``world_size``, ``task``, ``model`` (the trained bare module, on its device) and, with
+        ``model_ema``, ``test_ema``, ``best_<metric>_ema`` and ``model_ema`` (the EMA module).
+
+    Raises:
+        ValueError: invalid options, e.g. a ``batch_size`` not divisible by the number of
+            processes; ResumeConflictError (a ValueError) for conflicting resume options.
+        TypeError: an unknown keyword option.
+        FileNotFoundError: ``resume`` without a checkpoint in ``<output>/checkpoint``.
+        FileExistsError: a new run in a directory that already holds a checkpoint.
+    """
+    cfg = resolve_config(cfg, **options)
+    cfg.validate()
+    info = dist_info()
+    if cfg.batch_size % info.world_size:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is the global batch size and must be divisible by the number of "
+            f"processes ({info.world_size})"
+        )
+    device = select_device(cfg.device)
+    created = init_distributed(device)
+    try:
+        return _train(cfg, device)
+    finally:
+        if created and dist_ready():
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    info = dist_info()
+    run_dir = Path(cfg.output)
+    ckpt_dir = run_dir / CHECKPOINT_DIRNAME
+    metrics_path = run_dir / METRICS_NAME
+
+    saved_config = _check_run_dir(cfg, ckpt_dir)
+    _seed(cfg, device)
+    data = _build_data(cfg)
+    task = data.task
+    m = _build_model(cfg, data, device)
+    if info.rank > 0:  # own dropout / drop-path / augmentation streams per rank (rank 0 keeps the 1-process ones)
+        seed_everything(rank_seed(cfg.seed, info.rank))
+    data_record = _data_record(cfg, data, m.model)
+    loaders = _build_loaders(cfg, data, device)
+    optimizer, scheduler, loss_fn = build_optimization(m.model, cfg, len(loaders.train), task)
+
+    p = _Progress(best=task.worst(), best_ema=task.worst())
+    if saved_config is not None:
+        p = _restore(cfg, saved_config, ckpt_dir, m.model, optimizer, scheduler, task, metrics_path)
+        log(f"resumed {str(ckpt_dir)!r} at epoch {p.start_epoch}/{cfg.epochs}, step {p.global_step}"
+            + (f" ({p.saved_world} -> {info.world_size} processes)" if p.saved_world != info.world_size else ""))
+    _wrap(cfg, m, device, ckpt_dir)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _log_start(cfg, m, data, device)
+
+    stop_at = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
+    test: dict[str, float] | None = None
+    test_ema: dict[str, float] | None = None
+    best = task.best_metric
+    for epoch in range(p.start_epoch, stop_at):
+        t_epoch = time.perf_counter()
+        loaders.sampler.set_epoch(epoch)
+        tr, p.global_step = train_one_epoch(
+            m.train_model, loaders.train, optimizer, scheduler, loss_fn, device, epoch=epoch,
+            global_step=p.global_step, input_size=m.input_size, amp=cfg.amp, clip_grad=cfg.clip_grad,
+            progress=cfg.progress, num_epochs=cfg.epochs, model_ema=m.ema, batch_plan=loaders.batch_plan, task=task,
+        )
+        test, test_ema = _evaluate_run(cfg, m, loaders, task, device, cfg.progress)
+        if task.is_better(test[best], p.best):
+            p.best = test[best]
+        if test_ema is not None and task.is_better(test_ema[best], p.best_ema):
+            p.best_ema = test_ema[best]
+        p.last_metrics = _epoch_record(epoch, tr, test, test_ema, optimizer.param_groups[0]["lr"],
+                                       time.perf_counter() - t_epoch, p.global_step, info.world_size)
+        rng_ranks = _all_rng_states()
+        if info.is_main:
+            _append_jsonl(metrics_path, p.last_metrics)
+            _log_epoch(cfg, p.last_metrics, task, test_ema)
+            _save(cfg, ckpt_dir, m, data_record, task, optimizer, scheduler, p, epoch, rng_ranks)
+        barrier(device)  # the checkpoint is complete when any rank goes on
+
+    if test is None:  # nothing trained in this call (already complete): report a fresh eval
+        rng = get_rng_state()
+        test, test_ema = _evaluate_run(cfg, m, loaders, task, device, False)
+        set_rng_state(rng)
+    summary = {
+        "epoch": max(p.start_epoch, stop_at),
+        "epochs": cfg.epochs,
+        "global_step": p.global_step,
+        f"best_{best}": _finite(p.best),
+        "metrics": p.last_metrics,
+        "test": test,
+        "checkpoint": str(ckpt_dir),
+        "run_dir": str(run_dir),
+        "world_size": info.world_size,
+        "task": task.name,
+        "model": ckpt.unwrap_model(m.model),
+    }
+    if m.ema is not None:
+        summary["test_ema"] = test_ema
+        summary[f"best_{best}_ema"] = _finite(p.best_ema)
+        summary["model_ema"] = m.ema.module
+    return summary
+
+
+def _log_start(cfg: TrainConfig, m: _Model, data: _Data, device: torch.device) -> None:
+    world = dist_info().world_size
+    n_params = sum(q.numel() for q in m.model.parameters())
+    n_train = sum(q.numel() for q in m.model.parameters() if q.requires_grad)
+    log(
+        f"model {cfg.model} ({'DART' if m.is_dart else 'fixed grid'}, input {m.input_size}, "
+        f"{n_params / 1e6:.2f}M params, {n_train / 1e6:.2f}M trainable) | data {cfg.data}: "
+        f"{len(data.train)} train / {len(data.test)} test | device {device}"
+        + (" bf16" if cfg.amp else "")
+        + (f" | {world} processes x {cfg.batch_size // world} = global batch {cfg.batch_size}" if world > 1 else "")
+        + (f" | EMA decay {cfg.model_ema_decay}" if m.ema is not None else "")
+    )
+
+
+# --------------------------------------------------------------------------------------
+# evaluate a checkpoint
+# --------------------------------------------------------------------------------------
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    split: str = "test",
+    *,
+    data: str | None = None,
+    data_root: str | None = None,
+    canvas_size: int | None = None,
+    samples: int | None = None,
+    data_seed: int | None = None,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    device: str | None = None,
+    amp: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on a split of its own dataset (or of ``data``), with the dataset's task.
+
+    The data options default to the checkpoint's (:meth:`dartok.data.DataConfig.from_checkpoint`);
+    ``samples`` defaults to the number the run used for that split (unless ``data`` is given).
+
+    Returns:
+        ``{"checkpoint", "model", "data", "split"}`` and the task's metrics (classification:
+        ``loss``, ``top1``, ``top5``, ``n``).
+
+    Raises:
+        ValueError: ``split`` not ``"test"`` / ``"train"``, ``batch_size`` < 1, bad data options, a
+            corrupt checkpoint.
+        FileNotFoundError: missing checkpoint or data.
+    """
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    dev = select_device(device)
+    model, config = ckpt.model_from_checkpoint(checkpoint, device=dev)
+    d = config.get("data") or {}
+    if samples is None and not data:
+        samples = d.get("test_samples" if split == "test" else "train_samples")
+    dcfg = DataConfig.from_checkpoint(config, data=data, data_root=data_root, canvas_size=canvas_size,
+                                      num_samples=samples, data_seed=data_seed)
+    ds = build_dataset(dcfg, split, num_samples=samples)
+    info = dataset_info(dcfg.data)
+    if not info.tensors:  # PIL images: timm's eval transform
+        ds.transform, _ = pil_transform(model, False, d.get("in_chans") or 3)
+    loader = build_loader(ds, batch_size, shuffle=False, num_workers=num_workers, device=dev)
+    res = evaluate(model, loader, dev, amp=amp, progress=progress, task=create_task(info.task))
+    return {"checkpoint": str(checkpoint), "model": config["model"], "data": dcfg.data, "split": split, **res}
