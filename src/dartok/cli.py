@@ -196,14 +196,6 @@ def train(
 # --------------------------------------------------------------------------------------
 # eval
 # --------------------------------------------------------------------------------------
-def _dataset_cfg_from_checkpoint(config: dict, *, data, data_root, canvas_size, split_samples, data_seed):
-    """The checkpoint's data options with CLI overrides (:meth:`dartok.data.DataConfig.from_checkpoint`)."""
-    from .data import DataConfig
-
-    return DataConfig.from_checkpoint(config, data=data, data_root=data_root, canvas_size=canvas_size,
-                                      num_samples=split_samples, data_seed=data_seed)
-
-
 @app.command("eval")
 def eval_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Checkpoint directory (run_dir/checkpoint)."),

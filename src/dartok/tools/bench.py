@@ -324,8 +324,6 @@ def make_model(name: str, num_tokens: int | None = None, **kwargs) -> tuple[nn.M
         if name.startswith("dart_") or num_tokens is None or math.isqrt(num_tokens) ** 2 == num_tokens:
             raise
         model = _most_square_grid_model(name, num_tokens, **kwargs)
-    if is_dart(model) and "scorer" in kwargs and kwargs["scorer"] is None:
-        model.patch_embed.scorer = None  # timm.create_model drops None kwargs: uniform pdf, no scorer
     if is_dart(model):
         side = model.patch_embed.img_size[0]
         shape = (model.patch_embed.in_chans, side, side)
@@ -344,7 +342,7 @@ def _most_square_grid_model(name: str, num_tokens: int, **kwargs) -> nn.Module:
     """
     import timm
 
-    from ..models import _patch_size_from_name
+    from ..models.factory import _patch_size_from_name
 
     patch = kwargs.get("patch_size") or _patch_size_from_name(name)
     if patch is None:

@@ -1,8 +1,8 @@
 """Accuracy benchmark harness: train several tokenizers with one recipe and compare them.
 
 Issue 3 §2 (paper Table 1/2, Fig. 2, 6, 7 in miniature). Every run is a
-:class:`dartok.engine.TrainConfig` built from its :class:`RunSpec` and the preset's shared
-options (:func:`train_config`), trained by :func:`dartok.engine.train` in a child process
+:class:`dartok.train.TrainConfig` built from its :class:`RunSpec` and the preset's shared
+options (:func:`train_config`), trained by :func:`dartok.train.train` in a child process
 (``python -m dartok.tools.compare --run-config ...``; one CPU thread each, ``jobs`` at a
 time) with the same data, recipe, epochs and seed; only the model / token budget /
 tokenizer options differ. DART runs are trained in chunks (``stop_after`` + exact
@@ -13,7 +13,6 @@ preset (fixed grid vs DART at one budget).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from .._io import atomic_path, atomic_write, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..engine import TrainConfig
+    from ..train import TrainConfig
 
 __all__ = ["DEMO_DEFAULTS", "PRESETS", "RunSpec", "collect", "compare", "demo", "demo_preset",
            "plot_accuracy_vs_macs", "run_plan", "run_specs", "train_config", "write_tables"]
@@ -142,7 +141,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # --------------------------------------------------------------------------------------
-# one run: a TrainConfig, trained by dartok.engine.train in a child process
+# one run: a TrainConfig, trained by dartok.train.train in a child process
 # --------------------------------------------------------------------------------------
 _RUN_FIELDS = frozenset({"model", "num_tokens", "model_kwargs"})  # given by the RunSpec
 _HARNESS_FIELDS = frozenset({"output", "threads", "progress", "resume", "stop_after"})  # set by run_specs
@@ -150,12 +149,12 @@ _HARNESS_FIELDS = frozenset({"output", "threads", "progress", "resume", "stop_af
 
 def train_config(spec: RunSpec, train: dict[str, Any], run_dir: str | os.PathLike, threads: int | None = None
                  ) -> "TrainConfig":
-    """The :class:`dartok.engine.TrainConfig` of one run: ``spec``'s model, budget and model
+    """The :class:`dartok.train.TrainConfig` of one run: ``spec``'s model, budget and model
     kwargs, the shared ``train`` options, output ``run_dir``, no progress bar.
 
     Args:
         spec: the run.
-        train: :class:`~dartok.engine.TrainConfig` field names → values (``epochs``,
+        train: :class:`~dartok.train.TrainConfig` field names → values (``epochs``,
             ``canvas_size``, ``data``...), the same for every run of a comparison.
         run_dir: the run's folder (``output`` of the config).
         threads: CPU threads of the run (``None``: torch's default).
@@ -167,22 +166,21 @@ def train_config(spec: RunSpec, train: dict[str, Any], run_dir: str | os.PathLik
         ValueError: a key of ``train`` that is not a ``TrainConfig`` field, or one the spec
             or the harness sets (``model``, ``num_tokens``, ``model_kwargs``, ``output``,
             ``threads``, ``progress``, ``resume``, ``stop_after``); an invalid value
-            (:meth:`TrainConfig.validate`).
+            (:meth:`TrainConfig.validate`). Checked by
+            :func:`dartok.train.resolve_config`, the one place that knows the fields.
     """
-    from ..engine import TrainConfig
+    from ..train import resolve_config
 
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(train) - known)
-    if unknown:
-        raise ValueError(f"unknown training option(s) {', '.join(map(repr, unknown))} for run {spec.name!r}; "
-                         f"TrainConfig fields are: {', '.join(sorted(known - _RUN_FIELDS - _HARNESS_FIELDS))}")
     reserved = sorted(set(train) & (_RUN_FIELDS | _HARNESS_FIELDS))
     if reserved:
         raise ValueError(f"training option(s) {', '.join(map(repr, reserved))} are set per run by the comparison "
                          f"(RunSpec fields or the harness), not by the shared options")
-    cfg = TrainConfig(**{**train, "model": spec.model, "num_tokens": spec.num_tokens,
-                         "model_kwargs": dict(spec.model_kwargs), "output": str(run_dir), "threads": threads,
-                         "progress": False})
+    try:
+        cfg = resolve_config(**train, model=spec.model, num_tokens=spec.num_tokens,
+                             model_kwargs=dict(spec.model_kwargs), output=str(run_dir), threads=threads,
+                             progress=False)
+    except TypeError as e:  # a key that is no TrainConfig field
+        raise ValueError(f"run {spec.name!r}: {e}") from None
     cfg.validate()
     return cfg
 
@@ -198,7 +196,7 @@ def _plan(spec: RunSpec, cfg: "TrainConfig", snapshot_epochs: Sequence[int], res
     already = (run_dir / "checkpoint").exists()
     done = 0
     if resume and already:
-        from ..checkpoint import load_config
+        from ..train.checkpoint import load_config
 
         done = int(load_config(run_dir / "checkpoint").get("epoch", 0))
     stops = sorted({e for e in snapshot_epochs if done < e < cfg.epochs}) if spec.is_dart else []
@@ -212,25 +210,25 @@ def _plan(spec: RunSpec, cfg: "TrainConfig", snapshot_epochs: Sequence[int], res
 
 
 def run_plan(config: dict[str, Any], steps: Sequence[dict[str, Any]], echo: Callable[[str], None] = print) -> None:
-    """Train one run in this process: each step is one :func:`dartok.engine.train` call.
+    """Train one run in this process: each step is one :func:`dartok.train.train` call.
 
     Args:
-        config: a :class:`~dartok.engine.TrainConfig` as a dict (:meth:`TrainConfig.to_dict`).
+        config: a :class:`~dartok.train.TrainConfig` as a dict (:meth:`TrainConfig.to_dict`).
         steps: ``{"stop_after": int | None, "resume": bool, "partition_png": path | None}``
             dicts (:func:`_plan`); after a step with a ``partition_png`` the checkpoint's
             partitions of the first 8 test images are drawn there (:func:`dartok.tools.viz.visualize`).
         echo: printer of the one-line summary per step.
 
     Raises:
-        whatever :func:`dartok.engine.train` raises (``ValueError``, ``FileExistsError``...).
+        whatever :func:`dartok.train.train` raises (``ValueError``, ``FileExistsError``...).
     """
-    from ..engine import TrainConfig, train
+    from ..train import TrainConfig, train
 
     for step in steps:
-        cfg = TrainConfig(**{**config, "stop_after": step["stop_after"], "resume": step["resume"]})
-        summary = train(cfg)
+        cfg = TrainConfig(**config)
+        summary = train(cfg, stop_after=step["stop_after"], resume=step["resume"])
         test = summary["test"]
-        echo(f"epoch {summary['epoch']}/{cfg.epochs}: test top-1 {test['top1']:.2f}%  top-5 {test['top5']:.2f}%  "
+        echo(f"epoch {summary['epoch']}/{summary['epochs']}: test top-1 {test['top1']:.2f}%  top-5 {test['top5']:.2f}%  "
              f"checkpoint: {summary['checkpoint']}")
         if step.get("partition_png"):
             from .viz import visualize
@@ -260,11 +258,11 @@ def run_specs(
 ) -> dict[str, int]:
     """Train every spec with the same ``train`` options, ``jobs`` runs at a time.
 
-    Every run's :class:`~dartok.engine.TrainConfig` is built first (:func:`train_config`:
+    Every run's :class:`~dartok.train.TrainConfig` is built first (:func:`train_config`:
     output ``<output>/<name>``, ``threads`` 1 when several jobs share the CPU, no progress
     bar), so a bad option fails before anything trains. Each run then trains in its own
     process (``python -m dartok.tools.compare --run-config <plan>.json``, which calls
-    :func:`dartok.engine.train`); its output is echoed with a ``[<name>]`` prefix. For DART
+    :func:`dartok.train.train`); its output is echoed with a ``[<name>]`` prefix. For DART
     runs, ``snapshot_epochs`` (e.g. ``(1, 3, 12)``) stops after those epochs, draws
     ``<output>/<name>/partition_epoch<k>.png`` and resumes exactly. ``resume`` continues
     runs that hold a checkpoint (a finished run is neither retrained nor redrawn).
@@ -333,8 +331,8 @@ def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: boo
     Raises:
         FileNotFoundError: a run without a checkpoint.
     """
-    from ..checkpoint import load_config
-    from ..engine import read_metrics
+    from ..train import read_metrics
+    from ..train.checkpoint import load_config
 
     rows = []
     for spec in specs:
@@ -348,7 +346,7 @@ def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: boo
                "train_time_s": sum(m.get("epoch_time_s", 0.0) for m in metrics),
                "top1_by_epoch": [m["test_top1"] for m in metrics]}
         if count_macs:
-            from ..checkpoint import model_from_checkpoint
+            from ..train.checkpoint import model_from_checkpoint
             from .bench import with_frames
             from .flops import count_macs as macs_of, count_params
 
@@ -446,7 +444,7 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
         output: folder of the runs (``<output>/<run name>``) and the result files.
         name: result file stem.
         specs: the runs (default: the preset's).
-        train: training options, :class:`~dartok.engine.TrainConfig` fields, over the
+        train: training options, :class:`~dartok.train.TrainConfig` fields, over the
             preset's.
         jobs: runs trained at once (one CPU thread each when > 1).
         snapshot_epochs: draw DART partitions after these epochs (:func:`run_specs`).

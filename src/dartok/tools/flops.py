@@ -101,8 +101,8 @@ def _zero_macs(inputs, outputs) -> int:
 
 def _selective_scan_macs(inputs, outputs) -> int:
     """dartok's selective scan (``_SelectiveScanFn(u, delta, A, B, C, D, z, ...)``): u ``B×D×L``,
-    A ``D×N``; :func:`dartok.mamba.selective_scan_macs` (the Vim paper's count)."""
-    from ..mamba import selective_scan_macs
+    A ``D×N``; :func:`dartok.ops.selective_scan.selective_scan_macs` (the Vim paper's count)."""
+    from ..ops.selective_scan import selective_scan_macs
 
     u, a = _shape(inputs[0]), _shape(inputs[2])
     if not u or not a or len(u) != 3 or len(a) != 2:

@@ -212,11 +212,11 @@ def plot_video_partition(
         video: one clip ``C×T×H×W`` (tensor or array, any value range; rescaled min-max
             over the whole clip, so frames keep their relative brightness).
         boxes: ``N×4`` boxes in the tall image's [0, 1] coordinates, as
-            :class:`dartok.video.VideoDART` returns them. Each frame shows every box that
+            :class:`dartok.video_tokenizer.VideoDART` returns them. Each frame shows every box that
             overlaps it (by more than 1e-4 of the box's height), clipped to the frame (a
             box straddling two frames appears, cut, in both); the title gives the frame's
             token count (tokens counted in the frame of their box centre,
-            :func:`dartok.video.frame_token_counts`).
+            :func:`dartok.video_tokenizer.frame_token_counts`).
         pdf: optional score map over the tall image, ``(T·h)×w`` (or ``T×h×w``); drawn over
             each frame with one colour scale for the whole clip, so frames holding more
             mass look brighter.
@@ -230,7 +230,7 @@ def plot_video_partition(
         ValueError: video not ``C×T×H×W``, boxes not ``N×4``, a number of axes other than
             T, or a pdf that is not 2-D / 3-D.
     """
-    from ..video import frame_boxes, frame_token_counts  # lazy: keeps viz light to import
+    from ..video_tokenizer import frame_boxes, frame_token_counts  # lazy: keeps viz light to import
 
     clip = video.detach().float().cpu() if isinstance(video, torch.Tensor) else torch.as_tensor(np.asarray(video))
     if clip.dim() != 4:
@@ -383,27 +383,6 @@ def _image_file_channels(paths: Sequence[Path]) -> int:
     return 1
 
 
-def _checkpoint_data_config(config: dict, *, data, data_root, canvas_size, data_seed):
-    """A ``TrainConfig`` holding the data options of a checkpoint's ``config.json``, with overrides.
-
-    Transitional (issue 10): the same mapping as ``dartok.cli``'s eval helper; both become
-    ``dartok.data.DataConfig.from_checkpoint`` when the data registry lands (tools must not
-    import the CLI: that is an import cycle).
-    """
-    from ..engine import TrainConfig
-
-    d = config.get("data") or {}
-    return TrainConfig(
-        model=config["model"],
-        data=data or d.get("name", "cluttered_fmnist"),
-        data_root=data_root if data_root is not None else (d.get("root") if not data else None),
-        canvas_size=canvas_size if canvas_size is not None else (d.get("canvas_size") if not data else None),
-        data_kwargs=dict(d.get("kwargs") or {}) if not data else {},
-        data_seed=data_seed if data_seed is not None else d.get("seed", 0),
-        in_chans=d.get("in_chans") or config.get("model_kwargs", {}).get("in_chans"),
-    )
-
-
 def _class_name(class_names, k: int) -> str:
     return class_names[k] if class_names and k < len(class_names) else str(k)
 
@@ -447,11 +426,11 @@ def visualize(
             output that is not ``.png``, indices out of range, an unreadable image file.
         FileNotFoundError: a missing checkpoint or image file.
     """
-    from .. import checkpoint as ckpt
-    from ..data import FASHION_MNIST_CLASSES
-    from ..engine import (
-        LOCAL_DATASETS, TrainConfig, build_dataset, model_input_size, model_is_dart, prepare_images, select_device,
-    )
+    from ..data import FASHION_MNIST_CLASSES, DataConfig, build_dataset, dataset_info, list_datasets
+    from ..data.transforms import model_input_size, prepare_images
+    from ..models import is_dart
+    from ..train.checkpoint import model_from_checkpoint
+    from ..train.distributed import select_device
 
     output = Path(output)
     if (checkpoint is None) == (score_source is None):
@@ -478,7 +457,7 @@ def visualize(
     model = config = None
     class_names = None
     if checkpoint is not None:
-        model, config = ckpt.model_from_checkpoint(checkpoint, device=dev)
+        model, config = model_from_checkpoint(checkpoint, device=dev)
         in_size = model_input_size(model)
         chans = in_size[0]
         dd = config.get("data") or {}
@@ -497,13 +476,14 @@ def visualize(
             items.append(((x - mean) / std if checkpoint is not None else x, None, p.name))
     else:
         if checkpoint is not None:
-            dcfg = _checkpoint_data_config(config, data=data, data_root=data_root, canvas_size=canvas_size,
-                                           data_seed=data_seed)
+            dcfg = DataConfig.from_checkpoint(config, data=data, data_root=data_root, canvas_size=canvas_size,
+                                              data_seed=data_seed)
         else:
-            dcfg = TrainConfig(data=data or "cluttered_fmnist", data_root=data_root, canvas_size=canvas_size,
-                               data_seed=data_seed or 0)
-        if dcfg.data not in LOCAL_DATASETS:
-            raise ValueError(f"--indices works with {', '.join(LOCAL_DATASETS)}; use --image for other pictures")
+            dcfg = DataConfig(data=data or "cluttered_fmnist", data_root=data_root, canvas_size=canvas_size,
+                              data_seed=data_seed or 0)
+        if not dataset_info(dcfg.data).tensors:  # PIL images need a model's transform first
+            ready = [n for n in list_datasets() if dataset_info(n).tensors]
+            raise ValueError(f"--indices works with {', '.join(ready)}; use --image for other pictures")
         ds = build_dataset(dcfg, split)
         if class_names is None:
             class_names = list(getattr(ds, "classes", None) or FASHION_MNIST_CLASSES)
@@ -527,7 +507,7 @@ def visualize(
                 logits = model(xb)
                 logits = logits[0] if isinstance(logits, (tuple, list)) else logits
                 pred = int(logits.argmax(1)[0])
-                if model_is_dart(model):
+                if is_dart(model):
                     o = model.patch_embed(xb)
                     b, pdf = o.boxes[0].cpu(), o.pdf[0].float().cpu()
                 elif x.ndim == 4:
