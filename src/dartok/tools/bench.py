@@ -334,11 +334,13 @@ def make_model(name: str, num_tokens: int | None = None, **kwargs) -> tuple[nn.M
 
 def _most_square_grid_model(name: str, num_tokens: int, **kwargs) -> nn.Module:
     """A fixed-grid ViT at a non-square N: the most square ``rows×cols`` grid
-    (:func:`fixed_grid_shape`: 98 → 112×224 input).
+    (:func:`fixed_grid_shape`: 98 → 112×224 input), for the scaling suite's 98 and 392.
 
-    Transitional (issue 10): only reached while :func:`dartok.models.create_model` refuses
-    non-square budgets; once the factory (``models/factory.py``) takes them, this and
-    :func:`fixed_grid_shape` move there and :func:`make_model` is the factory call alone.
+    Only reached where :func:`dartok.models.create_model` refuses the budget: the factory's
+    rule is n×n grids only, and it cannot record a non-square ``input_size``. Open point
+    of issue 10 (the factory's owner decides): if the factory takes rows×cols grids, this
+    and :func:`fixed_grid_shape` move there and :func:`make_model` is the factory call
+    alone.
     """
     import timm
 
