@@ -16,7 +16,6 @@ one ``Error: ...`` line and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, List, Optional
