@@ -104,6 +104,22 @@ def test_create_model_fixed_grid_budget(name):
             create_model(name, num_tokens=bad, **kwargs)
 
 
+def test_create_model_non_square_grid_is_explicit():
+    """A non-square fixed grid is asked for with grid=(rows, cols); bench's 98/392 use it."""
+    model = create_model("vit_micro_patch8", grid=(2, 3))
+    assert model.patch_embed.grid_size == (2, 3) and model.pretrained_cfg["input_size"] == (1, 16, 24)
+    with torch.no_grad():
+        assert model.eval()(torch.rand(2, 1, 16, 24)).shape == (2, 10)
+    assert create_model("vit_micro_patch8", num_tokens=6, grid=(2, 3)).patch_embed.num_patches == 6
+    for bad, match in (((2, 3, 1), "rows, cols"), ((0, 3), "rows, cols"), ((2.0, 3), "rows, cols")):
+        with pytest.raises(ValueError, match=match):
+            create_model("vit_micro_patch8", grid=bad)
+    with pytest.raises(ValueError, match="not num_tokens=7"):
+        create_model("vit_micro_patch8", num_tokens=7, grid=(2, 3))
+    with pytest.raises(ValueError, match="fixed-grid"):
+        create_model("dart_vit_micro_patch8", grid=(2, 3))
+
+
 @pytest.mark.parametrize("name", [n for n in MODELS if n.startswith("dart_")])
 def test_create_model_dart_budget_and_uniform_scorer(name):
     """DART models take any N (per clip for video), and ``scorer=None`` means the uniform pdf."""

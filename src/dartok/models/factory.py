@@ -19,7 +19,7 @@ import timm  # noqa: E402
 
 from ._adapter import is_dart  # noqa: E402
 
-__all__ = ["create_model"]
+__all__ = ["create_model", "fixed_grid_shape"]
 
 
 def _patch_size_from_name(name: str) -> int | None:
@@ -28,7 +28,35 @@ def _patch_size_from_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def create_model(name: str, num_tokens: int | None = None, pretrained: bool = False, **kwargs) -> nn.Module:
+def _patch_size(name: str, kwargs: dict) -> int:
+    patch = kwargs.get("patch_size") or _patch_size_from_name(name)
+    if patch is None:
+        raise ValueError(f"cannot tell the patch size of {name!r}; pass patch_size=")
+    return int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+
+
+def _check_grid(grid) -> tuple[int, int]:
+    ok = (isinstance(grid, (tuple, list)) and len(grid) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in grid))
+    if not ok:
+        raise ValueError(f"grid must be (rows, cols) with two integers >= 1, got {grid!r}")
+    return int(grid[0]), int(grid[1])
+
+
+def fixed_grid_shape(num_tokens: int) -> tuple[int, int]:
+    """``(rows, cols)`` of the most square fixed grid with ``num_tokens`` patches (98 → 7×14).
+
+    Raises:
+        ValueError: ``num_tokens`` < 1.
+    """
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
+        raise ValueError(f"num_tokens must be an integer >= 1, got {num_tokens!r}")
+    rows = max(d for d in range(1, math.isqrt(num_tokens) + 1) if num_tokens % d == 0)
+    return rows, num_tokens // rows
+
+
+def create_model(name: str, num_tokens: int | None = None, pretrained: bool = False, *,
+                 grid: tuple[int, int] | None = None, **kwargs) -> nn.Module:
     """``timm.create_model`` with a token budget that means the same for every family.
 
     - DART models (``dart_*``: ViT/DeiT, Vim, VideoMamba): ``num_tokens`` is passed through,
@@ -38,12 +66,16 @@ def create_model(name: str, num_tokens: int | None = None, pretrained: bool = Fa
     - fixed-grid models (``vit_*``, ``deit_*``, ``vim_*``, ``videomamba_*``): the grid of
       ``N = n²`` patches (per frame for video, whose T frames each get the grid) needs an
       input side ``n·P``; ``img_size`` is set to that and recorded in
-      ``pretrained_cfg["input_size"]``.
+      ``pretrained_cfg["input_size"]``. A non-square grid is asked for explicitly with
+      ``grid=(rows, cols)`` (input ``rows·P × cols·P``; :func:`fixed_grid_shape` gives the
+      most square one for a budget, as the scaling benchmark uses for 98 and 392).
 
     Args:
         name: a timm model name (``import dartok`` registers dartok's).
         num_tokens: the budget N (``None``: the model's default).
         pretrained: load pretrained weights (needs a network).
+        grid: ``(rows, cols)`` of a fixed-grid model's patches (not for DART models); with
+            ``num_tokens`` too, ``rows·cols`` must equal it.
         **kwargs: model kwargs (``patch_size`` overrides the one read from the name).
 
     Returns:
@@ -51,18 +83,24 @@ def create_model(name: str, num_tokens: int | None = None, pretrained: bool = Fa
 
     Raises:
         ValueError: a fixed-grid model with a ``num_tokens`` that is not a positive square
-            (n×n; DART models take any budget), or whose patch size cannot be told.
+            (n×n; DART models take any budget) and no ``grid``, a ``grid`` that is not two
+            positive integers or disagrees with ``num_tokens``, a ``grid`` for a DART model,
+            or a patch size that cannot be told.
     """
-    if num_tokens is not None and not name.startswith("dart_"):
+    if grid is not None:
+        if name.startswith("dart_"):
+            raise ValueError(f"grid= is for fixed-grid models; {name!r} takes num_tokens (any budget)")
+        rows, cols = _check_grid(grid)
+        if num_tokens is not None and rows * cols != num_tokens:
+            raise ValueError(f"grid {rows}×{cols} has {rows * cols} patches, not num_tokens={num_tokens}")
+        kwargs["img_size"] = (rows * _patch_size(name, kwargs), cols * _patch_size(name, kwargs))
+    elif num_tokens is not None and not name.startswith("dart_"):
         valid = isinstance(num_tokens, int) and not isinstance(num_tokens, bool) and num_tokens > 0
         side = math.isqrt(num_tokens) if valid else 0
         if side < 1 or side * side != num_tokens:  # 0 = 0² is no grid either
             raise ValueError(f"a fixed-grid model needs a square num_tokens (n×n), got {num_tokens}; "
                              "DART models take any budget")
-        patch = kwargs.get("patch_size") or _patch_size_from_name(name)
-        if patch is None:
-            raise ValueError(f"cannot tell the patch size of {name!r}; pass patch_size=")
-        kwargs["img_size"] = side * patch
+        kwargs["img_size"] = side * _patch_size(name, kwargs)
     elif num_tokens is not None:
         kwargs["num_tokens"] = num_tokens
     model = timm.create_model(name, pretrained=pretrained, **kwargs)
@@ -71,6 +109,8 @@ def create_model(name: str, num_tokens: int | None = None, pretrained: bool = Fa
     if not is_dart(model) and "img_size" in kwargs:
         cfg = dict(model.pretrained_cfg)
         chans = kwargs.get("in_chans", cfg.get("input_size", (3,))[0])
-        cfg["input_size"] = (chans, kwargs["img_size"], kwargs["img_size"])
+        size = kwargs["img_size"]
+        h, w = (size, size) if isinstance(size, int) else size
+        cfg["input_size"] = (chans, h, w)
         model.pretrained_cfg = model.default_cfg = cfg
     return model

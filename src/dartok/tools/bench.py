@@ -41,6 +41,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 from .._io import atomic_write, autocast, write_json  # noqa: E402
+from ..models.factory import fixed_grid_shape  # noqa: E402,F401  (re-exported: bench.fixed_grid_shape)
 from .flops import HAND_COUNTED_OPS, count_macs  # noqa: E402
 
 __all__ = [
@@ -253,14 +254,6 @@ def tokenizer_breakdown(model: nn.Module, input_shape: Sequence[int], batch_size
 # --------------------------------------------------------------------------------------
 
 
-def fixed_grid_shape(num_tokens: int) -> tuple[int, int]:
-    """``(rows, cols)`` of the most square fixed grid with ``num_tokens`` patches (98 → 7×14)."""
-    if num_tokens < 1:
-        raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
-    rows = max(d for d in range(1, math.isqrt(num_tokens) + 1) if num_tokens % d == 0)
-    return rows, num_tokens // rows
-
-
 def _parse_value(text: str) -> Any:
     low = text.strip().lower()
     if low in ("none", "null"):
@@ -306,8 +299,10 @@ def make_model(name: str, num_tokens: int | None = None, **kwargs) -> tuple[nn.M
     over the argument). The model comes from :func:`dartok.models.create_model`, the one
     factory and its one budget rule: DART models take ``num_tokens`` directly (input from
     their config, 448 for DART-DeiT; ``img_size`` overrides); a fixed-grid ViT at N tokens
-    gets the input that makes N patches (``√N·P`` square). The input shape is read back
-    from the model built.
+    gets the input that makes N patches: ``√N·P`` square, or for a non-square N the most
+    square ``rows×cols`` grid (:func:`~dartok.models.factory.fixed_grid_shape`, 98 → 7×14,
+    the scaling suite's 98 and 392) through the factory's ``grid=``. The input shape is
+    read back from the model built.
 
     Raises:
         ValueError: a malformed spec, or a budget the factory refuses.
@@ -318,42 +313,16 @@ def make_model(name: str, num_tokens: int | None = None, **kwargs) -> tuple[nn.M
     if "num_tokens" in spec_kwargs:  # the spec's own budget wins
         num_tokens = spec_kwargs.pop("num_tokens")
     kwargs = {**kwargs, **spec_kwargs}
-    try:
+    if name.startswith("dart_") or num_tokens is None or math.isqrt(num_tokens) ** 2 == num_tokens:
         model = create_model(name, num_tokens=num_tokens, **kwargs)
-    except ValueError:
-        if name.startswith("dart_") or num_tokens is None or math.isqrt(num_tokens) ** 2 == num_tokens:
-            raise
-        model = _most_square_grid_model(name, num_tokens, **kwargs)
+    else:  # a fixed grid at a non-square budget: the most square rows×cols grid (98 → 7×14)
+        model = create_model(name, num_tokens=num_tokens, grid=fixed_grid_shape(num_tokens), **kwargs)
     if is_dart(model):
         side = model.patch_embed.img_size[0]
         shape = (model.patch_embed.in_chans, side, side)
     else:
         shape = tuple(model.pretrained_cfg["input_size"])
     return model.eval(), with_frames(model, shape)
-
-
-def _most_square_grid_model(name: str, num_tokens: int, **kwargs) -> nn.Module:
-    """A fixed-grid ViT at a non-square N: the most square ``rows×cols`` grid
-    (:func:`fixed_grid_shape`: 98 → 112×224 input), for the scaling suite's 98 and 392.
-
-    Only reached where :func:`dartok.models.create_model` refuses the budget: the factory's
-    rule is n×n grids only, and it cannot record a non-square ``input_size``. Open point
-    of issue 10 (the factory's owner decides): if the factory takes rows×cols grids, this
-    and :func:`fixed_grid_shape` move there and :func:`make_model` is the factory call
-    alone.
-    """
-    import timm
-
-    from ..models.factory import _patch_size_from_name
-
-    patch = kwargs.get("patch_size") or _patch_size_from_name(name)
-    if patch is None:
-        raise ValueError(f"cannot tell the patch size of {name!r}")
-    rows, cols = fixed_grid_shape(num_tokens)
-    model = timm.create_model(name, img_size=(rows * patch, cols * patch), **kwargs)
-    chans = model.patch_embed.proj.in_channels
-    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (chans, rows * patch, cols * patch)}
-    return model
 
 
 def with_frames(model: nn.Module, shape: Sequence[int]) -> tuple[int, ...]:
