@@ -149,3 +149,33 @@ def test_public_names_unchanged():
     ])
     for name in dartok.__all__:
         assert getattr(dartok, name) is not None
+
+
+LAYERS = [  # docs/architecture.md: dependencies point one way, down this list
+    ("dartok._io", "dartok._compat", "dartok._version"),
+    ("dartok.partition", "dartok.resample", "dartok.scorer", "dartok.tokenizer", "dartok.video_tokenizer"),
+    ("dartok.ops", "dartok.layers"),
+    ("dartok.models",),
+    ("dartok.data",),
+    ("dartok.train",),
+    ("dartok.tools",),
+    ("dartok.cli",),
+]
+SHIMS = {"dartok.engine", "dartok.checkpoint", "dartok.video_data", "dartok.video", "dartok.vim", "dartok.videomamba",
+         "dartok.mamba", "dartok.bench", "dartok.compare", "dartok.viz"}
+
+
+def _layer(module: str) -> int | None:
+    for i, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    return None
+
+
+def test_dependencies_point_down_the_layers_and_never_through_an_old_path():
+    graph = import_graph()
+    assert set(graph) - {"dartok"} - SHIMS == {m for m in graph if _layer(m) is not None}  # every module placed
+    upward = [(m, d) for m, deps in graph.items() for d in deps
+              if _layer(m) is not None and _layer(d) is not None and _layer(d) > _layer(m)]
+    via_shim = [(m, d) for m, deps in graph.items() for d in deps if _layer(m) is not None and d in SHIMS]
+    assert upward == [] and via_shim == []
