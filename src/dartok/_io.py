@@ -10,13 +10,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-__all__ = ["atomic_path", "atomic_write", "autocast", "fsync_dir", "json_default", "umask", "write_json"]
+__all__ = [
+    "atomic_dir", "atomic_path", "atomic_write", "autocast", "backup_path", "fsync_dir", "json_default", "umask",
+    "write_json",
+]
 
 
 def umask() -> int:
@@ -65,6 +69,58 @@ def atomic_path(path: str | os.PathLike, *, mode: int = 0o666) -> Iterator[Path]
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        raise
+
+
+def backup_path(path: str | os.PathLike) -> Path:
+    """Where :func:`atomic_dir` keeps the previous folder during its swap: ``<name>.old``."""
+    p = Path(path)
+    return p.with_name(p.name + ".old")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder next to ``path``; on a clean exit it replaces ``path`` as a whole.
+
+    Write the folder's files into the yielded path (flush and ``fsync`` them). On a clean
+    exit the folder gets normal permissions (``0777``/``0666`` less the umask), is
+    fsynced, and is swapped in with two renames: the old ``path`` to
+    :func:`backup_path`, the new folder to ``path``; then the backup is removed. If the
+    block or the swap fails, the temporary folder is removed and the old ``path`` is left
+    (or put back) as it was. A backup left with no ``path`` (a crash between the two
+    renames) is restored before anything else, so readers that fall back to the backup see
+    a complete folder either way.
+    """
+    target = Path(path)
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    backup = backup_path(target)
+    if backup.exists() and not target.exists():
+        os.replace(backup, target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+    try:
+        yield tmp
+        mask = umask()
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes a private 0700 folder
+        for child in tmp.iterdir():
+            os.chmod(child, 0o666 & ~mask)
+        fsync_dir(tmp)
+        if backup.exists():
+            shutil.rmtree(backup)
+        had_old = target.exists()
+        if had_old:
+            os.replace(target, backup)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if had_old and not target.exists():
+                os.replace(backup, target)
+            raise
+        fsync_dir(parent)
+        if had_old:
+            shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from .._io import fsync_dir, json_default, umask
+from .._io import atomic_dir, backup_path, json_default
 
 __all__ = [
     "WEIGHTS_NAME",
@@ -145,7 +143,7 @@ def resolve_checkpoint_dir(path_dir: str | os.PathLike) -> Path:
     path = Path(path_dir)
     if (path / CONFIG_NAME).is_file() or (path / WEIGHTS_NAME).is_file():
         return path
-    backup = path.with_name(path.name + ".old")
+    backup = backup_path(path)
     if not path.exists() and (backup / CONFIG_NAME).is_file() and (backup / WEIGHTS_NAME).is_file():
         return backup
     if path.is_file():
@@ -192,19 +190,10 @@ def save_checkpoint(
     swapped in with two renames.
     """
     target = Path(path_dir)
-    parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    backup = target.with_name(target.name + ".old")
-    # a leftover backup with no target means a previous save crashed mid-swap: restore it
-    if backup.exists() and not target.exists():
-        os.replace(backup, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
-    try:
-        # weights
+    with atomic_dir(target) as tmp:
         _write_weights(tmp / WEIGHTS_NAME, model)
         if ema_model is not None:
             _write_weights(tmp / EMA_WEIGHTS_NAME, ema_model)
-        # config
         cfg = dict(config)
         cfg.setdefault("format_version", CHECKPOINT_FORMAT_VERSION)
         text = json.dumps(cfg, indent=2, sort_keys=False, default=json_default)
@@ -212,36 +201,11 @@ def save_checkpoint(
             f.write(text + "\n")
             f.flush()
             os.fsync(f.fileno())
-        # training state
         if train_state is not None:
             with open(tmp / TRAIN_STATE_NAME, "wb") as f:
                 torch.save(dict(train_state), f)
                 f.flush()
                 os.fsync(f.fileno())
-        # mkdtemp makes a private 0700 directory; give it normal permissions
-        mask = umask()
-        os.chmod(tmp, 0o777 & ~mask)
-        for child in tmp.iterdir():
-            os.chmod(child, 0o666 & ~mask)
-        fsync_dir(tmp)
-        # swap into place
-        if backup.exists():
-            shutil.rmtree(backup)
-        had_old = target.exists()
-        if had_old:
-            os.replace(target, backup)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            if had_old and not target.exists():
-                os.replace(backup, target)
-            raise
-        fsync_dir(parent)
-        if had_old:
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
