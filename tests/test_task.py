@@ -97,3 +97,29 @@ def test_best_metric_direction_of_another_task():
     task = LowerIsBetter()
     assert task.worst() == math.inf and task.is_better(0.1, task.worst()) and task.is_better(0.1, 0.2)
     assert not task.is_better(0.3, 0.2)
+
+
+def test_describe_lists_the_task_columns_then_the_loss():
+    metrics = {"loss": 0.5, "top1": 50.0, "top5": 100.0, "n": 4}
+    assert Classification().describe(metrics) == "top-1 50.00%  top-5 100.00%  loss 0.5000"
+    assert Classification().describe({"top1": 12.5}) == "top-1 12.50%"
+
+
+def test_compare_tables_follow_the_rows_task(tmp_path, monkeypatch):
+    """compare's table and figure take their columns from the task, not from classification."""
+    from dartok.tools import compare
+    from dartok.train import task as task_mod
+
+    class Toy(LowerIsBetter):
+        columns = (("mse", "MSE", ""),)
+
+    monkeypatch.setitem(task_mod.TASKS, Toy.name, Toy)
+    row = {"group": "main", "name": "a", "model": "dart_x", "num_tokens": 16, "input_size": [1, 8, 8], "epochs": 1,
+           "task": Toy.name, "best_metric": "mse", "test_mse": 0.25, "gmacs": 0.1, "params_m": 0.5,
+           "train_images_per_s": 10.0, "train_time_s": 60.0}
+    md = compare.write_tables([row], tmp_path / "t", {})
+    assert "| test MSE | GMACs |" in md and "| 0.25 | 0.1000 |" in md and "top-1" not in md
+    compare.plot_accuracy_vs_macs([row], tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="one task"):
+        compare.write_tables([row, {**row, "task": "classification"}], tmp_path / "u", {})

@@ -151,6 +151,7 @@ def train(
     """
     from .train.distributed import is_main_process
     from .train.run import train as run_train
+    from .train.task import create_task
 
     values = dict(ctx.params)
     values["model_kwargs_json"] = _parse_json_dict(model_kwargs_json, "--model-kwargs")
@@ -185,9 +186,10 @@ def train(
     if json_out is not None:
         _write_json(json_out, summary)
     ema = summary.get("test_ema")
+    task = create_task(summary["task"])
     typer.echo(
-        f"final test top-1 {test['top1']:.2f}%  top-5 {test['top5']:.2f}%  loss {test['loss']:.4f}  "
-        + (f"(EMA top-1 {ema['top1']:.2f}%)  " if ema else "")
+        f"final test {task.describe(test)}  "
+        + (f"(EMA {task.describe({task.best_metric: ema[task.best_metric]})})  " if ema else "")
         + f"(n={test['n']}, epoch {summary['epoch']}/{summary['epochs']})  checkpoint: {summary['checkpoint']}"
     )
 
@@ -215,6 +217,7 @@ def eval_cmd(
     """Evaluate a checkpoint: prints top-1 / top-5 / loss."""
     _set_threads(threads)
     from .train.run import evaluate_checkpoint
+    from .train.task import create_task
 
     if split not in ("test", "train"):
         raise typer.BadParameter(f"must be 'test' or 'train', got {split!r}", param_hint="--split")
@@ -228,8 +231,7 @@ def eval_cmd(
         raise _fail(_user_error_message(e))
     if json_out is not None:
         _write_json(json_out, out)
-    typer.echo(f"{out['model']} on {out['data']}/{split} (n={out['n']}): top-1 {out['top1']:.2f}%  "
-               f"top-5 {out['top5']:.2f}%  loss {out['loss']:.4f}")
+    typer.echo(f"{out['model']} on {out['data']}/{split} (n={out['n']}): {create_task(out['task']).describe(out)}")
 
 
 # --------------------------------------------------------------------------------------

@@ -223,12 +223,13 @@ def run_plan(config: dict[str, Any], steps: Sequence[dict[str, Any]], echo: Call
         whatever :func:`dartok.train.train` raises (``ValueError``, ``FileExistsError``...).
     """
     from ..train import TrainConfig, train
+    from ..train.task import create_task
 
     for step in steps:
         cfg = TrainConfig(**config)
         summary = train(cfg, stop_after=step["stop_after"], resume=step["resume"])
-        test = summary["test"]
-        echo(f"epoch {summary['epoch']}/{summary['epochs']}: test top-1 {test['top1']:.2f}%  top-5 {test['top5']:.2f}%  "
+        task = create_task(summary["task"])
+        echo(f"epoch {summary['epoch']}/{summary['epochs']}: test {task.describe(summary['test'])}  "
              f"checkpoint: {summary['checkpoint']}")
         if step.get("partition_png"):
             from .viz import visualize
@@ -323,7 +324,9 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
 
 
 def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: bool = True) -> list[dict[str, Any]]:
-    """One row per finished run: accuracy, MACs, params, speed, train time.
+    """One row per finished run: the task's test metrics (``test_<metric>``; classification:
+    ``test_top1``, ``test_top5``, ``test_loss``), the best metric by epoch
+    (``<best_metric>_by_epoch``, e.g. ``top1_by_epoch``), MACs, params, speed, train time.
 
     MACs are fvcore multiply-accumulates per image ("GMACs", the field's "GFLOPs") counted
     by :func:`dartok.tools.flops.count_macs` with fused attention off.
@@ -333,6 +336,7 @@ def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: boo
     """
     from ..train import read_metrics
     from ..train.checkpoint import load_config
+    from ..train.task import create_task
 
     rows = []
     for spec in specs:
@@ -340,11 +344,14 @@ def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: boo
         config = load_config(run_dir / "checkpoint")
         metrics = read_metrics(run_dir)
         last = config["metrics"]
-        row = {**asdict(spec), "input_size": config["input_size"], "epochs": config["epoch"],
-               "test_top1": last["test_top1"], "test_top5": last["test_top5"], "test_loss": last["test_loss"],
+        task = create_task(config.get("task", "classification"))
+        best = task.best_metric
+        row = {**asdict(spec), "task": task.name, "best_metric": best, "input_size": config["input_size"],
+               "epochs": config["epoch"],
+               **{k: v for k, v in last.items() if k.startswith("test_") and not k.endswith("_ema")},
                "train_images_per_s": last["images_per_s"],
                "train_time_s": sum(m.get("epoch_time_s", 0.0) for m in metrics),
-               "top1_by_epoch": [m["test_top1"] for m in metrics]}
+               f"{best}_by_epoch": [m[f"test_{best}"] for m in metrics]}
         if count_macs:
             from ..train.checkpoint import model_from_checkpoint
             from .bench import with_frames
@@ -358,22 +365,40 @@ def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: boo
     return rows
 
 
+def _metric_columns(rows: list[dict[str, Any]], create_task) -> tuple[tuple[str, str, str], ...]:
+    """The report columns of the rows' task (classification for rows written before tasks existed).
+
+    Raises:
+        ValueError: rows of different tasks in one table.
+    """
+    names = {r.get("task", "classification") for r in rows}
+    if len(names) != 1:
+        raise ValueError(f"one table holds one task's runs, got {sorted(names)}")
+    return create_task(names.pop()).columns
+
+
 def write_tables(rows: list[dict[str, Any]], path_stem: str | os.PathLike, meta: dict[str, Any]) -> str:
     """Write ``<stem>.json`` and ``<stem>.md`` atomically; returns the markdown table."""
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    from ..train.task import create_task
+
     lines = []
     for group in dict.fromkeys(r["group"] for r in rows):
+        group_rows = [r for r in rows if r["group"] == group]
+        columns = _metric_columns(group_rows, create_task)
+        heads = [("test " if i == 0 else "") + (f"{label} ({unit})" if unit else label)
+                 for i, (_, label, unit) in enumerate(columns)]
         lines += [f"**{group}**", "",
-                  "| run | model | tokens | input | epochs | test top-1 (%) | top-5 (%) | GMACs | params (M) | "
-                  "train img/s | train time (min) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in (r for r in rows if r["group"] == group):
+                  "| run | model | tokens | input | epochs | " + " | ".join(heads) + " | GMACs | params (M) | "
+                  "train img/s | train time (min) |", "|---" * (9 + len(columns)) + "|"]
+        for r in group_rows:
             size = "x".join(str(v) for v in r["input_size"][1:])
             gm = f"{r['gmacs']:.4f}" if "gmacs" in r else "-"
             pm = f"{r['params_m']:.2f}" if "params_m" in r else "-"
+            values = " | ".join(f"{r[f'test_{key}']:.2f}" if f"test_{key}" in r else "-" for key, _, _ in columns)
             lines.append(f"| {r['name']} | {r['model']} | {r['num_tokens']} | {size} | {r.get('epochs', '-')} | "
-                         f"{r['test_top1']:.2f} | "
-                         f"{r['test_top5']:.2f} | {gm} | {pm} | {r['train_images_per_s']:.0f} | "
+                         f"{values} | {gm} | {pm} | {r['train_images_per_s']:.0f} | "
                          f"{r['train_time_s'] / 60:.1f} |")
         lines.append("")
     md = "\n".join(lines)
@@ -383,26 +408,31 @@ def write_tables(rows: list[dict[str, Any]], path_stem: str | os.PathLike, meta:
 
 
 def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
-    """Accuracy vs GMACs in the style of the paper's Fig. 2/6 (marker size ~ params)."""
+    """The task's best metric (top-1 for classification) vs GMACs, in the style of the paper's
+    Fig. 2/6 (marker size ~ params)."""
     from .viz import save_png  # first: selects the Agg backend
 
     import matplotlib.pyplot as plt
 
+    from ..train.task import create_task
+
     main = [r for r in rows if r["group"] == "main" and "gmacs" in r]
+    key, label, unit = _metric_columns(main, create_task)[0] if main else ("top1", "top-1", "%")
+    y = f"test_{key}"
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for kind, color, marker in (("grid", "tab:gray", "s"), ("dart", "tab:red", "o")):
         pts = sorted((r for r in main if r["model"].startswith("dart_") == (kind == "dart")),
                      key=lambda r: r["gmacs"])
         if not pts:
             continue
-        ax.plot([r["gmacs"] for r in pts], [r["test_top1"] for r in pts], color=color, lw=1, alpha=0.6)
-        ax.scatter([r["gmacs"] for r in pts], [r["test_top1"] for r in pts], s=[40 + 60 * r["params_m"] for r in pts],
+        ax.plot([r["gmacs"] for r in pts], [r[y] for r in pts], color=color, lw=1, alpha=0.6)
+        ax.scatter([r["gmacs"] for r in pts], [r[y] for r in pts], s=[40 + 60 * r["params_m"] for r in pts],
                    color=color, marker=marker, label="DART" if kind == "dart" else "fixed grid", zorder=3)
         for r in pts:
-            ax.annotate(f"{r['num_tokens']}", (r["gmacs"], r["test_top1"]), textcoords="offset points",
+            ax.annotate(f"{r['num_tokens']}", (r["gmacs"], r[y]), textcoords="offset points",
                         xytext=(6, -10), fontsize=8)
     ax.set_xlabel("GMACs per image (fvcore)")
-    ax.set_ylabel("test top-1 (%)")
+    ax.set_ylabel(f"test {label} ({unit})" if unit else f"test {label}")
     ax.set_title(title or "accuracy vs compute")
     ax.grid(alpha=0.3)
     ax.legend()

@@ -608,8 +608,8 @@ def evaluate_checkpoint(
     ``samples`` defaults to the number the run used for that split (unless ``data`` is given).
 
     Returns:
-        ``{"checkpoint", "model", "data", "split"}`` and the task's metrics (classification:
-        ``loss``, ``top1``, ``top5``, ``n``).
+        ``{"checkpoint", "model", "data", "split", "task"}`` and the task's metrics
+        (classification: ``loss``, ``top1``, ``top5``, ``n``).
 
     Raises:
         ValueError: ``split`` not ``"test"`` / ``"train"``, ``batch_size`` < 1, bad data options, a
@@ -633,4 +633,5 @@ def evaluate_checkpoint(
         ds.transform, _ = pil_transform(model, False, d.get("in_chans") or 3)
     loader = build_loader(ds, batch_size, shuffle=False, num_workers=num_workers, device=dev)
     res = evaluate(model, loader, dev, amp=amp, progress=progress, task=create_task(info.task))
-    return {"checkpoint": str(checkpoint), "model": config["model"], "data": dcfg.data, "split": split, **res}
+    return {"checkpoint": str(checkpoint), "model": config["model"], "data": dcfg.data, "split": split,
+            "task": info.task, **res}

@@ -16,7 +16,7 @@ register its datasets with ``task=<name>``.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -74,11 +74,24 @@ class Task:
         name: the task's name (the registry's ``task=``).
         best_metric: key of :meth:`eval_metrics`' result that picks the best epoch.
         higher_is_better: direction of ``best_metric``.
+        columns: the evaluation metrics a report shows, ``(key, label, unit)`` triples, the
+            best metric first (``compare``'s tables and figure, the CLI's summaries).
     """
 
     name: ClassVar[str] = ""
     best_metric: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
+    columns: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+
+    def describe(self, metrics: Mapping[str, float]) -> str:
+        """One line of a result's metrics for people (``"top-1 57.85%  top-5 96.10%  loss 1.2034"``).
+
+        ``metrics`` holds the keys of :meth:`eval_metrics`' result (a missing one is skipped).
+        """
+        parts = [f"{label} {metrics[key]:.2f}{unit}" for key, label, unit in self.columns if key in metrics]
+        if "loss" in metrics:
+            parts.append(f"loss {metrics['loss']:.4f}")
+        return "  ".join(parts)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Task":
@@ -177,6 +190,7 @@ class Classification(Task):
     name = "classification"
     best_metric = "top1"
     higher_is_better = True
+    columns = (("top1", "top-1", "%"), ("top5", "top-5", "%"))
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=check_label_smoothing(label_smoothing))
