@@ -31,6 +31,7 @@ __all__ = [
     "partition_pdf",
     "quantile_1d",
     "quantile_boxes",
+    "unmix_uniform",
     "work_dtype",
 ]
 
@@ -193,6 +194,24 @@ def mix_uniform(pdf: torch.Tensor, alpha: float) -> torch.Tensor:
     if alpha == 0:
         return pdf
     return (1.0 - alpha) * pdf + alpha / (pdf.shape[-1] * pdf.shape[-2])
+
+
+def unmix_uniform(pdf: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The inverse of :func:`mix_uniform`: ``(pdf − α/(h·w)) / (1 − α)``, the score map before mixing.
+
+    Exact up to float rounding (entries that rounding takes below 0 are clamped to 0).
+
+    Args:
+        pdf: ``B×h×w``, a :func:`mix_uniform` output (e.g. :attr:`dartok.DartOutput.pdf`).
+        alpha: the α it was mixed with, in [0, 1).
+
+    Raises:
+        ValueError: alpha outside [0, 1).
+    """
+    mix_uniform(pdf[:0], alpha)  # validates alpha
+    if alpha == 0:
+        return pdf
+    return ((pdf - alpha / (pdf.shape[-1] * pdf.shape[-2])) / (1.0 - alpha)).clamp_min(0.0)
 
 
 def _partition(pdf: torch.Tensor, counts: tuple[int, ...]) -> torch.Tensor:
