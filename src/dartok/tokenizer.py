@@ -6,18 +6,24 @@ with their position embeddings, boxes and pdf.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .localization import box_pdf
 from .partition import DEFAULT_ALPHA, band_layout, mix_uniform, normalize_pdf, partition_pdf, work_dtype
 from .resample import box_average, sample_patches
 from .scorer import Scorer, uniform_pdf
 
-__all__ = ["DART", "DartOutput"]
+__all__ = ["DART", "DartOutput", "SCORE_SOURCES"]
+
+SCORE_SOURCES = ("scorer", "oracle")
+"""Where :class:`DART` takes its score map from: its scorer (or uniform without one), or the
+data's object box (``"oracle"``: :meth:`DART.oracle_pdf`, given per batch; docs/method.md §8)."""
 
 
 class DartOutput(NamedTuple):
@@ -59,13 +65,20 @@ class DART(nn.Module):
         antialias: anti-alias boxes larger than P×P pixels with exact sub-cell means
             (:func:`dartok.resample.sample_patches`); off by default, as in the paper.
         check_inputs: validate images (rank, channels, finite values) on every call.
+        score_source: ``"scorer"`` (default: the scorer's map, uniform without one) or
+            ``"oracle"``: no scorer; every call needs a pdf, passed as ``pdf=`` or set for
+            the calls inside :meth:`given_pdf` (e.g. :meth:`oracle_pdf` of the true object
+            boxes, which the training loop passes for datasets that provide them).
+        oracle_grid: ``(h, w)`` of the oracle's score grid (default: the scorer's grid
+            would-be, else the position grid, else ``round(√N)`` per side).
 
     Shapes:
         ``forward(images B×C×H×W, pdf=None | B×h×w) → DartOutput``.
 
     Raises:
         ValueError: at construction for an impossible budget/layout or alpha; in forward
-            for images of the wrong rank or channel count, NaN/Inf pixels, or a bad pdf.
+            for images of the wrong rank or channel count, NaN/Inf pixels, or a bad pdf;
+            ``score_source="oracle"`` with a scorer, or called without a pdf.
     """
 
     def __init__(
@@ -83,8 +96,23 @@ class DART(nn.Module):
         norm_layer: type[nn.Module] | None = None,
         antialias: bool = False,
         check_inputs: bool = True,
+        score_source: str = "scorer",
+        oracle_grid: tuple[int, int] | None = None,
     ):
         super().__init__()
+        if score_source not in SCORE_SOURCES:
+            raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
+        if score_source == "oracle" and scorer is not None:
+            raise ValueError("score_source='oracle' takes its score map from the data; pass scorer=None")
+        if oracle_grid is not None:
+            ok = (isinstance(oracle_grid, (tuple, list)) and len(oracle_grid) == 2
+                  and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in oracle_grid))
+            if not ok:
+                raise ValueError(f"oracle_grid must be (h, w) with two integers >= 1, got {oracle_grid!r}")
+            oracle_grid = (int(oracle_grid[0]), int(oracle_grid[1]))
+        self.score_source = score_source
+        self.oracle_grid = oracle_grid
+        self._given_pdf: torch.Tensor | None = None
         self.counts = band_layout(num_tokens, bands)
         mix_uniform(torch.ones(1, 1, 1), alpha)  # validates alpha
         if isinstance(patch_size, (tuple, list)):
@@ -126,7 +154,8 @@ class DART(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"num_tokens={self.num_tokens}, bands={self.bands}, alpha={self.alpha}, "
-                f"pos_grid={self.pos_grid}, antialias={self.antialias}")
+                f"pos_grid={self.pos_grid}, antialias={self.antialias}"
+                + (f", score_source=oracle, oracle_grid={self.score_grid()}" if self.score_source == "oracle" else ""))
 
     def _check_images(self, images: torch.Tensor) -> None:
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
@@ -143,15 +172,65 @@ class DART(nn.Module):
         if images.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(images))).all()):
             raise ValueError("images contain NaN or Inf values")
 
+    def score_grid(self) -> tuple[int, int]:
+        """``(h, w)`` of the score map: the scorer's grid, else ``oracle_grid``, else ``g×g`` with g
+        the position grid (``round(√N)`` without one)."""
+        if self.scorer is not None:
+            return tuple(self.scorer.grid_size)
+        if self.oracle_grid is not None:
+            return self.oracle_grid
+        side = self.pos_grid or round(math.sqrt(self.num_tokens))
+        return side, side
+
+    def pdf_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the pdf the partition cuts: :meth:`score_grid` (a clip's: ``(T·h, w)``)."""
+        return self.score_grid()
+
+    def object_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
+        """A dataset's object boxes in the score map's coordinates (images: as given, ``B×4`` or ``B×K×4``)."""
+        return boxes
+
+    def oracle_pdf(self, boxes: torch.Tensor) -> torch.Tensor:
+        """The oracle score map ``B×h×w`` (:meth:`pdf_size`) of the true object boxes
+        (:func:`dartok.localization.box_pdf` of :meth:`object_boxes`), float32 at least.
+
+        Raises:
+            ValueError: bad boxes (:func:`~dartok.localization.box_pdf`).
+        """
+        if isinstance(boxes, torch.Tensor) and boxes.is_floating_point():
+            boxes = boxes.to(work_dtype(boxes.dtype))
+        return box_pdf(self.object_boxes(boxes), self.pdf_size())
+
+    @contextlib.contextmanager
+    def given_pdf(self, pdf: torch.Tensor | None) -> Iterator[None]:
+        """Within the block, calls without ``pdf=`` use ``pdf`` (``None``: no change), as if passed.
+
+        How a backbone's ``forward``, which takes images only, gets a score map from the data
+        (the oracle). Not re-entrant across threads.
+        """
+        previous, self._given_pdf = self._given_pdf, pdf
+        try:
+            yield
+        finally:
+            self._given_pdf = previous
+
+    def _pdf_or_given(self, pdf: torch.Tensor | None) -> torch.Tensor | None:
+        """``pdf``, else the one of :meth:`given_pdf`; an oracle tokenizer with neither raises ``ValueError``."""
+        if pdf is None:
+            pdf = self._given_pdf
+        if pdf is None and self.score_source == "oracle":
+            raise ValueError("this DART takes its score map from the data (score_source='oracle'): pass pdf=, "
+                             "or train / evaluate on a dataset that provides object boxes (return_box=True)")
+        return pdf
+
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """The raw score map ``B×h×w`` for ``images``: the scorer's pdf, or uniform without one.
 
-        The uniform map is ``g×g`` with g the position grid (``round(√N)`` without one).
-        Not yet validated or alpha-mixed: :meth:`density` does that.
+        The uniform map has :meth:`score_grid`'s size. Not yet validated or alpha-mixed:
+        :meth:`density` does that.
         """
         if self.scorer is None:
-            side = self.pos_grid or round(math.sqrt(self.num_tokens))
-            return uniform_pdf(images.shape[0], (side, side), device=images.device)
+            return uniform_pdf(images.shape[0], self.score_grid(), device=images.device)
         return self.scorer(images)
 
     def density(self, images: torch.Tensor, pdf: torch.Tensor | None = None) -> torch.Tensor:
@@ -236,7 +315,7 @@ class DART(nn.Module):
         :meth:`project`, and :meth:`position_embeddings` of the boxes (docs/method.md §1)."""
         if self.check_inputs:
             self._check_images(images)
-        pdf = self.density(images, pdf)
+        pdf = self.density(images, self._pdf_or_given(pdf))
         boxes = self.partition(pdf)
         tokens = self.project(self.sample(images, boxes))
         pos = self.position_embeddings(boxes).to(tokens.dtype)

@@ -29,6 +29,7 @@ import math
 import torch
 import torch.nn as nn
 
+from .localization import stack_frame_boxes
 from .partition import DEFAULT_ALPHA, band_layout
 from .resample import box_average
 from .scorer import Scorer, uniform_pdf
@@ -281,6 +282,8 @@ class VideoDART(DART):
         antialias: bool = False,
         check_inputs: bool = True,
         temporal_diff: str = "abs",
+        score_source: str = "scorer",
+        oracle_grid: tuple[int, int] | None = None,
     ):
         num_frames = _check_num_frames(num_frames)
         if bands is None:
@@ -291,6 +294,7 @@ class VideoDART(DART):
             num_tokens=num_tokens, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
             pos_grid=pos_grid, bands=bands, alpha=alpha, scorer=scorer, img_size=img_size, bias=bias,
             norm_layer=norm_layer, antialias=antialias, check_inputs=check_inputs,
+            score_source=score_source, oracle_grid=oracle_grid,
         )
         if self.scorer is not None and not isinstance(self.scorer, Scorer):
             raise ValueError(
@@ -322,11 +326,30 @@ class VideoDART(DART):
         self._check_images(stack_frames(video))  # dtype, size, NaN/Inf
 
     def score_grid(self) -> tuple[int, int]:
-        """``(h, w)`` of one frame's score map (the pdf is ``(T·h)×w``)."""
+        """``(h, w)`` of one frame's score map (the pdf is ``(T·h)×w``): the scorer's, else
+        ``oracle_grid``, else the position grid (``round(√(N/T))`` without one)."""
         if self.scorer is not None:
             return self.scorer.grid_size
+        if self.oracle_grid is not None:
+            return self.oracle_grid
         side = self.pos_grid or max(1, round(math.sqrt(self.num_tokens / self.num_frames)))
         return side, side
+
+    def object_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
+        """Per-frame object boxes ``B×T×4`` / ``B×T×K×4`` → ``B×(T·K)×4`` in the stacked clip's
+        coordinates (:func:`dartok.localization.stack_frame_boxes`).
+
+        Raises:
+            ValueError: bad boxes, or T not ``num_frames``.
+        """
+        if isinstance(boxes, torch.Tensor) and boxes.dim() in (3, 4) and boxes.shape[1] != self.num_frames:
+            raise ValueError(f"frame boxes must have T = num_frames = {self.num_frames} (dim 1), got {tuple(boxes.shape)}")
+        return stack_frame_boxes(boxes)
+
+    def pdf_size(self) -> tuple[int, int]:
+        """``(T·h, w)``: the clip's stacked score map."""
+        h, w = self.score_grid()
+        return self.num_frames * h, w
 
     def frame_features(self, video: torch.Tensor) -> torch.Tensor:
         """Per-frame trunk features ``B×T×C'×h×w`` (the scorer's resized copy of each frame)."""
@@ -384,6 +407,7 @@ class VideoDART(DART):
         """
         if self.check_inputs:
             self._check_video(video)
+        pdf = self._pdf_or_given(pdf)
         if pdf is None:
             pdf = self.score(video)
         else:

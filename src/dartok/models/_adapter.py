@@ -44,6 +44,7 @@ __all__ = [
 _DART_KEYS = (
     "num_tokens", "img_size", "scorer", "scorer_head", "scorer_input_size", "scorer_stage",
     "scorer_pretrained", "trainable_scorer_trunk", "alpha", "bands", "antialias", "learn_contrast",
+    "score_source",
 )
 """The kwargs of a registered DART model that go to its ``patch_*`` function (the rest go to
 the backbone); a family adds its own (VideoMamba: ``temporal_diff``)."""
@@ -286,6 +287,7 @@ def patch_backbone(
     trainable_scorer_trunk: bool | None = None,
     antialias: bool = False,
     learn_contrast: bool = True,
+    score_source: str = "scorer",
     **tokenizer_kwargs: Any,
 ) -> nn.Module:
     """Turn ``model`` into a ``dart_cls`` model in place, keeping its weights (the steps in the module docstring).
@@ -305,6 +307,9 @@ def patch_backbone(
         scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
         trainable_scorer_trunk, learn_contrast: :func:`make_scorer` options (used when
             ``scorer`` is a name).
+        score_source: ``"scorer"`` or ``"oracle"`` (:class:`DART`): the oracle builds no
+            scorer but keeps the grid the scorer would have made (``oracle_grid``), so it is
+            the best score map at the learned scorer's resolution (docs/method.md §8).
         **tokenizer_kwargs: further ``dart_cls.tokenizer_cls`` options (``temporal_diff``).
 
     Returns:
@@ -329,11 +334,18 @@ def patch_backbone(
     scorer = make_scorer(scorer, in_chans=in_chans, head=scorer_head, input_size=scorer_input_size,
                          stage=scorer_stage, pretrained=scorer_pretrained, trainable_trunk=trainable_scorer_trunk,
                          learn_contrast=learn_contrast)
+    oracle_grid = None
+    if score_source == "oracle":
+        if isinstance(scorer, dict):
+            scorer = Scorer(in_chans=in_chans, **scorer)
+        oracle_grid = tuple(scorer.grid_size) if scorer is not None else None
+        scorer = None
     dart = dart_cls.tokenizer_cls(
         num_tokens=dart_cls.default_num_tokens(model) if num_tokens is None else num_tokens,
         patch_size=old.patch_size[0], in_chans=in_chans, embed_dim=model.embed_dim,
         pos_grid=old.grid_size[0] if grid_pos is not None else 0, bands=bands, alpha=alpha, scorer=scorer,
-        img_size=img_size, bias=old.proj.bias is not None, antialias=antialias,
+        img_size=img_size, bias=old.proj.bias is not None, antialias=antialias, score_source=score_source,
+        oracle_grid=oracle_grid,
         **dart_cls.tokenizer_kwargs(model), **tokenizer_kwargs,
     )
     adopt_projection(dart, old.proj, old.proj.weight)

@@ -301,6 +301,7 @@ def patch_videomamba(
     trainable_scorer_trunk: bool | None = None,
     antialias: bool = False,
     learn_contrast: bool = True,
+    score_source: str = "scorer",
     temporal_diff: str = "abs",
 ) -> VideoMamba:
     """Turn a :class:`VideoMamba` into a DART VideoMamba in place, keeping its weights.
@@ -328,6 +329,7 @@ def patch_videomamba(
         alpha, bands, antialias, temporal_diff: :class:`VideoDART` options.
         scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
         trainable_scorer_trunk, learn_contrast: used when ``scorer`` is a name.
+        score_source: ``"scorer"`` or ``"oracle"`` (the data's object box; :func:`~dartok.models.patch_backbone`).
 
     Returns:
         The same object, now a :class:`DartVideoMamba`.

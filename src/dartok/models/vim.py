@@ -257,6 +257,7 @@ def patch_vim(
     trainable_scorer_trunk: bool | None = None,
     antialias: bool = False,
     learn_contrast: bool = True,
+    score_source: str = "scorer",
 ) -> VisionMamba:
     """Turn a :class:`VisionMamba` into a DART Vim in place, keeping its weights (paper §4.3).
 
@@ -278,6 +279,7 @@ def patch_vim(
         alpha, bands, antialias: :class:`DART` options.
         scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
         trainable_scorer_trunk, learn_contrast: used when ``scorer`` is a name.
+        score_source: ``"scorer"`` or ``"oracle"`` (the data's object box; :func:`~dartok.models.patch_backbone`).
 
     Returns:
         The same object, now a :class:`DartVisionMamba`.

@@ -133,6 +133,7 @@ def patch_timm(
     trainable_scorer_trunk: bool | None = None,
     antialias: bool = False,
     learn_contrast: bool = True,
+    score_source: str = "scorer",
 ) -> VisionTransformer:
     """Turn a timm ``VisionTransformer`` into a DART model in place, keeping its weights.
 
@@ -157,6 +158,7 @@ def patch_timm(
         antialias: anti-alias large boxes (:class:`DART`).
         scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
         trainable_scorer_trunk, learn_contrast: used when ``scorer`` is a name.
+        score_source: ``"scorer"`` or ``"oracle"`` (the data's object box; :func:`~dartok.models.patch_backbone`).
 
     Returns:
         The same object, now an instance of a ``DartVisionTransformer`` subclass.
