@@ -425,9 +425,12 @@ class ClutteredFashionMNIST(_FashionMNISTBase):
             (default): ``x/255`` in [0, 1] (background 0, the value CNN scorer trunks pad
             with, so the canvas border does not look like an edge).
         transform: optional callable applied to the output *tensor* (not a PIL image).
+        return_box: items carry the object's box as part of the target (below).
 
     ``__getitem__(i)`` returns ``(image, label)``: float32 tensor ``(channels, S, S)`` and the
-    object's class, a Python int in 0..9. Attributes: ``targets`` / ``labels`` (int64 array
+    object's class, a Python int in 0..9; with ``return_box``, ``(image, {"label": label,
+    "box": float32 tensor (4,)})``, the box :meth:`object_box` (the oracle score source and the
+    localisation metric, :mod:`dartok.localization`). Attributes: ``targets`` / ``labels`` (int64 array
     of length ``len(self)``, for samplers), ``classes`` (the 10 names).
 
     Raises:
@@ -454,12 +457,14 @@ class ClutteredFashionMNIST(_FashionMNISTBase):
         channels: int = 1,
         normalize: bool = False,
         transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        return_box: bool = False,
     ) -> None:
         _check_split(split)
         _check_channels(channels)
         _check_num_samples(num_samples)
         canvas_size, (lo, hi), num_clutter, clutter_size = _check_scene(
             canvas_size, object_scale, num_clutter, clutter_size, self.MIN_OBJECT_PX)
+        self.return_box = bool(return_box)
         if int(seed) != seed or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
 
@@ -556,6 +561,8 @@ class ClutteredFashionMNIST(_FashionMNISTBase):
         img = _to_tensor(self.render(i), self.channels, self.normalize)
         if self.transform is not None:
             img = self.transform(img)
+        if self.return_box:
+            return img, {"label": int(self.targets[i]), "box": torch.tensor(self.object_box(i), dtype=torch.float32)}
         return img, int(self.targets[i])
 
     def extra_repr(self) -> str:  # pragma: no cover - cosmetic
@@ -599,9 +606,9 @@ def _split_factory(cls: type) -> Callable[..., Dataset]:
 
 register_dataset(
     "cluttered_fmnist", _split_factory(ClutteredFashionMNIST), num_classes=len(FASHION_MNIST_CLASSES),
-    in_chans=1, canvas=True, sized=True,
+    in_chans=1, canvas=True, sized=True, boxes=True,
     accepts=frozenset({"canvas_size", "object_scale", "num_clutter", "clutter_size", "num_samples", "seed",
-                       "channels", "normalize", "transform"}),
+                       "channels", "normalize", "transform", "return_box"}),
     description="Cluttered Fashion-MNIST: one small garment on a large canvas with clutter",
 )
 register_dataset(

@@ -64,6 +64,10 @@ class DatasetInfo:
             (1 or 3). ``False``: PIL images that need a transform (timm datasets).
         canvas: the factory takes ``canvas_size`` and the generation ``seed`` (the run's ``data_seed``).
         sized: the factory takes ``num_samples`` (else a run takes the first items with a subset).
+        boxes: the factory takes ``return_box``: items then are ``(x, {"label": int, "box":
+            float32 tensor})`` with the object's box (``4`` for an image, ``T×K×4`` per-frame
+            pieces for a clip; :mod:`dartok.localization`), for the oracle score source and the
+            localisation metric (:func:`build_dataset`'s ``boxes``).
         accepts: the kwargs the factory takes (``None``: not checked); others raise ``TypeError``.
         description: one line for listings.
         registered: ``False`` for the timm pass-through names.
@@ -78,6 +82,7 @@ class DatasetInfo:
     tensors: bool = True
     canvas: bool = False
     sized: bool = False
+    boxes: bool = False
     accepts: frozenset | None = None
     description: str = ""
     registered: bool = True
@@ -103,6 +108,7 @@ def register_dataset(
     tensors: bool = True,
     canvas: bool = False,
     sized: bool = False,
+    boxes: bool = False,
     accepts: frozenset | set | None = None,
     description: str = "",
     overwrite: bool = False,
@@ -129,7 +135,7 @@ def register_dataset(
     if num_classes is not None and num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
     info = DatasetInfo(key, factory, task=task, num_classes=num_classes, video=bool(video), in_chans=in_chans,
-                       tensors=bool(tensors), canvas=bool(canvas), sized=bool(sized),
+                       tensors=bool(tensors), canvas=bool(canvas), sized=bool(sized), boxes=bool(boxes),
                        accepts=None if accepts is None else frozenset(accepts), description=description)
     _REGISTRY[key] = info
     return info
@@ -283,7 +289,8 @@ class DataConfig:
         )
 
 
-def build_dataset(cfg: Any, split: str, *, num_samples: int | None = None, transform=None) -> Dataset:
+def build_dataset(cfg: Any, split: str, *, num_samples: int | None = None, transform=None,
+                  boxes: bool = False) -> Dataset:
     """Create the ``"train"`` or ``"test"`` dataset of a run (``cfg``: a :class:`DataConfig` or a
     ``TrainConfig``) with :func:`create_dataset`.
 
@@ -293,12 +300,19 @@ def build_dataset(cfg: Any, split: str, *, num_samples: int | None = None, trans
     ``transform`` and ``cfg.data_kwargs``, and their ``"test"`` split is timm's
     ``"validation"`` (``val``, ``valid``, ... folders) unless ``<data_root>/test`` exists.
     Datasets that do not take ``num_samples`` are cut to their first ``num_samples`` items.
+    ``boxes``: items carry the object's box (``return_box=True``; :class:`DatasetInfo` ``boxes``).
 
     Raises:
-        ValueError: unknown dataset, ``canvas_size`` for a dataset without a canvas, bad options.
+        ValueError: unknown dataset, ``canvas_size`` for a dataset without a canvas, ``boxes``
+            for a dataset without object boxes, bad options.
     """
     info = dataset_info(cfg.data)
     kw = dict(cfg.data_kwargs)
+    if boxes:
+        if not info.boxes:
+            raise ValueError(f"dataset {cfg.data!r} provides no object boxes; datasets that do: "
+                             f"{[n for n in list_datasets() if dataset_info(n).boxes]}")
+        kw["return_box"] = True
     if cfg.canvas_size is not None and not info.canvas:
         raise ValueError(f"canvas_size only applies to {list_datasets(canvas=True)}, not {cfg.data!r}")
     if info.tensors:

@@ -131,8 +131,13 @@ class MovingClutteredFashionMNIST(_FashionMNISTBase):
         clutter_size: clutter side as a fraction of S, in (0, 1]; ≥ 2 px when used.
         normalize: ``True``: ``(x/255 − 0.5)/0.5`` in [-1, 1]; ``False`` (default): [0, 1].
         transform: optional callable applied to the ``C×T×S×S`` tensor.
+        return_box: items carry the moving item's box in every frame as part of the target (below).
 
-    ``__getitem__(i)`` returns ``(clip, label)``: float32 ``(channels, T, S, S)`` and an int.
+    ``__getitem__(i)`` returns ``(clip, label)``: float32 ``(channels, T, S, S)`` and an int;
+    with ``return_box``, ``(clip, {"label": label, "box": float32 (T, 4, 4)})``: the moving
+    item's box in each frame (:meth:`object_boxes`, first item) cut at the canvas edges into
+    its four torus pieces (:func:`torus_pieces`; pieces that do not wrap are empty), for the
+    oracle score source and the localisation metric (:mod:`dartok.localization`).
     Attributes: ``targets`` / ``labels`` (int64 array), ``classes`` (direction names or the
     10 garment names), ``num_frames``.
 
@@ -163,10 +168,12 @@ class MovingClutteredFashionMNIST(_FashionMNISTBase):
         clutter_size: float = 0.12,
         normalize: bool = False,
         transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        return_box: bool = False,
     ) -> None:
         _check_split(split)
         _check_channels(channels)
         _check_num_samples(num_samples)
+        self.return_box = bool(return_box)
         if task not in self.TASKS:
             raise ValueError(f"task must be one of {self.TASKS}, got {task!r}")
         num_frames = _check_int("num_frames", num_frames, 2)
@@ -351,6 +358,9 @@ class MovingClutteredFashionMNIST(_FashionMNISTBase):
             clip = clip.expand(3, -1, -1, -1).contiguous()
         if self.transform is not None:
             clip = self.transform(clip)
+        if self.return_box:
+            box = torch.from_numpy(torus_pieces(self.object_boxes(i)[:, 0])).float()
+            return clip, {"label": int(self.targets[i]), "box": box}
         return clip, int(self.targets[i])
 
     def __repr__(self) -> str:
@@ -670,6 +680,24 @@ class VideoFolderDataset(Dataset):
 # Factory
 # --------------------------------------------------------------------------------------------
 
+def torus_pieces(boxes: np.ndarray) -> np.ndarray:
+    """Boxes on a torus canvas (``x1``/``y1`` up to 2, past 1 = wrapped) → their 4 pieces inside [0, 1]².
+
+    Args:
+        boxes: ``(..., 4)`` ``(x0, y0, x1, y1)`` with ``0 <= x0 <= x1 <= x0 + 1`` (y likewise),
+            as :meth:`MovingClutteredFashionMNIST.object_boxes` gives them.
+
+    Returns:
+        ``(..., 4, 4)`` float64: pieces ``[x0, min(x1, 1)]`` and ``[0, x1 − 1]`` in x times the
+        same in y; a piece that does not wrap is empty (zero width or height, no area).
+    """
+    b = np.asarray(boxes, dtype=np.float64)
+    xs = [(b[..., 0], np.minimum(b[..., 2], 1.0)), (np.zeros_like(b[..., 0]), np.maximum(b[..., 2] - 1.0, 0.0))]
+    ys = [(b[..., 1], np.minimum(b[..., 3], 1.0)), (np.zeros_like(b[..., 1]), np.maximum(b[..., 3] - 1.0, 0.0))]
+    pieces = [np.stack([x0, y0, np.maximum(x1, x0), np.maximum(y1, y0)], -1) for y0, y1 in ys for x0, x1 in xs]
+    return np.stack(pieces, axis=-2)
+
+
 def _moving_factory(root: str | os.PathLike | None, split: str, **kwargs: Any) -> Dataset:
     """:class:`MovingClutteredFashionMNIST` for a split name (timm synonyms such as ``val`` mapped)."""
     return MovingClutteredFashionMNIST(split=_local_split(split), root=root, **kwargs)
@@ -692,7 +720,7 @@ def _folder_factory(root: str | os.PathLike | None, split: str, **kwargs: Any) -
 
 
 for _name in ("moving_fmnist", "moving_cluttered_fmnist"):
-    register_dataset(_name, _moving_factory, video=True, in_chans=1, canvas=True, sized=True,
+    register_dataset(_name, _moving_factory, video=True, in_chans=1, canvas=True, sized=True, boxes=True,
                      description="Moving Cluttered Fashion-MNIST: the label is the motion")
 for _name in ("video_folder", "ssv2"):
     register_dataset(_name, _folder_factory, video=True, in_chans=3,
