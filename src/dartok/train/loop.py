@@ -2,12 +2,17 @@
 
 Generic over the task (:mod:`dartok.train.task`): the loss and the metrics come from a
 :class:`~dartok.train.task.Task` (default :class:`~dartok.train.task.Classification`).
+
+Batches whose targets carry object boxes (:meth:`~dartok.train.task.Task.unpack`) feed them
+to a DART model whose score source is the oracle (:meth:`dartok.DART.oracle_pdf`, set with
+:meth:`dartok.DART.given_pdf` around the model call), and, at evaluation, to
+:class:`~dartok.train.task.LocalizationMetrics` for every DART model (issue 11).
 """
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -17,7 +22,7 @@ from .._io import autocast
 from ..data.transforms import model_input_size, prepare_images
 from .checkpoint import unwrap_model
 from .distributed import all_reduce_sum, dist_ready, is_main_process
-from .task import Classification, Task
+from .task import Classification, LocalizationMetrics, Task
 
 __all__ = ["build_optimization", "evaluate", "train_one_epoch"]
 
@@ -31,6 +36,47 @@ def _output(out: Any) -> torch.Tensor:
     if isinstance(out, Mapping) and "logits" in out:
         return out["logits"]
     raise TypeError(f"model returned {type(out).__name__}; expected logits tensor")
+
+
+class _Batch(NamedTuple):
+    targets: torch.Tensor
+    boxes: torch.Tensor | None
+
+
+def _unpack(task: Task, targets: Any, device: torch.device) -> _Batch:
+    """The task's targets as a tensor on ``device`` and the object boxes (``None`` for plain targets)."""
+    targets, boxes = task.unpack(targets)
+    targets = torch.as_tensor(targets).to(device, non_blocking=True)
+    return _Batch(targets, None if boxes is None else torch.as_tensor(boxes).to(device, non_blocking=True))
+
+
+def _tokenizer(model: nn.Module):
+    """The DART tokenizer of ``model`` (through a DDP wrapper), or ``None`` for other models."""
+    from ..models import is_dart
+
+    bare = unwrap_model(model)
+    return bare.patch_embed if is_dart(bare) else None
+
+
+def _run_model(model: nn.Module, images: torch.Tensor, boxes: torch.Tensor | None, dart, *,
+               capture: bool = False) -> tuple[torch.Tensor, Any]:
+    """``model(images)`` → ``(prediction tensor, the tokenizer's DartOutput or None)``.
+
+    An oracle tokenizer (``score_source="oracle"``) gets the score map of ``boxes``; with
+    ``capture`` the tokenizer's output is caught with a forward hook (for the localisation metric).
+    """
+    if dart is None:
+        return _output(model(images)), None
+    given = dart.oracle_pdf(boxes) if boxes is not None and dart.score_source == "oracle" else None
+    seen: list = []
+    handle = dart.register_forward_hook(lambda _m, _a, out: seen.append(out)) if capture else None
+    try:
+        with dart.given_pdf(given):
+            out = _output(model(images))
+    finally:
+        if handle is not None:
+            handle.remove()
+    return out, (seen[-1] if seen else None)
 
 
 def _progress(iterable, *, enabled: bool, desc: str, total: int | None = None):
@@ -75,6 +121,9 @@ def evaluate(
     Returns:
         The task's metrics; for classification ``{"loss": mean cross-entropy (no label
         smoothing), "top1": %, "top5": %, "n": count}`` (``top5`` uses ``min(5, K)`` classes).
+        A DART model evaluated on batches with object boxes (a dataset built with
+        ``return_box=True``) adds ``object_mass`` and ``object_tokens``
+        (:class:`~dartok.train.task.LocalizationMetrics`).
     """
     task = task if task is not None else Classification()
     device = torch.device(device)
@@ -86,20 +135,26 @@ def evaluate(
     was_training = model.training
     model.eval()
     metrics = task.eval_metrics()
+    dart = _tokenizer(model)
+    where = LocalizationMetrics() if dart is not None else None  # every rank of a DART run, for all_reduce
     try:
         for images, targets in _progress(loader, enabled=progress and is_main_process(), desc="eval"):
             images = images.to(device, non_blocking=True)
-            targets = torch.as_tensor(targets).to(device, non_blocking=True)
+            batch = _unpack(task, targets, device)
             if input_size is not None:
                 images = prepare_images(images, input_size)
             with autocast(device, amp):
-                output = _output(model(images))
-            metrics.update(output.float(), targets)
+                output, tokens = _run_model(model, images, batch.boxes, dart, capture=batch.boxes is not None)
+            metrics.update(output.float(), batch.targets)
+            if tokens is not None:
+                where.update(tokens, dart.object_boxes(batch.boxes), alpha=dart.alpha)
     finally:
         model.train(was_training)
     if all_reduce:
         metrics.all_reduce(device)
-    return metrics.compute()
+        if where is not None:
+            where.all_reduce(device)
+    return {**metrics.compute(), **(where.compute() if where is not None else {})}
 
 
 def build_optimization(model: nn.Module, cfg: Any, updates_per_epoch: int, task: Task | None = None):
@@ -178,13 +233,14 @@ def train_one_epoch(
     t0 = time.perf_counter()
     desc = f"epoch {epoch + 1}" + (f"/{num_epochs}" if num_epochs else "")
     bar = _progress(loader, enabled=progress and is_main_process(), desc=desc, total=len(loader))
-    for i, (images, labels) in enumerate(bar):
+    dart = _tokenizer(model)
+    for i, (images, targets) in enumerate(bar):
         images = images.to(device, non_blocking=True)
-        labels = torch.as_tensor(labels).to(device, non_blocking=True)
+        labels, boxes = _unpack(task, targets, device)
         images = prepare_images(images, input_size)
         n_real, weight = batch_plan[i] if batch_plan is not None else (labels.numel(), 1.0)
         with autocast(device, amp):
-            logits = _output(model(images))
+            logits, _ = _run_model(model, images, boxes, dart)
         loss = loss_fn(logits.float(), labels)
         bad = not torch.isfinite(loss)
         if distributed:  # every rank must stop together, or the others hang in the all-reduce

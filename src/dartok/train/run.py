@@ -194,11 +194,29 @@ def _seed(cfg: TrainConfig, device: torch.device) -> None:
         torch.cuda.manual_seed_all(cfg.seed)
 
 
+def _wants_boxes(model: str, model_kwargs: Mapping[str, Any], info: DatasetInfo) -> tuple[bool, bool]:
+    """``(train, test)``: which splits carry object boxes (``return_box``).
+
+    The test set of a DART model, when the dataset has boxes (the localisation metric); the
+    training set of an oracle model (``score_source="oracle"``), which needs them.
+
+    Raises:
+        ValueError: an oracle model on a dataset without object boxes.
+    """
+    dart = model.startswith("dart_")
+    oracle = dart and model_kwargs.get("score_source", "scorer") == "oracle"
+    if oracle and not info.boxes:
+        raise ValueError(f"score_source='oracle' takes the score map from the dataset's object boxes; "
+                         f"dataset {info.name!r} has none")
+    return oracle, dart and info.boxes
+
+
 def _build_data(cfg: TrainConfig) -> _Data:
     """The train and test datasets, the task their registration names, classes and channels."""
     info = dataset_info(cfg.data)
-    train_ds = build_dataset(cfg, "train", num_samples=cfg.train_samples)
-    test_ds = build_dataset(cfg, "test", num_samples=cfg.test_samples)
+    boxes_train, boxes_test = _wants_boxes(cfg.model, cfg.model_kwargs, info)
+    train_ds = build_dataset(cfg, "train", num_samples=cfg.train_samples, boxes=boxes_train)
+    test_ds = build_dataset(cfg, "test", num_samples=cfg.test_samples, boxes=boxes_test)
     if len(train_ds) == 0:
         raise ValueError("the training set is empty")
     num_classes = cfg.num_classes or num_classes_of(train_ds) or info.num_classes
@@ -627,8 +645,9 @@ def evaluate_checkpoint(
         samples = d.get("test_samples" if split == "test" else "train_samples")
     dcfg = DataConfig.from_checkpoint(config, data=data, data_root=data_root, canvas_size=canvas_size,
                                       num_samples=samples, data_seed=data_seed)
-    ds = build_dataset(dcfg, split, num_samples=samples)
     info = dataset_info(dcfg.data)
+    _, boxes = _wants_boxes(config["model"], config.get("model_kwargs") or {}, info)
+    ds = build_dataset(dcfg, split, num_samples=samples, boxes=boxes)
     if not info.tensors:  # PIL images: timm's eval transform
         ds.transform, _ = pil_transform(model, False, d.get("in_chans") or 3)
     loader = build_loader(ds, batch_size, shuffle=False, num_workers=num_workers, device=dev)

@@ -12,6 +12,10 @@ reported numbers, so metrics over many batches or ranks equal those over the who
 Adding a task: subclass :class:`Task` (``name``, ``best_metric``, ``higher_is_better``,
 ``loss``, ``eval_metrics``, ``train_metrics``, ``from_config``), add it to :data:`TASKS`, and
 register its datasets with ``task=<name>``.
+
+Targets that carry more than the task's target (a dataset's object box, ``return_box=True``:
+``{"label": ..., "box": ...}``) are split by :meth:`Task.unpack`; the box goes to the oracle
+score source and to :class:`LocalizationMetrics` (issue 11), never to the loss.
 """
 from __future__ import annotations
 
@@ -22,12 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..localization import object_mass, object_tokens
+from ..partition import unmix_uniform
 from .distributed import all_reduce_sum
 
 __all__ = [
     "Classification",
     "ClassificationMetrics",
     "ClassificationTrainMetrics",
+    "LocalizationMetrics",
     "MetricSums",
     "TASKS",
     "Task",
@@ -82,6 +89,25 @@ class Task:
     best_metric: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
     columns: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    target_key: ClassVar[str] = "label"
+
+    def unpack(self, targets: Any) -> tuple[Any, torch.Tensor | None]:
+        """``(the task's targets, object boxes or None)`` of a batch's targets.
+
+        A plain batch (a tensor or list of targets) is returned as it is with ``None``: the
+        classification path is unchanged. A mapping (items of a dataset built with
+        ``return_box=True``) gives ``targets[target_key]`` and ``targets["box"]`` (``B×4`` or
+        ``B×T×K×4``, :mod:`dartok.localization`).
+
+        Raises:
+            ValueError: a mapping without ``target_key``.
+        """
+        if not isinstance(targets, Mapping):
+            return targets, None
+        if self.target_key not in targets:
+            raise ValueError(f"batch targets are a mapping with keys {sorted(targets)}; the {self.name} task "
+                             f"needs {self.target_key!r}")
+        return targets[self.target_key], targets.get("box")
 
     def describe(self, metrics: Mapping[str, float]) -> str:
         """One line of a result's metrics for people (``"top-1 57.85%  top-5 96.10%  loss 1.2034"``).
@@ -164,6 +190,40 @@ class ClassificationTrainMetrics(MetricSums):
     def compute(self) -> dict[str, float]:
         n = int(round(self.sums["n"]))
         return {"loss": self.sums["loss"] / max(n, 1), "acc": 100.0 * self.sums["acc"] / max(n, 1), "n": n}
+
+
+class LocalizationMetrics(MetricSums):
+    """Where a DART model's score map and tokens go, against the true object (issue 11 item 2).
+
+    Per image (or clip), from the tokenizer's output (:class:`dartok.DartOutput`) and the
+    object boxes in its coordinates (:meth:`dartok.DART.object_boxes`):
+
+    - ``object_mass``: the share of the score map's mass inside the object *before* uniform
+      mixing, :func:`dartok.localization.object_mass` of :func:`dartok.partition.unmix_uniform`
+      of ``DartOutput.pdf``; in [0, 1]; the area share of the object for a uniform map, 1
+      (up to cell rounding) for the oracle;
+    - ``object_tokens``: how many of the N boxes have their centre inside the object
+      (:func:`dartok.localization.object_tokens`); in [0, N].
+
+    :meth:`compute` gives their means over all samples added, or ``{}`` when none was
+    (a dataset without boxes: the keys are then absent, not NaN).
+    """
+
+    keys = ("object_mass", "object_tokens", "n")
+
+    def update(self, output: Any, target: torch.Tensor, *, alpha: float = 0.0, **extra: Any) -> None:
+        """Add a batch: ``output`` a :class:`dartok.DartOutput`, ``target`` the object boxes
+        (``B×4`` / ``B×K×4``, the pdf's coordinates), ``alpha`` the tokenizer's mixing weight."""
+        pdf = unmix_uniform(output.pdf.detach().float(), alpha)
+        self.sums["object_mass"] += object_mass(pdf, target).sum().item()
+        self.sums["object_tokens"] += object_tokens(output.boxes.detach(), target).sum().item()
+        self.sums["n"] += pdf.shape[0]
+
+    def compute(self) -> dict[str, float]:
+        n = int(round(self.sums["n"]))
+        if n == 0:
+            return {}
+        return {"object_mass": self.sums["object_mass"] / n, "object_tokens": self.sums["object_tokens"] / n}
 
 
 def check_label_smoothing(value: float) -> float:
