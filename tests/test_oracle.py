@@ -137,3 +137,25 @@ def test_video_oracle_forward_and_metric():
     expected = object_mass(box_pdf(boxes, (8, 2)), boxes).mean().item()
     assert res["object_mass"] == pytest.approx(expected, abs=1e-5) and 0 <= res["object_tokens"] <= 8
     assert res["top1"] >= 0  # classification metrics unchanged beside them
+
+
+def test_compare_shows_the_oracle_row_and_the_localisation_metric(tmp_path):
+    from dartok.tools.compare import ORACLE, RunSpec, compare
+
+    specs = [RunSpec("grid@4", "vit_micro_patch8", 4, {"depth": 1}),
+             RunSpec("dart@4", "dart_vit_micro_patch8", 4, {"depth": 1, "scorer_input_size": 32}),
+             RunSpec("oracle@4", "dart_vit_micro_patch8", 4, {"depth": 1, "scorer_input_size": 32, **ORACLE})]
+    train_opts = dict(canvas_size=32, data_kwargs={"object_scale": [0.3, 0.5], "num_clutter": 1}, train_samples=32,
+                      test_samples=16, epochs=2, warmup_epochs=0, batch_size=16)
+    res = compare(None, tmp_path, "t", specs=specs, train=train_opts, jobs=1, snapshot_epochs=(2,),
+                  count_macs=False, echo=lambda _line: None)
+    rows = {r["name"]: r for r in res["rows"]}
+    assert "test_object_mass" not in rows["grid@4"] and "object_mass_by_epoch" not in rows["grid@4"]
+    for name in ("dart@4", "oracle@4"):
+        assert len(rows[name]["object_mass_by_epoch"]) == 2 and len(rows[name]["object_tokens_by_epoch"]) == 2
+        assert rows[name]["test_object_mass"] == rows[name]["object_mass_by_epoch"][-1]
+    assert "| object mass | object tokens |" in res["markdown"]
+    grid_line = next(line for line in res["markdown"].splitlines() if line.startswith("| grid@4"))
+    assert "| - | - |" in grid_line  # a fixed grid has no score map: no value, not a made-up one
+    assert res["localization_plot"] and (tmp_path / "t_localization.png").stat().st_size > 0
+    assert (tmp_path / "oracle@4" / "partition_epoch2.png").exists()  # drawn with the dataset's boxes

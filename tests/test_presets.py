@@ -39,10 +39,35 @@ def test_ablations_change_one_option_each_from_the_reference():
     for spec in specs:
         if spec is refs[0]:
             continue
+        if spec.is_oracle:  # not an ablation of the scorer: the bound beside them (issue 11)
+            assert spec.model_kwargs == {"score_source": "oracle"} and spec.num_tokens == refs[0].num_tokens
+            assert create_model(spec.model, num_tokens=spec.num_tokens, **spec.model_kwargs).patch_embed.scorer is None
+            continue
         assert spec.model == refs[0].model and spec.num_tokens == refs[0].num_tokens
         got = _options(create_model(spec.model, num_tokens=spec.num_tokens, **spec.model_kwargs))
         changed = {k for k in ref if got[k] != ref[k]}
         assert changed == set(spec.model_kwargs), (spec.name, changed)
+
+
+@pytest.mark.parametrize("preset", CPU_PRESETS)
+def test_cpu_presets_have_the_oracle_beside_learned_dart_on_data_with_boxes(preset):
+    from dartok.data import dataset_info
+
+    entry = cmp.PRESETS[preset]
+    assert dataset_info(entry["train"].get("data", "cluttered_fmnist")).boxes
+    oracles = [s for s in entry["specs"] if s.is_oracle]
+    assert oracles, preset
+    learned = {(s.model, s.num_tokens) for s in entry["specs"] if s.is_dart and not s.is_oracle}
+    grids = {s.num_tokens for s in entry["specs"] if not s.is_dart}
+    for o in oracles:
+        assert (o.model, o.num_tokens) in learned  # same model and budget as a learned DART run
+    if grids and preset != "cpu-video":  # video: the grid's budget is per frame; ablations: no grid run
+        assert {o.num_tokens for o in oracles} <= grids  # and a grid run at that budget
+
+
+def test_full_presets_have_no_oracle():  # ImageFolder / SSv2 data has no object boxes
+    for name in ("full", "full-vim", "full-video"):
+        assert not any(s.is_oracle for s in cmp.PRESETS[name]["specs"])
 
 
 # ------------------------------------------------------------------ runs are TrainConfigs, built from fields
@@ -84,8 +109,9 @@ def test_demo_is_a_preset():
 
     preset = demo_preset(9, {"alpha": 0.2}, epochs=2)
     assert [(s.name, s.model, s.num_tokens) for s in preset["specs"]] == [
-        ("grid", "vit_micro_patch8", 9), ("dart", "dart_vit_micro_patch8", 9)]
+        ("grid", "vit_micro_patch8", 9), ("dart", "dart_vit_micro_patch8", 9), ("oracle", "dart_vit_micro_patch8", 9)]
     assert preset["specs"][1].model_kwargs == {"alpha": 0.2} and not preset["specs"][0].model_kwargs
+    assert preset["specs"][2].model_kwargs == {"alpha": 0.2, "score_source": "oracle"}
     assert preset["train"]["epochs"] == 2 and preset["train"]["canvas_size"] == DEMO_DEFAULTS["canvas_size"]
     with pytest.raises(ValueError, match="square"):
         demo_preset(10)

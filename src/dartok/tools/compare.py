@@ -10,6 +10,13 @@ tokenizer options differ. DART runs are trained in chunks (``stop_after`` + exac
 ``<name>.json`` / ``<name>.md`` tables (top-1, top-5, GMACs, params, train images/s, train
 time) and an accuracy-vs-GMACs plot. :func:`demo` is the README's main job: the ``demo``
 preset (fixed grid vs DART at one budget).
+
+Every CPU preset and the demo also run the **oracle** (issue 11): the DART model at the same
+budget whose score map is the true object box (``score_source="oracle"``), the best a scorer
+could do at that budget and grid. DART runs on a dataset with object boxes log the
+localisation metric (``test_object_mass``, ``test_object_tokens``,
+:class:`dartok.train.task.LocalizationMetrics`); the tables show it and
+:func:`plot_localization` draws it against the epoch (``<name>_localization.png``).
 """
 from __future__ import annotations
 
@@ -31,8 +38,11 @@ from .._io import atomic_path, atomic_write, write_json
 if TYPE_CHECKING:  # pragma: no cover
     from ..train import TrainConfig
 
-__all__ = ["DEMO_DEFAULTS", "PRESETS", "RunSpec", "collect", "compare", "demo", "demo_preset",
-           "plot_accuracy_vs_macs", "run_plan", "run_specs", "train_config", "write_tables"]
+__all__ = ["DEMO_DEFAULTS", "ORACLE", "PRESETS", "RunSpec", "collect", "compare", "demo", "demo_preset",
+           "plot_accuracy_vs_macs", "plot_localization", "run_plan", "run_specs", "train_config", "write_tables"]
+
+ORACLE = {"score_source": "oracle"}
+"""The model kwargs of an oracle run: DART whose score map is the data's object box."""
 
 
 @dataclass
@@ -57,30 +67,42 @@ class RunSpec:
     def is_dart(self) -> bool:
         return self.model.startswith("dart_")
 
+    @property
+    def is_oracle(self) -> bool:
+        """A DART run whose score map is the data's object box (``score_source="oracle"``)."""
+        return self.is_dart and self.model_kwargs.get("score_source") == "oracle"
 
-def _main_set(n: int, grid: str, dart: str) -> list[RunSpec]:
-    """The paper's main comparison: fixed grid at N, DART at N, fixed grid at 4N, DART at 2N."""
+
+def _main_set(n: int, grid: str, dart: str, oracle: bool = False) -> list[RunSpec]:
+    """The paper's main comparison: fixed grid at N, DART at N, fixed grid at 4N, DART at 2N;
+    with ``oracle`` (datasets with object boxes), ``oracle@N`` after DART at N."""
     return [
         RunSpec(f"grid@{n}", grid, n),
         RunSpec(f"dart@{n}", dart, n),
+        *([RunSpec(f"oracle@{n}", dart, n, dict(ORACLE))] if oracle else []),
         RunSpec(f"grid@{4 * n}", grid, 4 * n),
         RunSpec(f"dart@{2 * n}", dart, 2 * n),
     ]
 
 
 def _micro(n: int) -> list[RunSpec]:
-    return _main_set(n, "vit_micro_patch8", "dart_vit_micro_patch8")
+    return _main_set(n, "vit_micro_patch8", "dart_vit_micro_patch8", oracle=True)
 
 
-def _video(per_frame: int, frames: int, grid: str, dart: str, dart_kwargs: dict | None = None) -> list[RunSpec]:
-    """Paper Table 3: fixed grid on every one of T frames vs DART with T/2 frames' worth of tokens.
+def _video(per_frame: int, frames: int, grid: str, dart: str, dart_kwargs: dict | None = None,
+           oracle: bool = False) -> list[RunSpec]:
+    """Paper Table 3: fixed grid on every one of T frames vs DART with T/2 frames' worth of tokens;
+    with ``oracle``, the oracle at DART's budget (the moving item's box in every frame).
 
     ``num_tokens`` of a plain VideoMamba is per frame; of a DART one, for the whole clip.
-    ``dart_kwargs`` go to the DART model only (e.g. ``scorer_input_size``).
+    ``dart_kwargs`` go to the DART models only (e.g. ``scorer_input_size``).
     """
+    dart_n = per_frame * (frames // 2)
     return [
         RunSpec(f"grid {per_frame}x{frames}", grid, per_frame),
-        RunSpec(f"dart {per_frame}x{frames // 2}", dart, per_frame * (frames // 2), dict(dart_kwargs or {})),
+        RunSpec(f"dart {per_frame}x{frames // 2}", dart, dart_n, dict(dart_kwargs or {})),
+        *([RunSpec(f"oracle {per_frame}x{frames // 2}", dart, dart_n, {**(dart_kwargs or {}), **ORACLE})]
+          if oracle else []),
     ]
 
 
@@ -94,6 +116,7 @@ def _ablations(n: int) -> list[RunSpec]:
     runs = [RunSpec(f"trunk={t}", d, n, {"scorer": t}, "scorer trunk")
             for t in ("efficientnet_b0", "mobilenetv3_large", "mnasnet")]
     runs += [RunSpec(f"reference@{n}", d, n, {}, "reference (defaults)")]
+    runs += [RunSpec(f"oracle@{n}", d, n, dict(ORACLE), "oracle (true object box)")]
     runs += [RunSpec(f"alpha={a}", d, n, {"alpha": a}, "alpha") for a in (0.0, 0.3)]
     runs += [RunSpec("paper_contrast", d, n, {"learn_contrast": False}, "score contrast")]
     runs += [RunSpec("frozen_trunk", d, n, {"trainable_scorer_trunk": False}, "trunk frozen?")]
@@ -112,7 +135,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                                 "test_samples": 2000, "batch_size": 64, "lr": 1e-3}},
     # Vision Mamba (issue 4): the same four runs on the micro Vim (pure-PyTorch scan on CPU)
     # (about 3-15× slower per step than the micro ViT: 6k images, 8 epochs, ~30 min on 2 cores)
-    "cpu-vim": {"specs": _main_set(16, "vim_micro_patch8", "dart_vim_micro_patch8"),
+    "cpu-vim": {"specs": _main_set(16, "vim_micro_patch8", "dart_vim_micro_patch8", oracle=True),
                 "train": {"canvas_size": 128, "epochs": 8, "train_samples": 6000, "test_samples": 2000,
                           "batch_size": 64, "lr": 1e-3}},
     # VideoMamba on Moving Cluttered Fashion-MNIST (direction task, 4 frames of 64², 4-8 px per
@@ -121,7 +144,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 20 epochs: patch-token models from scratch need that long before they pick up the motion
     # at all (a 6-block video ViT sat at chance for 5 of 15 epochs); about 45 min with two jobs
     "cpu-video": {"specs": _video(16, 4, "videomamba_micro_patch8", "dart_videomamba_micro_patch8",
-                                  {"scorer_input_size": 64}),
+                                  {"scorer_input_size": 64}, oracle=True),
                   "train": {"data": "moving_fmnist", "data_kwargs": {"num_frames": 4, "speed": [4, 8]},
                             "canvas_size": 64, "epochs": 20, "train_samples": 3000, "test_samples": 1000,
                             "batch_size": 32, "lr": 1e-3}},
@@ -326,7 +349,9 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
 def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: bool = True) -> list[dict[str, Any]]:
     """One row per finished run: the task's test metrics (``test_<metric>``; classification:
     ``test_top1``, ``test_top5``, ``test_loss``), the best metric by epoch
-    (``<best_metric>_by_epoch``, e.g. ``top1_by_epoch``), MACs, params, speed, train time.
+    (``<best_metric>_by_epoch``, e.g. ``top1_by_epoch``), MACs, params, speed, train time;
+    DART runs with the localisation metric add ``test_object_mass``, ``test_object_tokens``
+    and ``object_mass_by_epoch``, ``object_tokens_by_epoch``.
 
     MACs are fvcore multiply-accumulates per image ("GMACs", the field's "GFLOPs") counted
     by :func:`dartok.tools.flops.count_macs` with fused attention off.
@@ -336,7 +361,7 @@ def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: boo
     """
     from ..train import read_metrics
     from ..train.checkpoint import load_config
-    from ..train.task import create_task
+    from ..train.task import LocalizationMetrics, create_task
 
     rows = []
     for spec in specs:
@@ -352,6 +377,9 @@ def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: boo
                "train_images_per_s": last["images_per_s"],
                "train_time_s": sum(m.get("epoch_time_s", 0.0) for m in metrics),
                f"{best}_by_epoch": [m[f"test_{best}"] for m in metrics]}
+        for key, _, _ in LocalizationMetrics.columns:  # DART runs on data with object boxes
+            if metrics and all(f"test_{key}" in m for m in metrics):
+                row[f"{key}_by_epoch"] = [m[f"test_{key}"] for m in metrics]
         if count_macs:
             from ..train.checkpoint import model_from_checkpoint
             from .bench import with_frames
@@ -377,6 +405,13 @@ def _metric_columns(rows: list[dict[str, Any]], create_task) -> tuple[tuple[str,
     return create_task(names.pop()).columns
 
 
+def _localization_columns(rows: list[dict[str, Any]]) -> tuple[tuple[str, str, str], ...]:
+    """The localisation metric's columns if any row has it (``-`` for the others: fixed grids)."""
+    from ..train.task import LocalizationMetrics
+
+    return tuple(c for c in LocalizationMetrics.columns if any(f"test_{c[0]}" in r for r in rows))
+
+
 def write_tables(rows: list[dict[str, Any]], path_stem: str | os.PathLike, meta: dict[str, Any]) -> str:
     """Write ``<stem>.json`` and ``<stem>.md`` atomically; returns the markdown table."""
     stem = Path(path_stem)
@@ -386,7 +421,7 @@ def write_tables(rows: list[dict[str, Any]], path_stem: str | os.PathLike, meta:
     lines = []
     for group in dict.fromkeys(r["group"] for r in rows):
         group_rows = [r for r in rows if r["group"] == group]
-        columns = _metric_columns(group_rows, create_task)
+        columns = _metric_columns(group_rows, create_task) + _localization_columns(group_rows)
         heads = [("test " if i == 0 else "") + (f"{label} ({unit})" if unit else label)
                  for i, (_, label, unit) in enumerate(columns)]
         lines += [f"**{group}**", "",
@@ -443,8 +478,50 @@ def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, t
         plt.close(fig)
 
 
+def plot_localization(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path | None:
+    """Object mass and object tokens against the epoch (issue 11 item 2; paper Fig. 7 shows the
+    partitions over time), one line per DART run that logged them (oracle runs dashed).
+
+    Args:
+        rows: :func:`collect`'s rows (``object_mass_by_epoch``, ``object_tokens_by_epoch``).
+        path: the ``.png`` to write.
+        title: figure title.
+
+    Returns:
+        The path written, or ``None`` when no row has the metric (nothing is written).
+    """
+    runs = [r for r in rows if "object_mass_by_epoch" in r]
+    if not runs:
+        return None
+    from .viz import save_png  # first: selects the Agg backend
+
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    panels = (("object_mass_by_epoch", "object mass (score map share in the box, before mixing)"),
+              ("object_tokens_by_epoch", "object tokens (box centres in the object, per image)"))
+    for ax, (key, label) in zip(axes, panels):
+        for r in runs:
+            ys = r.get(key) or []
+            oracle = r.get("model_kwargs", {}).get("score_source") == "oracle"
+            ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3, ls="--" if oracle else "-",
+                    label=f"{r['name']} (N={r['num_tokens']})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(0, 1.02)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title or "localisation vs epoch")
+    fig.tight_layout()
+    try:
+        return save_png(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
 def publish_results(src_dir: str | os.PathLike, results_dir: str | os.PathLike, stem: str) -> list[Path]:
-    """Copy ``<src_dir>/<stem>.{json,md,png}`` (those that exist) into ``results_dir``, atomically each.
+    """Copy ``<src_dir>/<stem>.{json,md,png}`` and ``<stem>_localization.png`` (those that exist)
+    into ``results_dir``, atomically each.
 
     Returns:
         The paths written.
@@ -452,7 +529,7 @@ def publish_results(src_dir: str | os.PathLike, results_dir: str | os.PathLike, 
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for suffix in (".json", ".md", ".png"):
+    for suffix in (".json", ".md", ".png", "_localization.png"):
         src = Path(src_dir) / f"{stem}{suffix}"
         if src.exists():
             with atomic_path(results_dir / f"{stem}{suffix}") as tmp:
@@ -486,8 +563,8 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
         extra_meta: a function of the rows whose dict is merged into the meta written.
 
     Returns:
-        ``{"rows", "markdown", "plot" (path or None), "meta", "written" (copies in
-        results_dir)}``.
+        ``{"rows", "markdown", "plot" (path or None), "localization_plot"
+        (:func:`plot_localization`'s path or None), "meta", "written" (copies in results_dir)}``.
 
     Raises:
         ValueError: unknown preset, no runs, a bad training option (before anything
@@ -523,8 +600,10 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
     png = None
     if count_macs and any(r["group"] == "main" for r in rows):
         png = plot_accuracy_vs_macs(rows, Path(output) / f"{name}.png", title=name)
+    loc_png = plot_localization(rows, Path(output) / f"{name}_localization.png", title=name)
     written = publish_results(output, results_dir, name) if results_dir is not None else []
-    return {"rows": rows, "markdown": md, "plot": str(png) if png else None, "meta": meta, "written": written}
+    return {"rows": rows, "markdown": md, "plot": str(png) if png else None,
+            "localization_plot": str(loc_png) if loc_png else None, "meta": meta, "written": written}
 
 
 # --------------------------------------------------------------------------------------
@@ -540,9 +619,11 @@ def demo_preset(num_tokens: int = DEMO_DEFAULTS["num_tokens"], dart_kwargs: dict
                 **train: Any) -> dict[str, Any]:
     """The demo as a preset: ``{"specs", "train"}`` like an entry of :data:`PRESETS`.
 
-    Runs ``grid`` (``vit_micro_patch8`` at ``num_tokens``: the canvas resized to √N·8 px)
-    and ``dart`` (``dart_vit_micro_patch8`` at ``num_tokens`` on the full canvas, with
-    ``dart_kwargs``); ``train`` overrides :data:`DEMO_DEFAULTS`' training options.
+    Runs ``grid`` (``vit_micro_patch8`` at ``num_tokens``: the canvas resized to √N·8 px),
+    ``dart`` (``dart_vit_micro_patch8`` at ``num_tokens`` on the full canvas, with
+    ``dart_kwargs``) and ``oracle`` (the same DART model and kwargs, its score map the true
+    object box: the best a scorer could do at that budget); ``train`` overrides
+    :data:`DEMO_DEFAULTS`' training options.
 
     Raises:
         ValueError: a ``num_tokens`` that is not a square (the fixed grid needs n×n).
@@ -553,7 +634,8 @@ def demo_preset(num_tokens: int = DEMO_DEFAULTS["num_tokens"], dart_kwargs: dict
     options = {k: v for k, v in DEMO_DEFAULTS.items() if k != "num_tokens"}
     options.update(train)
     return {"specs": [RunSpec("grid", "vit_micro_patch8", num_tokens),
-                      RunSpec("dart", "dart_vit_micro_patch8", num_tokens, dict(dart_kwargs or {}))],
+                      RunSpec("dart", "dart_vit_micro_patch8", num_tokens, dict(dart_kwargs or {})),
+                      RunSpec("oracle", "dart_vit_micro_patch8", num_tokens, {**(dart_kwargs or {}), **ORACLE})],
             "train": options}
 
 
@@ -566,7 +648,8 @@ def demo(output: str | os.PathLike = "runs/demo", num_tokens: int = DEMO_DEFAULT
     each when ``parallel``), without MAC counts; the DART run's partitions after its last
     epoch are copied to ``<output>/partition.png``. Writes ``<output>/results.{json,md}``
     (meta: compare's, plus ``elapsed_s``, ``delta_top1`` = DART − grid top-1,
-    ``partition_png``, ``parallel``) and echoes the table and the difference.
+    ``delta_top1_oracle`` = oracle − grid top-1, ``partition_png``, ``parallel``) and echoes
+    the table and the differences. Three runs (grid, DART, oracle), two at a time when ``parallel``.
 
     Args:
         output: folder of both runs and the results.
@@ -588,7 +671,8 @@ def demo(output: str | os.PathLike = "runs/demo", num_tokens: int = DEMO_DEFAULT
     preset = demo_preset(num_tokens, dart_kwargs, **train)
     opts = preset["train"]
     epochs = int(opts["epochs"])
-    echo(f"training dart_vit_micro_patch8 and vit_micro_patch8 at N={num_tokens} tokens on Cluttered "
+    echo(f"training dart_vit_micro_patch8 (learned scorer, and the oracle: the true object box) and "
+         f"vit_micro_patch8 at N={num_tokens} tokens on Cluttered "
          f"Fashion-MNIST ({opts['canvas_size']}px canvas, {opts['train_samples']} train / {opts['test_samples']} "
          f"test, {epochs} epochs, {'in parallel' if parallel else 'one after the other'})")
     png = output / "partition.png"
@@ -598,14 +682,16 @@ def demo(output: str | os.PathLike = "runs/demo", num_tokens: int = DEMO_DEFAULT
             shutil.copyfile(output / "dart" / f"partition_epoch{epochs}.png", tmp)
         by_name = {r["name"]: r for r in rows}
         return {"elapsed_s": time.perf_counter() - t0, "partition_png": str(png), "parallel": parallel,
-                "delta_top1": by_name["dart"]["test_top1"] - by_name["grid"]["test_top1"]}
+                "delta_top1": by_name["dart"]["test_top1"] - by_name["grid"]["test_top1"],
+                "delta_top1_oracle": by_name["oracle"]["test_top1"] - by_name["grid"]["test_top1"]}
 
     result = compare(None, output, "results", specs=preset["specs"], train=opts, jobs=2 if parallel else 1,
                      snapshot_epochs=(epochs,), resume=resume, count_macs=False, echo=echo, extra_meta=summary)
     meta = result["meta"]
     echo("")
     echo(result["markdown"])
-    echo(f"DART - fixed grid: {meta['delta_top1']:+.2f} points top-1 at {num_tokens} tokens | "
+    echo(f"DART - fixed grid: {meta['delta_top1']:+.2f} points top-1 at {num_tokens} tokens "
+         f"(oracle - fixed grid: {meta['delta_top1_oracle']:+.2f}) | "
          f"wall time {meta['elapsed_s'] / 60:.1f} min | partitions: {png}")
     return result
 

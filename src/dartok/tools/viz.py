@@ -4,6 +4,7 @@ Uses matplotlib's Agg backend (no display needed). Figures are written atomicall
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -466,14 +467,19 @@ def visualize(
         if (dd.get("name") in ("cluttered_fmnist", "fashion_mnist")) and (dd.get("num_classes") == 10):
             class_names = list(FASHION_MNIST_CLASSES)
 
-    # ---- inputs: (image C×H×W normalised like the training data, label or None, name) ----
-    items: list[tuple[torch.Tensor, int | None, str]] = []
+    # an oracle model (score_source="oracle") cuts the dataset's object box: items carry it
+    oracle = model is not None and is_dart(model) and model.patch_embed.score_source == "oracle"
+    # ---- inputs: (image C×H×W normalised like the training data, label or None, name, box or None) ----
+    items: list[tuple[torch.Tensor, int | None, str, torch.Tensor | None]] = []
+    if images and oracle:
+        raise ValueError("an oracle model (score_source='oracle') draws dataset items (--indices), whose "
+                         "object boxes give its score map, not image files")
     if images:
         paths = [Path(p) for p in images]
         chans_img = chans if checkpoint is not None else _image_file_channels(paths)
         for p in paths:
             x = load_image_file(p, chans_img)
-            items.append(((x - mean) / std if checkpoint is not None else x, None, p.name))
+            items.append(((x - mean) / std if checkpoint is not None else x, None, p.name, None))
     else:
         if checkpoint is not None:
             dcfg = DataConfig.from_checkpoint(config, data=data, data_root=data_root, canvas_size=canvas_size,
@@ -484,7 +490,7 @@ def visualize(
         if not dataset_info(dcfg.data).tensors:  # PIL images need a model's transform first
             ready = [n for n in list_datasets() if dataset_info(n).tensors]
             raise ValueError(f"--indices works with {', '.join(ready)}; use --image for other pictures")
-        ds = build_dataset(dcfg, split)
+        ds = build_dataset(dcfg, split, boxes=oracle)
         if class_names is None:
             class_names = list(getattr(ds, "classes", None) or FASHION_MNIST_CLASSES)
         idx = list(range(min(8, len(ds)))) if indices is None else list(indices)
@@ -493,7 +499,8 @@ def visualize(
             raise ValueError(f"--indices {bad} out of range for {dcfg.data}/{split} of {len(ds)} samples")
         for i in idx:
             x, y = ds[i]
-            items.append((x, int(y), f"{dcfg.data}[{i}]"))
+            box = y["box"] if oracle else None
+            items.append((x, int(y["label"] if oracle else y), f"{dcfg.data}[{i}]", box))
 
     # ---- partitions ----
     from ..partition import quantile_boxes
@@ -501,14 +508,16 @@ def visualize(
 
     imgs, boxes, pdfs, titles = [], [], [], []
     with torch.no_grad():
-        for x, y, name in items:
+        for x, y, name, box in items:
             if checkpoint is not None:
                 xb = prepare_images(x[None].to(dev), in_size)
-                logits = model(xb)
+                given = model.patch_embed.oracle_pdf(box[None].to(dev)) if oracle else None
+                with model.patch_embed.given_pdf(given) if is_dart(model) else contextlib.nullcontext():
+                    logits = model(xb)
+                    o = model.patch_embed(xb) if is_dart(model) else None
                 logits = logits[0] if isinstance(logits, (tuple, list)) else logits
                 pred = int(logits.argmax(1)[0])
-                if is_dart(model):
-                    o = model.patch_embed(xb)
+                if o is not None:
                     b, pdf = o.boxes[0].cpu(), o.pdf[0].float().cpu()
                 elif x.ndim == 4:
                     raise ValueError("clips can be drawn for DART video models only (a fixed-grid model has no "

@@ -210,6 +210,9 @@ class LocalizationMetrics(MetricSums):
     """
 
     keys = ("object_mass", "object_tokens", "n")
+    columns: ClassVar[tuple[tuple[str, str, str], ...]] = (("object_mass", "object mass", ""),
+                                                           ("object_tokens", "object tokens", ""))
+    """Report columns ``(key, label, unit)``, shown after the task's where a run has them."""
 
     def update(self, output: Any, target: torch.Tensor, *, alpha: float = 0.0, **extra: Any) -> None:
         """Add a batch: ``output`` a :class:`dartok.DartOutput`, ``target`` the object boxes
