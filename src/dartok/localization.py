@@ -1,6 +1,6 @@
 """Where the object is: an oracle score map from its box, and how much of a partition lands on it.
 
-Pure functions (docs/method.md §8; issue 11 items 1-2). A sample's object is given as ``K``
+Pure functions (docs/method.md §9; issue 11 items 1-2). A sample's object is given as ``K``
 axis-aligned boxes ``(x0, y0, x1, y1)`` in the score map's [0, 1] coordinates (x along the
 width), the pieces of one region: ``K = 1`` for an image's object box; for a clip, the
 object's box in every frame moved into the frame-stacked map's coordinates

@@ -23,7 +23,7 @@ __all__ = ["DART", "DartOutput", "SCORE_SOURCES"]
 
 SCORE_SOURCES = ("scorer", "oracle")
 """Where :class:`DART` takes its score map from: its scorer (or uniform without one), or the
-data's object box (``"oracle"``: :meth:`DART.oracle_pdf`, given per batch; docs/method.md §8)."""
+data's object box (``"oracle"``: :meth:`DART.oracle_pdf`, given per batch; docs/method.md §9)."""
 
 
 class DartOutput(NamedTuple):

@@ -309,7 +309,7 @@ def patch_backbone(
             ``scorer`` is a name).
         score_source: ``"scorer"`` or ``"oracle"`` (:class:`DART`): the oracle builds no
             scorer but keeps the grid the scorer would have made (``oracle_grid``), so it is
-            the best score map at the learned scorer's resolution (docs/method.md §8).
+            the best score map at the learned scorer's resolution (docs/method.md §9).
         **tokenizer_kwargs: further ``dart_cls.tokenizer_cls`` options (``temporal_diff``).
 
     Returns:

@@ -496,6 +496,7 @@ def plot_localization(rows: list[dict[str, Any]], path: str | os.PathLike, title
     from .viz import save_png  # first: selects the Agg backend
 
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     panels = (("object_mass_by_epoch", "object mass (score map share in the box, before mixing)"),
@@ -507,6 +508,7 @@ def plot_localization(rows: list[dict[str, Any]], path: str | os.PathLike, title
             ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3, ls="--" if oracle else "-",
                     label=f"{r['name']} (N={r['num_tokens']})")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label, fontsize=8)
         ax.grid(alpha=0.3)
     axes[0].set_ylim(0, 1.02)
