@@ -159,3 +159,12 @@ def test_compare_shows_the_oracle_row_and_the_localisation_metric(tmp_path):
     assert "| - | - |" in grid_line  # a fixed grid has no score map: no value, not a made-up one
     assert res["localization_plot"] and (tmp_path / "t_localization.png").stat().st_size > 0
     assert (tmp_path / "oracle@4" / "partition_epoch2.png").exists()  # drawn with the dataset's boxes
+
+
+def test_video_oracle_run_trains_end_to_end(tmp_path):
+    cfg = _cfg(tmp_path, "video", model="dart_videomamba_micro_patch8", num_tokens=8, canvas_size=32, data="moving_fmnist",
+               data_kwargs={"num_frames": 2, "speed": [2, 4]}, train_samples=16, test_samples=8, batch_size=8,
+               model_kwargs={"scorer_input_size": 32, "depth": 1, "score_source": "oracle"})
+    train(cfg)
+    r = read_metrics(tmp_path / "video")[0]
+    assert 0 < r["test_object_mass"] <= 1 + 1e-6 and 0 <= r["test_object_tokens"] <= 8
