@@ -227,14 +227,18 @@ def test_demo_trains_both_and_reports(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in summary["rows"]}
-    assert set(rows) == {"dart", "grid"}
+    assert set(rows) == {"dart", "grid", "oracle"}  # the oracle beside them (issue 11)
     assert rows["grid"]["input_size"] == [1, 24, 24]  # 3×3 grid of 8-px patches
-    assert rows["dart"]["input_size"] == [1, 64, 64]  # DART sees the full canvas
-    for name in ("dart", "grid"):
+    assert rows["dart"]["input_size"] == [1, 64, 64] == rows["oracle"]["input_size"]  # DART sees the full canvas
+    assert rows["oracle"]["model_kwargs"] == {"score_source": "oracle"}
+    assert len(rows["oracle"]["object_mass_by_epoch"]) == 1 and "test_object_mass" not in rows["grid"]
+    for name in ("dart", "grid", "oracle"):
         assert 0 <= rows[name]["test_top1"] <= 100 and len(rows[name]["top1_by_epoch"]) == 1
         assert (out / name / "checkpoint" / "model.safetensors").exists()
     assert (out / "partition.png").read_bytes()[:8] == PNG
     assert summary["meta"]["delta_top1"] == rows["dart"]["test_top1"] - rows["grid"]["test_top1"]
+    assert summary["meta"]["delta_top1_oracle"] == rows["oracle"]["test_top1"] - rows["grid"]["test_top1"]
+    assert (out / "results_localization.png").read_bytes()[:8] == PNG
     assert "DART - fixed grid" in res.output and "| dart | dart_vit_micro_patch8 |" in (out / "results.md").read_text()
 
 

@@ -324,10 +324,11 @@ def demo(
 ) -> None:
     """The main job: DART vs the fixed grid at the same token count on Cluttered Fashion-MNIST.
 
-    Trains ``dart_vit_micro_patch8`` (full canvas, N adaptive tokens) and
-    ``vit_micro_patch8`` (canvas resized to sqrt(N)*8 px, N grid tokens) with the same
-    backbone, recipe, epochs and seed; prints both test accuracies side by side and writes
-    ``results.json``, ``results.md`` and ``partition.png`` into --output.
+    Trains ``dart_vit_micro_patch8`` (full canvas, N adaptive tokens),
+    ``vit_micro_patch8`` (canvas resized to sqrt(N)*8 px, N grid tokens) and the oracle (the
+    DART model cutting the true object box instead of a learned score map) with the same
+    backbone, recipe, epochs and seed; prints the test accuracies side by side and writes
+    ``results.json``, ``results.md``, ``results_localization.png`` and ``partition.png`` into --output.
     """
     from .tools.compare import demo as run_demo
 

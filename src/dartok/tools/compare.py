@@ -613,8 +613,9 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
 # --------------------------------------------------------------------------------------
 DEMO_DEFAULTS: dict[str, Any] = dict(num_tokens=36, canvas_size=128, epochs=8, train_samples=20000,
                                      test_samples=2000, batch_size=64, lr=1e-3, warmup_epochs=1, seed=0)
-"""``dartok demo``'s defaults: about 20 minutes on 2 CPU cores; the same backbone, recipe,
-epochs and seed for both models, only the tokenizer differs."""
+"""``dartok demo``'s defaults: about 20 minutes on 2 CPU cores for grid and DART (measured before
+the oracle run was added); the same backbone, recipe, epochs and seed for all three runs, only
+the tokenizer (and its score source) differs."""
 
 
 def demo_preset(num_tokens: int = DEMO_DEFAULTS["num_tokens"], dart_kwargs: dict[str, Any] | None = None,
