@@ -103,10 +103,22 @@ def sample_patches(
 
 
 def _axis_weights(boxes: torch.Tensor, size: tuple[int, int], patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-axis blend weights ``B×N`` of the box filter: 0 at ≤ 1 px per sub-cell, 1 at ≥ 2 px."""
+    """Per-axis blend weights ``B×N`` of the box filter: 0 at ≤ 1 px per sub-cell, 1 at ≥ 2 px.
+
+    The weights carry a gradient only strictly inside the ramp (1 px, 2 px). At exactly 1 or
+    2 px a plain clamp would pass the ramp's gradient while :func:`_antialias` skips the term
+    whose weight is 0 there, leaving a spurious gradient proportional to the image values
+    (a constant image got non-zero box gradients); this takes the one-sided derivative of
+    the saturated side instead.
+    """
     h, w = size
-    wx = ((boxes[..., 2] - boxes[..., 0]) * w / patch_size - 1.0).clamp(0.0, 1.0)
-    wy = ((boxes[..., 3] - boxes[..., 1]) * h / patch_size - 1.0).clamp(0.0, 1.0)
+
+    def ramp(raw: torch.Tensor) -> torch.Tensor:
+        inside = (raw > 0.0) & (raw < 1.0)
+        return torch.where(inside, raw, raw.clamp(0.0, 1.0).detach())
+
+    wx = ramp((boxes[..., 2] - boxes[..., 0]) * w / patch_size - 1.0)
+    wy = ramp((boxes[..., 3] - boxes[..., 1]) * h / patch_size - 1.0)
     return wx, wy
 
 
