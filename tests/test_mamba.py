@@ -5,7 +5,6 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from dartok import mamba
-from dartok.ops import selective_scan as scan_ops
 from dartok.mamba import (
     Block, Mamba, RMSNorm, selective_scan, selective_scan_macs, selective_scan_ref, use_cuda_kernel,
 )
@@ -161,7 +160,7 @@ def test_scan_rejects_bad_inputs_and_backends():
 
 def test_dispatch_never_sends_cpu_tensors_to_the_cuda_kernel(monkeypatch):
     calls = []
-    monkeypatch.setattr(scan_ops, "_CUDA_SCAN", [lambda *a: calls.append(a)])  # the scan's own module
+    monkeypatch.setattr(mamba, "_CUDA_SCAN", [lambda *a: calls.append(a)])
     assert mamba.cuda_kernel_available()
     t = {k: (v.detach() if v is not None else None) for k, v in scan_inputs().items()}
     out = run(selective_scan, t, True)  # backend="auto", CPU tensors: PyTorch path

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import types
 
 import torch
 
@@ -72,17 +73,34 @@ def ensure_torchvision_importable() -> bool:
     return True
 
 
-def forward_attributes(module_name: str, *targets):
-    """A module-level ``__getattr__`` (PEP 562) for an old module path kept as a re-export shim.
+def _forwarded(owner: types.ModuleType, name: str) -> property:
+    """A data descriptor reading, writing and deleting ``owner.name``."""
+    return property(lambda self: getattr(owner, name), lambda self, value: setattr(owner, name, value),
+                    lambda self: delattr(owner, name))
 
-    ``__getattr__ = forward_attributes(__name__, new_a, new_b)`` makes every name the shim
-    does not define itself (private helpers, registered model functions, constants) resolve
-    to the first of ``targets`` that has it, read on access so it is the current value.
-    Assigning to the shim does not reach the targets: patch the module that owns the name.
+
+def forward_attributes(module_name: str, *targets):
+    """Make the module ``module_name`` a shim of ``targets``; returns its ``__getattr__`` (PEP 562).
+
+    ``__getattr__ = forward_attributes(__name__, new_a, new_b)`` turns every name the targets
+    define (the first target that has it wins; modules and dunder names excepted) into a
+    property of the shim's class, so reading it gives the owner's current value and
+    assigning or deleting it on the shim changes the owner:
+    ``monkeypatch.setattr(dartok.mamba, "_CUDA_SCAN", ...)`` and its undo, or
+    ``dartok.mamba._USE_CUDA_KERNEL = False``, reach the code that reads them. Names added
+    to a target later resolve through the returned ``__getattr__``.
 
     Raises (from the returned function):
         AttributeError: no target has the name.
     """
+    module = sys.modules[module_name]
+    props: dict[str, property] = {}
+    for target in targets:
+        for name, value in vars(target).items():
+            if name.startswith("__") and name.endswith("__") or isinstance(value, types.ModuleType):
+                continue
+            props.setdefault(name, _forwarded(target, name))
+    module.__class__ = type(f"Shim_{module_name.replace('.', '_')}", (types.ModuleType,), props)
 
     def __getattr__(name: str):
         for target in targets:
