@@ -180,3 +180,19 @@ def test_dependencies_point_down_the_layers_and_never_through_an_old_path():
               if _layer(m) is not None and _layer(d) is not None and _layer(d) > _layer(m)]
     via_shim = [(m, d) for m, deps in graph.items() for d in deps if _layer(m) is not None and d in SHIMS]
     assert upward == [] and via_shim == []
+
+
+def test_assigning_through_an_old_path_reaches_the_owning_module(monkeypatch):
+    from dartok import mamba
+    from dartok.ops import selective_scan as scan_ops
+
+    sentinel = [lambda *a: None]
+    monkeypatch.setattr(mamba, "_CUDA_SCAN", sentinel)
+    assert scan_ops._CUDA_SCAN is sentinel and mamba._CUDA_SCAN is sentinel
+    monkeypatch.undo()
+    assert scan_ops._CUDA_SCAN is not sentinel
+    own = mamba.selective_scan  # a name the shim itself holds: both views change
+    monkeypatch.setattr(mamba, "selective_scan", None)
+    assert mamba.selective_scan is None and scan_ops.selective_scan is None
+    monkeypatch.undo()
+    assert mamba.selective_scan is own is scan_ops.selective_scan

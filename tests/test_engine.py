@@ -499,3 +499,11 @@ def test_data_and_train_import_nothing_above_them():
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.ImportFrom) and node.level == 2:  # from ..X import (dartok.X)
                     assert (node.module or "").split(".")[0] not in banned, f"{path.name} imports dartok.{node.module}"
+
+
+def test_train_takes_its_config_by_keyword_too(tmp_path):
+    from dartok.engine import train
+
+    # reaches TrainConfig's validation (not "unknown training options ['cfg']")
+    with pytest.raises(ValueError, match="epochs"):
+        train(cfg={"output": str(tmp_path / "r"), "epochs": 0})

@@ -226,3 +226,29 @@ def test_box_average_of_a_bf16_map_is_finite_for_a_box_at_the_right_edge():
     assert torch.isfinite(out.float()).all()
     # a box equal to one cell gets that cell's value
     assert torch.equal(out[0, 1], grid[0, 0, 0])
+
+
+@pytest.mark.parametrize("px", [1.0, 2.0])
+def test_constant_image_gives_no_box_gradient_at_the_ends_of_the_antialias_ramp(px):
+    # sub-cells exactly 1 px or 2 px wide sit on the ends of the per-axis blend ramp, where a
+    # term is skipped for a zero weight: its weight's gradient must not leak (found in review)
+    size, patch = 32, 8
+    img = torch.full((1, 2, size, size), 5.0, dtype=torch.float64)
+    side = px * patch / size
+    boxes = torch.tensor([[[0.0, 0.0, side, side], [side, side, 2 * side, 2 * side]]], dtype=torch.float64,
+                         requires_grad=True)
+    out = sample_patches(img, boxes, patch, antialias=True)
+    assert torch.allclose(out, torch.full_like(out, 5.0))
+    (g,) = torch.autograd.grad(out.sum(), boxes)
+    assert float(g.abs().max()) < 1e-9
+
+
+def test_nan_from_a_video_scorer_names_the_scorer():
+    import timm
+
+    model = timm.create_model("dart_videomamba_micro_patch8", pretrained=False, depth=1, num_classes=4)
+    with torch.no_grad():
+        model.patch_embed.scorer.head.fc2.bias.fill_(float("nan"))
+    frames = model.patch_embed.num_frames
+    with pytest.raises(ValueError, match="scorer"):
+        model(torch.rand(2, 1, frames, 64, 64))

@@ -233,7 +233,7 @@ class DART(nn.Module):
             return uniform_pdf(images.shape[0], self.score_grid(), device=images.device)
         return self.scorer(images)
 
-    def density(self, images: torch.Tensor, pdf: torch.Tensor | None = None) -> torch.Tensor:
+    def density(self, images: torch.Tensor, pdf: torch.Tensor | None = None, *, scored: bool = False) -> torch.Tensor:
         """Step 1 (paper §3.1–3.2): the pdf the partition cuts, ``B×h×w``.
 
         With ``pdf=None`` the map comes from :meth:`score`; otherwise ``pdf`` (``B×h×w``,
@@ -242,7 +242,9 @@ class DART(nn.Module):
         validated and normalised per sample, then mixed with the uniform density
         (``alpha``). A scorer whose output is NaN or Inf (a diverged head, say) is an
         error, with ``check_inputs`` on or off: its boxes would come out finite and
-        meaningless (docs/method.md §7).
+        meaningless (docs/method.md §7). ``scored=True`` says a given ``pdf`` came from the
+        scorer (as :class:`~dartok.video_tokenizer.VideoDART` computes it), so its errors
+        name the scorer too.
 
         Returns:
             ``B×h×w`` pdf summing to 1 per sample, entries ≥ ``alpha/(h·w)``.
@@ -252,21 +254,19 @@ class DART(nn.Module):
                 values (given or from the scorer).
         """
         if pdf is None:
-            pdf = self.score(images)
-            source = "the scorer's score map"
-        else:
-            if not isinstance(pdf, torch.Tensor) or pdf.dim() != 3 or pdf.shape[0] != images.shape[0]:
-                shape = tuple(pdf.shape) if isinstance(pdf, torch.Tensor) else type(pdf).__name__
-                raise ValueError(f"pdf must be B×h×w with B = {images.shape[0]} (the image batch), got {shape}")
-            source = "pdf"
+            pdf, scored = self.score(images), True
+        elif not isinstance(pdf, torch.Tensor) or pdf.dim() != 3 or pdf.shape[0] != images.shape[0]:
+            shape = tuple(pdf.shape) if isinstance(pdf, torch.Tensor) else type(pdf).__name__
+            raise ValueError(f"pdf must be B×h×w with B = {images.shape[0]} (the image batch), got {shape}")
         work = torch.promote_types(work_dtype(pdf.dtype), work_dtype(images.dtype))
         pdf = pdf.to(device=images.device, dtype=work)
         try:
             pdf = normalize_pdf(pdf)
         except ValueError as e:
-            if source == "pdf":
+            if not scored:
                 raise
-            raise ValueError(f"{source} is invalid ({e}); the scorer has diverged or its input is bad") from None
+            raise ValueError(f"the scorer's score map is invalid ({e}); the scorer has diverged or its input "
+                             "is bad") from None
         return mix_uniform(pdf, self.alpha)
 
     def partition(self, pdf: torch.Tensor) -> torch.Tensor:
@@ -315,7 +315,11 @@ class DART(nn.Module):
         :meth:`project`, and :meth:`position_embeddings` of the boxes (docs/method.md §1)."""
         if self.check_inputs:
             self._check_images(images)
-        pdf = self.density(images, self._pdf_or_given(pdf))
+        return self._tokenize(images, self._pdf_or_given(pdf))
+
+    def _tokenize(self, images: torch.Tensor, pdf: torch.Tensor | None, scored: bool = False) -> DartOutput:
+        """:meth:`forward` after its input check (``scored``: see :meth:`density`)."""
+        pdf = self.density(images, pdf, scored=scored)
         boxes = self.partition(pdf)
         tokens = self.project(self.sample(images, boxes))
         pos = self.position_embeddings(boxes).to(tokens.dtype)

@@ -408,11 +408,9 @@ class VideoDART(DART):
         if self.check_inputs:
             self._check_video(video)
         pdf = self._pdf_or_given(pdf)
-        if pdf is None:
-            pdf = self.score(video)
-        else:
-            pdf = self._clip_pdf(pdf, video.shape[0])
-        return super().forward(stack_frames(video), pdf=pdf)
+        scored = pdf is None
+        pdf = self.score(video) if scored else self._clip_pdf(pdf, video.shape[0])
+        return self._tokenize(stack_frames(video), pdf, scored=scored)  # _check_video checked the frames
 
     def frame_token_counts(self, boxes: torch.Tensor) -> torch.Tensor:
         """``B×T`` tokens per frame for this tokenizer's T (:func:`frame_token_counts`)."""

@@ -448,7 +448,7 @@ def _finite(v: float) -> float | None:
 # --------------------------------------------------------------------------------------
 # train
 # --------------------------------------------------------------------------------------
-def train(cfg: TrainConfig | Mapping[str, Any] | None = None, /, **options: Any) -> dict[str, Any]:
+def train(cfg: TrainConfig | Mapping[str, Any] | None = None, **options: Any) -> dict[str, Any]:
     """Train (or resume) a run; returns the final summary.
 
     The options: a complete :class:`TrainConfig`, or a mapping and/or keywords naming the
