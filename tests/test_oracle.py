@@ -168,3 +168,14 @@ def test_video_oracle_run_trains_end_to_end(tmp_path):
     train(cfg)
     r = read_metrics(tmp_path / "video")[0]
     assert 0 < r["test_object_mass"] <= 1 + 1e-6 and 0 <= r["test_object_tokens"] <= 8
+
+
+def test_macs_of_an_oracle_model_are_the_dart_model_without_its_scorer():
+    from dartok.models import create_model
+    from dartok.tools.flops import count_macs
+
+    oracle = create_model("dart_vit_micro_patch8", num_tokens=16, score_source="oracle")
+    learned = create_model("dart_vit_micro_patch8", num_tokens=16)
+    rep_o, rep_l = count_macs(oracle, (1, 128, 128)), count_macs(learned, (1, 128, 128))
+    assert "scorer" not in rep_o.by_part and rep_l.by_part["scorer"] > 0
+    assert rep_o.total == pytest.approx(rep_l.total - rep_l.by_part["scorer"], rel=1e-3)

@@ -223,12 +223,27 @@ def _op_key(name: str) -> str:
     return name.split("::", 1)[-1]
 
 
+def _oracle_input(model: nn.Module, batch_size: int, device: torch.device):
+    """For a DART model whose score map comes from the data (``score_source="oracle"``), a
+    uniform one for the trace (the oracle's cost is the tokenizer without a scorer); else nothing."""
+    import contextlib
+
+    dart = getattr(model, "patch_embed", model)
+    if getattr(dart, "score_source", "scorer") != "oracle":
+        return contextlib.nullcontext()
+    from ..scorer import uniform_pdf
+
+    return dart.given_pdf(uniform_pdf(batch_size, dart.pdf_size(), device=device))
+
+
 def count_macs(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1) -> MacReport:
     """MACs per image of ``model`` on a ``C×H×W`` input, with fvcore (see module docs).
 
     The model is traced in eval mode on a random ``batch_size×C×H×W`` input (default one
     image), on its own device, with timm's fused attention off (restored afterwards) and
-    the handles of :data:`HAND_COUNTED_OPS`. The result is divided by ``batch_size``.
+    the handles of :data:`HAND_COUNTED_OPS`. The result is divided by ``batch_size``. A
+    DART model whose score map comes from the data (``score_source="oracle"``) is traced
+    with a uniform one: its cost is the tokenizer's without a scorer.
 
     Args:
         model: any ``nn.Module`` taking one image batch (a DART model, a ViT, a bare
@@ -249,7 +264,8 @@ def count_macs(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1
     was_training = model.training
     model.eval()
     try:
-        with unfused_attention(model) as n_unfused, torch.no_grad(), warnings.catch_warnings():
+        with unfused_attention(model) as n_unfused, torch.no_grad(), warnings.catch_warnings(), \
+                _oracle_input(model, batch_size, device):
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script inside the trace
             fca = FlopCountAnalysis(model, x)
             seen: Counter = Counter()
