@@ -156,9 +156,10 @@ def normalize_pdf(pdf: torch.Tensor) -> torch.Tensor:
     if pdf.shape[1] < 1 or pdf.shape[2] < 1:
         raise ValueError(f"pdf grid must be at least 1×1, got {tuple(pdf.shape[1:])}")
     pdf = pdf.to(work_dtype(pdf.dtype))
-    if not bool(torch.isfinite(pdf).all()):
-        raise ValueError("pdf contains NaN or Inf values; scores must be finite")
-    if pdf.numel() and bool((pdf < 0).any()):
+    # one host sync on the valid path (this runs on every forward); diagnose only on failure
+    if not bool((torch.isfinite(pdf) & (pdf >= 0)).all()):
+        if not bool(torch.isfinite(pdf).all()):
+            raise ValueError("pdf contains NaN or Inf values; scores must be finite")
         raise ValueError(f"pdf must be non-negative, got minimum {pdf.min().item():.4g}")
     peak = pdf.amax(dim=(1, 2), keepdim=True)
     zero = peak == 0
