@@ -21,6 +21,7 @@ gives the same 14×14 map for about a quarter of the compute. ``stage`` picks an
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from .partition import work_dtype
 
 __all__ = [
-    "SCORER_TRUNKS", "Scorer", "ScorerHeadV1", "ScorerHeadV2", "edge_pdf", "fold_trunk_batchnorm", "scores_to_pdf",
+    "SCORE_ACTIVATIONS", "SCORER_TRUNKS", "Scorer", "ScorerHeadV1", "ScorerHeadV2", "edge_pdf", "fold_trunk_batchnorm", "scores_to_pdf",
     "uniform_pdf",
 ]
 
@@ -54,32 +55,51 @@ SCORER_TRUNKS: dict[str, TrunkSpec] = {
 ``features_only=True`` can be given directly."""
 
 
+SCORE_ACTIVATIONS = ("sigmoid", "softmax")
+"""How standardised scores become densities (:func:`scores_to_pdf`): the paper's sigmoid, or
+a softmax over the cells (docs/method.md §3 "Normalisation", §10)."""
+
+
 def scores_to_pdf(
     scores: torch.Tensor,
     eps: float = 1e-5,
     scale: torch.Tensor | float = 1.0,
     bias: torch.Tensor | float = 0.0,
+    activation: str = "sigmoid",
 ) -> torch.Tensor:
-    """Per-sample standardise, sigmoid, normalise to sum 1 (docs/method.md §3 "Normalisation").
+    """Per-sample standardise, squash, normalise to sum 1 (docs/method.md §3 "Normalisation").
 
-    ``pdf ∝ sigmoid(scale · z + bias)`` with ``z`` the sample's standardised scores. With
-    ``scale = 1, bias = 0`` this is the paper's normalisation, whose contrast is capped:
-    a small object's cells (z ≈ 3) get at most ≈ 2× the density of a background at z ≈ 0.
-    A learned ``scale``/``bias`` (see :class:`Scorer`) lifts that cap.
+    ``"sigmoid"`` (the paper's): ``pdf ∝ sigmoid(scale · z + bias)`` with ``z`` the sample's
+    standardised scores. With ``scale = 1, bias = 0`` its contrast is capped: a small
+    object's cells (z ≈ 3) get at most ≈ 2× the density of a background at z ≈ 0, so on an
+    8×8 map an object of 4 cells can hold at most ≈ 0.13 of the mass. A learned
+    ``scale``/``bias`` (see :class:`Scorer`) lifts that cap, slowly.
+
+    ``"softmax"``: ``pdf = softmax(scale · z)`` over the cells (``bias`` cancels). The same
+    object cells at z ≈ 3.9 then get ≈ 60× the background's density, ≈ 0.8 of the mass
+    (docs/method.md §10).
 
     Args:
         scores: ``B×h×w`` raw scores (finite).
         eps: added to the variance, so a constant score map gives the uniform pdf.
-        scale, bias: affine map of the standardised scores before the sigmoid.
+        scale, bias: affine map of the standardised scores before the activation.
+        activation: one of :data:`SCORE_ACTIVATIONS`.
 
     Returns:
-        ``B×h×w`` pdf, each sample sums to 1, every entry > 0. Depends on each sample
-        alone.
+        ``B×h×w`` pdf, each sample sums to 1, every entry > 0 (softmax: ≥ 0, > 0 unless
+        ``scale`` is huge). Depends on each sample alone.
+
+    Raises:
+        ValueError: an unknown ``activation``.
     """
     flat = scores.flatten(1)
     mean = flat.mean(1, keepdim=True)
     var = flat.var(1, unbiased=False, keepdim=True)
     z = (flat - mean) * torch.rsqrt(var + eps)
+    if activation == "softmax":
+        return torch.softmax(z * scale, dim=1).view_as(scores)
+    if activation != "sigmoid":
+        raise ValueError(f"activation must be one of {SCORE_ACTIVATIONS}, got {activation!r}")
     s = torch.sigmoid(z * scale + bias)
     return (s / s.sum(1, keepdim=True)).view_as(scores)
 
@@ -169,6 +189,19 @@ class Scorer(nn.Module):
         learn_contrast: learn the scale and bias applied to the standardised scores
             before the sigmoid (:func:`scores_to_pdf`), initialised to the identity so the
             scorer starts as the paper's. False keeps the paper's fixed normalisation.
+        cam_classes: K > 0 adds the auxiliary class-activation-map head (docs/method.md §10):
+            a ``1×1`` conv from the trunk features to K per-location class logits ``A``
+            (``B×K×h×w``), whose spatial mean is a classifier trained with the model's
+            labels (:meth:`auxiliary_loss`). This gives a trunk trained from scratch a direct
+            classification gradient, so it learns to find the object before the tokens
+            depend on it. 0 (default) builds no such head.
+        cam_score: with ``cam_classes``, add the class-activation map
+            ``Σ_k softmax(ā)_k · A_k`` (``ā`` the spatial-mean logits, detached) to the head's
+            scores, so the score map follows what the auxiliary classifier looks at.
+            False trains the auxiliary head for its gradient only.
+        cam_loss_weight: weight of the auxiliary cross-entropy in :meth:`auxiliary_loss` (≥ 0).
+        activation: ``"sigmoid"`` (the paper's) or ``"softmax"`` over the cells
+            (:func:`scores_to_pdf`; docs/method.md §10).
 
     Attributes:
         fold_batchnorm: with a frozen trunk, or a trainable one in eval mode when no
@@ -197,6 +230,10 @@ class Scorer(nn.Module):
         pretrained: bool = False,
         trainable_trunk: bool | None = None,
         learn_contrast: bool = True,
+        cam_classes: int = 0,
+        cam_score: bool = True,
+        cam_loss_weight: float = 1.0,
+        activation: str = "sigmoid",
     ):
         super().__init__()
         import timm  # after dartok's torchvision shim
@@ -236,6 +273,18 @@ class Scorer(nn.Module):
         else:
             self.register_buffer("score_scale", torch.ones(()), persistent=False)
             self.register_buffer("score_bias", torch.zeros(()), persistent=False)
+        if int(cam_classes) != cam_classes or cam_classes < 0:
+            raise ValueError(f"cam_classes must be an int >= 0 (0: no auxiliary head), got {cam_classes!r}")
+        if not (cam_loss_weight >= 0 and math.isfinite(cam_loss_weight)):
+            raise ValueError(f"cam_loss_weight must be a finite number >= 0, got {cam_loss_weight!r}")
+        if activation not in SCORE_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {SCORE_ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+        self.cam_classes = int(cam_classes)
+        self.cam_score = bool(cam_score)
+        self.cam_loss_weight = float(cam_loss_weight)
+        self.cam = nn.Conv2d(self.channels, self.cam_classes, 1) if self.cam_classes else None
+        self._cam_logits: torch.Tensor | None = None
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -310,12 +359,47 @@ class Scorer(nn.Module):
             ValueError: ``extra`` of a different shape than ``feats``.
         """
         if extra is None:
-            return self.head(feats)
-        if extra.shape != feats.shape:
+            scores = self.head(feats)
+        elif extra.shape != feats.shape:
             raise ValueError(f"extra must have the features' shape {tuple(feats.shape)}, got {tuple(extra.shape)}")
-        if isinstance(self.head, ScorerHeadV2):
-            return self.head(feats, extra=extra)
-        return self.head(feats + extra)
+        elif isinstance(self.head, ScorerHeadV2):
+            scores = self.head(feats, extra=extra)
+        else:
+            scores = self.head(feats + extra)
+        if self.cam is None:
+            return scores
+        cam = self.cam(feats)  # B×K×h×w per-location class logits
+        logits = cam.mean((2, 3))  # the auxiliary classifier: GAP then linear, as a 1×1 conv commutes with GAP
+        if self.training and torch.is_grad_enabled():
+            self._cam_logits = logits
+        if not self.cam_score:
+            return scores
+        weights = torch.softmax(logits.detach().to(work_dtype(logits.dtype)), dim=1).to(cam.dtype)
+        return scores + torch.einsum("bkhw,bk->bhw", cam, weights)
+
+    def auxiliary_loss(self, targets: torch.Tensor) -> torch.Tensor | None:
+        """The auxiliary classifier's loss for the last training forward, or ``None``.
+
+        ``cam_loss_weight · cross_entropy(ā, targets)`` with ``ā`` the ``B×K`` spatial-mean
+        class-activation logits of the last forward in training mode with gradients on
+        (docs/method.md §10). Each call consumes them, so a forward is counted once.
+
+        Args:
+            targets: ``B`` class indices (int64, in ``[0, K)``) or ``B×K`` class
+                probabilities, the labels of that forward's images.
+
+        Returns:
+            A scalar float32 tensor, or ``None`` without a CAM head or a stored forward.
+
+        Raises:
+            ValueError: ``targets`` whose batch size differs from the forward's.
+        """
+        logits, self._cam_logits = self._cam_logits, None
+        if logits is None:
+            return None
+        if targets.shape[0] != logits.shape[0]:
+            raise ValueError(f"targets hold {targets.shape[0]} samples, the scorer's last forward {logits.shape[0]}")
+        return self.cam_loss_weight * F.cross_entropy(logits.float(), targets)
 
     def pdf_from_scores(self, scores: torch.Tensor) -> torch.Tensor:
         """Per-sample normalisation (:func:`scores_to_pdf`, with this scorer's contrast) of ``B×h×w`` scores.
@@ -323,7 +407,8 @@ class Scorer(nn.Module):
         The grid may be anything (e.g. the ``(T·h)×w`` stack of a clip's per-frame score
         maps): each sample is standardised over all its cells together.
         """
-        return scores_to_pdf(scores.to(work_dtype(scores.dtype)), scale=self.score_scale, bias=self.score_bias)
+        return scores_to_pdf(scores.to(work_dtype(scores.dtype)), scale=self.score_scale, bias=self.score_bias,
+                             activation=self.activation)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.pdf_from_features(self.features(images))

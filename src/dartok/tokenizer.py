@@ -81,6 +81,9 @@ class DART(nn.Module):
             ``score_source="oracle"`` with a scorer, or called without a pdf.
     """
 
+    supports_cam = True
+    """The scorer's auxiliary CAM head applies: one image, one label (docs/method.md §10)."""
+
     def __init__(
         self,
         num_tokens: int = 196,

@@ -265,6 +265,9 @@ class VideoDART(DART):
             values, or a bad pdf.
     """
 
+    supports_cam = False  # a clip's label is not every frame's: no auxiliary CAM head (docs/method.md §10)
+
+
     def __init__(
         self,
         num_tokens: int = 196 * 4,

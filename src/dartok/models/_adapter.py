@@ -38,13 +38,14 @@ from ..tokenizer import DART, DartOutput  # noqa: E402
 
 __all__ = [
     "ClassTokenDartMixin", "DartModelMixin", "insert_token", "adopt_projection", "create_dart", "dart_subclass", "is_dart", "make_scorer", "patch_backbone",
+    "scorer_cam_classes",
     "set_input_cfg", "split_dart_kwargs",
 ]
 
 _DART_KEYS = (
     "num_tokens", "img_size", "scorer", "scorer_head", "scorer_input_size", "scorer_stage",
     "scorer_pretrained", "trainable_scorer_trunk", "alpha", "bands", "antialias", "learn_contrast",
-    "score_source",
+    "score_source", "scorer_cam",
 )
 """The kwargs of a registered DART model that go to its ``patch_*`` function (the rest go to
 the backbone); a family adds its own (VideoMamba: ``temporal_diff``)."""
@@ -238,17 +239,50 @@ def make_scorer(
     pretrained: bool = False,
     trainable_trunk: bool | None = None,
     learn_contrast: bool = True,
+    cam_classes: int = 0,
 ) -> Scorer | dict | None:
     """The scorer of a ``patch_*`` call: a trunk name becomes a :class:`Scorer` with these options.
 
     A dict of ``Scorer`` kwargs, a ``Scorer`` or ``None`` (uniform pdf) is returned as is
     (:class:`DART` builds a dict itself). Head ``"v1"`` for DeiT, ``"v2"`` for Vim and
-    VideoMamba (paper §4.2-§4.4, docs/method.md §3).
+    VideoMamba (paper §4.2-§4.4, docs/method.md §3); ``cam_classes`` > 0 adds the auxiliary
+    class-activation head (docs/method.md §10).
     """
     if isinstance(scorer, str):
         return Scorer(trunk=scorer, head=head, stage=stage, input_size=input_size, in_chans=in_chans,
-                      pretrained=pretrained, trainable_trunk=trainable_trunk, learn_contrast=learn_contrast)
+                      pretrained=pretrained, trainable_trunk=trainable_trunk, learn_contrast=learn_contrast,
+                      cam_classes=cam_classes)
     return scorer
+
+
+def scorer_cam_classes(model: nn.Module, tokenizer_cls: type, scorer: Any, scorer_cam: bool | None,
+                       scorer_pretrained: bool, trainable_scorer_trunk: bool | None, score_source: str) -> int:
+    """How many classes the scorer's auxiliary CAM head gets (0: none; docs/method.md §10).
+
+    ``scorer_cam=None`` (the default) turns it on exactly where a trunk learns from scratch:
+    a scorer named by its trunk, not pretrained, trained (``trainable_scorer_trunk`` not
+    False), from the learned score source, on a tokenizer that supports it
+    (``tokenizer_cls.supports_cam``: images, not video) and a model with a classifier
+    (``model.num_classes > 0``). The pretrained, frozen trunk of the paper keeps the paper's
+    scorer. ``True`` / ``False`` force it on / off.
+
+    Raises:
+        ValueError: ``scorer_cam=True`` where it cannot apply (no classifier, a video
+            tokenizer, the oracle, or a scorer given as a dict / module: set ``cam_classes``
+            there instead).
+    """
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    possible = (isinstance(scorer, str) and score_source == "scorer" and num_classes > 0
+                and getattr(tokenizer_cls, "supports_cam", False))
+    if scorer_cam is None:
+        on = possible and not scorer_pretrained and trainable_scorer_trunk is not False
+    elif scorer_cam and not possible:
+        raise ValueError("scorer_cam=True needs a scorer named by its trunk, the learned score source, an image "
+                         "tokenizer and a model with a classifier (num_classes > 0); for a scorer given as a "
+                         "dict or module set its cam_classes")
+    else:
+        on = bool(scorer_cam)
+    return num_classes if on else 0
 
 
 def _check_patch_embed(old: nn.Module, patch_fn: str) -> None:
@@ -288,6 +322,7 @@ def patch_backbone(
     antialias: bool = False,
     learn_contrast: bool = True,
     score_source: str = "scorer",
+    scorer_cam: bool | None = None,
     **tokenizer_kwargs: Any,
 ) -> nn.Module:
     """Turn ``model`` into a ``dart_cls`` model in place, keeping its weights (the steps in the module docstring).
@@ -310,6 +345,9 @@ def patch_backbone(
         score_source: ``"scorer"`` or ``"oracle"`` (:class:`DART`): the oracle builds no
             scorer but keeps the grid the scorer would have made (``oracle_grid``), so it is
             the best score map at the learned scorer's resolution (docs/method.md §9).
+        scorer_cam: the scorer's auxiliary class-activation head (docs/method.md §10):
+            ``None`` (default) on for a trunk trained from scratch, off for a pretrained one
+            (:func:`scorer_cam_classes`); ``True`` / ``False`` force it.
         **tokenizer_kwargs: further ``dart_cls.tokenizer_cls`` options (``temporal_diff``).
 
     Returns:
@@ -331,9 +369,11 @@ def patch_backbone(
     in_chans = old.proj.in_channels
     prefix_pos, grid_pos = dart_cls.split_pos_embed(model)
     img_size = dart_cls.img_size_factor * old.img_size[0] if img_size is None else img_size
+    cam_classes = scorer_cam_classes(model, dart_cls.tokenizer_cls, scorer, scorer_cam, scorer_pretrained,
+                                     trainable_scorer_trunk, score_source)
     scorer = make_scorer(scorer, in_chans=in_chans, head=scorer_head, input_size=scorer_input_size,
                          stage=scorer_stage, pretrained=scorer_pretrained, trainable_trunk=trainable_scorer_trunk,
-                         learn_contrast=learn_contrast)
+                         learn_contrast=learn_contrast, cam_classes=cam_classes)
     oracle_grid = None
     if score_source == "oracle":
         if isinstance(scorer, dict):

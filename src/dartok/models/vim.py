@@ -258,6 +258,7 @@ def patch_vim(
     antialias: bool = False,
     learn_contrast: bool = True,
     score_source: str = "scorer",
+    scorer_cam: bool | None = None,
 ) -> VisionMamba:
     """Turn a :class:`VisionMamba` into a DART Vim in place, keeping its weights (paper §4.3).
 
@@ -280,6 +281,8 @@ def patch_vim(
         scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
         trainable_scorer_trunk, learn_contrast: used when ``scorer`` is a name.
         score_source: ``"scorer"`` or ``"oracle"`` (the data's object box; :func:`~dartok.models.patch_backbone`).
+        scorer_cam: the scorer's auxiliary class-activation head (docs/method.md §10): ``None``
+            (default) on for a trunk trained from scratch, off for a pretrained one.
 
     Returns:
         The same object, now a :class:`DartVisionMamba`.

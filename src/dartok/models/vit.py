@@ -134,6 +134,7 @@ def patch_timm(
     antialias: bool = False,
     learn_contrast: bool = True,
     score_source: str = "scorer",
+    scorer_cam: bool | None = None,
 ) -> VisionTransformer:
     """Turn a timm ``VisionTransformer`` into a DART model in place, keeping its weights.
 
@@ -159,6 +160,8 @@ def patch_timm(
         scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
         trainable_scorer_trunk, learn_contrast: used when ``scorer`` is a name.
         score_source: ``"scorer"`` or ``"oracle"`` (the data's object box; :func:`~dartok.models.patch_backbone`).
+        scorer_cam: the scorer's auxiliary class-activation head (docs/method.md §10): ``None``
+            (default) on for a trunk trained from scratch, off for a pretrained one.
 
     Returns:
         The same object, now an instance of a ``DartVisionTransformer`` subclass.

@@ -58,6 +58,13 @@ def _tokenizer(model: nn.Module):
     return bare.patch_embed if is_dart(bare) else None
 
 
+def _auxiliary_loss(dart, targets: torch.Tensor) -> torch.Tensor | None:
+    """The scorer's auxiliary loss for the last forward (:meth:`dartok.scorer.Scorer.auxiliary_loss`;
+    docs/method.md §10), or ``None`` without a DART tokenizer, a scorer or an auxiliary head."""
+    scorer = getattr(dart, "scorer", None)
+    return scorer.auxiliary_loss(targets) if scorer is not None else None
+
+
 def _run_model(model: nn.Module, images: torch.Tensor, boxes: torch.Tensor | None, dart, *,
                capture: bool = False) -> tuple[torch.Tensor, Any]:
     """``model(images)`` → ``(prediction tensor, the tokenizer's DartOutput or None)``.
@@ -241,7 +248,9 @@ def train_one_epoch(
         n_real, weight = batch_plan[i] if batch_plan is not None else (labels.numel(), 1.0)
         with autocast(device, amp):
             logits, _ = _run_model(model, images, boxes, dart)
-        loss = loss_fn(logits.float(), labels)
+        task_loss = loss_fn(logits.float(), labels)
+        aux = _auxiliary_loss(dart, labels)  # the scorer's CAM head (docs/method.md §10): trained, not reported
+        loss = task_loss if aux is None else task_loss + aux
         bad = not torch.isfinite(loss)
         if distributed:  # every rank must stop together, or the others hang in the all-reduce
             bad = all_reduce_sum([float(bad)], device)[0] > 0
@@ -260,7 +269,7 @@ def train_one_epoch(
             model_ema.update(unwrap_model(model), step=global_step)
         if scheduler is not None:
             scheduler.step_update(num_updates=global_step)
-        stats.update(logits[:n_real].detach(), labels[:n_real], loss=loss.item() if n_real else 0.0)
+        stats.update(logits[:n_real].detach(), labels[:n_real], loss=task_loss.item() if n_real else 0.0)
         n += n_real
         if bar is not loader and (i % 5 == 0 or i == len(loader) - 1):
             dt = time.perf_counter() - t0
