@@ -1,4 +1,4 @@
-"""compare at several seeds (issue 11 item 4)."""
+"""compare at several seeds (issue 11 item 4) and the harder Cluttered Fashion-MNIST presets (item 5)."""
 from __future__ import annotations
 
 import json
@@ -215,13 +215,15 @@ def test_cli_seeds_override_the_preset_and_bad_seeds_are_one_error(tmp_path, mon
     assert len(calls) == 3  # nothing ran
 
 
-# ------------------------------------------------------------------ presets: seeds
+# ------------------------------------------------------------------ presets: seeds and the harder data
 
 
 CPU = sorted(p for p in cmp.PRESETS if p.startswith("cpu"))
+HARDER = [p for p in CPU if p.split("-")[1:2] in (["small"], ["clutter"], ["large"])]
 
 
 def test_every_cpu_preset_runs_three_seeds_and_gpu_presets_one():
+    assert len(HARDER) == 6
     for name in CPU:
         assert tuple(cmp.PRESETS[name]["seeds"]) == cmp.CPU_SEEDS == (0, 1, 2), name
     for name in ("full", "full-vim", "full-video"):
@@ -242,3 +244,85 @@ def test_compare_takes_the_presets_seeds_unless_given(tmp_path, monkeypatch):
     assert got == [(0, 1, 2), (4,)]
     with pytest.raises(ValueError, match="distinct"):
         cmp.compare("cpu", tmp_path, "t", seeds=[2, 2])
+
+
+@pytest.mark.parametrize("preset", HARDER)
+def test_harder_presets_run_the_cpu_main_set_with_the_cpu_recipe(preset, tmp_path):
+    n = 36 if preset.endswith("-36") else 16
+    base = cmp.PRESETS["cpu-36" if n == 36 else "cpu"]
+    entry = cmp.PRESETS[preset]
+    key = [(s.name, s.model, s.num_tokens, s.model_kwargs, s.group) for s in entry["specs"]]
+    assert key == [(s.name, s.model, s.num_tokens, s.model_kwargs, s.group) for s in base["specs"]]
+    assert [s.name for s in entry["specs"]] == [f"grid@{n}", f"dart@{n}", f"oracle@{n}", f"grid@{4 * n}",
+                                                f"dart@{2 * n}"]
+    for k in ("epochs", "train_samples", "test_samples", "batch_size", "lr"):
+        assert entry["train"][k] == base["train"][k], k
+    for spec in entry["specs"]:
+        cfg = cmp.train_config(spec, entry["train"], tmp_path / spec.name, threads=1)
+        assert cfg.data_kwargs == entry["train"]["data_kwargs"] and cfg.canvas_size == entry["train"]["canvas_size"]
+
+
+def _scenes(preset, n=12):
+    """The preset's test set: object side (px), canvas side, and ink outside the object box, per item."""
+    import numpy as np
+
+    from dartok.data import build_dataset
+
+    entry = cmp.PRESETS[preset]
+    spec = entry["specs"][0]
+    ds = build_dataset(cmp.train_config(spec, entry["train"], "unused", threads=1), "test", num_samples=n)
+    S = ds.canvas_size
+    sides, outside = [], []
+    for i in range(n):
+        x0, y0, x1, y1 = ds.object_box(i)
+        sides.append(round((x1 - x0) * S))
+        assert round((y1 - y0) * S) == sides[-1]  # square objects
+        canvas = ds.render(i).copy()
+        canvas[round(y0 * S):round(y1 * S), round(x0 * S):round(x1 * S)] = 0
+        outside.append(float((canvas > 0).mean()))
+    return np.array(sides), S, np.array(outside)
+
+
+def test_harder_datasets_are_what_their_presets_say():
+    base_sides, base_S, base_clutter = _scenes("cpu")
+    assert base_S == 128 and base_sides.min() >= 19 and base_sides.max() <= 38
+    # small: the same draws at half the size (10-19 px, >= 8 and still a garment), same canvas
+    sides, S, _ = _scenes("cpu-small")
+    assert S == 128 and sides.min() >= 10 and sides.max() <= 19
+    assert (abs(2 * sides - base_sides) <= 1).all()
+    # clutter: far more ink off the object, object as in cpu
+    sides, S, clutter = _scenes("cpu-clutter")
+    assert S == 128 and (sides == base_sides).all()
+    assert clutter.mean() > 3 * base_clutter.mean()
+    # large: objects the same pixel size on a 1.5x canvas, so 2/3 as large relative to it;
+    # fragments at about the same density
+    sides, S, clutter = _scenes("cpu-large")
+    assert S == 192 and (abs(sides - base_sides) <= 1).all()
+    assert (sides / S).mean() == pytest.approx((base_sides / base_S).mean() * 2 / 3, rel=0.05)
+    assert 0.5 < clutter.mean() / base_clutter.mean() < 2
+    for preset in HARDER:  # the -36 presets draw the same data as their N = 16 twins
+        twin = cmp.PRESETS[preset.removesuffix("-36")]["train"]
+        assert cmp.PRESETS[preset]["train"] == twin
+
+
+def test_large_canvas_dart_runs_see_the_whole_192_px_canvas():
+    """dartok.train gives a DART model the canvas side as img_size; the micro models take 192 px."""
+    import torch
+
+    from dartok.models import create_model
+
+    entry = cmp.PRESETS["cpu-large"]
+    for spec in entry["specs"]:
+        if not spec.is_dart:
+            continue
+        model = create_model(spec.model, num_tokens=spec.num_tokens, img_size=192, in_chans=1, num_classes=10,
+                             **spec.model_kwargs).eval()
+        assert model.pretrained_cfg["input_size"] == (1, 192, 192)
+        x = torch.rand(2, 1, 192, 192)
+        with torch.no_grad():
+            if spec.is_oracle:
+                boxes = torch.tensor([[0.1, 0.1, 0.3, 0.3], [0.5, 0.6, 0.7, 0.8]])
+                with model.patch_embed.given_pdf(model.patch_embed.oracle_pdf(boxes)):
+                    assert model(x).shape == (2, 10)
+            else:
+                assert model(x).shape == (2, 10)

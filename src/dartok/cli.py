@@ -361,9 +361,10 @@ def _parse_seeds(text: str) -> Optional[List[int]]:
 
 @app.command()
 def compare(
-    preset: str = typer.Option("cpu", help="cpu (grid N, DART N, grid 4N, DART 2N on the micro ViT), "
-                                           "cpu-ablations, cpu-vim, cpu-video (Moving Fashion-MNIST), or "
-                                           "full, full-vim, full-video (Ti sizes, for a GPU)."),
+    preset: str = typer.Option("cpu", help="cpu (grid N, DART N, oracle N, grid 4N, DART 2N on the micro ViT, "
+                                           "N=16), cpu-36 (N=36), cpu-small, cpu-clutter, cpu-large (harder "
+                                           "data; -36 for N=36), cpu-ablations, cpu-vim, cpu-video (Moving "
+                                           "Fashion-MNIST), or full, full-vim, full-video (Ti sizes, for a GPU)."),
     output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Folder of the runs."),
     name: Optional[str] = typer.Option(None, help="Result file stem (default: the preset)."),
     results_dir: Path = typer.Option(Path("benchmarks/results"), help="Where the tables and plot go."),
