@@ -4,7 +4,7 @@ import pytest
 from dartok import compare as cmp
 from dartok.models import create_model
 
-CPU_PRESETS = ("cpu", "cpu-ablations", "cpu-vim", "cpu-video")
+CPU_PRESETS = ("cpu", "cpu-36", "cpu-ablations", "cpu-vim", "cpu-video")  # the harder-data ones: test_compare.py
 
 
 @pytest.mark.parametrize("preset", sorted(cmp.PRESETS))

@@ -343,11 +343,28 @@ def demo(
         raise _fail(f"{e} (see the output above)", code=1)
 
 
+def _parse_seeds(text: str) -> Optional[List[int]]:
+    """``--seeds``: comma-separated ints >= 0, each once; ``""`` -> ``None`` (the preset's seeds)."""
+    from .tools.compare import check_seeds
+
+    if not text.strip():
+        return None
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"must be comma-separated ints >= 0, got {text!r}", param_hint="--seeds") from None
+    try:
+        return list(check_seeds(values))
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--seeds") from None
+
+
 @app.command()
 def compare(
-    preset: str = typer.Option("cpu", help="cpu (grid N, DART N, grid 4N, DART 2N on the micro ViT), "
-                                           "cpu-ablations, cpu-vim, cpu-video (Moving Fashion-MNIST), or "
-                                           "full, full-vim, full-video (Ti sizes, for a GPU)."),
+    preset: str = typer.Option("cpu", help="cpu (grid N, DART N, oracle N, grid 4N, DART 2N on the micro ViT, "
+                                           "N=16), cpu-36 (N=36), cpu-small, cpu-clutter, cpu-large (harder "
+                                           "data; -36 for N=36), cpu-ablations, cpu-vim, cpu-video (Moving "
+                                           "Fashion-MNIST), or full, full-vim, full-video (Ti sizes, for a GPU)."),
     output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Folder of the runs."),
     name: Optional[str] = typer.Option(None, help="Result file stem (default: the preset)."),
     results_dir: Path = typer.Option(Path("benchmarks/results"), help="Where the tables and plot go."),
@@ -361,8 +378,14 @@ def compare(
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs."),
     dart_kwargs: str = typer.Option("", help="Extra model kwargs (JSON) for every DART run, e.g. "
                                               "'{\"alpha\": 0.2}'; a run's own kwargs win."),
+    seeds: str = typer.Option("", help="Train every run at these seeds, e.g. 0,1,2 (default: the preset's; "
+                                       "the CPU presets use 0,1,2); --seeds 0 for one quick run per spec."),
 ) -> None:
-    """Accuracy benchmark: train a set of tokenizers with one recipe, write tables and a plot."""
+    """Accuracy benchmark: train a set of tokenizers with one recipe, write tables and a plot.
+
+    With several seeds each run trains once per seed (<output>/<preset>/<run>/seed<k>) and the
+    table shows mean [min, max] over the seeds; with one seed the runs are <output>/<preset>/<run>.
+    """
     from .tools.compare import PRESETS, compare as run_compare
 
     if preset not in PRESETS:
@@ -373,13 +396,14 @@ def compare(
         raise typer.BadParameter(f"expected comma-separated epochs, got {snapshot_epochs!r}",
                                  param_hint="--snapshot-epochs") from None
     extra = _parse_json_dict(dart_kwargs, "--dart-kwargs")
+    seed_list = _parse_seeds(seeds)
     overrides = {k: v for k, v in dict(epochs=epochs, train_samples=train_samples, data=data,
                                        data_root=data_root).items() if v is not None}
     stem = name or preset
     try:
         result = run_compare(preset, output / preset, stem, train=overrides, jobs=jobs, snapshot_epochs=snaps,
                              resume=resume, count_macs=macs, echo=typer.echo, dart_kwargs=extra,
-                             results_dir=results_dir)
+                             results_dir=results_dir, seeds=seed_list)
     except ValueError as e:  # a bad option, found before anything trains
         raise _fail(str(e))
     except (RuntimeError, FileNotFoundError) as e:

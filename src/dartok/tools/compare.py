@@ -11,6 +11,12 @@ tokenizer options differ. DART runs are trained in chunks (``stop_after`` + exac
 time) and an accuracy-vs-GMACs plot. :func:`demo` is the README's main job: the ``demo``
 preset (fixed grid vs DART at one budget).
 
+**Seeds** (issue 11 item 4): a comparison can train every spec at several seeds (``seeds``,
+the CPU presets' ``"seeds"``: ``(0, 1, 2)``). Each (spec, seed) run has its own folder
+(:func:`seed_run_dir`: ``<output>/<name>/seed<k>``; with one seed ``<output>/<name>`` as
+before), :func:`collect` gives one row per run and :func:`aggregate_seeds` one row per spec
+(mean, min, max over the seeds), which the tables and plots show.
+
 Every CPU preset and the demo also run the **oracle** (issue 11): the DART model at the same
 budget whose score map is the true object box (``score_source="oracle"``), the best a scorer
 could do at that budget and grid. DART runs on a dataset with object boxes log the
@@ -20,6 +26,7 @@ localisation metric (``test_object_mass``, ``test_object_tokens``,
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -38,8 +45,9 @@ from .._io import atomic_path, atomic_write, write_json
 if TYPE_CHECKING:  # pragma: no cover
     from ..train import TrainConfig
 
-__all__ = ["DEMO_DEFAULTS", "ORACLE", "PRESETS", "RunSpec", "collect", "compare", "demo", "demo_preset",
-           "plot_accuracy_vs_macs", "plot_localization", "run_plan", "run_specs", "train_config", "write_tables"]
+__all__ = ["CPU_SEEDS", "DEMO_DEFAULTS", "ORACLE", "PRESETS", "RunSpec", "aggregate_seeds", "check_seeds", "collect",
+           "compare", "demo", "demo_preset", "plot_accuracy_vs_macs", "plot_localization", "run_plan", "run_specs",
+           "seed_run_dir", "train_config", "write_tables"]
 
 ORACLE = {"score_source": "oracle"}
 """The model kwargs of an oracle run: DART whose score map is the data's object box."""
@@ -71,6 +79,55 @@ class RunSpec:
     def is_oracle(self) -> bool:
         """A DART run whose score map is the data's object box (``score_source="oracle"``)."""
         return self.is_dart and self.model_kwargs.get("score_source") == "oracle"
+
+
+CPU_SEEDS = (0, 1, 2)
+"""The seeds every CPU preset trains each run at (issue 11 item 4: a gap is only read against
+the spread over seeds); ``dartok compare --seeds 0`` for a quick single-seed run."""
+
+
+def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    """Validate the seeds of a comparison.
+
+    Args:
+        seeds: training seeds (:class:`~dartok.train.TrainConfig` ``seed``: model init and
+            data order; the data set itself is fixed by ``data_seed``).
+
+    Returns:
+        The seeds as a tuple of ints, in the given order.
+
+    Raises:
+        ValueError: not a sequence, empty, a value that is not an int >= 0 (bools included),
+            or a seed given twice (the two runs would share a folder).
+    """
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
+        raise ValueError(f"seeds must be a sequence of ints, got {seeds!r}")
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad:
+        raise ValueError(f"seeds must be ints >= 0, got {list(seeds)!r}")
+    twice = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if twice:
+        raise ValueError(f"seeds must be distinct, got {list(seeds)!r} ({', '.join(map(str, twice))} twice)")
+    return tuple(int(s) for s in seeds)
+
+
+def seed_run_dir(output: str | os.PathLike, name: str, seed: int | None, seeds: Sequence[int] | None) -> Path:
+    """The folder of run ``name`` at ``seed`` in a comparison of ``seeds``.
+
+    ``<output>/<name>/seed<seed>`` when ``seeds`` holds more than one seed, else
+    ``<output>/<name>`` (the layout of single-seed comparisons, so their results and
+    ``resume`` keep working).
+    """
+    if seeds is not None and len(seeds) > 1:
+        return Path(output) / name / f"seed{seed}"
+    return Path(output) / name
+
+
+def _run_label(name: str, seed: int | None, seeds: Sequence[int] | None) -> str:
+    """A run's name in logs and exit codes: ``name`` or ``name/seed<k>`` (its folder under the output)."""
+    return f"{name}/seed{seed}" if seeds is not None and len(seeds) > 1 else name
 
 
 def _main_set(n: int, grid: str, dart: str, oracle: bool = False) -> list[RunSpec]:
@@ -124,30 +181,60 @@ def _ablations(n: int) -> list[RunSpec]:
     return runs
 
 
+_CPU_RECIPE = {"canvas_size": 128, "epochs": 12, "train_samples": 20000, "test_samples": 2000, "batch_size": 64,
+               "lr": 1e-3}
+"""The ``cpu`` preset's recipe, shared by its harder-data variants (only the data options differ)."""
+
+# Harder Cluttered Fashion-MNIST (issue 11: "smaller objects relative to the canvas, more fragments,
+# larger canvases"), one change each from the dataset defaults the cpu preset uses (128 px canvas,
+# object_scale (0.15, 0.3): 19-38 px objects, 8 fragments of 0.08 * 128 = 10 px).
+_HARDER_DATA: dict[str, dict[str, Any]] = {
+    # half-size scene: objects 10-19 px (>= 8) and 5 px fragments (crops magnified as the object is)
+    "small": {"canvas_size": 128, "data_kwargs": {"object_scale": [0.075, 0.15], "clutter_size": 0.04}},
+    # 3x the fragments, a bit larger: 24 of 13 px (ink off the object: 16% of the canvas vs 3%)
+    "clutter": {"canvas_size": 128, "data_kwargs": {"num_clutter": 24, "clutter_size": 0.1}},
+    # 192 px canvas, everything the same pixel size as on 128 px: objects 19-38 px, 10 px
+    # fragments, 18 of them (the same density); the grid's resize and the scorer's 128 px input
+    # shrink the object 1.5x more
+    "large": {"canvas_size": 192, "data_kwargs": {"object_scale": [0.1, 0.2], "num_clutter": 18,
+                                                  "clutter_size": 0.05}},
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # 2 CPU cores, about an hour for the main set with ablations off
-    "cpu": {"specs": _micro(16), "train": {"canvas_size": 128, "epochs": 12, "train_samples": 20000,
-                                            "test_samples": 2000, "batch_size": 64, "lr": 1e-3}},
+    # the main set (grid N, DART N, oracle N, grid 4N, DART 2N) at N = 16, 3 seeds: about 3 h
+    # on 2 cores with two jobs (about 1 h a seed; --seeds 0 for one)
+    "cpu": {"specs": _micro(16), "seeds": CPU_SEEDS, "train": dict(_CPU_RECIPE)},
+    # the same at N = 36 (grid 144, DART 72; the issue's second budget): roughly 1.5-2 h a seed,
+    # 5 h at 3 seeds (an estimate from the demo's N = 36 runs, not measured)
+    "cpu-36": {"specs": _micro(36), "seeds": CPU_SEEDS, "train": dict(_CPU_RECIPE)},
     # one option at a time vs a reference run of the same (shorter: 10k images, 8 epochs) recipe;
-    # about 2.5 core-hours, 75-90 min with two jobs (the larger trunks dominate)
-    "cpu-ablations": {"specs": _ablations(16),
+    # about 2.5 core-hours, 75-90 min a seed with two jobs (the larger trunks dominate): 4-5 h at 3 seeds
+    "cpu-ablations": {"specs": _ablations(16), "seeds": CPU_SEEDS,
                       "train": {"canvas_size": 128, "epochs": 8, "train_samples": 10000,
                                 "test_samples": 2000, "batch_size": 64, "lr": 1e-3}},
     # Vision Mamba (issue 4): the same four runs on the micro Vim (pure-PyTorch scan on CPU)
-    # (about 3-15× slower per step than the micro ViT: 6k images, 8 epochs, ~30 min on 2 cores)
-    "cpu-vim": {"specs": _main_set(16, "vim_micro_patch8", "dart_vim_micro_patch8", oracle=True),
+    # (about 3-15× slower per step than the micro ViT: 6k images, 8 epochs, ~30-50 min a seed on 2 cores)
+    "cpu-vim": {"specs": _main_set(16, "vim_micro_patch8", "dart_vim_micro_patch8", oracle=True), "seeds": CPU_SEEDS,
                 "train": {"canvas_size": 128, "epochs": 8, "train_samples": 6000, "test_samples": 2000,
                           "batch_size": 64, "lr": 1e-3}},
     # VideoMamba on Moving Cluttered Fashion-MNIST (direction task, 4 frames of 64², 4-8 px per
     # frame): 4×4 grid on every frame vs DART with 2 frames' worth of tokens (paper Table 3 in
     # miniature); the scorer sees the 64² frames as they are (not upsampled to 128²). 3k clips x
     # 20 epochs: patch-token models from scratch need that long before they pick up the motion
-    # at all (a 6-block video ViT sat at chance for 5 of 15 epochs); about 45 min with two jobs
+    # at all (a 6-block video ViT sat at chance for 5 of 15 epochs); about 45 min a seed with two jobs
     "cpu-video": {"specs": _video(16, 4, "videomamba_micro_patch8", "dart_videomamba_micro_patch8",
-                                  {"scorer_input_size": 64}, oracle=True),
+                                  {"scorer_input_size": 64}, oracle=True), "seeds": CPU_SEEDS,
                   "train": {"data": "moving_fmnist", "data_kwargs": {"num_frames": 4, "speed": [4, 8]},
                             "canvas_size": 64, "epochs": 20, "train_samples": 3000, "test_samples": 1000,
                             "batch_size": 32, "lr": 1e-3}},
+    # the cpu recipe and main set on harder data (_HARDER_DATA above), N = 16 and N = 36:
+    # cpu-small(-36): half-size objects (10-19 px) and fragments on the 128 px canvas; as long as cpu(-36)
+    # cpu-clutter(-36): 24 fragments of 13 px; as long as cpu(-36) (the data takes a little longer to draw)
+    # cpu-large(-36): a 192 px canvas, objects and fragments the size they have on 128 px; as long as
+    #   cpu(-36) plus drawing 2.25x the pixels (estimate: 10-20% more)
+    **{f"cpu-{variant}{suffix}": {"specs": _micro(n), "seeds": CPU_SEEDS,
+                                  "train": {**_CPU_RECIPE, **copy.deepcopy(data)}}
+       for variant, data in _HARDER_DATA.items() for n, suffix in ((16, ""), (36, "-36"))},
     # Vim-Ti / VideoMamba-Ti sizes for a GPU (ImageFolder / SSv2-style clip folder via --data, --data-root)
     "full-vim": {"specs": _main_set(196, "vim_tiny_patch16_224", "dart_vim_tiny_patch16_224"),
                  "train": {"epochs": 300, "batch_size": 1024, "lr": 1e-3, "warmup_epochs": 5, "amp": True}},
@@ -279,29 +366,44 @@ def run_specs(
     snapshot_epochs: Sequence[int] = (),
     resume: bool = False,
     echo: Callable[[str], None] = print,
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, int]:
-    """Train every spec with the same ``train`` options, ``jobs`` runs at a time.
+    """Train every spec (at every seed) with the same ``train`` options, ``jobs`` runs at a time.
 
     Every run's :class:`~dartok.train.TrainConfig` is built first (:func:`train_config`:
-    output ``<output>/<name>``, ``threads`` 1 when several jobs share the CPU, no progress
+    output :func:`seed_run_dir`, ``threads`` 1 when several jobs share the CPU, no progress
     bar), so a bad option fails before anything trains. Each run then trains in its own
     process (``python -m dartok.tools.compare --run-config <plan>.json``, which calls
-    :func:`dartok.train.train`); its output is echoed with a ``[<name>]`` prefix. For DART
+    :func:`dartok.train.train`); its output is echoed with a ``[<label>]`` prefix. For DART
     runs, ``snapshot_epochs`` (e.g. ``(1, 3, 12)``) stops after those epochs, draws
-    ``<output>/<name>/partition_epoch<k>.png`` and resumes exactly. ``resume`` continues
-    runs that hold a checkpoint (a finished run is neither retrained nor redrawn).
+    ``<run folder>/partition_epoch<k>.png`` and resumes exactly. ``resume`` continues
+    runs that hold a checkpoint (a finished run is neither retrained nor redrawn), each
+    (spec, seed) run on its own.
+
+    Args:
+        seeds: train each spec once per seed (``train``'s ``seed`` replaced), all runs
+            scheduled seed-major on one pool (every spec at the first seed, then the next...),
+            so an interrupted comparison has whole seeds done; ``None``: one run per spec at
+            ``train``'s seed. Folders and labels: ``<name>/seed<k>`` with several seeds,
+            ``<name>`` with one or ``None``.
 
     Returns:
-        ``{name: exit code}`` (0 for success, 2 for an option the engine refused).
+        ``{label: exit code}`` (0 for success, 2 for an option the engine refused); the label
+        is the run's folder under ``output`` (``name`` or ``name/seed<k>``).
 
     Raises:
-        ValueError: a bad training option (see :func:`train_config`).
+        ValueError: a bad training option (see :func:`train_config`), bad seeds
+            (:func:`check_seeds`).
     """
     output = Path(output)
+    if seeds is not None:
+        seeds = check_seeds(seeds)
     threads = 1 if jobs > 1 else max(1, os.cpu_count() or 1)
-    configs = [train_config(spec, train, output / spec.name, threads) for spec in specs]
-    plans = [{"name": spec.name, "config": cfg.to_dict(), "steps": _plan(spec, cfg, snapshot_epochs, resume)}
-             for spec, cfg in zip(specs, configs)]
+    runs = [(spec, seed) for seed in (seeds if seeds is not None else (None,)) for spec in specs]
+    configs = [train_config(spec, train if seed is None else {**train, "seed": seed},
+                            seed_run_dir(output, spec.name, seed, seeds), threads) for spec, seed in runs]
+    plans = [{"name": _run_label(spec.name, seed, seeds), "config": cfg.to_dict(),
+              "steps": _plan(spec, cfg, snapshot_epochs, resume)} for (spec, seed), cfg in zip(runs, configs)]
     lock = threading.Lock()
 
     def say(line: str) -> None:
@@ -315,7 +417,7 @@ def run_specs(
             return _run_child(path, plans[k]["name"], say)
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            codes = dict(zip([s.name for s in specs], pool.map(one, range(len(specs)))))
+            codes = dict(zip([p["name"] for p in plans], pool.map(one, range(len(plans)))))
     return codes
 
 
@@ -346,15 +448,23 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: bool = True) -> list[dict[str, Any]]:
-    """One row per finished run: the task's test metrics (``test_<metric>``; classification:
-    ``test_top1``, ``test_top5``, ``test_loss``), the best metric by epoch
-    (``<best_metric>_by_epoch``, e.g. ``top1_by_epoch``), MACs, params, speed, train time;
-    DART runs with the localisation metric add ``test_object_mass``, ``test_object_tokens``
-    and ``object_mass_by_epoch``, ``object_tokens_by_epoch``.
+def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: bool = True,
+            seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """One row per finished run (per spec, and per seed with ``seeds``, spec-major): the task's
+    test metrics (``test_<metric>``; classification: ``test_top1``, ``test_top5``,
+    ``test_loss``), the best metric by epoch (``<best_metric>_by_epoch``, e.g.
+    ``top1_by_epoch``), MACs, params, speed, train time, and ``seed`` (the run's training seed,
+    read from its checkpoint); DART runs with the localisation metric add
+    ``test_object_mass``, ``test_object_tokens`` and ``object_mass_by_epoch``,
+    ``object_tokens_by_epoch``.
 
     MACs are fvcore multiply-accumulates per image ("GMACs", the field's "GFLOPs") counted
-    by :func:`dartok.tools.flops.count_macs` with fused attention off.
+    by :func:`dartok.tools.flops.count_macs` with fused attention off, once per spec (every
+    seed of a spec has the same model).
+
+    Args:
+        seeds: the comparison's seeds (:func:`run_specs`): where the runs are
+            (:func:`seed_run_dir`); ``None``: one run per spec in ``<output>/<name>``.
 
     Raises:
         FileNotFoundError: a run without a checkpoint.
@@ -365,32 +475,88 @@ def collect(specs: Sequence[RunSpec], output: str | os.PathLike, count_macs: boo
 
     rows = []
     for spec in specs:
-        run_dir = Path(output) / spec.name
-        config = load_config(run_dir / "checkpoint")
-        metrics = read_metrics(run_dir)
-        last = config["metrics"]
-        task = create_task(config.get("task", "classification"))
-        best = task.best_metric
-        row = {**asdict(spec), "task": task.name, "best_metric": best, "input_size": config["input_size"],
-               "epochs": config["epoch"],
-               **{k: v for k, v in last.items() if k.startswith("test_") and not k.endswith("_ema")},
-               "train_images_per_s": last["images_per_s"],
-               "train_time_s": sum(m.get("epoch_time_s", 0.0) for m in metrics),
-               f"{best}_by_epoch": [m[f"test_{best}"] for m in metrics]}
-        for key, _, _ in LocalizationMetrics.columns:  # DART runs on data with object boxes
-            if metrics and all(f"test_{key}" in m for m in metrics):
-                row[f"{key}_by_epoch"] = [m[f"test_{key}"] for m in metrics]
-        if count_macs:
-            from ..train.checkpoint import model_from_checkpoint
-            from .bench import with_frames
-            from .flops import count_macs as macs_of, count_params
+        cost: dict[str, float] = {}
+        for seed in (seeds if seeds is not None else (None,)):
+            run_dir = seed_run_dir(output, spec.name, seed, seeds)
+            config = load_config(run_dir / "checkpoint")
+            metrics = read_metrics(run_dir)
+            last = config["metrics"]
+            task = create_task(config.get("task", "classification"))
+            best = task.best_metric
+            row = {**asdict(spec), "seed": config.get("train", {}).get("seed", seed), "task": task.name,
+                   "best_metric": best, "input_size": config["input_size"], "epochs": config["epoch"],
+                   **{k: v for k, v in last.items() if k.startswith("test_") and not k.endswith("_ema")},
+                   "train_images_per_s": last["images_per_s"],
+                   "train_time_s": sum(m.get("epoch_time_s", 0.0) for m in metrics),
+                   f"{best}_by_epoch": [m[f"test_{best}"] for m in metrics]}
+            for key, _, _ in LocalizationMetrics.columns:  # DART runs on data with object boxes
+                if metrics and all(f"test_{key}" in m for m in metrics):
+                    row[f"{key}_by_epoch"] = [m[f"test_{key}"] for m in metrics]
+            if count_macs and not cost:
+                from ..train.checkpoint import model_from_checkpoint
+                from .bench import with_frames
+                from .flops import count_macs as macs_of, count_params
 
-            model, _ = model_from_checkpoint(run_dir / "checkpoint")
-            report = macs_of(model.eval(), with_frames(model, config["input_size"]))
-            row["gmacs"] = report.total / 1e9
-            row["params_m"] = count_params(model)[0] / 1e6
-        rows.append(row)
+                model, _ = model_from_checkpoint(run_dir / "checkpoint")
+                report = macs_of(model.eval(), with_frames(model, config["input_size"]))
+                cost = {"gmacs": report.total / 1e9, "params_m": count_params(model)[0] / 1e6}
+            rows.append({**row, **cost})
     return rows
+
+
+_SEED_STATS = ("gmacs", "params_m", "train_images_per_s", "train_time_s")  # besides every test_* metric
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def aggregate_seeds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run name from :func:`collect`'s per-seed rows (order of first appearance).
+
+    The row keeps the spec's fields (``name``, ``model``, ``num_tokens``, ``model_kwargs``,
+    ``group``, ``task``, ``input_size``...) and holds, for every number the seeds share
+    (each ``test_*`` metric, ``gmacs``, ``params_m``, ``train_images_per_s``,
+    ``train_time_s``), the **mean** over the seeds; ``min`` and ``max`` (dicts with the same
+    keys) hold the extremes when there is more than one seed. Per-epoch curves
+    (``*_by_epoch``) are averaged epoch by epoch over the epochs every seed has. Also
+    ``seeds`` (list, in row order; ``None`` for rows without a ``seed``), ``num_seeds``, and
+    ``epochs``: the seeds' epoch count, or the list of them where they differ. A number only
+    some seeds have is left out (no mean of a subset).
+
+    Raises:
+        ValueError: two rows of one name with the same seed.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["name"], []).append(r)
+    out = []
+    for name, group in groups.items():
+        seeds = [r.get("seed") for r in group]
+        if len(set(seeds)) < len(seeds):
+            raise ValueError(f"run {name!r} has two rows with the same seed: {seeds}")
+        keys = [k for k, v in group[0].items() if (k.startswith("test_") or k in _SEED_STATS) and _is_number(v)
+                and all(_is_number(r.get(k)) for r in group)]
+        curves = [k for k, v in group[0].items() if k.endswith("_by_epoch") and isinstance(v, list)
+                  and all(isinstance(r.get(k), list) for r in group)]
+        row = {k: v for k, v in group[0].items()
+               if k != "seed" and not (k.startswith("test_") or k in _SEED_STATS or k.endswith("_by_epoch"))}
+        for k in keys:
+            values = [r[k] for r in group]
+            row[k] = values[0] if len(values) == 1 else sum(values) / len(values)
+        for k in curves:
+            length = min(len(r[k]) for r in group)
+            row[k] = [sum(r[k][e] for r in group) / len(group) for e in range(length)]
+        epochs = [r.get("epochs") for r in group]
+        if "epochs" in group[0]:
+            row["epochs"] = epochs[0] if len(set(map(str, epochs))) == 1 else epochs
+        row["seeds"] = seeds
+        row["num_seeds"] = len(group)
+        if len(group) > 1:
+            row["min"] = {k: min(r[k] for r in group) for k in keys}
+            row["max"] = {k: max(r[k] for r in group) for k in keys}
+        out.append(row)
+    return out
 
 
 def _metric_columns(rows: list[dict[str, Any]], create_task) -> tuple[tuple[str, str, str], ...]:
@@ -412,39 +578,75 @@ def _localization_columns(rows: list[dict[str, Any]]) -> tuple[tuple[str, str, s
     return tuple(c for c in LocalizationMetrics.columns if any(f"test_{c[0]}" in r for r in rows))
 
 
-def write_tables(rows: list[dict[str, Any]], path_stem: str | os.PathLike, meta: dict[str, Any]) -> str:
-    """Write ``<stem>.json`` and ``<stem>.md`` atomically; returns the markdown table."""
+def _cell(r: dict[str, Any], key: str) -> str:
+    """A metric's table cell: ``mean`` (2 decimals), ``mean [min, max]`` over several seeds, ``-`` if absent."""
+    if key not in r:
+        return "-"
+    if r.get("num_seeds", 1) > 1 and key in r.get("min", {}):
+        return f"{r[key]:.2f} [{r['min'][key]:.2f}, {r['max'][key]:.2f}]"
+    return f"{r[key]:.2f}"
+
+
+def write_tables(rows: list[dict[str, Any]], path_stem: str | os.PathLike, meta: dict[str, Any],
+                 seed_rows: list[dict[str, Any]] | None = None) -> str:
+    """Write ``<stem>.json`` and ``<stem>.md`` atomically; returns the markdown table.
+
+    Args:
+        rows: one per run (:func:`collect`) or per spec over seeds (:func:`aggregate_seeds`).
+            When a row has ``num_seeds`` > 1 the table gets a ``seeds`` column and shows each
+            metric as ``mean [min, max]`` over the seeds; speed and train time are means.
+        path_stem: ``<stem>``; the folder is created.
+        meta: written as the JSON's ``meta``.
+        seed_rows: the per-seed rows, written as the JSON's ``seed_rows`` (``None``: left out).
+
+    Returns:
+        The markdown: one table per ``group``.
+    """
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     from ..train.task import create_task
 
+    multi = any(r.get("num_seeds", 1) > 1 for r in rows)
     lines = []
+    if multi:
+        lines += ["Metrics: mean [min, max] over the seeds (`seeds`: how many); img/s and train time: "
+                  "means per run.", ""]
     for group in dict.fromkeys(r["group"] for r in rows):
         group_rows = [r for r in rows if r["group"] == group]
         columns = _metric_columns(group_rows, create_task) + _localization_columns(group_rows)
         heads = [("test " if i == 0 else "") + (f"{label} ({unit})" if unit else label)
                  for i, (_, label, unit) in enumerate(columns)]
         lines += [f"**{group}**", "",
-                  "| run | model | tokens | input | epochs | " + " | ".join(heads) + " | GMACs | params (M) | "
-                  "train img/s | train time (min) |", "|---" * (9 + len(columns)) + "|"]
+                  "| run | model | tokens | input | epochs | " + ("seeds | " if multi else "") + " | ".join(heads)
+                  + " | GMACs | params (M) | train img/s | train time (min) |",
+                  "|---" * (9 + multi + len(columns)) + "|"]
         for r in group_rows:
             size = "x".join(str(v) for v in r["input_size"][1:])
             gm = f"{r['gmacs']:.4f}" if "gmacs" in r else "-"
             pm = f"{r['params_m']:.2f}" if "params_m" in r else "-"
-            values = " | ".join(f"{r[f'test_{key}']:.2f}" if f"test_{key}" in r else "-" for key, _, _ in columns)
+            values = " | ".join(_cell(r, f"test_{key}") for key, _, _ in columns)
+            seeds = f"{r.get('num_seeds', 1)} | " if multi else ""
             lines.append(f"| {r['name']} | {r['model']} | {r['num_tokens']} | {size} | {r.get('epochs', '-')} | "
-                         f"{values} | {gm} | {pm} | {r['train_images_per_s']:.0f} | "
+                         f"{seeds}{values} | {gm} | {pm} | {r['train_images_per_s']:.0f} | "
                          f"{r['train_time_s'] / 60:.1f} |")
         lines.append("")
     md = "\n".join(lines)
-    write_json(stem.with_suffix(".json"), {"meta": meta, "rows": rows})
+    write_json(stem.with_suffix(".json"), {"meta": meta, "rows": rows,
+                                           **({"seed_rows": seed_rows} if seed_rows is not None else {})})
     atomic_write(stem.with_suffix(".md"), md)
     return md
 
 
 def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
     """The task's best metric (top-1 for classification) vs GMACs, in the style of the paper's
-    Fig. 2/6 (marker size ~ params)."""
+    Fig. 2/6 (marker size ~ params), for the ``main`` group's rows with MACs.
+
+    Rows over several seeds (:func:`aggregate_seeds`) are drawn at their mean with min-max
+    error bars.
+
+    Returns:
+        The ``.png`` written.
+    """
     from .viz import save_png  # first: selects the Agg backend
 
     import matplotlib.pyplot as plt
@@ -461,6 +663,11 @@ def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, t
         if not pts:
             continue
         ax.plot([r["gmacs"] for r in pts], [r[y] for r in pts], color=color, lw=1, alpha=0.6)
+        spread = [r for r in pts if r.get("num_seeds", 1) > 1 and y in r.get("min", {})]
+        if spread:  # min-max over the seeds around the mean
+            ax.errorbar([r["gmacs"] for r in spread], [r[y] for r in spread],
+                        yerr=[[r[y] - r["min"][y] for r in spread], [r["max"][y] - r[y] for r in spread]],
+                        fmt="none", ecolor=color, elinewidth=1, capsize=3, zorder=2)
         ax.scatter([r["gmacs"] for r in pts], [r[y] for r in pts], s=[40 + 60 * r["params_m"] for r in pts],
                    color=color, marker=marker, label="DART" if kind == "dart" else "fixed grid", zorder=3)
         for r in pts:
@@ -468,7 +675,9 @@ def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, t
                         xytext=(6, -10), fontsize=8)
     ax.set_xlabel("GMACs per image (fvcore)")
     ax.set_ylabel(f"test {label} ({unit})" if unit else f"test {label}")
-    ax.set_title(title or "accuracy vs compute")
+    seeds = max((r.get("num_seeds", 1) for r in main), default=1)
+    ax.set_title((title or "accuracy vs compute") + (f" (mean of {seeds} seeds, bars: min-max)" if seeds > 1 else ""),
+                 fontsize=10 if seeds > 1 else None)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -480,7 +689,8 @@ def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, t
 
 def plot_localization(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path | None:
     """Object mass and object tokens against the epoch (issue 11 item 2; paper Fig. 7 shows the
-    partitions over time), one line per DART run that logged them (oracle runs dashed).
+    partitions over time), one line per DART run that logged them (oracle runs dashed); for rows
+    over several seeds (:func:`aggregate_seeds`) the line is the mean curve.
 
     Args:
         rows: :func:`collect`'s rows (``object_mass_by_epoch``, ``object_tokens_by_epoch``).
@@ -506,7 +716,8 @@ def plot_localization(rows: list[dict[str, Any]], path: str | os.PathLike, title
             ys = r.get(key) or []
             oracle = r.get("model_kwargs", {}).get("score_source") == "oracle"
             ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3, ls="--" if oracle else "-",
-                    label=f"{r['name']} (N={r['num_tokens']})")
+                    label=f"{r['name']} (N={r['num_tokens']}"
+                          + (f", mean of {r['num_seeds']} seeds)" if r.get("num_seeds", 1) > 1 else ")"))
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label, fontsize=8)
@@ -544,13 +755,15 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
             train: dict[str, Any] | None = None, jobs: int = 2, snapshot_epochs: Sequence[int] = (),
             resume: bool = False, count_macs: bool = True, echo: Callable[[str], None] = print,
             dart_kwargs: dict[str, Any] | None = None, results_dir: str | os.PathLike | None = None,
-            extra_meta: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> dict[str, Any]:
+            extra_meta: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+            seeds: Sequence[int] | None = None) -> dict[str, Any]:
     """Run a preset (or given specs), then write ``<output>/<name>.{json,md,png}``.
 
     Args:
         preset: a name of :data:`PRESETS` (its specs and training options), or ``None``
             for ``specs`` / ``train`` alone.
-        output: folder of the runs (``<output>/<run name>``) and the result files.
+        output: folder of the runs (:func:`seed_run_dir`: ``<output>/<run name>``, or
+            ``<output>/<run name>/seed<k>`` with several seeds) and the result files.
         name: result file stem.
         specs: the runs (default: the preset's).
         train: training options, :class:`~dartok.train.TrainConfig` fields, over the
@@ -563,14 +776,21 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
         dart_kwargs: added to every DART spec's ``model_kwargs`` (the spec's own win).
         results_dir: also copy the result files there (:func:`publish_results`).
         extra_meta: a function of the rows whose dict is merged into the meta written.
+        seeds: train every spec at each of these seeds (:func:`check_seeds`; ``train``'s
+            ``seed`` is replaced). Default: the preset's ``"seeds"``, else one run per spec at
+            ``train``'s seed. The table has one row per spec over the seeds
+            (:func:`aggregate_seeds`), the JSON the per-seed rows too (``seed_rows``, with
+            several seeds).
 
     Returns:
-        ``{"rows", "markdown", "plot" (path or None), "localization_plot"
-        (:func:`plot_localization`'s path or None), "meta", "written" (copies in results_dir)}``.
+        ``{"rows" (one per spec, :func:`aggregate_seeds`), "seed_rows" (one per run,
+        :func:`collect`), "markdown", "plot" (path or None), "localization_plot"
+        (:func:`plot_localization`'s path or None), "meta" (``seeds``: the seeds, or ``None``),
+        "written" (copies in results_dir)}``.
 
     Raises:
-        ValueError: unknown preset, no runs, a bad training option (before anything
-            trains); RuntimeError: a run failed.
+        ValueError: unknown preset, no runs, bad seeds, a bad training option (before
+            anything trains); RuntimeError: a run failed.
     """
     t0 = time.perf_counter()
     if preset is not None:
@@ -578,17 +798,23 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
             raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
         specs = specs or PRESETS[preset]["specs"]
         train = {**PRESETS[preset]["train"], **(train or {})}
+        if seeds is None:
+            seeds = PRESETS[preset].get("seeds")
     if not specs:
         raise ValueError("no runs to compare")
+    if seeds is not None:
+        seeds = check_seeds(seeds)
     if dart_kwargs:
         specs = [replace(s, model_kwargs={**dart_kwargs, **s.model_kwargs}) if s.is_dart else s for s in specs]
     codes = run_specs(specs, output, train or {}, jobs=jobs, snapshot_epochs=snapshot_epochs, resume=resume,
-                      echo=echo)
+                      echo=echo, seeds=seeds)
     failed = [n for n, c in codes.items() if c != 0]
     if failed:
         raise RuntimeError(f"training failed for {', '.join(failed)}")
-    rows = collect(specs, output, count_macs=count_macs)
-    meta = {"preset": preset, "train": train, "dart_kwargs": dart_kwargs or {}, "jobs": jobs,
+    seed_rows = collect(specs, output, count_macs=count_macs, seeds=seeds)
+    rows = aggregate_seeds(seed_rows)
+    meta = {"preset": preset, "train": train, "seeds": list(seeds) if seeds is not None else None,
+            "dart_kwargs": dart_kwargs or {}, "jobs": jobs,
             "wall_time_s": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
     try:
         from .bench import machine_info
@@ -598,13 +824,13 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
         meta["machine"] = {"error": str(e)}
     if extra_meta is not None:
         meta.update(extra_meta(rows))
-    md = write_tables(rows, Path(output) / name, meta)
+    md = write_tables(rows, Path(output) / name, meta, seed_rows=seed_rows if len(seeds or ()) > 1 else None)
     png = None
     if count_macs and any(r["group"] == "main" for r in rows):
         png = plot_accuracy_vs_macs(rows, Path(output) / f"{name}.png", title=name)
     loc_png = plot_localization(rows, Path(output) / f"{name}_localization.png", title=name)
     written = publish_results(output, results_dir, name) if results_dir is not None else []
-    return {"rows": rows, "markdown": md, "plot": str(png) if png else None,
+    return {"rows": rows, "seed_rows": seed_rows, "markdown": md, "plot": str(png) if png else None,
             "localization_plot": str(loc_png) if loc_png else None, "meta": meta, "written": written}
 
 
