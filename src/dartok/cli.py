@@ -6,6 +6,8 @@ Examples::
         --epochs 10 -o runs/dart36
     dartok train --model vit_micro_patch8 --num-tokens 36 --canvas-size 128 -o runs/vit36
     dartok train -o runs/dart36 --resume --epochs 20      # continue / extend a run
+    dartok train --model dart_videomamba_micro_patch8 --data moving_fmnist \
+        --init-from runs/image/checkpoint -o runs/video  # start from an image model (inflated)
     dartok eval --checkpoint runs/dart36/checkpoint --split test --json eval.json
     dartok visualize --checkpoint runs/dart36/checkpoint --indices 0,1,2,3 -o partition.png
     dartok visualize --score-source edges --num-tokens 64 --image photo.png -o edges.png
@@ -128,6 +130,9 @@ def train(
     num_workers: int = typer.Option(0, help="DataLoader worker processes."),
     output: Path = typer.Option(Path("runs/default"), "--output", "-o", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output where it stopped."),
+    init_from: Optional[Path] = typer.Option(
+        None, "--init-from", help="Start from these weights (checkpoint folder, .safetensors, .pth): an image Vim's "
+        "are inflated into a VideoMamba; epoch 0, fresh optimizer (not --resume)."),
     amp: bool = typer.Option(False, "--amp", help="bf16 autocast."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: cuda if available)."),
     model_kwargs_json: Optional[str] = typer.Option(
@@ -158,6 +163,7 @@ def train(
     values["data_kwargs_json"] = _parse_json_dict(data_kwargs_json, "--data-kwargs")
     values["output"] = str(output)
     values["data_root"] = None if data_root is None else str(data_root)
+    values["init_from"] = None if init_from is None else str(init_from)
 
     def given(name: str) -> bool:  # with --resume, options left off the command line come from the saved run
         source = getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
@@ -359,6 +365,9 @@ def compare(
     snapshot_epochs: str = typer.Option("", help="Draw DART partitions after these epochs, e.g. 1,3,12."),
     macs: bool = typer.Option(True, "--macs/--no-macs", help="Count GMACs with fvcore for the table and plot."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs."),
+    init_from: Optional[Path] = typer.Option(
+        None, "--init-from", help="Start every run from these weights (train --init-from), e.g. an image model's "
+        "checkpoint for the video presets (inflated)."),
     dart_kwargs: str = typer.Option("", help="Extra model kwargs (JSON) for every DART run, e.g. "
                                               "'{\"alpha\": 0.2}'; a run's own kwargs win."),
 ) -> None:
@@ -373,8 +382,9 @@ def compare(
         raise typer.BadParameter(f"expected comma-separated epochs, got {snapshot_epochs!r}",
                                  param_hint="--snapshot-epochs") from None
     extra = _parse_json_dict(dart_kwargs, "--dart-kwargs")
-    overrides = {k: v for k, v in dict(epochs=epochs, train_samples=train_samples, data=data,
-                                       data_root=data_root).items() if v is not None}
+    overrides = {k: v for k, v in dict(epochs=epochs, train_samples=train_samples, data=data, data_root=data_root,
+                                       init_from=None if init_from is None else str(init_from)).items()
+                 if v is not None}
     stem = name or preset
     try:
         result = run_compare(preset, output / preset, stem, train=overrides, jobs=jobs, snapshot_epochs=snaps,
