@@ -101,3 +101,26 @@ def test_cli_init_from(image_run, tmp_path):
     assert "initialised from" in res.output and "temporal_pos_embedding" in res.output
     res = runner.invoke(app, [*base, "--init-from", str(tmp_path / "missing"), "-o", str(tmp_path / "bad")])
     assert res.exit_code == 2 and res.output.startswith("Error:") and "do not exist" in res.output, res.output
+
+
+def test_compare_trains_the_image_run_first_and_starts_every_run_from_it(tmp_path):
+    from dartok import compare as cmp
+
+    shared = {k: v for k, v in SMALL.items() if k not in ("threads", "progress")}  # the harness sets those
+    image = {"spec": cmp.RunSpec("image", "dart_vim_micro_patch8", 8, {"depth": 1, "scorer_input_size": 32}),
+             "train": {"canvas_size": 32, "data_kwargs": {"object_scale": [0.3, 0.5], "num_clutter": 1}, **shared}}
+    specs = [cmp.RunSpec("grid", "videomamba_micro_patch8", 4, {"depth": 1}),
+             cmp.RunSpec("dart", "dart_videomamba_micro_patch8", 8, {"depth": 1, "scorer_input_size": 32})]
+    train_opts = {**VIDEO, **shared}
+    lines = []
+    res = cmp.compare(None, tmp_path, "t", specs=specs, train=train_opts, jobs=1, count_macs=False,
+                      echo=lines.append, image=image)
+    ckpt = str(tmp_path / "image" / "checkpoint")
+    assert (tmp_path / "image" / "checkpoint" / "model.safetensors").exists()
+    assert [r["name"] for r in res["rows"]] == ["grid", "dart"] and res["meta"]["image"]["spec"]["name"] == "image"
+    for name in ("grid", "dart"):
+        assert load_config(tmp_path / name / "checkpoint")["train"]["init_from"] == ckpt
+        assert any(line.startswith(f"[{name}] initialised from") for line in lines), lines
+    assert "test_object_mass" in res["rows"][1]
+    with pytest.raises(ValueError, match="also a run of the comparison"):
+        cmp.compare(None, tmp_path / "x", "t", specs=[cmp.RunSpec("image", "vim_micro_patch8", 4)], image=image)

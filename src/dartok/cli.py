@@ -352,7 +352,8 @@ def demo(
 @app.command()
 def compare(
     preset: str = typer.Option("cpu", help="cpu (grid N, DART N, grid 4N, DART 2N on the micro ViT), "
-                                           "cpu-ablations, cpu-vim, cpu-video (Moving Fashion-MNIST), or "
+                                           "cpu-ablations, cpu-vim, cpu-video (Moving Fashion-MNIST), "
+                                           "cpu-video-which (which item moves; --image-first), or "
                                            "full, full-vim, full-video (Ti sizes, for a GPU)."),
     output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Folder of the runs."),
     name: Optional[str] = typer.Option(None, help="Result file stem (default: the preset)."),
@@ -368,6 +369,8 @@ def compare(
     init_from: Optional[Path] = typer.Option(
         None, "--init-from", help="Start every run from these weights (train --init-from), e.g. an image model's "
         "checkpoint for the video presets (inflated)."),
+    image_first: bool = typer.Option(False, "--image-first", help="Train the preset's image model first "
+                                     "(cpu-video-which) and start every run from it (inflated)."),
     dart_kwargs: str = typer.Option("", help="Extra model kwargs (JSON) for every DART run, e.g. "
                                               "'{\"alpha\": 0.2}'; a run's own kwargs win."),
 ) -> None:
@@ -382,6 +385,12 @@ def compare(
         raise typer.BadParameter(f"expected comma-separated epochs, got {snapshot_epochs!r}",
                                  param_hint="--snapshot-epochs") from None
     extra = _parse_json_dict(dart_kwargs, "--dart-kwargs")
+    image = PRESETS[preset].get("image") if image_first else None
+    if image_first and image is None:
+        raise _fail(f"--image-first: preset {preset!r} has no image run; presets with one: "
+                    f"{sorted(k for k, v in PRESETS.items() if 'image' in v)}")
+    if image_first and init_from is not None:
+        raise _fail("--image-first and --init-from both say where the runs start from; give one")
     overrides = {k: v for k, v in dict(epochs=epochs, train_samples=train_samples, data=data, data_root=data_root,
                                        init_from=None if init_from is None else str(init_from)).items()
                  if v is not None}
@@ -389,7 +398,7 @@ def compare(
     try:
         result = run_compare(preset, output / preset, stem, train=overrides, jobs=jobs, snapshot_epochs=snaps,
                              resume=resume, count_macs=macs, echo=typer.echo, dart_kwargs=extra,
-                             results_dir=results_dir)
+                             results_dir=results_dir, image=image)
     except ValueError as e:  # a bad option, found before anything trains
         raise _fail(str(e))
     except (RuntimeError, FileNotFoundError) as e:
