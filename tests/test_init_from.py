@@ -124,3 +124,13 @@ def test_compare_trains_the_image_run_first_and_starts_every_run_from_it(tmp_pat
     assert "test_object_mass" in res["rows"][1]
     with pytest.raises(ValueError, match="also a run of the comparison"):
         cmp.compare(None, tmp_path / "x", "t", specs=[cmp.RunSpec("image", "vim_micro_patch8", 4)], image=image)
+
+
+def test_cli_image_first_needs_a_preset_with_an_image_run(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["compare", "--preset", "cpu-video", "--image-first", "-o", str(tmp_path)])
+    assert res.exit_code == 2 and "has no image run" in res.output and "cpu-video-which" in res.output, res.output
+    res = runner.invoke(app, ["compare", "--preset", "cpu-video-which", "--image-first", "--init-from", "x",
+                              "-o", str(tmp_path)])
+    assert res.exit_code == 2 and "give one" in res.output, res.output
+    assert not any(tmp_path.iterdir())  # nothing trained
