@@ -179,3 +179,21 @@ def test_macs_of_an_oracle_model_are_the_dart_model_without_its_scorer():
     rep_o, rep_l = count_macs(oracle, (1, 128, 128)), count_macs(learned, (1, 128, 128))
     assert "scorer" not in rep_o.by_part and rep_l.by_part["scorer"] > 0
     assert rep_o.total == pytest.approx(rep_l.total - rep_l.by_part["scorer"], rel=1e-3)
+
+
+def test_which_moves_metric_is_the_moving_items_mass():
+    """which_moves: the boxes the data hands the metric are the moving item's, not the static one's."""
+    clips = MovingClutteredFashionMNIST("test", num_frames=4, canvas_size=48, num_samples=4, task="which_moves",
+                                        return_box=True)
+    m = create_model("dart_videomamba_micro_patch8", 8, in_chans=1, num_classes=10, num_frames=4, img_size=48,
+                     scorer_input_size=48, score_source="oracle", depth=1)
+    res = evaluate(m, build_loader(clips, 4, shuffle=False), "cpu")
+    grid = m.patch_embed.pdf_size()
+
+    def boxes(item):  # item 0: the moving one, 1: the static one (MovingClutteredFashionMNIST.object_boxes)
+        return stack_frame_boxes(torch.stack([torch.from_numpy(torus_pieces(clips.object_boxes(i)[:, item])).float()
+                                              for i in range(4)]))
+
+    oracle_map = box_pdf(boxes(0), grid)
+    assert res["object_mass"] == pytest.approx(object_mass(oracle_map, boxes(0)).mean().item(), abs=1e-5)
+    assert object_mass(oracle_map, boxes(1)).mean().item() < res["object_mass"]

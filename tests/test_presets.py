@@ -4,7 +4,7 @@ import pytest
 from dartok import compare as cmp
 from dartok.models import create_model
 
-CPU_PRESETS = ("cpu", "cpu-36", "cpu-ablations", "cpu-vim", "cpu-video")  # the harder-data ones: test_compare.py
+CPU_PRESETS = ("cpu", "cpu-36", "cpu-ablations", "cpu-vim", "cpu-video", "cpu-video-which")  # the harder-data ones: test_compare.py
 
 
 @pytest.mark.parametrize("preset", sorted(cmp.PRESETS))
@@ -61,7 +61,7 @@ def test_cpu_presets_have_the_oracle_beside_learned_dart_on_data_with_boxes(pres
     grids = {s.num_tokens for s in entry["specs"] if not s.is_dart}
     for o in oracles:
         assert (o.model, o.num_tokens) in learned  # same model and budget as a learned DART run
-    if grids and preset != "cpu-video":  # video: the grid's budget is per frame; ablations: no grid run
+    if grids and not preset.startswith("cpu-video"):  # video: the grid's budget is per frame; ablations: no grid run
         assert {o.num_tokens for o in oracles} <= grids  # and a grid run at that budget
 
 
@@ -115,3 +115,24 @@ def test_demo_is_a_preset():
     assert preset["train"]["epochs"] == 2 and preset["train"]["canvas_size"] == DEMO_DEFAULTS["canvas_size"]
     with pytest.raises(ValueError, match="square"):
         demo_preset(10)
+
+
+def test_which_moves_preset_starts_every_video_row_from_its_image_run(tmp_path):
+    """cpu-video-which: grid on every frame, DART at half the grid's tokens, the oracle at DART's budget,
+    on which_moves; its image run builds, and its weights inflate into every row's model."""
+    from dartok.models.videomamba import load_image_weights
+    from dartok.tools.compare import train_config
+
+    entry = cmp.PRESETS["cpu-video-which"]
+    assert entry["train"]["data_kwargs"]["task"] == "which_moves"
+    grid, dart, oracle = entry["specs"]
+    assert not grid.is_dart and dart.is_dart and oracle.is_oracle
+    assert dart.num_tokens == oracle.num_tokens == grid.num_tokens * entry["train"]["data_kwargs"]["num_frames"] // 2
+    image = entry["image"]
+    cfg = train_config(image["spec"], image["train"], tmp_path / "image")
+    assert cfg.data == "cluttered_fmnist" and cfg.canvas_size == entry["train"]["canvas_size"]
+    img = create_model(cfg.model, num_tokens=cfg.num_tokens, in_chans=1, num_classes=10, **cfg.model_kwargs)
+    for spec in entry["specs"]:
+        video = create_model(spec.model, num_tokens=spec.num_tokens, **spec.model_kwargs)
+        report = load_image_weights(video, img)
+        assert [k.rsplit(".", 1)[-1] for k in report.missing] == ["temporal_pos_embedding"], spec.name

@@ -6,6 +6,8 @@ Examples::
         --epochs 10 -o runs/dart36
     dartok train --model vit_micro_patch8 --num-tokens 36 --canvas-size 128 -o runs/vit36
     dartok train -o runs/dart36 --resume --epochs 20      # continue / extend a run
+    dartok train --model dart_videomamba_micro_patch8 --data moving_fmnist \
+        --init-from runs/image/checkpoint -o runs/video  # start from an image model (inflated)
     dartok eval --checkpoint runs/dart36/checkpoint --split test --json eval.json
     dartok visualize --checkpoint runs/dart36/checkpoint --indices 0,1,2,3 -o partition.png
     dartok visualize --score-source edges --num-tokens 64 --image photo.png -o edges.png
@@ -128,6 +130,9 @@ def train(
     num_workers: int = typer.Option(0, help="DataLoader worker processes."),
     output: Path = typer.Option(Path("runs/default"), "--output", "-o", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output where it stopped."),
+    init_from: Optional[Path] = typer.Option(
+        None, "--init-from", help="Start from these weights (checkpoint folder, .safetensors, .pth): an image Vim's "
+        "are inflated into a VideoMamba; epoch 0, fresh optimizer (not --resume)."),
     amp: bool = typer.Option(False, "--amp", help="bf16 autocast."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: cuda if available)."),
     model_kwargs_json: Optional[str] = typer.Option(
@@ -158,6 +163,7 @@ def train(
     values["data_kwargs_json"] = _parse_json_dict(data_kwargs_json, "--data-kwargs")
     values["output"] = str(output)
     values["data_root"] = None if data_root is None else str(data_root)
+    values["init_from"] = None if init_from is None else str(init_from)
 
     def given(name: str) -> bool:  # with --resume, options left off the command line come from the saved run
         source = getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
@@ -364,7 +370,8 @@ def compare(
     preset: str = typer.Option("cpu", help="cpu (grid N, DART N, oracle N, grid 4N, DART 2N on the micro ViT, "
                                            "N=16), cpu-36 (N=36), cpu-small, cpu-clutter, cpu-large (harder "
                                            "data; -36 for N=36), cpu-ablations, cpu-vim, cpu-video (Moving "
-                                           "Fashion-MNIST), or full, full-vim, full-video (Ti sizes, for a GPU)."),
+                                           "Fashion-MNIST), cpu-video-which (which item moves; --image-first), "
+                                           "or full, full-vim, full-video (Ti sizes, for a GPU)."),
     output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Folder of the runs."),
     name: Optional[str] = typer.Option(None, help="Result file stem (default: the preset)."),
     results_dir: Path = typer.Option(Path("benchmarks/results"), help="Where the tables and plot go."),
@@ -376,6 +383,11 @@ def compare(
     snapshot_epochs: str = typer.Option("", help="Draw DART partitions after these epochs, e.g. 1,3,12."),
     macs: bool = typer.Option(True, "--macs/--no-macs", help="Count GMACs with fvcore for the table and plot."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs."),
+    init_from: Optional[Path] = typer.Option(
+        None, "--init-from", help="Start every run from these weights (train --init-from), e.g. an image model's "
+        "checkpoint for the video presets (inflated)."),
+    image_first: bool = typer.Option(False, "--image-first", help="Train the preset's image model first "
+                                     "(cpu-video-which) and start every run from it (inflated)."),
     dart_kwargs: str = typer.Option("", help="Extra model kwargs (JSON) for every DART run, e.g. "
                                               "'{\"alpha\": 0.2}'; a run's own kwargs win."),
     seeds: str = typer.Option("", help="Train every run at these seeds, e.g. 0,1,2 (default: the preset's; "
@@ -397,13 +409,20 @@ def compare(
                                  param_hint="--snapshot-epochs") from None
     extra = _parse_json_dict(dart_kwargs, "--dart-kwargs")
     seed_list = _parse_seeds(seeds)
-    overrides = {k: v for k, v in dict(epochs=epochs, train_samples=train_samples, data=data,
-                                       data_root=data_root).items() if v is not None}
+    image = PRESETS[preset].get("image") if image_first else None
+    if image_first and image is None:
+        raise _fail(f"--image-first: preset {preset!r} has no image run; presets with one: "
+                    f"{sorted(k for k, v in PRESETS.items() if 'image' in v)}")
+    if image_first and init_from is not None:
+        raise _fail("--image-first and --init-from both say where the runs start from; give one")
+    overrides = {k: v for k, v in dict(epochs=epochs, train_samples=train_samples, data=data, data_root=data_root,
+                                       init_from=None if init_from is None else str(init_from)).items()
+                 if v is not None}
     stem = name or preset
     try:
         result = run_compare(preset, output / preset, stem, train=overrides, jobs=jobs, snapshot_epochs=snaps,
                              resume=resume, count_macs=macs, echo=typer.echo, dart_kwargs=extra,
-                             results_dir=results_dir, seeds=seed_list)
+                             results_dir=results_dir, seeds=seed_list, image=image)
     except ValueError as e:  # a bad option, found before anything trains
         raise _fail(str(e))
     except (RuntimeError, FileNotFoundError) as e:

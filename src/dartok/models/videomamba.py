@@ -24,6 +24,7 @@ stacked frames, say) can replace it in a subclass without touching the rest.
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
@@ -33,7 +34,7 @@ from .. import _compat
 
 _compat.ensure_torchvision_importable()
 
-from timm.layers import to_2tuple, trunc_normal_  # noqa: E402
+from timm.layers import resample_abs_pos_embed, resample_patch_embed, to_2tuple, trunc_normal_  # noqa: E402
 from timm.models import build_model_with_cfg, register_model  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 
@@ -41,9 +42,13 @@ from ..layers.mamba import MambaClassifier, init_mamba_weights, segm_init_weight
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
 from ..video_tokenizer import VideoDART  # noqa: E402
-from ._adapter import _DART_KEYS, ClassTokenDartMixin, _cfg, create_dart, patch_backbone, patch_options  # noqa: E402
+from ._adapter import (_DART_KEYS, ClassTokenDartMixin, _cfg, create_dart, is_dart, patch_backbone,  # noqa: E402
+                       patch_options)
+from .vim import VisionMamba, split_cls_pos  # noqa: E402
+from .weights import WeightReport, load_fitting  # noqa: E402
 
-__all__ = ["DartVideoMamba", "PatchEmbed3d", "VideoMamba", "patch_videomamba"]
+__all__ = ["VIDEO_INIT_KEYS", "DartVideoMamba", "PatchEmbed3d", "VideoMamba", "inflate_image_state_dict",
+           "load_image_weights", "patch_videomamba"]
 
 
 class PatchEmbed3d(nn.Module):
@@ -371,3 +376,205 @@ def dart_videomamba_micro_patch8(pretrained: bool = False, **kwargs) -> VideoMam
     return _create_dart_videomamba("videomamba_micro_patch8", pretrained,
                                    {"img_size": 128, "scorer": "mobilenetv3_small", "scorer_head": "v2",
                                     "scorer_input_size": 128, "scorer_pretrained": None, "antialias": True}, kwargs)
+
+
+# --------------------------------------------------------------------------- image weights → video
+
+VIDEO_INIT_KEYS = ("temporal_pos_embedding", "patch_embed.temporal_pos_embedding")
+"""What inflation leaves at the video model's initialisation (zeros, as OpenGVLab starts from ImageNet)."""
+
+
+def _image_source(image) -> tuple[dict[str, torch.Tensor], bool | None, bool | None]:
+    """``(state dict, middle class token?, directions averaged?)`` of an image Vim given as a
+    module (the flags read off it) or as a state dict (flags ``None``: the caller's defaults)."""
+    if isinstance(image, nn.Module):
+        if not isinstance(image, VisionMamba):
+            raise ValueError(f"inflation takes a (DART) Vision Mamba image model, got {type(image).__name__}")
+        middle = bool(image.if_cls_token and image.use_middle_cls_token)
+        return dict(image.state_dict()), middle, bool(image.layers[0].mixer.if_devide_out)
+    sd = dict(image)
+    if "model" in sd and isinstance(sd["model"], dict):  # hustvl's / DeiT's released wrapper
+        sd = dict(sd["model"])
+    return sd, None, None
+
+
+def inflate_image_state_dict(
+    image,
+    video_model: VideoMamba,
+    *,
+    middle_cls_token: bool = True,
+    divide_out: bool = True,
+    center: bool = True,
+    notes: list[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Map an image Vim's weights onto a (DART) VideoMamba's keys and shapes (OpenGVLab's
+    ``inflate_weight`` + ``load_state_dict``, which start VideoMamba from ImageNet weights).
+
+    Works for the four pairings of plain / DART image (``vim_*``, ``dart_vim_*``) and plain /
+    DART video (``videomamba_*``, ``dart_videomamba_*``):
+
+    - patch projection: a plain video model's ``Conv3d`` (``D×C×k×P×P``) gets the image's
+      ``Conv2d`` (``D×C×P×P``) in its time slot: for tubelet ``k = 1`` that is the same
+      numbers, so each frame's patch tokens are what the image model computed; for
+      ``k > 1``, ``center`` puts it in the middle slot ``k // 2`` (zeros elsewhere), else
+      it is repeated and divided by k (OpenGVLab's two options). VideoDART keeps a
+      ``Conv2d``: copied. A different patch size is resampled (timm's ``resample_patch_embed``).
+    - position: the image's class-token entry (at index ``N // 2`` of hustvl's ``pos_embed``
+      with ``middle_cls_token``, else 0; DART keeps it in ``pos_embed``) becomes the video
+      model's class entry (index 0, where VideoMamba puts its class token); the ``g×g`` grid
+      becomes the spatial grid (plain: ``pos_embed[1:]``, DART: ``patch_embed.pos_embed``),
+      resampled (bicubic) if the video model's grid differs.
+      ``temporal_pos_embedding`` is not in the result: it stays at the video model's init
+      (zeros), so every frame starts with the image model's positions.
+    - Mamba layers, ``norm_f``, ``cls_token``, ``head``: copied. Vim averages its two scan
+      directions (hustvl's ``if_devide_out``, ``divide_out``), VideoMamba adds them; each
+      ``out_proj.weight`` is scaled by the ratio (halved) so every block computes what it
+      computed in the image model.
+    - the DART scorer (``patch_embed.scorer.*``): copied when both are DART with a scorer,
+      dropped with a note when the video model has none (plain, or the oracle), absent
+      (left at init) when the image model had none. The image scorer's auxiliary CAM head
+      (``patch_embed.scorer.cam.*``, docs/method.md §10) is dropped with a note: a video
+      scorer has none.
+
+    Where the two models compute the same thing: a plain image Vim with its class token at
+    the head (``use_middle_cls_token=False``) and a plain VideoMamba of one frame give the
+    same logits (``tests/test_inflate.py``). With the middle class token and T frames they
+    differ (another sequence), but each frame's patch tokens are the image's.
+
+    Args:
+        image: an image model (:class:`~dartok.models.vim.VisionMamba` or its DART version;
+            ``middle_cls_token`` and ``divide_out`` are then read off it) or its state dict
+            (a ``{"model": state_dict}`` wrapper is unwrapped).
+        video_model: the :class:`VideoMamba` (or :class:`DartVideoMamba`) to fit.
+        middle_cls_token, divide_out: the image model's layout when ``image`` is a state
+            dict (the defaults are hustvl's and dartok's Vim).
+        center: how a tubelet ``k > 1`` is inflated (above).
+        notes: a list the mapping steps are described into (one line each).
+
+    Returns:
+        A state dict in the video model's layout (without the keys left at init).
+
+    Raises:
+        ValueError: not an image Vim state dict (no ``layers.*``, a ``temporal_pos_embedding``
+            already, a patch projection that is not 4-D), a position embedding that is not
+            a square grid plus a class entry, an image model without a class token, or a
+            ``video_model`` that is not a VideoMamba.
+    """
+    if not isinstance(video_model, VideoMamba):
+        raise ValueError(f"inflation fits a VideoMamba, got {type(video_model).__name__}")
+    sd, middle, halves = _image_source(image)
+    middle = middle_cls_token if middle is None else middle
+    halves = divide_out if halves is None else halves
+    notes = [] if notes is None else notes
+    if any(k.endswith("temporal_pos_embedding") for k in sd):
+        raise ValueError("these weights are a video model's already (they hold a temporal_pos_embedding): "
+                         "load them directly, without inflation")
+    if not any(k.startswith("layers.") for k in sd):
+        raise ValueError("not a Vision Mamba state dict (no 'layers.*' keys): inflation maps (DART) Vim weights")
+    w = sd.get("patch_embed.proj.weight")
+    if w is None or w.dim() != 4:
+        raise ValueError(f"the image patch projection must be a Conv2d weight D×C×P×P, got "
+                         f"{None if w is None else tuple(w.shape)}")
+    if "cls_token" not in sd:
+        raise ValueError("the image model has no class token; VideoMamba classifies from one (cls_token)")
+
+    # position: class entry + grid, in the image's layout
+    if "patch_embed.pos_embed" in sd:  # DART image: grid in the tokenizer, class entry on the model
+        grid, cls_pos = sd.pop("patch_embed.pos_embed"), sd.pop("pos_embed", None)
+    else:
+        pos = sd.pop("pos_embed", None)
+        if pos is None:
+            raise ValueError("the image model has no absolute position embedding (pos_embed)")
+        n = pos.shape[1] - 1
+        if math.isqrt(n) ** 2 != n:
+            raise ValueError(f"pos_embed of length {pos.shape[1]} is not a square grid plus one class entry")
+        cls_pos, grid = split_cls_pos(pos, n // 2 if middle else 0)
+    if cls_pos is None:
+        raise ValueError("the image model has no class-token position entry")
+
+    dart = is_dart(video_model)
+    tok = video_model.patch_embed
+    g_src = math.isqrt(grid.shape[1])
+    if g_src * g_src != grid.shape[1]:
+        raise ValueError(f"the image position grid has {grid.shape[1]} entries, not a square")
+    g_dst = (tok.pos_grid if tok.pos_embed is not None else None) if dart else tok.grid_size[0]
+    if g_dst is not None and g_dst != g_src:
+        grid = resample_abs_pos_embed(grid, new_size=[g_dst, g_dst], old_size=[g_src, g_src], num_prefix_tokens=0)
+        notes.append(f"position grid resampled {g_src}x{g_src} -> {g_dst}x{g_dst} (bicubic)")
+    if dart:
+        if g_dst is not None:
+            sd["patch_embed.pos_embed"] = grid
+        sd["pos_embed"] = cls_pos
+    else:
+        sd["pos_embed"] = torch.cat([cls_pos, grid], dim=1)
+    if middle:
+        notes.append("class token moved from the middle of the sequence (Vim) to its head (VideoMamba)")
+
+    # patch projection
+    own = tok.proj.weight
+    if tuple(w.shape[-2:]) != tuple(own.shape[-2:]):
+        w = resample_patch_embed(w, list(own.shape[-2:]))
+        notes.append(f"patch projection resampled to {tuple(own.shape[-2:])}")
+    if own.dim() == 5:
+        k = own.shape[2]
+        if k == 1:
+            w = w.unsqueeze(2)
+        elif center:
+            w3 = w.new_zeros(*w.shape[:2], k, *w.shape[2:])
+            w3[:, :, k // 2] = w
+            w = w3
+        else:
+            w = w.unsqueeze(2).repeat(1, 1, k, 1, 1) / k
+        notes.append(f"patch projection Conv2d -> Conv3d (tubelet {k}"
+                     + (", centre slot" if k > 1 and center else ", repeated / k" if k > 1 else "") + ")")
+    sd["patch_embed.proj.weight"] = w
+
+    # the two scan directions: averaged in Vim, added in VideoMamba
+    scaled = 0
+    for i, layer in enumerate(video_model.layers):
+        key = f"layers.{i}.mixer.out_proj.weight"
+        ratio = (0.5 if halves else 1.0) / (0.5 if layer.mixer.if_devide_out else 1.0)
+        if key in sd and ratio != 1.0 and layer.mixer.bimamba_type == "v2":
+            sd[key] = sd[key] * ratio
+            scaled += 1
+    if scaled:
+        notes.append(f"out_proj of {scaled} blocks scaled: the image model averaged its two scan directions, "
+                     "the video model adds them")
+
+    # the scorer
+    has_scorer = any(k.startswith("patch_embed.scorer.") for k in video_model.state_dict())
+    dropped = [k for k in sd if k.startswith("patch_embed.scorer.")] if not has_scorer else []
+    for k in dropped:
+        sd.pop(k)
+    if dropped:
+        notes.append(f"scorer dropped ({len(dropped)} tensors): the video model has none")
+    # the image scorer's auxiliary CAM head (docs/method.md §10): a video scorer has none
+    video_keys = set(video_model.state_dict())
+    cam = [k for k in sd if k.startswith("patch_embed.scorer.cam.") and k not in video_keys]
+    for k in cam:
+        sd.pop(k)
+    if cam:
+        notes.append("the image scorer's auxiliary CAM head dropped: a video scorer has none (docs/method.md §10)")
+    return sd
+
+
+def load_image_weights(video_model: VideoMamba, image, *, middle_cls_token: bool = True, divide_out: bool = True,
+                       center: bool = True, source: str = "image weights") -> WeightReport:
+    """Inflate an image Vim's weights into ``video_model`` in place (:func:`inflate_image_state_dict`).
+
+    Left at the video model's initialisation, and listed in the report: ``temporal_pos_embedding``
+    (zeros), the scorer when the image model had none, the head when the class counts
+    differ (dropped with a note).
+
+    Returns:
+        A :class:`dartok.models.weights.WeightReport` (loaded / missing / unused keys, notes).
+
+    Raises:
+        ValueError: what :func:`inflate_image_state_dict` raises, and any other key or shape
+            the models do not share (another ``embed_dim``, ``depth``, ``in_chans``...), by name.
+    """
+    notes: list[str] = []
+    sd = inflate_image_state_dict(image, video_model, middle_cls_token=middle_cls_token, divide_out=divide_out,
+                                  center=center, notes=notes)
+    return load_fitting(video_model, sd, may_miss=(*VIDEO_INIT_KEYS, "patch_embed.scorer"), notes=notes,
+                        source=source)

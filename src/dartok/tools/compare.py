@@ -235,6 +235,25 @@ PRESETS: dict[str, dict[str, Any]] = {
     **{f"cpu-{variant}{suffix}": {"specs": _micro(n), "seeds": CPU_SEEDS,
                                   "train": {**_CPU_RECIPE, **copy.deepcopy(data)}}
        for variant, data in _HARDER_DATA.items() for n, suffix in ((16, ""), (36, "-36"))},
+    # tokens that must follow motion (issue 11 item 6): which_moves, two items, the label is the class of
+    # the one that moves; the temporal-difference score should put DART's tokens on it, and the oracle
+    # (the moving item's box) is the bound. The localisation metric is the moving item's object mass.
+    # Two steps, as VideoMamba starts from ImageNet weights: the "image" run (a DART Vim on Cluttered
+    # Fashion-MNIST with the video's 64² canvas and item sizes) trains first, then every video row
+    # starts from it, inflated (`dartok compare --preset cpu-video-which --image-first`, or
+    # `dartok train` the image run yourself and pass `--init-from <its checkpoint>`)
+    "cpu-video-which": {
+        "specs": _video(16, 4, "videomamba_micro_patch8", "dart_videomamba_micro_patch8", {"scorer_input_size": 64},
+                        oracle=True),
+        "seeds": CPU_SEEDS,
+        "train": {"data": "moving_fmnist", "data_kwargs": {"task": "which_moves", "num_frames": 4, "speed": [4, 8]},
+                  "canvas_size": 64, "epochs": 20, "train_samples": 3000, "test_samples": 1000, "batch_size": 32,
+                  "lr": 1e-3},
+        "image": {"spec": RunSpec("image", "dart_vim_micro_patch8", 16, {"scorer_input_size": 64}),
+                  "train": {"data": "cluttered_fmnist", "canvas_size": 64,
+                            "data_kwargs": {"object_scale": [0.25, 0.4], "num_clutter": 6, "clutter_size": 0.12},
+                            "epochs": 8, "train_samples": 6000, "test_samples": 1000, "batch_size": 64, "lr": 1e-3}},
+    },
     # Vim-Ti / VideoMamba-Ti sizes for a GPU (ImageFolder / SSv2-style clip folder via --data, --data-root)
     "full-vim": {"specs": _main_set(196, "vim_tiny_patch16_224", "dart_vim_tiny_patch16_224"),
                  "train": {"epochs": 300, "batch_size": 1024, "lr": 1e-3, "warmup_epochs": 5, "amp": True}},
@@ -756,7 +775,7 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
             resume: bool = False, count_macs: bool = True, echo: Callable[[str], None] = print,
             dart_kwargs: dict[str, Any] | None = None, results_dir: str | os.PathLike | None = None,
             extra_meta: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
-            seeds: Sequence[int] | None = None) -> dict[str, Any]:
+            seeds: Sequence[int] | None = None, image: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run a preset (or given specs), then write ``<output>/<name>.{json,md,png}``.
 
     Args:
@@ -781,6 +800,11 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
             ``train``'s seed. The table has one row per spec over the seeds
             (:func:`aggregate_seeds`), the JSON the per-seed rows too (``seed_rows``, with
             several seeds).
+        image: ``{"spec": RunSpec, "train": options}``, an image run trained first (into
+            ``<output>/<spec name>``, with ``resume`` like the others) that every run then
+            starts from (``init_from`` its checkpoint: inflated into video models), as
+            VideoMamba starts from ImageNet weights; a preset's ``"image"`` entry
+            (``cpu-video-which``). Its row is not in the table.
 
     Returns:
         ``{"rows" (one per spec, :func:`aggregate_seeds`), "seed_rows" (one per run,
@@ -806,6 +830,18 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
         seeds = check_seeds(seeds)
     if dart_kwargs:
         specs = [replace(s, model_kwargs={**dart_kwargs, **s.model_kwargs}) if s.is_dart else s for s in specs]
+    if image is not None:
+        spec = image["spec"]
+        if spec.name in {s.name for s in specs}:
+            raise ValueError(f"the image run's name {spec.name!r} is also a run of the comparison")
+        train_config(spec, image["train"], Path(output) / spec.name)  # a bad option fails before anything trains
+        for s in specs:
+            train_config(s, {**(train or {}), "init_from": str(Path(output) / spec.name / "checkpoint")},
+                         Path(output) / s.name)
+        codes = run_specs([spec], output, image["train"], jobs=1, resume=resume, echo=echo)
+        if codes[spec.name] != 0:
+            raise RuntimeError(f"training failed for the image run {spec.name!r}")
+        train = {**(train or {}), "init_from": str(Path(output) / spec.name / "checkpoint")}
     codes = run_specs(specs, output, train or {}, jobs=jobs, snapshot_epochs=snapshot_epochs, resume=resume,
                       echo=echo, seeds=seeds)
     failed = [n for n, c in codes.items() if c != 0]
@@ -815,6 +851,7 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
     rows = aggregate_seeds(seed_rows)
     meta = {"preset": preset, "train": train, "seeds": list(seeds) if seeds is not None else None,
             "dart_kwargs": dart_kwargs or {}, "jobs": jobs,
+            "image": None if image is None else {"spec": asdict(image["spec"]), "train": image["train"]},
             "wall_time_s": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
     try:
         from .bench import machine_info

@@ -50,6 +50,8 @@ __all__ = [
     "resolve_checkpoint_dir",
     "has_ema_weights",
     "unwrap_model",
+    "read_state_dict",
+    "init_from",
 ]
 
 WEIGHTS_NAME = "model.safetensors"
@@ -265,6 +267,15 @@ def _read_weights(path: Path, device: str | torch.device = "cpu") -> tuple[dict[
     return tensors, aliases
 
 
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors with the tied aliases restored (:func:`_dedupe_state_dict`)."""
+    tensors, aliases = _read_weights(path)
+    for alias, kept in aliases.items():
+        if kept in tensors and alias not in tensors:
+            tensors[alias] = tensors[kept]
+    return tensors
+
+
 def has_ema_weights(path_dir: str | os.PathLike) -> bool:
     """True if the checkpoint holds EMA weights (``model_ema.safetensors``)."""
     try:
@@ -292,10 +303,7 @@ def load_weights(model: nn.Module, path_dir: str | os.PathLike, *, strict: bool 
     path = resolve_checkpoint_dir(path_dir) / (EMA_WEIGHTS_NAME if ema else WEIGHTS_NAME)
     if ema and not path.is_file():
         raise FileNotFoundError(f"checkpoint EMA weights {str(path)!r} are missing (run trained without --model-ema?)")
-    tensors, aliases = _read_weights(path)
-    for alias, kept in aliases.items():
-        if kept in tensors and alias not in tensors:
-            tensors[alias] = tensors[kept]
+    tensors = _read_state_dict(path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -401,3 +409,85 @@ def model_from_checkpoint(
     load_weights(model, path_dir, ema=ema)
     model.to(device).eval()
     return model, config
+
+
+# --------------------------------------------------------------------------------------
+# init_from: another run's weights as a new run's starting point
+# --------------------------------------------------------------------------------------
+def _weights_folder(path: Path) -> Path:
+    """The checkpoint folder of a checkpoint folder or of a run folder holding ``checkpoint/``.
+
+    Raises:
+        FileNotFoundError: neither (see :func:`resolve_checkpoint_dir`).
+    """
+    if not checkpoint_exists(path) and checkpoint_exists(path / "checkpoint"):
+        path = path / "checkpoint"
+    return resolve_checkpoint_dir(path)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The weights at ``path``: a checkpoint folder (its ``model.safetensors``), a run folder
+    holding ``checkpoint/``, a ``.safetensors`` file, or a ``.pth`` / ``.pt`` / ``.bin`` file
+    (``torch.load(weights_only=True)``; a ``{"model": ...}`` / ``{"state_dict": ...}`` wrapper
+    is unwrapped, a ``module.`` prefix dropped).
+
+    Raises:
+        FileNotFoundError: nothing there.
+        ValueError: a file that is not a state dict (corrupt, or of another kind).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _read_state_dict(_weights_folder(path) / WEIGHTS_NAME)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights {str(path)!r} do not exist (a checkpoint folder, .safetensors or .pth)")
+    if path.suffix == ".safetensors":
+        return _read_state_dict(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"weights {str(path)!r} are corrupt or not a torch state dict: {e}") from None
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"weights {str(path)!r} hold no state dict (name -> tensor)")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+
+
+def init_from(model: nn.Module, path: str | os.PathLike):
+    """Start ``model`` from the weights at ``path`` (``dartok train --init-from``), in place.
+
+    Only weights: no optimizer, schedule, epoch or RNG state (that is ``--resume``). Two cases:
+
+    - an image Vim (plain or DART: no ``temporal_pos_embedding``) into a VideoMamba (plain
+      or DART): inflated (:func:`dartok.models.videomamba.load_image_weights`; from a
+      checkpoint folder the image model is rebuilt from its ``config.json`` so its class
+      token position and scan-direction averaging are read off it; a bare file is taken to
+      have hustvl's / dartok's Vim layout);
+    - otherwise the weights are loaded as they are (the same architecture), except that a
+      head of another class count is dropped and scorer weights the model has no scorer
+      for (an oracle run) go unused.
+
+    Returns:
+        A :class:`dartok.models.weights.WeightReport` (what was loaded, left at init, unused; notes).
+
+    Raises:
+        FileNotFoundError: no weights at ``path``.
+        ValueError: weights that do not fit (named keys / shapes), or a video checkpoint for an
+            image model.
+    """
+    from ..models.videomamba import VideoMamba, load_image_weights
+    from ..models.weights import load_fitting
+
+    model = unwrap_model(model)
+    source = f"weights {str(path)!r}"
+    sd = read_state_dict(path)
+    video_source = any(k.endswith("temporal_pos_embedding") for k in sd)
+    if isinstance(model, VideoMamba) and not video_source:
+        image = sd
+        if Path(path).is_dir() and (_weights_folder(Path(path)) / CONFIG_NAME).is_file():
+            image, _ = model_from_checkpoint(_weights_folder(Path(path)))  # its class token position, ... read off it
+        return load_image_weights(model, image, source=source)
+    if video_source and not isinstance(model, VideoMamba):
+        raise ValueError(f"{source} are a video model's; {type(model).__name__} is an image model")
+    return load_fitting(model, sd, may_ignore=("patch_embed.scorer",), source=source)

@@ -50,6 +50,14 @@ class TrainConfig:
     (``None``: inferred from the data -- 10 classes and 1 channel for the Fashion-MNIST
     datasets, 3 channels otherwise).
 
+    Initialisation: ``init_from`` (``None``: the model's own init): a checkpoint folder (or
+    a run folder holding one), a ``.safetensors`` or a ``.pth`` state dict whose weights the
+    model starts from (:func:`dartok.train.checkpoint.init_from`): loaded as they are for the
+    same architecture, inflated when they are an image Vim's and the model is a VideoMamba
+    (as VideoMamba starts from ImageNet weights); a head of another class count is dropped.
+    Only the weights: the run still starts at epoch 0 with a fresh optimizer and schedule
+    (continuing a run is ``resume``), and a resumed run does not load them again.
+
     Data: ``data`` (a registered name, :func:`dartok.data.list_datasets`, or a timm /
     ImageFolder name; the registry also says the run's task), ``data_root``, ``canvas_size``
     (canvas datasets), ``train_samples`` / ``test_samples``
@@ -76,6 +84,7 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
     num_classes: int | None = None
     in_chans: int | None = None
+    init_from: str | None = None
     data: str = "cluttered_fmnist"
     data_root: str | None = None
     canvas_size: int | None = None
@@ -152,6 +161,8 @@ class TrainConfig:
             raise ValueError(f"data_kwargs must be a dict, got {type(self.data_kwargs).__name__}")
         if not self.model:
             raise ValueError("model name is empty")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise ValueError(f"init_from must be a path (checkpoint folder, .safetensors, .pth), got {self.init_from!r}")
 
 
 def load_resume_config(ckpt_dir: str | Path) -> dict[str, Any]:

@@ -464,6 +464,10 @@ def train(cfg: TrainConfig | Mapping[str, Any] | None = None, **options: Any) ->
     ``model_ema`` it also holds ``model_ema.safetensors``; its ``config.json`` records the
     ``task``, its ``best_metric`` and ``best_<metric>``, e.g. ``best_top1``).
 
+    With ``init_from`` the model starts from those weights (inflated from an image Vim into
+    a VideoMamba; :func:`dartok.train.checkpoint.init_from`), at epoch 0 with a fresh
+    optimizer; what was loaded, left at init or dropped is logged.
+
     The task (loss, metrics, best metric) is the one the dataset is registered with
     (:func:`dartok.data.register_dataset`).
 
@@ -522,6 +526,9 @@ def _train(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     data = _build_data(cfg)
     task = data.task
     m = _build_model(cfg, data, device)
+    if cfg.init_from and saved_config is None:  # a resumed run has its own weights
+        report = ckpt.init_from(m.model, cfg.init_from)
+        log(f"initialised from {cfg.init_from!r}: " + report.describe())
     if info.rank > 0:  # own dropout / drop-path / augmentation streams per rank (rank 0 keeps the 1-process ones)
         seed_everything(rank_seed(cfg.seed, info.rank))
     data_record = _data_record(cfg, data, m.model)
