@@ -100,6 +100,8 @@ def test_default_is_on_for_a_trunk_learned_from_scratch_and_off_for_the_papers_p
         scorer_cam_classes(headless, DART, "mobilenetv3_small", scorer_pretrained=False,
                            **{**args, "scorer_cam": True})
     assert create_model("dart_videomamba_micro_patch8").patch_embed.scorer.cam_classes == 0
+    with pytest.raises(ValueError, match="scorer_cam=True"):
+        create_model("dart_videomamba_micro_patch8", scorer_cam=True)
     assert create_model("dart_vit_micro_patch8", 16, score_source="oracle").patch_embed.scorer is None
 
 
@@ -156,6 +158,25 @@ def test_training_adds_the_auxiliary_loss_and_reports_the_task_loss():
     # ... while the auxiliary loss was added to what is minimised: the head has moved
     assert not torch.allclose(model.patch_embed.scorer.cam.weight, before)
     assert model.patch_embed.scorer._cam_logits is None  # consumed by the step
+
+
+def test_a_model_copies_and_pickles_after_a_training_forward():
+    import copy
+    import io
+
+    model = create_model("dart_vit_micro_patch8", 16, scorer_input_size=64, depth=1).train()
+    model(torch.rand(2, 1, 64, 64))
+    assert model.patch_embed.scorer._cam_logits is not None
+    twin = copy.deepcopy(model)  # e.g. timm's ModelEmaV3 made after a first step
+    assert twin.patch_embed.scorer._cam_logits is None
+    assert model.patch_embed.scorer._cam_logits is not None  # the original keeps its own
+    buf = io.BytesIO()
+    torch.save(model.eval(), buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    assert loaded.patch_embed.scorer._cam_logits is None
+    x = torch.rand(1, 1, 64, 64)
+    torch.testing.assert_close(loaded(x), model(x))
 
 
 def test_softmax_activation_lifts_the_sigmoid_contrast_cap():

@@ -166,6 +166,23 @@ class ScorerHeadV2(nn.Module):
         return torch.einsum("bchw,bc->bhw", feats, weights) / feats.shape[1] ** 0.5
 
 
+class _Stash:
+    """A per-forward value a module keeps for the loss (not state): ``deepcopy`` and pickling
+    give an empty one, so a model copied after a training forward (an EMA, say) copies."""
+
+    def __init__(self) -> None:
+        self.value = None
+
+    def __deepcopy__(self, memo) -> "_Stash":
+        return _Stash()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.value = None
+
+
 class Scorer(nn.Module):
     """Image → pdf over an ``h×w`` grid (docs/method.md §3).
 
@@ -284,7 +301,16 @@ class Scorer(nn.Module):
         self.cam_score = bool(cam_score)
         self.cam_loss_weight = float(cam_loss_weight)
         self.cam = nn.Conv2d(self.channels, self.cam_classes, 1) if self.cam_classes else None
-        self._cam_logits: torch.Tensor | None = None
+        self._cam_stash = _Stash()
+
+    @property
+    def _cam_logits(self) -> torch.Tensor | None:
+        """The ``B×K`` auxiliary logits of the last training forward (kept out of copies and pickles)."""
+        return self._cam_stash.value
+
+    @_cam_logits.setter
+    def _cam_logits(self, value: torch.Tensor | None) -> None:
+        self._cam_stash.value = value
 
     @property
     def grid_size(self) -> tuple[int, int]:

@@ -308,6 +308,7 @@ def patch_videomamba(
     learn_contrast: bool = True,
     score_source: str = "scorer",
     temporal_diff: str = "abs",
+    scorer_cam: bool | None = None,
 ) -> VideoMamba:
     """Turn a :class:`VideoMamba` into a DART VideoMamba in place, keeping its weights.
 
@@ -335,13 +336,17 @@ def patch_videomamba(
         scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
         trainable_scorer_trunk, learn_contrast: used when ``scorer`` is a name.
         score_source: ``"scorer"`` or ``"oracle"`` (the data's object box; :func:`~dartok.models.patch_backbone`).
+        scorer_cam: accepted for symmetry with the image families; a video scorer has no
+            auxiliary CAM head (a clip's label is not every frame's, docs/method.md §10), so
+            ``None`` / ``False`` build none and ``True`` is an error.
 
     Returns:
         The same object, now a :class:`DartVideoMamba`.
 
     Raises:
         TypeError: not a :class:`VideoMamba`.
-        ValueError: already DART, a tubelet size other than 1, or a non-square grid.
+        ValueError: already DART, a tubelet size other than 1, a non-square grid, or
+            ``scorer_cam=True``.
     """
     return patch_backbone(model, DartVideoMamba, **patch_options(locals()))
 
