@@ -9,7 +9,10 @@ same data, recipe, epochs and seeds for every row. Variants (model kwargs of the
 * ``dart (cam loss only)``: the auxiliary class-activation head trained jointly, its map not
   fed to the score (``cam_score`` False): only the trunk's extra gradient;
 * ``dart (cam)``: the auxiliary head, its map added to the score (the default);
-* ``dart (cam, w=0.3)``: the same with the auxiliary loss weighted 0.3.
+* ``dart (cam, w=0.3)``: the same with the auxiliary loss weighted 0.3;
+* ``dart (no cam, softmax)``, ``dart (cam, softmax)``: the softmax score activation;
+* ``dart (no cam, saliency prior)``, ``dart (cam, saliency prior)``: the training-free
+  saliency prior mixed in, its share annealed from 1 to 0 over ``--prior-epochs``.
 
     python benchmarks/scorer_remedies.py [--seeds 0 1 2] [--epochs 5] [--train-samples 8000]
 
@@ -43,6 +46,9 @@ def variants(n: int, which: list[str]) -> list[RunSpec]:
         "softmax": RunSpec("dart (no cam, softmax)", d, n, {"scorer": {**MICRO_SCORER, "activation": "softmax"}}),
         "camsoftmax": RunSpec("dart (cam, softmax)", d, n,
                               {"scorer": {**MICRO_SCORER, "cam_classes": 10, "activation": "softmax"}}),
+        "prior": RunSpec("dart (no cam, saliency prior)", d, n, {"scorer": {**MICRO_SCORER}, "prior": "saliency"}),
+        "camprior": RunSpec("dart (cam, saliency prior)", d, n,
+                            {"scorer": {**MICRO_SCORER, "cam_classes": 10}, "prior": "saliency"}),
         "cam03": RunSpec("dart (cam, w=0.3)", d, n,
                          {"scorer": {**MICRO_SCORER, "cam_classes": 10, "cam_loss_weight": 0.3}}),
     }
@@ -57,12 +63,15 @@ def main() -> None:
     ap.add_argument("--train-samples", type=int, default=8000)
     ap.add_argument("--test-samples", type=int, default=2000)
     ap.add_argument("--runs", nargs="+", default=["grid", "oracle", "nocam", "camloss", "cam"])
+    ap.add_argument("--prior-epochs", type=float, default=0.0,
+                    help="anneal the prior of the *prior runs over this many epochs")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--output", default="runs/scorer_remedies")
     ap.add_argument("--name", default="scorer_remedies")
     args = ap.parse_args()
     train = dict(canvas_size=128, epochs=args.epochs, train_samples=args.train_samples,
-                 test_samples=args.test_samples, batch_size=64, lr=1e-3, warmup_epochs=1)
+                 test_samples=args.test_samples, batch_size=64, lr=1e-3, warmup_epochs=1,
+                 prior_epochs=args.prior_epochs)
     specs = variants(args.num_tokens, args.runs)
     per_seed: dict[str, list[dict]] = {s.name: [] for s in specs}
     t0 = time.perf_counter()

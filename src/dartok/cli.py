@@ -122,6 +122,9 @@ def train(
     min_lr: float = typer.Option(1e-5, help="Final learning rate of the cosine schedule."),
     label_smoothing: float = typer.Option(0.1, help="Label smoothing of the training loss."),
     clip_grad: Optional[float] = typer.Option(None, help="Clip the gradient norm to this value."),
+    prior_epochs: float = typer.Option(0.0, help="A DART model built with a training-free prior "
+                                       "(--model-kwargs '{\"prior\": \"saliency\"}') mixes it into its score map, "
+                                       "its share annealed from 1 to 0 over this many epochs (docs/method.md §10)."),
     model_ema: bool = typer.Option(False, "--model-ema", help="Keep an EMA of the weights (DeiT); evaluated "
                                    "and checkpointed (model_ema.safetensors) alongside."),
     model_ema_decay: float = typer.Option(0.99996, help="Decay of the weight EMA (--model-ema)."),

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from .partition import work_dtype
 
 __all__ = [
-    "SCORE_ACTIVATIONS", "SCORER_TRUNKS", "Scorer", "ScorerHeadV1", "ScorerHeadV2", "edge_pdf", "fold_trunk_batchnorm", "scores_to_pdf",
+    "PRIORS", "SCORE_ACTIVATIONS", "SCORER_TRUNKS", "Scorer", "saliency_pdf", "ScorerHeadV1", "ScorerHeadV2", "edge_pdf", "fold_trunk_batchnorm", "scores_to_pdf",
     "uniform_pdf",
 ]
 
@@ -130,6 +130,36 @@ def edge_pdf(images: torch.Tensor, size: tuple[int, int] = (14, 14)) -> torch.Te
     pooled = F.adaptive_avg_pool2d(mag, size).squeeze(1)
     total = pooled.sum((1, 2), keepdim=True)
     return torch.where(total > 0, pooled / total.clamp_min(1e-12), torch.full_like(pooled, 1.0 / (size[0] * size[1])))
+
+
+def saliency_pdf(images: torch.Tensor, size: tuple[int, int] = (14, 14)) -> torch.Tensor:
+    """A training-free saliency prior: how far each cell's mean colour is from the image's.
+
+    Frequency-tuned saliency (Achanta et al. 2009, ``S = ‖I_μ − I_blur‖``) with the blur at
+    the cell scale: ``S(i, j) = ‖m(i, j) − μ‖₂`` over channels, ``m`` the cell's mean colour
+    (area average) and ``μ`` the image's, then standardised per sample and turned into a pdf
+    by a softmax over the cells (:func:`scores_to_pdf`, ``activation="softmax"``). Objects
+    that stand out from the dominant colour get the mass. Used by :class:`~dartok.DART`'s
+    annealed ``prior`` (docs/method.md §10).
+
+    Args:
+        images: ``B×C×H×W`` images (any range; float).
+        size: ``(h, w)`` of the map.
+
+    Returns:
+        ``B×h×w`` pdf in at least float32, sums to 1 per sample; a flat image gives the
+        uniform pdf. No gradient flows to ``images`` (a fixed prior).
+    """
+    with torch.no_grad(), torch.autocast(device_type=images.device.type, enabled=False):
+        x = images.to(work_dtype(images.dtype))
+        cells = F.adaptive_avg_pool2d(x, size)  # B×C×h×w
+        dist = (cells - x.mean((2, 3), keepdim=True)).square().sum(1).sqrt()
+        return scores_to_pdf(dist, activation="softmax")
+
+
+PRIORS = {"saliency": saliency_pdf, "edges": edge_pdf}
+"""Training-free score maps :class:`~dartok.DART` can mix in while its scorer learns
+(``prior=``; docs/method.md §10): name → ``fn(images B×C×H×W, size) → pdf B×h×w``."""
 
 
 class ScorerHeadV1(nn.Module):

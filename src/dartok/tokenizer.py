@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .localization import box_pdf
 from .partition import DEFAULT_ALPHA, band_layout, mix_uniform, normalize_pdf, partition_pdf, work_dtype
 from .resample import box_average, sample_patches
-from .scorer import Scorer, uniform_pdf
+from .scorer import PRIORS, Scorer, uniform_pdf
 
 __all__ = ["DART", "DartOutput", "SCORE_SOURCES"]
 
@@ -71,6 +71,11 @@ class DART(nn.Module):
             boxes, which the training loop passes for datasets that provide them).
         oracle_grid: ``(h, w)`` of the oracle's score grid (default: the scorer's grid
             would-be, else the position grid, else ``round(√N)`` per side).
+        prior: ``None`` or a training-free score map of :data:`dartok.scorer.PRIORS`
+            (``"saliency"``, ``"edges"``) mixed into the scorer's pdf as
+            ``(1 − λ)·pdf + λ·prior`` with ``λ = prior_weight`` (a plain float attribute, 0
+            at construction; training anneals it from 1 to 0 over ``prior_epochs``,
+            docs/method.md §10). Only for score maps this module computes itself.
 
     Shapes:
         ``forward(images B×C×H×W, pdf=None | B×h×w) → DartOutput``.
@@ -101,8 +106,13 @@ class DART(nn.Module):
         check_inputs: bool = True,
         score_source: str = "scorer",
         oracle_grid: tuple[int, int] | None = None,
+        prior: str | None = None,
     ):
         super().__init__()
+        if prior is not None and prior not in PRIORS:
+            raise ValueError(f"prior must be None or one of {sorted(PRIORS)}, got {prior!r}")
+        self.prior = prior
+        self.prior_weight = 0.0
         if score_source not in SCORE_SOURCES:
             raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
         if score_source == "oracle" and scorer is not None:
@@ -242,7 +252,8 @@ class DART(nn.Module):
         With ``pdf=None`` the map comes from :meth:`score`; otherwise ``pdf`` (``B×h×w``,
         any non-negative real dtype) replaces the scorer. Either way it is promoted to at
         least float32 (float64 if the images or the pdf are float64) *before* it is
-        validated and normalised per sample, then mixed with the uniform density
+        validated and normalised per sample, mixed with the ``prior`` (its share
+        ``prior_weight``, scorer maps only), then mixed with the uniform density
         (``alpha``). A scorer whose output is NaN or Inf (a diverged head, say) is an
         error, with ``check_inputs`` on or off: its boxes would come out finite and
         meaningless (docs/method.md §7). ``scored=True`` says a given ``pdf`` came from the
@@ -256,8 +267,10 @@ class DART(nn.Module):
             ValueError: a pdf of the wrong shape for this batch, NaN/Inf or negative
                 values (given or from the scorer).
         """
+        prior_on = False
         if pdf is None:
             pdf, scored = self.score(images), True
+            prior_on = self.prior is not None and self.prior_weight > 0
         elif not isinstance(pdf, torch.Tensor) or pdf.dim() != 3 or pdf.shape[0] != images.shape[0]:
             shape = tuple(pdf.shape) if isinstance(pdf, torch.Tensor) else type(pdf).__name__
             raise ValueError(f"pdf must be B×h×w with B = {images.shape[0]} (the image batch), got {shape}")
@@ -270,6 +283,9 @@ class DART(nn.Module):
                 raise
             raise ValueError(f"the scorer's score map is invalid ({e}); the scorer has diverged or its input "
                              "is bad") from None
+        if scored and prior_on:
+            prior = PRIORS[self.prior](images, tuple(pdf.shape[-2:])).to(pdf.dtype)
+            pdf = (1.0 - self.prior_weight) * pdf + self.prior_weight * prior
         return mix_uniform(pdf, self.alpha)
 
     def partition(self, pdf: torch.Tensor) -> torch.Tensor:

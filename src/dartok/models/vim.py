@@ -259,6 +259,7 @@ def patch_vim(
     learn_contrast: bool = True,
     score_source: str = "scorer",
     scorer_cam: bool | None = None,
+    prior: str | None = None,
 ) -> VisionMamba:
     """Turn a :class:`VisionMamba` into a DART Vim in place, keeping its weights (paper §4.3).
 
@@ -283,6 +284,9 @@ def patch_vim(
         score_source: ``"scorer"`` or ``"oracle"`` (the data's object box; :func:`~dartok.models.patch_backbone`).
         scorer_cam: the scorer's auxiliary class-activation head (docs/method.md §10): ``None``
             (default) on for a trunk trained from scratch, off for a pretrained one.
+        prior: a training-free score map (``"saliency"``, ``"edges"``; :data:`dartok.scorer.PRIORS`)
+            mixed into the scorer's while it learns, its share set by training's ``prior_epochs``
+            (docs/method.md §10); ``None`` (default) none.
 
     Returns:
         The same object, now a :class:`DartVisionMamba`.

@@ -135,6 +135,7 @@ def patch_timm(
     learn_contrast: bool = True,
     score_source: str = "scorer",
     scorer_cam: bool | None = None,
+    prior: str | None = None,
 ) -> VisionTransformer:
     """Turn a timm ``VisionTransformer`` into a DART model in place, keeping its weights.
 
@@ -162,6 +163,9 @@ def patch_timm(
         score_source: ``"scorer"`` or ``"oracle"`` (the data's object box; :func:`~dartok.models.patch_backbone`).
         scorer_cam: the scorer's auxiliary class-activation head (docs/method.md §10): ``None``
             (default) on for a trunk trained from scratch, off for a pretrained one.
+        prior: a training-free score map (``"saliency"``, ``"edges"``; :data:`dartok.scorer.PRIORS`)
+            mixed into the scorer's while it learns, its share set by training's ``prior_epochs``
+            (docs/method.md §10); ``None`` (default) none.
 
     Returns:
         The same object, now an instance of a ``DartVisionTransformer`` subclass.

@@ -65,7 +65,9 @@ class TrainConfig:
 
     Optimization: ``epochs``, ``batch_size`` (the GLOBAL batch: split evenly across the
     processes of a distributed run), ``lr``, ``weight_decay``, ``warmup_epochs``,
-    ``warmup_lr``, ``min_lr``, ``label_smoothing``, ``clip_grad`` (max grad norm, ``None``
+    ``warmup_lr``, ``min_lr``, ``label_smoothing``, ``prior_epochs`` (a DART model built with a
+    training-free ``prior`` mixes it into its score map with a share annealed linearly from 1
+    to 0 over this many epochs; 0 never; docs/method.md §10), ``clip_grad`` (max grad norm, ``None``
     off), ``seed``, ``model_ema`` (keep an exponential moving average of the weights, as
     DeiT does, with ``timm.utils.ModelEmaV3``; evaluated and checkpointed alongside),
     ``model_ema_decay``.
@@ -101,6 +103,7 @@ class TrainConfig:
     warmup_lr: float = 1e-6
     min_lr: float = 1e-5
     label_smoothing: float = 0.1
+    prior_epochs: float = 0.0
     clip_grad: float | None = None
     seed: int = 0
     model_ema: bool = False
@@ -153,6 +156,9 @@ class TrainConfig:
         if not 0.0 <= self.model_ema_decay < 1.0:
             raise ValueError(f"model_ema_decay must be in [0, 1), got {self.model_ema_decay!r}")
         check_label_smoothing(self.label_smoothing)
+        if not (isinstance(self.prior_epochs, (int, float)) and 0 <= self.prior_epochs <= self.epochs):
+            raise ValueError(f"prior_epochs must be between 0 and epochs ({self.epochs}): the prior's share must "
+                             f"reach 0 before training ends, got {self.prior_epochs!r}")
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
         if not isinstance(self.model_kwargs, dict):

@@ -58,6 +58,21 @@ def _tokenizer(model: nn.Module):
     return bare.patch_embed if is_dart(bare) else None
 
 
+def prior_weight(progress: float, prior_epochs: float) -> float:
+    """The share of DART's training-free prior after ``progress`` epochs (docs/method.md §10).
+
+    ``max(0, 1 − progress / prior_epochs)``: 1 at the start, linearly down to 0 at
+    ``prior_epochs`` and 0 after; 0 throughout when ``prior_epochs`` is 0.
+
+    Args:
+        progress: fractional epochs done (``epoch + step / steps_per_epoch``), ≥ 0.
+        prior_epochs: length of the annealing in epochs, ≥ 0.
+    """
+    if prior_epochs <= 0:
+        return 0.0
+    return max(0.0, 1.0 - progress / prior_epochs)
+
+
 def _auxiliary_loss(dart, targets: torch.Tensor) -> torch.Tensor | None:
     """The scorer's auxiliary loss for the last forward (:meth:`dartok.scorer.Scorer.auxiliary_loss`;
     docs/method.md §10), or ``None`` without a DART tokenizer, a scorer or an auxiliary head."""
@@ -209,6 +224,7 @@ def train_one_epoch(
     model_ema: nn.Module | None = None,
     batch_plan: list[tuple[int, float]] | None = None,
     task: Task | None = None,
+    prior_epochs: float = 0.0,
 ) -> tuple[dict[str, float], int]:
     """One pass over ``loader``; the scheduler steps after every update.
 
@@ -223,6 +239,9 @@ def train_one_epoch(
         model_ema: a ``timm.utils.ModelEmaV3`` updated after every optimizer step.
         task: whose :meth:`~dartok.train.task.Task.train_metrics` are reported (default
             :class:`~dartok.train.task.Classification`).
+        prior_epochs: a DART tokenizer with a ``prior`` mixes it in with weight
+            :func:`prior_weight` of the fractional epoch, set before every step (the weight
+            stays as the last step left it, so the evaluation after an epoch sees it too).
 
     Returns:
         ``(stats, global_step)``: the task's training statistics (classification: ``loss``,
@@ -241,7 +260,10 @@ def train_one_epoch(
     desc = f"epoch {epoch + 1}" + (f"/{num_epochs}" if num_epochs else "")
     bar = _progress(loader, enabled=progress and is_main_process(), desc=desc, total=len(loader))
     dart = _tokenizer(model)
+    anneal = dart is not None and getattr(dart, "prior", None) is not None
     for i, (images, targets) in enumerate(bar):
+        if anneal:  # the training-free prior's share, 1 → 0 over prior_epochs (docs/method.md §10)
+            dart.prior_weight = prior_weight(epoch + i / max(len(loader), 1), prior_epochs)
         images = images.to(device, non_blocking=True)
         labels, boxes = _unpack(task, targets, device)
         images = prepare_images(images, input_size)

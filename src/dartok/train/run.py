@@ -556,6 +556,7 @@ def _train(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
             m.train_model, loaders.train, optimizer, scheduler, loss_fn, device, epoch=epoch,
             global_step=p.global_step, input_size=m.input_size, amp=cfg.amp, clip_grad=cfg.clip_grad,
             progress=cfg.progress, num_epochs=cfg.epochs, model_ema=m.ema, batch_plan=loaders.batch_plan, task=task,
+            prior_epochs=cfg.prior_epochs,
         )
         test, test_ema = _evaluate_run(cfg, m, loaders, task, device, cfg.progress)
         if task.is_better(test[best], p.best):
