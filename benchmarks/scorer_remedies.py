@@ -12,7 +12,9 @@ same data, recipe, epochs and seeds for every row. Variants (model kwargs of the
 * ``dart (cam, w=0.3)``: the same with the auxiliary loss weighted 0.3;
 * ``dart (no cam, softmax)``, ``dart (cam, softmax)``: the softmax score activation;
 * ``dart (no cam, saliency prior)``, ``dart (cam, saliency prior)``: the training-free
-  saliency prior mixed in, its share annealed from 1 to 0 over ``--prior-epochs``.
+  saliency prior mixed in, its share annealed from 1 to 0 over ``--prior-epochs``;
+* ``dart (cam, saliency prior taught)``, ``... softmax ...``: the prior not mixed in but
+  taught to the scorer (``prior_mode="teach"``: ``λ·KL(prior ‖ pdf)`` added to the loss).
 
     python benchmarks/scorer_remedies.py [--seeds 0 1 2] [--epochs 5] [--train-samples 8000]
 
@@ -46,9 +48,16 @@ def variants(n: int, which: list[str]) -> list[RunSpec]:
         "softmax": RunSpec("dart (no cam, softmax)", d, n, {"scorer": {**MICRO_SCORER, "activation": "softmax"}}),
         "camsoftmax": RunSpec("dart (cam, softmax)", d, n,
                               {"scorer": {**MICRO_SCORER, "cam_classes": 10, "activation": "softmax"}}),
-        "prior": RunSpec("dart (no cam, saliency prior)", d, n, {"scorer": {**MICRO_SCORER}, "prior": "saliency"}),
+        "prior": RunSpec("dart (no cam, saliency prior)", d, n,
+                         {"scorer": {**MICRO_SCORER}, "prior": "saliency", "prior_mode": "mix"}),
         "camprior": RunSpec("dart (cam, saliency prior)", d, n,
-                            {"scorer": {**MICRO_SCORER, "cam_classes": 10}, "prior": "saliency"}),
+                            {"scorer": {**MICRO_SCORER, "cam_classes": 10}, "prior": "saliency", "prior_mode": "mix"}),
+        "camteach": RunSpec("dart (cam, saliency prior taught)", d, n,
+                            {"scorer": {**MICRO_SCORER, "cam_classes": 10}, "prior": "saliency",
+                             "prior_mode": "teach"}),
+        "camteachsoftmax": RunSpec("dart (cam, softmax, saliency prior taught)", d, n,
+                                   {"scorer": {**MICRO_SCORER, "cam_classes": 10, "activation": "softmax"},
+                                    "prior": "saliency", "prior_mode": "teach"}),
         "cam03": RunSpec("dart (cam, w=0.3)", d, n,
                          {"scorer": {**MICRO_SCORER, "cam_classes": 10, "cam_loss_weight": 0.3}}),
     }

@@ -85,3 +85,35 @@ def test_prior_epochs_must_end_before_training_does():
     for bad in (-1, 5):
         with pytest.raises(ValueError, match="prior_epochs"):
             TrainConfig(epochs=4, prior_epochs=bad).validate()
+
+
+def test_a_taught_prior_adds_its_kl_to_the_loss_and_leaves_the_pdf_alone():
+    torch.manual_seed(0)
+    kw = dict(scorer_input_size=64, depth=1, prior="saliency", scorer_cam=False)
+    teach = create_model("dart_vit_micro_patch8", 16, prior_mode="teach", **kw).train()
+    mix = create_model("dart_vit_micro_patch8", 16, prior_mode="mix", **kw).train()
+    both = create_model("dart_vit_micro_patch8", 16, **kw).train()
+    mix.load_state_dict(teach.state_dict())
+    both.load_state_dict(teach.state_dict())
+    x, y = torch.rand(3, 1, 64, 64), torch.tensor([0, 1, 2])
+    for m in (teach, mix, both):
+        m.patch_embed.prior_weight = 0.4
+    learned = teach.patch_embed.scorer(x)
+    prior = saliency_pdf(x, tuple(learned.shape[-2:]))
+    kl = (prior * (prior.log() - learned.log())).sum((1, 2)).mean()
+    out = teach.tokenize(x)
+    torch.testing.assert_close(out.pdf, mix_uniform(learned, teach.patch_embed.alpha))  # not mixed
+    loss = teach.patch_embed.auxiliary_loss(y)
+    torch.testing.assert_close(loss, 0.4 * kl)
+    assert teach.patch_embed.auxiliary_loss(y) is None  # consumed
+    loss.backward()  # it reaches the scorer
+    assert teach.patch_embed.scorer.trunk.conv_stem.weight.grad.abs().sum() > 0
+    mix.tokenize(x)
+    assert mix.patch_embed.auxiliary_loss(y) is None  # mixed, not taught
+    both.tokenize(x)
+    torch.testing.assert_close(both.patch_embed.auxiliary_loss(y), 0.4 * kl)
+    teach.eval()
+    teach.tokenize(x)
+    assert teach.patch_embed.auxiliary_loss(y) is None  # only training forwards teach
+    with pytest.raises(ValueError, match="prior_mode"):
+        create_model("dart_vit_micro_patch8", 16, prior="saliency", prior_mode="distil")

@@ -17,9 +17,14 @@ import torch.nn.functional as F
 from .localization import box_pdf
 from .partition import DEFAULT_ALPHA, band_layout, mix_uniform, normalize_pdf, partition_pdf, work_dtype
 from .resample import box_average, sample_patches
-from .scorer import PRIORS, Scorer, uniform_pdf
+from .scorer import PRIORS, Scorer, _Stash, uniform_pdf
 
-__all__ = ["DART", "DartOutput", "SCORE_SOURCES"]
+__all__ = ["DART", "DartOutput", "PRIOR_MODES", "SCORE_SOURCES"]
+
+PRIOR_MODES = ("mix", "teach", "both")
+"""What :class:`DART`'s training-free ``prior`` does while its share λ > 0 (docs/method.md §10):
+``"mix"`` puts it into the pdf the partition cuts, ``(1 − λ)·pdf + λ·prior``; ``"teach"`` adds
+``λ·KL(prior ‖ pdf)`` to the training loss, so the scorer learns it; ``"both"``."""
 
 SCORE_SOURCES = ("scorer", "oracle")
 """Where :class:`DART` takes its score map from: its scorer (or uniform without one), or the
@@ -76,6 +81,9 @@ class DART(nn.Module):
             ``(1 − λ)·pdf + λ·prior`` with ``λ = prior_weight`` (a plain float attribute, 0
             at construction; training anneals it from 1 to 0 over ``prior_epochs``,
             docs/method.md §10). Only for score maps this module computes itself.
+        prior_mode: one of :data:`PRIOR_MODES`: the prior is mixed into the pdf
+            (``"mix"``), taught to the scorer through an auxiliary loss (``"teach"``,
+            :meth:`auxiliary_loss`), or ``"both"``.
 
     Shapes:
         ``forward(images B×C×H×W, pdf=None | B×h×w) → DartOutput``.
@@ -107,12 +115,17 @@ class DART(nn.Module):
         score_source: str = "scorer",
         oracle_grid: tuple[int, int] | None = None,
         prior: str | None = None,
+        prior_mode: str = "both",
     ):
         super().__init__()
         if prior is not None and prior not in PRIORS:
             raise ValueError(f"prior must be None or one of {sorted(PRIORS)}, got {prior!r}")
+        if prior_mode not in PRIOR_MODES:
+            raise ValueError(f"prior_mode must be one of {PRIOR_MODES}, got {prior_mode!r}")
         self.prior = prior
+        self.prior_mode = prior_mode
         self.prior_weight = 0.0
+        self._prior_stash = _Stash()
         if score_source not in SCORE_SOURCES:
             raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
         if score_source == "oracle" and scorer is not None:
@@ -285,8 +298,33 @@ class DART(nn.Module):
                              "is bad") from None
         if scored and prior_on:
             prior = PRIORS[self.prior](images, tuple(pdf.shape[-2:])).to(pdf.dtype)
-            pdf = (1.0 - self.prior_weight) * pdf + self.prior_weight * prior
+            if self.prior_mode in ("teach", "both") and self.training and torch.is_grad_enabled() and self.scorer is not None:
+                # the prior teaches the scorer: λ·KL(prior ‖ scorer pdf), mean over the batch
+                kl = (prior * (prior.clamp_min(1e-12).log() - pdf.clamp_min(1e-12).log())).sum((1, 2)).mean()
+                self._prior_stash.value = self.prior_weight * kl
+            if self.prior_mode in ("mix", "both"):
+                pdf = (1.0 - self.prior_weight) * pdf + self.prior_weight * prior
         return mix_uniform(pdf, self.alpha)
+
+    def auxiliary_loss(self, targets: torch.Tensor) -> torch.Tensor | None:
+        """The tokenizer's auxiliary training losses for its last training forward, or ``None``.
+
+        The sum of the scorer's (:meth:`dartok.scorer.Scorer.auxiliary_loss`, the CAM head)
+        and the prior's teaching term ``λ·KL(prior ‖ pdf)`` (``prior_mode`` "teach" or "both", λ =
+        ``prior_weight``; docs/method.md §10). Each call consumes them.
+
+        Args:
+            targets: the labels of that forward (``B`` class indices or ``B×K`` probabilities).
+
+        Returns:
+            A scalar float32 tensor, or ``None`` when there is no such term.
+        """
+        parts = [self._prior_stash.value]
+        self._prior_stash.value = None
+        if self.scorer is not None:
+            parts.append(self.scorer.auxiliary_loss(targets))
+        parts = [p.float() for p in parts if p is not None]
+        return sum(parts) if parts else None
 
     def partition(self, pdf: torch.Tensor) -> torch.Tensor:
         """Step 2 (paper §3.2): boxes ``B×N×4`` for a pdf from :meth:`density`, computed in at

@@ -45,7 +45,7 @@ __all__ = [
 _DART_KEYS = (
     "num_tokens", "img_size", "scorer", "scorer_head", "scorer_input_size", "scorer_stage",
     "scorer_pretrained", "trainable_scorer_trunk", "alpha", "bands", "antialias", "learn_contrast",
-    "score_source", "scorer_cam", "prior",
+    "score_source", "scorer_cam", "prior", "prior_mode",
 )
 """The kwargs of a registered DART model that go to its ``patch_*`` function (the rest go to
 the backbone); a family adds its own (VideoMamba: ``temporal_diff``)."""

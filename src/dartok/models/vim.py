@@ -260,6 +260,7 @@ def patch_vim(
     score_source: str = "scorer",
     scorer_cam: bool | None = None,
     prior: str | None = None,
+    prior_mode: str = "both",
 ) -> VisionMamba:
     """Turn a :class:`VisionMamba` into a DART Vim in place, keeping its weights (paper §4.3).
 
@@ -287,6 +288,7 @@ def patch_vim(
         prior: a training-free score map (``"saliency"``, ``"edges"``; :data:`dartok.scorer.PRIORS`)
             mixed into the scorer's while it learns, its share set by training's ``prior_epochs``
             (docs/method.md §10); ``None`` (default) none.
+        prior_mode: ``"mix"``, ``"teach"`` or ``"both"`` (:data:`dartok.tokenizer.PRIOR_MODES`).
 
     Returns:
         The same object, now a :class:`DartVisionMamba`.

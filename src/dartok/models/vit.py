@@ -136,6 +136,7 @@ def patch_timm(
     score_source: str = "scorer",
     scorer_cam: bool | None = None,
     prior: str | None = None,
+    prior_mode: str = "both",
 ) -> VisionTransformer:
     """Turn a timm ``VisionTransformer`` into a DART model in place, keeping its weights.
 
@@ -166,6 +167,7 @@ def patch_timm(
         prior: a training-free score map (``"saliency"``, ``"edges"``; :data:`dartok.scorer.PRIORS`)
             mixed into the scorer's while it learns, its share set by training's ``prior_epochs``
             (docs/method.md §10); ``None`` (default) none.
+        prior_mode: ``"mix"``, ``"teach"`` or ``"both"`` (:data:`dartok.tokenizer.PRIOR_MODES`).
 
     Returns:
         The same object, now an instance of a ``DartVisionTransformer`` subclass.

@@ -74,10 +74,9 @@ def prior_weight(progress: float, prior_epochs: float) -> float:
 
 
 def _auxiliary_loss(dart, targets: torch.Tensor) -> torch.Tensor | None:
-    """The scorer's auxiliary loss for the last forward (:meth:`dartok.scorer.Scorer.auxiliary_loss`;
-    docs/method.md §10), or ``None`` without a DART tokenizer, a scorer or an auxiliary head."""
-    scorer = getattr(dart, "scorer", None)
-    return scorer.auxiliary_loss(targets) if scorer is not None else None
+    """The tokenizer's auxiliary losses for the last forward (:meth:`dartok.DART.auxiliary_loss`:
+    the scorer's CAM head, the prior's teaching term; docs/method.md §10), or ``None``."""
+    return dart.auxiliary_loss(targets) if dart is not None else None
 
 
 def _run_model(model: nn.Module, images: torch.Tensor, boxes: torch.Tensor | None, dart, *,
