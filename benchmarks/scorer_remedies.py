@@ -18,8 +18,14 @@ same data, recipe, epochs and seeds for every row. Variants (model kwargs of the
 
     python benchmarks/scorer_remedies.py [--seeds 0 1 2] [--epochs 5] [--train-samples 8000]
 
-Writes ``benchmarks/results/scorer_remedies.{json,md}`` (rows: top-1 and object mass per seed,
-mean, min, max) and the runs under ``runs/scorer_remedies/seed<k>``.
+Writes ``benchmarks/results/<name>.{json,md}`` (rows: top-1 and object mass per seed,
+mean, min, max) and the runs under ``<output>/seed<k>``.
+
+    python benchmarks/scorer_remedies.py --combine benchmarks/results/scorer_remedies_try*.json ...
+
+merges such result files (several variants, several seeds of one variant) into one table,
+``benchmarks/results/scorer_remedies.md``, with each row's gain over ``grid`` and its share of
+the oracle's gain (seeds present in both rows).
 """
 from __future__ import annotations
 
@@ -64,8 +70,56 @@ def variants(n: int, which: list[str]) -> list[RunSpec]:
     return [all_specs[k] for k in which]
 
 
+def combine(paths: list[str], name: str) -> None:
+    """One table from several result files of this script (rows merged by name, seeds by index)."""
+    import json
+
+    runs: dict[str, dict[int, dict]] = {}
+    sources = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        seeds = [int(v) for v in str(data["settings"]["seeds"]).split()]
+        sources.append(f"`{Path(path).name}` ({data['settings']['epochs']} epochs, "
+                       f"{data['settings']['train_samples']} train, seeds {' '.join(map(str, seeds))}, "
+                       f"{data['machine'].get('date_utc', '')}, commit {str(data['machine'].get('git_commit', ''))[:7]})")
+        for run, r in data["runs"].items():
+            for k, seed in enumerate(seeds):
+                mass = r["object_mass"][k] if len(r["object_mass"]) > k else None
+                runs.setdefault(run, {})[seed] = {"top1": r["top1"][k], "mass": mass}
+    grid, oracle = runs.get("grid", {}), runs.get("oracle", {})
+    lines = [f"# Scorer remedies (issue 11 item 3), combined", "",
+             "Top-1 (%) per seed; gain = run − grid and its share of oracle − grid, over the seeds both have.",
+             "", "| run | seeds | top-1 per seed | mean | min | max | − grid (mean) | share of oracle gain | "
+             "object mass (last, mean) |", "|---|---|---|---|---|---|---|---|---|"]
+    order = sorted(runs, key=lambda n: (n not in ("grid", "oracle"), n != "grid", n))
+    for run in order:
+        per = runs[run]
+        seeds = sorted(per)
+        top = [per[s]["top1"] for s in seeds]
+        common = [s for s in seeds if s in grid]
+        gain = statistics.mean(per[s]["top1"] - grid[s]["top1"] for s in common) if common else None
+        both = [s for s in common if s in oracle and oracle[s]["top1"] != grid[s]["top1"]]
+        share = (statistics.mean((per[s]["top1"] - grid[s]["top1"]) / (oracle[s]["top1"] - grid[s]["top1"])
+                                 for s in both) if both else None)
+        masses = [per[s]["mass"] for s in seeds if per[s]["mass"] is not None]
+        lines.append(f"| {run} | {' '.join(map(str, seeds))} | {' / '.join(f'{v:.2f}' for v in top)} | "
+                     f"{statistics.mean(top):.2f} | {min(top):.2f} | {max(top):.2f} | "
+                     f"{'-' if gain is None or run == 'grid' else f'{gain:+.2f}'} | "
+                     f"{'-' if share is None or run in ('grid', 'oracle') else f'{share:.2f}'} | "
+                     f"{f'{statistics.mean(masses):.3f}' if masses else '-'} |")
+    lines += ["", "Sources:", *[f"- {s}" for s in sources]]
+    md = "\n".join(lines) + "\n"
+    out = Path(__file__).resolve().parent / "results" / f"{name}.md"
+    from dartok._io import atomic_write
+
+    atomic_write(out, md)
+    print(md)
+    print(f"written: {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--combine", nargs="+", default=None, help="merge these result files into one table")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--num-tokens", type=int, default=36)
     ap.add_argument("--epochs", type=int, default=5)
@@ -78,6 +132,9 @@ def main() -> None:
     ap.add_argument("--output", default="runs/scorer_remedies")
     ap.add_argument("--name", default="scorer_remedies")
     args = ap.parse_args()
+    if args.combine:
+        combine(args.combine, args.name)
+        return
     train = dict(canvas_size=128, epochs=args.epochs, train_samples=args.train_samples,
                  test_samples=args.test_samples, batch_size=64, lr=1e-3, warmup_epochs=1,
                  prior_epochs=args.prior_epochs)
