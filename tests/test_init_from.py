@@ -108,7 +108,8 @@ def test_compare_trains_the_image_run_first_and_starts_every_run_from_it(tmp_pat
 
     shared = {k: v for k, v in SMALL.items() if k not in ("threads", "progress")}  # the harness sets those
     image = {"spec": cmp.RunSpec("image", "dart_vim_micro_patch8", 8, {"depth": 1, "scorer_input_size": 32}),
-             "train": {"canvas_size": 32, "data_kwargs": {"object_scale": [0.3, 0.5], "num_clutter": 1}, **shared}}
+             "train": {"canvas_size": 32, "data_kwargs": {"object_scale": [0.3, 0.5], "num_clutter": 1}, **shared,
+                       "epochs": 3, "train_samples": 64}}
     specs = [cmp.RunSpec("grid", "videomamba_micro_patch8", 4, {"depth": 1}),
              cmp.RunSpec("dart", "dart_videomamba_micro_patch8", 8, {"depth": 1, "scorer_input_size": 32})]
     train_opts = {**VIDEO, **shared}
@@ -117,6 +118,9 @@ def test_compare_trains_the_image_run_first_and_starts_every_run_from_it(tmp_pat
                       echo=lines.append, image=image)
     ckpt = str(tmp_path / "image" / "checkpoint")
     assert (tmp_path / "image" / "checkpoint" / "model.safetensors").exists()
+    # the comparison's own length options shorten the image run too (a smoke run stays one)
+    image_cfg = load_config(tmp_path / "image" / "checkpoint")["train"]
+    assert (image_cfg["epochs"], image_cfg["train_samples"]) == (shared["epochs"], shared["train_samples"])
     assert [r["name"] for r in res["rows"]] == ["grid", "dart"] and res["meta"]["image"]["spec"]["name"] == "image"
     for name in ("grid", "dart"):
         assert load_config(tmp_path / name / "checkpoint")["train"]["init_from"] == ckpt

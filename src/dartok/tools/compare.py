@@ -272,6 +272,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # --------------------------------------------------------------------------------------
 # one run: a TrainConfig, trained by dartok.train.train in a child process
 # --------------------------------------------------------------------------------------
+_IMAGE_OVERRIDES = ("epochs", "train_samples", "test_samples", "warmup_epochs")
+"""Options of a comparison's own ``train`` that also apply to its image run (``compare(image=)``)."""
 _RUN_FIELDS = frozenset({"model", "num_tokens", "model_kwargs"})  # given by the RunSpec
 _HARNESS_FIELDS = frozenset({"output", "threads", "progress", "resume", "stop_after"})  # set by run_specs
 
@@ -804,7 +806,9 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
             ``<output>/<spec name>``, with ``resume`` like the others) that every run then
             starts from (``init_from`` its checkpoint: inflated into video models), as
             VideoMamba starts from ImageNet weights; a preset's ``"image"`` entry
-            (``cpu-video-which``). Its row is not in the table.
+            (``cpu-video-which``). Its row is not in the table. ``epochs``,
+            ``train_samples``, ``test_samples`` and ``warmup_epochs`` given in ``train``
+            apply to it too.
 
     Returns:
         ``{"rows" (one per spec, :func:`aggregate_seeds`), "seed_rows" (one per run,
@@ -817,6 +821,7 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
             anything trains); RuntimeError: a run failed.
     """
     t0 = time.perf_counter()
+    given = dict(train or {})  # the caller's own options (e.g. a smoke run's epochs), before the preset's
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
@@ -834,6 +839,8 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
         spec = image["spec"]
         if spec.name in {s.name for s in specs}:
             raise ValueError(f"the image run's name {spec.name!r} is also a run of the comparison")
+        # the caller's length options shorten the image run too (a smoke run stays a smoke run)
+        image = {**image, "train": {**image["train"], **{k: given[k] for k in _IMAGE_OVERRIDES if k in given}}}
         train_config(spec, image["train"], Path(output) / spec.name)  # a bad option fails before anything trains
         for s in specs:
             train_config(s, {**(train or {}), "init_from": str(Path(output) / spec.name / "checkpoint")},
