@@ -198,8 +198,11 @@ def test_cli_seeds_override_the_preset_and_bad_seeds_are_one_error(tmp_path, mon
 
     calls = []
 
+    trains = []
+
     def fake_compare(preset, output, name, **kw):
         calls.append((preset, kw["seeds"]))
+        trains.append(kw["train"])
         return {"markdown": "", "plot": None}
 
     monkeypatch.setattr(cmp, "compare", fake_compare)
@@ -208,6 +211,10 @@ def test_cli_seeds_override_the_preset_and_bad_seeds_are_one_error(tmp_path, mon
     assert invoke(*args, "--seeds", "0").exit_code == 0  # a quick single-seed run
     assert invoke(*args, "--seeds", " 3, 1,2 ", "--epochs", 1, "--train-samples", 64).exit_code == 0
     assert calls == [("cpu", None), ("cpu", [0]), ("cpu", [3, 1, 2])]
+    assert trains[2] == {"epochs": 1, "train_samples": 64}  # only what was given overrides the preset
+    assert invoke(*args, "--seeds", "0", "--test-samples", 32).exit_code == 0
+    assert trains[3] == {"test_samples": 32}
+    calls.pop(), trains.pop()
     assert_clean_error(invoke(*args, "--seeds", "a,b"), "--seeds", "comma-separated ints")
     assert_clean_error(invoke(*args, "--seeds", "0,1,0"), "--seeds", "distinct", "0 twice")
     assert_clean_error(invoke(*args, "--seeds", "-1"), "--seeds", ">= 0")

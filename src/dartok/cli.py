@@ -381,6 +381,7 @@ def compare(
     jobs: int = typer.Option(2, help="Runs trained at once (one CPU thread each when > 1)."),
     epochs: Optional[int] = typer.Option(None, help="Override the preset's epochs."),
     train_samples: Optional[int] = typer.Option(None, help="Override the preset's training images."),
+    test_samples: Optional[int] = typer.Option(None, help="Override the preset's test samples (a quick smoke run)."),
     data: Optional[str] = typer.Option(None, help="Dataset (the full preset needs an ImageFolder: --data '')."),
     data_root: Optional[str] = typer.Option(None, help="Dataset directory."),
     snapshot_epochs: str = typer.Option("", help="Draw DART partitions after these epochs, e.g. 1,3,12."),
@@ -418,8 +419,8 @@ def compare(
                     f"{sorted(k for k, v in PRESETS.items() if 'image' in v)}")
     if image_first and init_from is not None:
         raise _fail("--image-first and --init-from both say where the runs start from; give one")
-    overrides = {k: v for k, v in dict(epochs=epochs, train_samples=train_samples, data=data, data_root=data_root,
-                                       init_from=None if init_from is None else str(init_from)).items()
+    overrides = {k: v for k, v in dict(epochs=epochs, train_samples=train_samples, test_samples=test_samples, data=data,
+                                       data_root=data_root, init_from=None if init_from is None else str(init_from)).items()
                  if v is not None}
     stem = name or preset
     try:
