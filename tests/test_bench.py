@@ -123,7 +123,12 @@ def test_dart_deit_tiny_macs():
     assert rep.trainable_params == rep.params  # no pretrained weights: the trunk trains from scratch
     frozen, _ = make_model("dart_deit_tiny_patch16_224[trainable_scorer_trunk=false]")
     trunk = sum(p.numel() for p in frozen.patch_embed.scorer.trunk.parameters())
-    assert count_macs(frozen, shape).trainable_params == rep.params - trunk
+    frozen_rep = count_macs(frozen, shape)
+    assert frozen_rep.trainable_params == frozen_rep.params - trunk
+    # a trunk learned from scratch gets the auxiliary CAM head (docs/method.md §10), a frozen one
+    # does not: a 1×1 conv 48 → 1000 classes on the 14×14 map, and the prediction-weighted sum
+    assert rep.params - frozen_rep.params == 48 * 1000 + 1000
+    assert rep.total - frozen_rep.total == 48 * 1000 * 196 + 1000 * 196
     assert rep.by_operator["batch_norm"] > 0  # the trunk is counted as defined (no BN folding while tracing)
 
 
