@@ -283,12 +283,9 @@ def patch_vim(
         scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
         trainable_scorer_trunk, learn_contrast: used when ``scorer`` is a name.
         score_source: ``"scorer"`` or ``"oracle"`` (the data's object box; :func:`~dartok.models.patch_backbone`).
-        scorer_cam: the scorer's auxiliary class-activation head (docs/method.md §10): ``None``
-            (default) on for a trunk trained from scratch, off for a pretrained one.
-        prior: a training-free score map (``"saliency"``, ``"edges"``; :data:`dartok.scorer.PRIORS`)
-            mixed into the scorer's while it learns, its share set by training's ``prior_epochs``
-            (docs/method.md §10); ``None`` (default) none.
-        prior_mode: ``"mix"``, ``"teach"`` or ``"both"`` (:data:`dartok.tokenizer.PRIOR_MODES`).
+        scorer_cam, prior, prior_mode: training a scorer from scratch (docs/method.md §10), as
+            in :func:`dartok.patch_timm`: the auxiliary CAM head (``None``: on for a trunk
+            learned from scratch) and a training-free prior (``None``: none).
 
     Returns:
         The same object, now a :class:`DartVisionMamba`.
