@@ -22,7 +22,7 @@ import torch
 
 from dartok.bench import finish_report, machine_info, script_command
 from dartok.tokenizer import DART
-from dartok.train import TrainConfig, read_metrics, train
+from saliency_bound import short_run  # noqa: E402  (benchmarks/, on sys.path when run as a script)
 
 
 def main() -> None:
@@ -42,16 +42,8 @@ def main() -> None:
 
     DART.oracle_pdf = scaled_oracle_pdf  # this process only
     t0 = time.perf_counter()
-    rows = []
-    for seed in args.seeds:
-        cfg = TrainConfig(model="dart_vit_micro_patch8", num_tokens=36, canvas_size=128, epochs=5, train_samples=8000,
-                          test_samples=2000, batch_size=64, lr=1e-3, warmup_epochs=1, seed=seed, threads=1,
-                          progress=False, output=str(Path(args.output) / f"scale{args.scale}_seed{seed}"),
-                          model_kwargs={"score_source": "oracle"})
-        train(cfg)
-        last = read_metrics(cfg.output)[-1]
-        rows.append({"seed": seed, "top1": last["test_top1"], "object_mass": last["test_object_mass"],
-                     "object_tokens": last["test_object_tokens"]})
+    rows = [short_run(seed, Path(args.output) / f"scale{args.scale}_seed{seed}", {"score_source": "oracle"})
+            for seed in args.seeds]
     top = [r["top1"] for r in rows]
     lines = [f"# The oracle with its box scaled by {args.scale} about its centre (N = 36, 8k images, 5 epochs)", "",
              "| seed | top-1 (%) | object mass (true box) | object tokens (true box) |", "|---|---|---|---|",

@@ -28,6 +28,19 @@ from dartok.bench import finish_report, machine_info, script_command
 from dartok.train import TrainConfig, read_metrics, train
 
 
+def short_run(seed: int, output: str | Path, model_kwargs: dict) -> dict:
+    """Train ``dart_vit_micro_patch8`` with ``model_kwargs`` on the recipe of
+    ``benchmarks/scorer_remedies.py`` (N = 36, 8 000 / 2 000 images, 5 epochs); its last epoch's
+    ``{"seed", "top1", "object_mass", "object_tokens"}``."""
+    cfg = TrainConfig(model="dart_vit_micro_patch8", num_tokens=36, canvas_size=128, epochs=5, train_samples=8000,
+                      test_samples=2000, batch_size=64, lr=1e-3, warmup_epochs=1, seed=seed, threads=1,
+                      progress=False, output=str(output), model_kwargs=model_kwargs)
+    train(cfg)
+    last = read_metrics(cfg.output)[-1]
+    return {"seed": seed, "top1": last["test_top1"], "object_mass": last["test_object_mass"],
+            "object_tokens": last["test_object_tokens"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -51,16 +64,8 @@ def main() -> None:
         prior = "saliency_flat"
     loop.prior_weight = lambda progress, prior_epochs: 1.0  # the prior is the score map, start to end
     t0 = time.perf_counter()
-    rows = []
-    for seed in args.seeds:
-        cfg = TrainConfig(model="dart_vit_micro_patch8", num_tokens=36, canvas_size=128, epochs=5, train_samples=8000,
-                          test_samples=2000, batch_size=64, lr=1e-3, warmup_epochs=1, seed=seed, threads=1,
-                          progress=False, output=str(Path(args.output) / f"seed{seed}"),
-                          model_kwargs={"scorer": None, "prior": prior, "prior_mode": "mix"})
-        train(cfg)
-        last = read_metrics(cfg.output)[-1]
-        rows.append({"seed": seed, "top1": last["test_top1"], "object_mass": last["test_object_mass"],
-                     "object_tokens": last["test_object_tokens"]})
+    rows = [short_run(seed, Path(args.output) / f"seed{seed}",
+                      {"scorer": None, "prior": prior, "prior_mode": "mix"}) for seed in args.seeds]
     top = [r["top1"] for r in rows]
     lines = [f"# DART with the {'flattened ' if args.flat else ''}saliency prior as its fixed score map "
              "(N = 36, 8k images, 5 epochs)", "",
