@@ -296,11 +296,11 @@ class DART(nn.Module):
                 raise
             raise ValueError(f"the scorer's score map is invalid ({e}); the scorer has diverged or its input "
                              "is bad") from None
-        if scored and prior_on:
+        if prior_on:
             prior = PRIORS[self.prior](images, tuple(pdf.shape[-2:])).to(pdf.dtype)
             if self.prior_mode in ("teach", "both") and self.training and torch.is_grad_enabled() and self.scorer is not None:
-                # the prior teaches the scorer: λ·KL(prior ‖ scorer pdf), mean over the batch
-                kl = (prior * (prior.clamp_min(1e-12).log() - pdf.clamp_min(1e-12).log())).sum((1, 2)).mean()
+                # the prior teaches the scorer: λ·KL(prior ‖ scorer pdf), summed over cells, mean over the batch
+                kl = F.kl_div(pdf.clamp_min(1e-12).log(), prior, reduction="batchmean")
                 self._prior_stash.value = self.prior_weight * kl
             if self.prior_mode in ("mix", "both"):
                 pdf = (1.0 - self.prior_weight) * pdf + self.prior_weight * prior

@@ -73,12 +73,6 @@ def prior_weight(progress: float, prior_epochs: float) -> float:
     return max(0.0, 1.0 - progress / prior_epochs)
 
 
-def _auxiliary_loss(dart, targets: torch.Tensor) -> torch.Tensor | None:
-    """The tokenizer's auxiliary losses for the last forward (:meth:`dartok.DART.auxiliary_loss`:
-    the scorer's CAM head, the prior's teaching term; docs/method.md §10), or ``None``."""
-    return dart.auxiliary_loss(targets) if dart is not None else None
-
-
 def _run_model(model: nn.Module, images: torch.Tensor, boxes: torch.Tensor | None, dart, *,
                capture: bool = False) -> tuple[torch.Tensor, Any]:
     """``model(images)`` → ``(prediction tensor, the tokenizer's DartOutput or None)``.
@@ -270,7 +264,8 @@ def train_one_epoch(
         with autocast(device, amp):
             logits, _ = _run_model(model, images, boxes, dart)
         task_loss = loss_fn(logits.float(), labels)
-        aux = _auxiliary_loss(dart, labels)  # the scorer's CAM head (docs/method.md §10): trained, not reported
+        # the tokenizer's auxiliary losses (CAM head, taught prior; docs/method.md §10): trained, not reported
+        aux = dart.auxiliary_loss(labels) if dart is not None else None
         loss = task_loss if aux is None else task_loss + aux
         bad = not torch.isfinite(loss)
         if distributed:  # every rank must stop together, or the others hang in the all-reduce
