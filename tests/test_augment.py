@@ -172,6 +172,25 @@ def test_repeated_aug_uses_timms_sampler_seeded_by_run_and_epoch():
     assert not isinstance(plain.sampler, RepeatAugSampler) and sorted(_order(plain, 0)) == list(range(24))
 
 
+def test_repeated_aug_over_two_processes_spreads_each_global_batch(monkeypatch):
+    """Rank r of K takes every K-th index (timm's sampler): the union over ranks of step i's batches is the
+    1-process step-i batch, and the 3 copies of an image are spread over the processes, as in DeiT."""
+    from dartok.train import run
+    from dartok.train.distributed import DistInfo
+
+    cfg = TrainConfig(repeated_aug=True, batch_size=6, seed=1)
+    one = _order(_loaders(cfg), 0)
+    ranks = []
+    for r in (0, 1):
+        monkeypatch.setattr(run, "dist_info", lambda r=r: DistInfo(rank=r, world_size=2))
+        ld = _loaders(cfg)
+        ld.set_epoch(0)
+        ranks.append([x.tolist() for x, _ in ld.train])
+        assert ld.batch_plan == [(3, 1.0)] * 4
+    for i, (a, b) in enumerate(zip(*ranks)):
+        assert sorted(a + b) == sorted(one[6 * i:6 * i + 6])
+
+
 def test_mixup_drops_the_last_partial_batch_and_loader_options():
     assert len(_loaders(TrainConfig(batch_size=16), n=24).train) == 2  # < 2 batches: the partial one is kept
     ld = _loaders(TrainConfig(batch_size=16, mixup=0.5), n=24)
