@@ -340,3 +340,11 @@ def test_full_preset_is_deits_published_recipe(tmp_path):
         for spec in cmp.PRESETS[name]["specs"]:
             cfg = cmp.train_config(spec, cmp.PRESETS[name]["train"], tmp_path / spec.name)
             check_augment(cfg, dataset_info(""), world_size=8)  # 8 GPUs x 128, an ImageFolder
+
+
+def test_a_preset_whose_flags_the_data_refuses_fails_before_training(tmp_path):
+    from dartok.tools import compare as cmp
+
+    with pytest.raises(ValueError, match="per-image transforms apply to PIL-image datasets"):
+        cmp.compare("full", tmp_path, "t", train={"data": "cluttered_fmnist"}, count_macs=False)
+    assert not any(tmp_path.iterdir())

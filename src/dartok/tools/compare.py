@@ -298,16 +298,16 @@ PRESETS: dict[str, dict[str, Any]] = {
                             "data_kwargs": {"object_scale": [0.25, 0.4], "num_clutter": 6, "clutter_size": 0.12},
                             "epochs": 8, "train_samples": 6000, "test_samples": 1000, "batch_size": 64, "lr": 1e-3}},
     },
-    # Vim-Ti / VideoMamba-Ti sizes for a GPU (ImageFolder / SSv2-style clip folder via --data, --data-root)
+    # Vim-Ti / VideoMamba-Ti sizes for a GPU (an ImageFolder / an SSv2-style clip folder at --data-root)
     "full-vim": {"specs": _main_set(196, "vim_tiny_patch16_224", "dart_vim_tiny_patch16_224"),
-                 "train": dict(VIM_RECIPE)},
+                 "train": {"data": "", **VIM_RECIPE}},
     "full-video": {"specs": _video(196, 8, "videomamba_tiny_patch16_224", "dart_videomamba_tiny_patch16_224"),
                    "train": {"data": "ssv2", "data_kwargs": {"num_frames": 8}, "epochs": 35, "batch_size": 256,
                              "lr": 4e-4, "warmup_epochs": 5, "amp": True}},
     # DeiT-Ti sizes on a GPU and an ImageFolder dataset (--data "" --data-root ...), DeiT's published recipe
-    "full": {"specs": _DEIT_SPECS, "train": dict(DEIT_RECIPE)},
+    "full": {"specs": _DEIT_SPECS, "train": {"data": "", **DEIT_RECIPE}},
     # the same on data with small objects anywhere in the image: no crop, no cutmix, no erasing
-    "full-small-objects": {"specs": _DEIT_SPECS, "train": {**DEIT_RECIPE, **SMALL_OBJECTS_AUG}},
+    "full-small-objects": {"specs": _DEIT_SPECS, "train": {"data": "", **DEIT_RECIPE, **SMALL_OBJECTS_AUG}},
 }
 
 
@@ -339,10 +339,14 @@ def train_config(spec: RunSpec, train: dict[str, Any], run_dir: str | os.PathLik
         ValueError: a key of ``train`` that is not a ``TrainConfig`` field, or one the spec
             or the harness sets (``model``, ``num_tokens``, ``model_kwargs``, ``output``,
             ``threads``, ``progress``, ``resume``, ``stop_after``); an invalid value
-            (:meth:`TrainConfig.validate`). Checked by
-            :func:`dartok.train.resolve_config`, the one place that knows the fields.
+            (:meth:`TrainConfig.validate`), or options the data refuses (e.g. image
+            augmentation on a tensor dataset: :func:`dartok.train.augment.check_augment`, for
+            one process). Checked by :func:`dartok.train.resolve_config`, the one place that
+            knows the fields.
     """
+    from ..data.registry import dataset_info
     from ..train import resolve_config
+    from ..train.augment import check_augment
 
     reserved = sorted(set(train) & (_RUN_FIELDS | _HARNESS_FIELDS))
     if reserved:
@@ -355,6 +359,7 @@ def train_config(spec: RunSpec, train: dict[str, Any], run_dir: str | os.PathLik
     except TypeError as e:  # a key that is no TrainConfig field
         raise ValueError(f"run {spec.name!r}: {e}") from None
     cfg.validate()
+    check_augment(cfg, dataset_info(cfg.data))
     return cfg
 
 
