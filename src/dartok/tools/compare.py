@@ -201,7 +201,7 @@ _HARDER_DATA: dict[str, dict[str, Any]] = {
                                                   "clutter_size": 0.05}},
 }
 
-_DEIT_SPECS = [RunSpec("grid@196", "deit_tiny_patch16_224", 196),
+_DEIT_RUNS = [RunSpec("grid@196", "deit_tiny_patch16_224", 196),
                RunSpec("dart@196", "dart_deit_tiny_patch16_224", 196),
                RunSpec("grid@784", "deit_tiny_patch16_224", 784),
                RunSpec("dart@392", "dart_deit_tiny_patch16_224", 392)]
@@ -305,9 +305,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "train": {"data": "ssv2", "data_kwargs": {"num_frames": 8}, "epochs": 35, "batch_size": 256,
                              "lr": 4e-4, "warmup_epochs": 5, "amp": True}},
     # DeiT-Ti sizes on a GPU and an ImageFolder dataset (--data "" --data-root ...), DeiT's published recipe
-    "full": {"specs": _DEIT_SPECS, "train": {"data": "", **DEIT_RECIPE}},
+    "full": {"specs": _DEIT_RUNS, "train": {"data": "", **DEIT_RECIPE}},
     # the same on data with small objects anywhere in the image: no crop, no cutmix, no erasing
-    "full-small-objects": {"specs": _DEIT_SPECS, "train": {"data": "", **DEIT_RECIPE, **SMALL_OBJECTS_AUG}},
+    "full-small-objects": {"specs": _DEIT_RUNS, "train": {"data": "", **DEIT_RECIPE, **SMALL_OBJECTS_AUG}},
 }
 
 
