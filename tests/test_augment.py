@@ -274,6 +274,7 @@ def assert_clean_error(res, *fragments):
     (["--scale", "0.9", "0.5"], ["scale must be two numbers", "(0.9, 0.5)"]),
     (["--train-interpolation", "cubic"], ["train_interpolation must be one of", "bicubic"]),
     (["--mixup-prob", "2"], ["mixup_prob must be a probability"]),
+    (["--mixup-prob", "0.5"], ["mixup_prob 0.5 has no effect without mixup or cutmix"]),
     (["--drop-path", "1"], ["drop_path must be in [0, 1)"]),
     (["--persistent-workers"], ["needs num_workers > 0"]),
     (["--aa", "rand-m9-mstd0.5-inc1"], ["--aa: per-image transforms apply to PIL-image datasets", "cluttered_fmnist",

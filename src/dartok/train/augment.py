@@ -63,9 +63,10 @@ def check_augment_values(cfg: Any) -> None:
     Ranges: ``scale`` two floats with ``0 < lo <= hi <= 1`` (area fractions); ``ratio`` two
     floats with ``0 < lo <= hi``; ``hflip``, ``vflip``, ``reprob``, ``mixup_prob`` in [0, 1];
     ``color_jitter``, ``mixup``, ``cutmix`` >= 0; ``crop_pct`` in (0, 1]; ``drop_path`` in
-    [0, 1); ``train_interpolation`` one of timm's names (``random``, ``bilinear``,
-    ``bicubic``, ...); ``aa`` a policy timm's parser accepts (it builds the transform to
-    find out); ``persistent_workers`` only with ``num_workers > 0``.
+    [0, 1); ``mixup_prob`` other than 1 only with mixup or cutmix on; ``train_interpolation``
+    one of timm's names (``random``, ``bilinear``, ``bicubic``, ...); ``aa`` a policy timm's
+    parser accepts (it builds the transform to find out); ``persistent_workers`` only with
+    ``num_workers > 0``.
 
     Raises:
         ValueError: the first bad option, with what is allowed.
@@ -101,6 +102,8 @@ def check_augment_values(cfg: Any) -> None:
     unit("mixup_prob", allow_none=False)
     for name in ("color_jitter", "mixup", "cutmix"):
         nonneg(name)
+    if cfg.mixup_prob != 1.0 and not mixup_active(cfg):
+        raise ValueError(f"mixup_prob {cfg.mixup_prob!r} has no effect without mixup or cutmix > 0")
     if cfg.crop_pct is not None and not (isinstance(cfg.crop_pct, (int, float)) and 0 < cfg.crop_pct <= 1):
         raise ValueError(f"crop_pct must be in (0, 1] (the evaluation centre crop's share of the resized side), "
                          f"got {cfg.crop_pct!r}")

@@ -44,7 +44,8 @@ environment torchrun sets up::
   ranks that did not are seeded from ``(seed, rank, epoch)``.
 
 Determinism: the data order of epoch ``e`` is a function of ``(seed, e)`` only (a
-``torch.Generator`` per loader, reseeded each epoch), and the global RNG states (torch CPU
+``torch.Generator`` per loader, reseeded each epoch; with ``repeated_aug`` timm's
+``RepeatAugSampler`` seeded with ``epoch_seed(seed, e)``, its ranks taking every K-th sample), and the global RNG states (torch CPU
 and CUDA, numpy, python) are saved in every checkpoint and restored on resume, so dropout /
 drop-path draws continue exactly: 2 epochs straight == 1 epoch + resume, bit for bit (same
 world size). Rank ``r > 0`` draws from its own RNG streams (seeded from ``(seed, r)``), so
@@ -534,7 +535,9 @@ def train(cfg: TrainConfig | Mapping[str, Any] | None = None, **options: Any) ->
     Writes to ``cfg.output``: ``metrics.jsonl`` (one JSON line per epoch: ``epoch``, the
     task's ``train_*`` statistics and ``test_*`` metrics -- for classification
     ``train_loss, train_acc, test_loss, test_top1, test_top5`` --, ``lr, images_per_s,
-    epoch_time_s, global_step, world_size`` and, with ``model_ema``, ``test_*_ema``) and
+    epoch_time_s, global_step, world_size``, ``data_time_s`` / ``compute_time_s`` (the
+    training time spent waiting for the loader / the rest; also logged as a throughput line
+    that says which is the bottleneck) and, with ``model_ema``, ``test_*_ema``) and
     ``checkpoint/`` (atomic, after every epoch; see :mod:`dartok.train.checkpoint`; with
     ``model_ema`` it also holds ``model_ema.safetensors``; its ``config.json`` records the
     ``task``, its ``best_metric`` and ``best_<metric>``, e.g. ``best_top1``).
