@@ -241,6 +241,18 @@ def test_flags_round_trip_through_checkpoint_and_exact_resume(folder, tmp_path):
     assert rows[0]["data_time_s"] + rows[0]["compute_time_s"] <= rows[0]["epoch_time_s"] + 1e-6
 
 
+def test_resume_is_exact_with_worker_processes_drawing_the_augmentation(folder, tmp_path):
+    from safetensors.torch import load_file
+
+    flags = dict(aa="rand-m9-mstd0.5-inc1", reprob=0.5, num_workers=1)
+    train(folder_cfg(folder, tmp_path / "straight", **flags))
+    train(folder_cfg(folder, tmp_path / "split", stop_after=1, **flags))
+    train(output=str(tmp_path / "split"), resume=True, progress=False)
+    a = load_file(str(tmp_path / "straight" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "checkpoint" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_mixup_trains_a_dart_model_on_the_canvas_data(tmp_path):
     """Mixing applies to the tensor datasets too: the scorer sees the mixed canvas, its CAM head takes soft targets."""
     cfg = TrainConfig(model="dart_vit_micro_patch8", num_tokens=9, canvas_size=32, train_samples=16, test_samples=8,
