@@ -287,7 +287,7 @@ def test_checkpoint_errors(tmp_path):
 # training runs
 # --------------------------------------------------------------------------------------
 REQUIRED_METRICS = {"epoch", "train_loss", "train_acc", "test_loss", "test_top1", "test_top5", "lr",
-                    "images_per_s", "epoch_time_s"}
+                    "images_per_s", "epoch_time_s", "data_time_s", "compute_time_s"}
 
 
 def test_train_writes_metrics_and_checkpoint(tmp_path):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import typer
 
@@ -100,6 +100,7 @@ def _write_json(path: Path, obj: Any) -> None:
 # --------------------------------------------------------------------------------------
 # CLI parameter name -> TrainConfig field (same unless listed)
 _TRAIN_PARAM_TO_FIELD = {"model_kwargs_json": "model_kwargs", "data_kwargs_json": "data_kwargs"}
+_AUG = "Augmentation and data loading (timm / DeiT names)"
 
 
 @app.command()
@@ -120,7 +121,9 @@ def train(
     warmup_epochs: int = typer.Option(1, help="Linear warmup epochs."),
     warmup_lr: float = typer.Option(1e-6, help="Learning rate at the start of warmup."),
     min_lr: float = typer.Option(1e-5, help="Final learning rate of the cosine schedule."),
-    label_smoothing: float = typer.Option(0.1, help="Label smoothing of the training loss."),
+    label_smoothing: float = typer.Option(0.1, "--label-smoothing", "--smoothing",
+                                          help="Label smoothing of the training loss (with --mixup/--cutmix: "
+                                          "of the mixed targets)."),
     clip_grad: Optional[float] = typer.Option(None, help="Clip the gradient norm to this value."),
     prior_epochs: float = typer.Option(0.0, help="A DART model built with a training-free prior "
                                        "(--model-kwargs '{\"prior\": \"saliency\"}') mixes it into its score map, "
@@ -150,6 +153,41 @@ def train(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 is fastest on a busy 2-core box)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the final summary to this JSON file."),
+    # augmentation (timm train.py's names; PIL datasets: ImageFolder, timm's sources) -- README "Augmentation"
+    scale: Optional[Tuple[float, float]] = typer.Option(
+        None, help="RandomResizedCrop area range (timm: 0.08 1; '1 1': no crop, keeps small objects).",
+        rich_help_panel=_AUG),
+    ratio: Optional[Tuple[float, float]] = typer.Option(
+        None, help="RandomResizedCrop aspect range (timm: 0.75 1.333).", rich_help_panel=_AUG),
+    hflip: Optional[float] = typer.Option(None, help="Horizontal flip probability (timm: 0.5).",
+                                          rich_help_panel=_AUG),
+    vflip: Optional[float] = typer.Option(None, help="Vertical flip probability (timm: 0).", rich_help_panel=_AUG),
+    color_jitter: Optional[float] = typer.Option(None, help="Colour jitter strength (timm: 0.4; off with --aa).",
+                                                 rich_help_panel=_AUG),
+    aa: Optional[str] = typer.Option(None, help="RandAugment / AutoAugment policy, e.g. rand-m9-mstd0.5-inc1 "
+                                     "(DeiT), original, augmix-m5-w4-d2 (timm: none).", rich_help_panel=_AUG),
+    reprob: Optional[float] = typer.Option(None, help="Random erasing probability (timm: 0; DeiT 0.25).",
+                                           rich_help_panel=_AUG),
+    train_interpolation: Optional[str] = typer.Option(
+        None, help="Training resize interpolation: random, bilinear, bicubic, ... (default: the model's).",
+        rich_help_panel=_AUG),
+    crop_pct: Optional[float] = typer.Option(None, help="Evaluation centre-crop share (default: the model's).",
+                                             rich_help_panel=_AUG),
+    mixup: float = typer.Option(0.0, help="Mixup alpha, on if > 0 (any image dataset; DeiT 0.8).",
+                                rich_help_panel=_AUG),
+    cutmix: float = typer.Option(0.0, help="CutMix alpha, on if > 0 (DeiT 1.0).", rich_help_panel=_AUG),
+    mixup_prob: float = typer.Option(1.0, help="Share of batches mixed when --mixup/--cutmix is on.",
+                                     rich_help_panel=_AUG),
+    drop_path: Optional[float] = typer.Option(None, help="Stochastic depth rate (default: the model's; DeiT 0.1).",
+                                              rich_help_panel=_AUG),
+    repeated_aug: bool = typer.Option(False, "--repeated-aug/--no-repeated-aug",
+                                      help="timm's RepeatAugSampler: 3 augmented copies of each image (DeiT).",
+                                      rich_help_panel=_AUG),
+    pin_mem: Optional[bool] = typer.Option(None, "--pin-mem/--no-pin-mem",
+                                           help="Pinned batch memory (default: on for CUDA).", rich_help_panel=_AUG),
+    persistent_workers: bool = typer.Option(False, "--persistent-workers",
+                                            help="Keep the --num-workers processes between epochs.",
+                                            rich_help_panel=_AUG),
 ) -> None:
     """Train a model; writes <output>/metrics.jsonl and <output>/checkpoint/ every epoch.
 
@@ -374,7 +412,8 @@ def compare(
                                            "N=16), cpu-36 (N=36), cpu-small, cpu-clutter, cpu-large (harder "
                                            "data; -36 for N=36), cpu-ablations, cpu-vim, cpu-video (Moving "
                                            "Fashion-MNIST), cpu-video-which (which item moves; --image-first), "
-                                           "or full, full-vim, full-video (Ti sizes, for a GPU)."),
+                                           "or full (DeiT-Ti, DeiT's recipe), full-small-objects (the same without crop, cutmix, "
+                                           "erasing), full-vim, full-video (Ti sizes, for a GPU)."),
     output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Folder of the runs."),
     name: Optional[str] = typer.Option(None, help="Result file stem (default: the preset)."),
     results_dir: Path = typer.Option(Path("benchmarks/results"), help="Where the tables and plot go."),
@@ -382,7 +421,7 @@ def compare(
     epochs: Optional[int] = typer.Option(None, help="Override the preset's epochs."),
     train_samples: Optional[int] = typer.Option(None, help="Override the preset's training images."),
     test_samples: Optional[int] = typer.Option(None, help="Override the preset's test samples (a quick smoke run)."),
-    data: Optional[str] = typer.Option(None, help="Dataset (the full preset needs an ImageFolder: --data '')."),
+    data: Optional[str] = typer.Option(None, help="Dataset (the full presets train on an ImageFolder at --data-root)."),
     data_root: Optional[str] = typer.Option(None, help="Dataset directory."),
     snapshot_epochs: str = typer.Option("", help="Draw DART partitions after these epochs, e.g. 1,3,12."),
     macs: bool = typer.Option(True, "--macs/--no-macs", help="Count GMACs with fvcore for the table and plot."),

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["model_input_size", "pil_transform", "prepare_images"]
+__all__ = ["describe_transform", "model_input_size", "pil_transform", "prepare_images"]
 
 
 def _first_conv_in_chans(model: nn.Module) -> int | None:
@@ -85,11 +85,25 @@ class _ConvertMode:
         return f"ConvertMode({self.mode!r})"
 
 
-def pil_transform(model: nn.Module, is_training: bool, in_chans: int):
+def pil_transform(model: nn.Module, is_training: bool, in_chans: int, **overrides):
     """timm transform for PIL datasets: mode conversion + ``timm.data.create_transform``.
 
     Uses ``timm.data.resolve_data_config({}, model=model)`` (input size, interpolation,
-    crop) with mean / std trimmed to ``in_chans``.
+    crop) with mean / std trimmed to ``in_chans``; ``overrides`` are further
+    ``create_transform`` kwargs that replace those or timm's defaults (``scale``, ``ratio``,
+    ``hflip``, ``vflip``, ``color_jitter``, ``auto_augment``, ``re_prob``, ``re_mode``,
+    ``re_count``, ``interpolation``, ``crop_pct``; see
+    :func:`dartok.train.augment.transform_kwargs`). With none, training gets timm's ImageNet
+    default: ``RandomResizedCrop`` of 8-100% of the area at aspect 3/4-4/3, horizontal flip
+    (p 0.5), colour jitter 0.4; evaluation a resize and centre crop (``crop_pct``).
+
+    Returns:
+        ``(transform, data_config)``: the ``Compose`` (PIL image → ``in_chans×H×W`` float
+        tensor) and the kwargs it was built from (``input_size``, ``mean``, ``std``, ... and
+        ``overrides``).
+
+    Raises:
+        TypeError: an override ``create_transform`` does not take.
     """
     import timm.data
     from torchvision import transforms as T
@@ -98,5 +112,31 @@ def pil_transform(model: nn.Module, is_training: bool, in_chans: int):
     dc["input_size"] = model_input_size(model)
     dc["mean"] = tuple(dc["mean"])[:in_chans] if len(dc["mean"]) >= in_chans else tuple(dc["mean"]) * in_chans
     dc["std"] = tuple(dc["std"])[:in_chans] if len(dc["std"]) >= in_chans else tuple(dc["std"]) * in_chans
+    dc.update(overrides)
     tf = timm.data.create_transform(**dc, is_training=is_training)
     return T.Compose([_ConvertMode("L" if in_chans == 1 else "RGB"), tf]), dc
+
+
+def describe_transform(transform) -> str:
+    """A one-line description of a (nested) ``Compose``: each step's ``repr`` on one line, a
+    RandAugment / AutoAugment as its policy size (``RandAugment(n=2, 15 ops, m=9, mstd=0.5)``)
+    instead of its op list."""
+    steps = []
+
+    def walk(t):
+        inner = getattr(t, "transforms", None)
+        if isinstance(inner, (list, tuple)):
+            for u in inner:
+                walk(u)
+            return
+        ops = getattr(t, "ops", None)
+        if isinstance(ops, (list, tuple)) and ops:
+            op = ops[0]
+            detail = f", m={op.magnitude}, mstd={op.magnitude_std}" if hasattr(op, "magnitude") else ""
+            layers = f"n={t.num_layers}, " if hasattr(t, "num_layers") else ""
+            steps.append(f"{type(t).__name__}({layers}{len(ops)} ops{detail})")
+            return
+        steps.append(" ".join(repr(t).split()))
+
+    walk(transform)
+    return " > ".join(steps)

@@ -4,6 +4,7 @@
 * :mod:`.task`: :class:`Task` (loss, metrics, best metric), :class:`Classification`.
 * :mod:`.distributed`: ranks, devices, process group, RNG streams.
 * :mod:`.sampler`: :class:`ShardedBatchSampler` (data order a function of seed and epoch only).
+* :mod:`.augment`: timm's transforms, Mixup / CutMix and repeated augmentation from the run's options.
 * :mod:`.loop`: :func:`build_optimization`, :func:`train_one_epoch`, :func:`evaluate`.
 * :mod:`.run`: :func:`train` (a run as named steps), :func:`evaluate_checkpoint`.
 * :mod:`.checkpoint`: the checkpoint folder format.

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from .._io import json_default
 from ..data.registry import DataConfig
 from . import checkpoint as ckpt
+from .augment import check_augment_values
 from .task import check_label_smoothing
 
 __all__ = [
@@ -72,7 +73,27 @@ class TrainConfig:
     DeiT does, with ``timm.utils.ModelEmaV3``; evaluated and checkpointed alongside),
     ``model_ema_decay``.
 
-    Runtime: ``num_workers``, ``output`` (run dir), ``resume``, ``amp`` (bf16 autocast),
+    Augmentation and regularisation (timm ``train.py``'s names; :mod:`dartok.train.augment`):
+    per-image transforms of PIL datasets (ImageFolder, timm's sources), each ``None`` = timm's
+    default: ``scale`` (RandomResizedCrop area range, timm: (0.08, 1)), ``ratio`` (its aspect
+    range, timm: (3/4, 4/3)), ``hflip`` (timm: 0.5), ``vflip`` (timm: 0), ``color_jitter``
+    (timm: 0.4; timm turns it off when ``aa`` is set), ``aa`` (RandAugment / AutoAugment
+    policy, e.g. ``"rand-m9-mstd0.5-inc1"``; timm: none), ``reprob`` (random erasing
+    probability, timm: 0), ``train_interpolation`` (timm name; default: the model's
+    interpolation), ``crop_pct`` (evaluation centre crop; default: the model's). Tensor
+    datasets (the Fashion-MNIST canvases, clips) keep their own items and refuse these.
+    Batch mixing, any image dataset of a classification task: ``mixup`` / ``cutmix`` (Beta
+    alphas, 0 off), ``mixup_prob`` (share of batches mixed); with either > 0 the loss is
+    timm's ``SoftTargetCrossEntropy`` and ``label_smoothing`` goes into timm's ``Mixup``.
+    ``drop_path`` (stochastic depth rate, the model's ``drop_path_rate``; ``None``: the
+    model's default). ``repeated_aug``: timm's ``RepeatAugSampler`` (3 augmented copies of
+    each image, spread over the processes; an epoch then shows about a third of the images).
+
+    Runtime: ``num_workers``, ``pin_mem`` (page-locked batches for a faster copy to the GPU;
+    ``None``: on for CUDA), ``persistent_workers`` (keep the worker processes between
+    epochs; the data order stays a function of ``(seed, epoch)`` but the workers' random
+    augmentation draws then run on from epoch to epoch, so after ``--resume`` they differ
+    from an uninterrupted run's), ``output`` (run dir), ``resume``, ``amp`` (bf16 autocast),
     ``device`` (``None``: cuda if available else cpu), ``progress`` (tqdm bar),
     ``stop_after`` (stop after this many completed epochs in total, e.g. to split a run
     into chunks; the schedule still spans ``epochs``), ``eval_batch_size`` (global like
@@ -108,7 +129,23 @@ class TrainConfig:
     seed: int = 0
     model_ema: bool = False
     model_ema_decay: float = 0.99996
+    scale: tuple[float, float] | None = None
+    ratio: tuple[float, float] | None = None
+    hflip: float | None = None
+    vflip: float | None = None
+    color_jitter: float | None = None
+    aa: str | None = None
+    reprob: float | None = None
+    train_interpolation: str | None = None
+    crop_pct: float | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_prob: float = 1.0
+    drop_path: float | None = None
+    repeated_aug: bool = False
     num_workers: int = 0
+    pin_mem: bool | None = None
+    persistent_workers: bool = False
     output: str = "runs/default"
     resume: bool = False
     amp: bool = False
@@ -120,8 +157,14 @@ class TrainConfig:
     # options that may change between a run and its resumption
     RESUMABLE_CHANGES = frozenset(
         {"epochs", "num_workers", "output", "resume", "device", "progress", "stop_after", "eval_batch_size", "amp",
-         "threads"}
+         "threads", "pin_mem", "persistent_workers"}
     )
+
+    def __post_init__(self) -> None:
+        for name in ("scale", "ratio"):  # a JSON list (config.json) and a tuple are the same option
+            v = getattr(self, name)
+            if isinstance(v, list):
+                setattr(self, name, tuple(v))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict (JSON-serializable) form."""
@@ -156,6 +199,7 @@ class TrainConfig:
         if not 0.0 <= self.model_ema_decay < 1.0:
             raise ValueError(f"model_ema_decay must be in [0, 1), got {self.model_ema_decay!r}")
         check_label_smoothing(self.label_smoothing)
+        check_augment_values(self)
         if not (isinstance(self.prior_epochs, (int, float)) and 0 <= self.prior_epochs <= self.epochs):
             raise ValueError(f"prior_epochs must be between 0 and epochs ({self.epochs}): the prior's share must "
                              f"reach 0 before training ends, got {self.prior_epochs!r}")

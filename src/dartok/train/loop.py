@@ -218,6 +218,7 @@ def train_one_epoch(
     batch_plan: list[tuple[int, float]] | None = None,
     task: Task | None = None,
     prior_epochs: float = 0.0,
+    mixup_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[dict[str, float], int]:
     """One pass over ``loader``; the scheduler steps after every update.
 
@@ -235,11 +236,18 @@ def train_one_epoch(
         prior_epochs: a DART tokenizer with a ``prior`` mixes it in with weight
             :func:`prior_weight` of the fractional epoch, set before every step (the weight
             stays as the last step left it, so the evaluation after an epoch sees it too).
+        mixup_fn: timm's ``Mixup`` (:func:`dartok.train.augment.build_mixup`): applied to
+            each batch at the model's input size, it mixes the images (a DART scorer sees,
+            and places its tokens on, the mixed image) and gives the soft targets that
+            ``loss_fn`` and the tokenizer's auxiliary losses take; the reported training
+            accuracy stays against the unmixed labels.
 
     Returns:
         ``(stats, global_step)``: the task's training statistics (classification: ``loss``,
         the mean training loss, ``acc``, top-1 % on the training batches, ``n``), plus
-        ``time_s`` and ``images_per_s``.
+        ``time_s``, ``images_per_s``, ``data_time_s`` (time spent waiting for the loader's
+        next batch) and ``compute_time_s`` (the rest: copy, forward, backward, step; the
+        loss read every step waits for the device, so this is device time too).
 
     Raises:
         FloatingPointError: the loss became NaN / inf.
@@ -250,22 +258,28 @@ def train_one_epoch(
     stats = task.train_metrics()
     n = 0
     t0 = time.perf_counter()
+    t_data = 0.0
+    t_ready = t0  # when the loop last asked the loader for a batch
     desc = f"epoch {epoch + 1}" + (f"/{num_epochs}" if num_epochs else "")
     bar = _progress(loader, enabled=progress and is_main_process(), desc=desc, total=len(loader))
     dart = _tokenizer(model)
     anneal = dart is not None and getattr(dart, "prior", None) is not None
     for i, (images, targets) in enumerate(bar):
+        t_data += time.perf_counter() - t_ready
         if anneal:  # the training-free prior's share, 1 → 0 over prior_epochs (docs/method.md §10)
             dart.prior_weight = prior_weight(epoch + i / max(len(loader), 1), prior_epochs)
         images = images.to(device, non_blocking=True)
         labels, boxes = _unpack(task, targets, device)
         images = prepare_images(images, input_size)
         n_real, weight = batch_plan[i] if batch_plan is not None else (labels.numel(), 1.0)
+        soft = labels
+        if mixup_fn is not None:  # mixed images, soft targets (label smoothing included)
+            images, soft = mixup_fn(images, labels)
         with autocast(device, amp):
             logits, _ = _run_model(model, images, boxes, dart)
-        task_loss = loss_fn(logits.float(), labels)
+        task_loss = loss_fn(logits.float(), soft)
         # the tokenizer's auxiliary losses (CAM head, taught prior; docs/method.md §10): trained, not reported
-        aux = dart.auxiliary_loss(labels) if dart is not None else None
+        aux = dart.auxiliary_loss(soft) if dart is not None else None
         loss = task_loss if aux is None else task_loss + aux
         bad = not torch.isfinite(loss)
         if distributed:  # every rank must stop together, or the others hang in the all-reduce
@@ -291,11 +305,13 @@ def train_one_epoch(
             dt = time.perf_counter() - t0
             shown = {k: f"{v:.4g}" for k, v in stats.compute().items() if k != "n"}
             bar.set_postfix(**shown, img_s=f"{n / max(dt, 1e-9):.0f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        t_ready = time.perf_counter()
     if bar is not loader:
         bar.close()
     if distributed:
         stats.all_reduce(device)
     dt = time.perf_counter() - t0
     out = stats.compute()
-    out.update(time_s=dt, images_per_s=out["n"] / max(dt, 1e-9))
+    out.update(time_s=dt, images_per_s=out["n"] / max(dt, 1e-9), data_time_s=t_data,
+               compute_time_s=max(dt - t_data, 0.0))
     return out, global_step

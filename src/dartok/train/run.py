@@ -44,7 +44,8 @@ environment torchrun sets up::
   ranks that did not are seeded from ``(seed, rank, epoch)``.
 
 Determinism: the data order of epoch ``e`` is a function of ``(seed, e)`` only (a
-``torch.Generator`` per loader, reseeded each epoch), and the global RNG states (torch CPU
+``torch.Generator`` per loader, reseeded each epoch; with ``repeated_aug`` timm's
+``RepeatAugSampler`` seeded with ``epoch_seed(seed, e)``, its ranks taking every K-th sample), and the global RNG states (torch CPU
 and CUDA, numpy, python) are saved in every checkpoint and restored on resume, so dropout /
 drop-path draws continue exactly: 2 epochs straight == 1 epoch + resume, bit for bit (same
 world size). Rank ``r > 0`` draws from its own RNG streams (seeded from ``(seed, r)``), so
@@ -66,8 +67,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.registry import DataConfig, DatasetInfo, build_dataset, dataset_info, num_classes_of, square_side
-from ..data.transforms import model_input_size, pil_transform
+from ..data.transforms import describe_transform, model_input_size, pil_transform
 from . import checkpoint as ckpt
+from .augment import build_mixup, check_augment, mixup_active, transform_kwargs
 from .._io import atomic_write, json_default
 from .config import (CHECKPOINT_DIRNAME, METRICS_NAME, TrainConfig, check_resume, load_resume_config,
                      resolve_config)
@@ -138,10 +140,25 @@ class _Data:
 @dataclass
 class _Loaders:
     train: DataLoader
-    sampler: ShardedBatchSampler
+    sampler: Any  # ShardedBatchSampler, or timm's RepeatAugSampler (repeated_aug)
     batch_plan: list[tuple[int, float]]
     test: DataLoader
     eval_generator: torch.Generator
+    train_generator: torch.Generator
+    seed: int
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make epoch ``epoch``'s data order and worker seeds a function of ``(seed, epoch)``.
+
+        timm's ``RepeatAugSampler`` seeds its permutation with the number it is given (DeiT's
+        sampler takes the epoch alone); it is given :func:`epoch_seed` so the order depends
+        on the run's seed too.
+        """
+        if isinstance(self.sampler, ShardedBatchSampler):
+            self.sampler.set_epoch(epoch)
+        else:
+            self.sampler.set_epoch(epoch_seed(self.seed, epoch))
+            self.train_generator.manual_seed(epoch_seed(self.seed, epoch))
 
 
 @dataclass
@@ -245,6 +262,8 @@ def _build_model(cfg: TrainConfig, data: _Data, device: torch.device) -> _Model:
         side = square_side(data.train)
         if side is not None:
             kwargs["img_size"] = side
+    if cfg.drop_path is not None:
+        kwargs["drop_path_rate"] = cfg.drop_path
     model = create_model(cfg.model, num_tokens=cfg.num_tokens, **kwargs)
     out = _Model(model, dict(kwargs, num_tokens=cfg.num_tokens), model_input_size(model), bool(is_dart(model)))
     model.to(device)
@@ -263,29 +282,62 @@ def _data_record(cfg: TrainConfig, data: _Data, model: nn.Module) -> dict[str, A
         record["mean"] = [0.5 if normalize else 0.0] * data.in_chans
         record["std"] = [0.5 if normalize else 1.0] * data.in_chans
     else:
-        data.train.transform, dc = pil_transform(model, True, data.in_chans)
-        data.test.transform, _ = pil_transform(model, False, data.in_chans)
+        data.train.transform, dc = pil_transform(model, True, data.in_chans, **transform_kwargs(cfg, True))
+        data.test.transform, dc_test = pil_transform(model, False, data.in_chans, **transform_kwargs(cfg, False))
         record["mean"], record["std"] = list(dc["mean"]), list(dc["std"])
+        record["train_transform"] = describe_transform(data.train.transform)
+        record["crop_pct"], record["interpolation"] = dc_test.get("crop_pct"), dc_test.get("interpolation")
     return record
 
 
 def _build_loaders(cfg: TrainConfig, data: _Data, device: torch.device) -> _Loaders:
-    """Training: global batches of the (seed, epoch) permutation cut into rank shards; evaluation:
-    an unpadded contiguous shard of the test set per rank (metrics summed over ranks)."""
+    """Training: global batches of the (seed, epoch) permutation cut into rank shards, or with
+    ``repeated_aug`` timm's ``RepeatAugSampler`` (per-rank batches, the last partial one dropped);
+    evaluation: an unpadded contiguous shard of the test set per rank (metrics summed over ranks).
+
+    With mixup / cutmix the last partial batch is dropped too (timm's ``Mixup`` needs even
+    batches; timm's ``train.py`` always drops it). With ``persistent_workers`` the loader's
+    worker seeds come from a generator of their own, so the sampler's order stays a function
+    of ``(seed, epoch)``.
+
+    Raises:
+        ValueError: a training set that gives no full batch where the last partial one is dropped.
+    """
     info = dist_info()
     rank, world = info.rank, info.world_size
     g_train, g_eval = torch.Generator(), torch.Generator()
-    sampler = ShardedBatchSampler(
-        len(data.train), cfg.batch_size, rank=rank, world_size=world, shuffle=True,
-        drop_last=len(data.train) >= 2 * cfg.batch_size, seed=cfg.seed, generator=g_train,
-    )
-    train_loader = DataLoader(data.train, batch_sampler=sampler, num_workers=cfg.num_workers, generator=g_train,
-                              pin_memory=device.type == "cuda", persistent_workers=False)
+    loader_kw = dict(num_workers=cfg.num_workers, persistent_workers=cfg.persistent_workers,
+                     pin_memory=device.type == "cuda" if cfg.pin_mem is None else cfg.pin_mem)
+    n = len(data.train)
+    if cfg.repeated_aug:
+        from timm.data.distributed_sampler import RepeatAugSampler
+
+        sampler = RepeatAugSampler(data.train, num_replicas=world, rank=rank, shuffle=True)
+        per_rank = cfg.batch_size // world
+        train_loader = DataLoader(data.train, sampler=sampler, batch_size=per_rank, drop_last=True,
+                                  generator=g_train, **loader_kw)
+        plan = [(per_rank, 1.0)] * len(train_loader)
+        if not plan:
+            raise ValueError(f"--repeated-aug: timm's RepeatAugSampler gives each of the {world} process(es) "
+                             f"{len(sampler)} of the {n} training images per epoch, fewer than a batch of "
+                             f"{per_rank}; use a smaller --batch-size or more data")
+    else:
+        drop_last = n >= 2 * cfg.batch_size or mixup_active(cfg)
+        if drop_last and n < cfg.batch_size:
+            raise ValueError(f"--mixup / --cutmix drop the last partial batch (timm's Mixup needs even batches); "
+                             f"the {n} training images hold no full batch of {cfg.batch_size}")
+        sampler = ShardedBatchSampler(n, cfg.batch_size, rank=rank, world_size=world, shuffle=True,
+                                      drop_last=drop_last, seed=cfg.seed, generator=g_train)
+        g_workers = g_train
+        if cfg.persistent_workers:  # its worker seeds are drawn once, not before every epoch's order
+            g_workers = torch.Generator()
+            g_workers.manual_seed(epoch_seed(cfg.seed, 0, stream=2))
+        train_loader = DataLoader(data.train, batch_sampler=sampler, generator=g_workers, **loader_kw)
+        plan = sampler.plan()
     eval_bs = -(-(cfg.eval_batch_size or 2 * cfg.batch_size) // world)
     shard = data.test if world == 1 else torch.utils.data.Subset(data.test, shard_indices(len(data.test), rank, world))
-    test_loader = build_loader(shard, eval_bs, shuffle=False, num_workers=cfg.num_workers, generator=g_eval,
-                               device=device)
-    return _Loaders(train_loader, sampler, sampler.plan(), test_loader, g_eval)
+    test_loader = build_loader(shard, eval_bs, shuffle=False, generator=g_eval, device=device, **loader_kw)
+    return _Loaders(train_loader, sampler, plan, test_loader, g_eval, g_train, cfg.seed)
 
 
 def _restore(cfg: TrainConfig, saved_config: dict[str, Any], ckpt_dir: Path, model: nn.Module, optimizer, scheduler,
@@ -360,15 +412,20 @@ def _evaluate_run(cfg: TrainConfig, m: _Model, loaders: _Loaders, task: Task, de
     return res, res_ema
 
 
+LOADER_BOUND_SHARE = 0.1
+"""An epoch whose training loop waited for the loader this share of its time or more is logged as loader-bound."""
+
+
 def _epoch_record(epoch: int, tr: Mapping[str, float], test: Mapping[str, float], test_ema, lr: float,
                   seconds: float, global_step: int, world: int) -> dict[str, Any]:
-    """One ``metrics.jsonl`` line: ``train_<stat>``, ``test_<metric>`` (and ``test_<metric>_ema``), lr, speed."""
-    timing = ("n", "time_s", "images_per_s")
+    """One ``metrics.jsonl`` line: ``train_<stat>``, ``test_<metric>`` (and ``test_<metric>_ema``), lr, speed,
+    and where the training time went (``data_time_s`` waiting for the loader, ``compute_time_s`` the rest)."""
+    timing = ("n", "time_s", "images_per_s", "data_time_s", "compute_time_s")
     record: dict[str, Any] = {"epoch": epoch + 1}
     record.update({f"train_{k}": v for k, v in tr.items() if k not in timing})
     record.update({f"test_{k}": v for k, v in test.items() if k != "n"})
     record.update(lr=lr, images_per_s=tr["images_per_s"], epoch_time_s=seconds, global_step=global_step,
-                  world_size=world)
+                  world_size=world, data_time_s=tr["data_time_s"], compute_time_s=tr["compute_time_s"])
     if test_ema is not None:
         record.update({f"test_{k}_ema": v for k, v in test_ema.items() if k != "n"})
     return record
@@ -383,6 +440,25 @@ def _log_epoch(cfg: TrainConfig, record: Mapping[str, Any], task: Task, test_ema
         shown.append(f"ema_{task.best_metric} {test_ema[task.best_metric]:.2f}")
     log(f"epoch {record['epoch']}/{cfg.epochs}  " + "  ".join(shown) + f"  lr {record['lr']:.2e}  "
         f"{record['images_per_s']:.0f} img/s  {record['epoch_time_s']:.1f}s")
+    log(throughput_line(record["data_time_s"], record["compute_time_s"], cfg.num_workers))
+
+
+def throughput_line(data_s: float, compute_s: float, num_workers: int) -> str:
+    """The per-epoch line that says whether the loader or the model limits training speed.
+
+    ``data_s``: seconds the training loop waited for the loader's next batch; ``compute_s``:
+    the rest of the epoch's training time (copy, forward, backward, step). Loader-bound when
+    the wait is at least :data:`LOADER_BOUND_SHARE` of the two.
+    """
+    total = data_s + compute_s
+    share = data_s / total if total > 0 else 0.0
+    if share >= LOADER_BOUND_SHARE:
+        verdict = (f"loader-bound: the model waited {share:.0%} of the time"
+                   + (f"; try more --num-workers (now {num_workers})" if num_workers < (os.cpu_count() or 1)
+                      else ""))
+    else:
+        verdict = "model-bound: the loader keeps up"
+    return f"  throughput: data wait {data_s:.1f}s ({share:.0%}), compute {compute_s:.1f}s -> {verdict}"
 
 
 def _save(cfg: TrainConfig, ckpt_dir: Path, m: _Model, data_record: dict, task: Task, optimizer, scheduler,
@@ -459,7 +535,9 @@ def train(cfg: TrainConfig | Mapping[str, Any] | None = None, **options: Any) ->
     Writes to ``cfg.output``: ``metrics.jsonl`` (one JSON line per epoch: ``epoch``, the
     task's ``train_*`` statistics and ``test_*`` metrics -- for classification
     ``train_loss, train_acc, test_loss, test_top1, test_top5`` --, ``lr, images_per_s,
-    epoch_time_s, global_step, world_size`` and, with ``model_ema``, ``test_*_ema``) and
+    epoch_time_s, global_step, world_size``, ``data_time_s`` / ``compute_time_s`` (the
+    training time spent waiting for the loader / the rest; also logged as a throughput line
+    that says which is the bottleneck) and, with ``model_ema``, ``test_*_ema``) and
     ``checkpoint/`` (atomic, after every epoch; see :mod:`dartok.train.checkpoint`; with
     ``model_ema`` it also holds ``model_ema.safetensors``; its ``config.json`` records the
     ``task``, its ``best_metric`` and ``best_<metric>``, e.g. ``best_top1``).
@@ -506,6 +584,7 @@ def train(cfg: TrainConfig | Mapping[str, Any] | None = None, **options: Any) ->
             f"batch_size {cfg.batch_size} is the global batch size and must be divisible by the number of "
             f"processes ({info.world_size})"
         )
+    check_augment(cfg, dataset_info(cfg.data), info.world_size)
     device = select_device(cfg.device)
     created = init_distributed(device)
     try:
@@ -534,6 +613,7 @@ def _train(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     data_record = _data_record(cfg, data, m.model)
     loaders = _build_loaders(cfg, data, device)
     optimizer, scheduler, loss_fn = build_optimization(m.model, cfg, len(loaders.train), task)
+    mixup_fn = build_mixup(cfg, data.num_classes)
 
     p = _Progress(best=task.worst(), best_ema=task.worst())
     if saved_config is not None:
@@ -551,12 +631,12 @@ def _train(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     best = task.best_metric
     for epoch in range(p.start_epoch, stop_at):
         t_epoch = time.perf_counter()
-        loaders.sampler.set_epoch(epoch)
+        loaders.set_epoch(epoch)
         tr, p.global_step = train_one_epoch(
             m.train_model, loaders.train, optimizer, scheduler, loss_fn, device, epoch=epoch,
             global_step=p.global_step, input_size=m.input_size, amp=cfg.amp, clip_grad=cfg.clip_grad,
             progress=cfg.progress, num_epochs=cfg.epochs, model_ema=m.ema, batch_plan=loaders.batch_plan, task=task,
-            prior_epochs=cfg.prior_epochs,
+            prior_epochs=cfg.prior_epochs, mixup_fn=mixup_fn,
         )
         test, test_ema = _evaluate_run(cfg, m, loaders, task, device, cfg.progress)
         if task.is_better(test[best], p.best):
@@ -608,6 +688,19 @@ def _log_start(cfg: TrainConfig, m: _Model, data: _Data, device: torch.device) -
         + (f" | {world} processes x {cfg.batch_size // world} = global batch {cfg.batch_size}" if world > 1 else "")
         + (f" | EMA decay {cfg.model_ema_decay}" if m.ema is not None else "")
     )
+    if not data.info.tensors:
+        log(f"train transform: {describe_transform(data.train.transform)}")
+    extra = []
+    if mixup_active(cfg):
+        extra.append(f"Mixup (mixup {cfg.mixup}, cutmix {cfg.cutmix}, prob {cfg.mixup_prob}, smoothing "
+                     f"{cfg.label_smoothing}) + SoftTargetCrossEntropy")
+    if cfg.repeated_aug:
+        extra.append("RepeatAugSampler (3 repeats)")
+    if cfg.drop_path is not None:
+        extra.append(f"drop_path {cfg.drop_path}")
+    if extra:
+        log("augmentation: " + ", ".join(extra))
+
 
 
 # --------------------------------------------------------------------------------------
@@ -656,8 +749,9 @@ def evaluate_checkpoint(
     info = dataset_info(dcfg.data)
     _, boxes = _wants_boxes(config["model"], config.get("model_kwargs") or {}, info)
     ds = build_dataset(dcfg, split, num_samples=samples, boxes=boxes)
-    if not info.tensors:  # PIL images: timm's eval transform
-        ds.transform, _ = pil_transform(model, False, d.get("in_chans") or 3)
+    if not info.tensors:  # PIL images: timm's eval transform, with the run's crop_pct
+        ds.transform, _ = pil_transform(model, False, d.get("in_chans") or 3,
+                                        **transform_kwargs(config.get("train") or {}, False))
     loader = build_loader(ds, batch_size, shuffle=False, num_workers=num_workers, device=dev)
     res = evaluate(model, loader, dev, amp=amp, progress=progress, task=create_task(info.task))
     return {"checkpoint": str(checkpoint), "model": config["model"], "data": dcfg.data, "split": split,

@@ -32,11 +32,15 @@ def build_loader(
     drop_last: bool = False,
     generator: torch.Generator | None = None,
     device: torch.device | None = None,
+    pin_memory: bool | None = None,
+    persistent_workers: bool = False,
 ) -> DataLoader:
     """A DataLoader with its own ``torch.Generator`` (never touches the global RNG).
 
     Reseed ``loader.generator`` with :func:`epoch_seed` before each epoch to make the
-    order (and worker seeds) a function of ``(seed, epoch)``.
+    order (and worker seeds) a function of ``(seed, epoch)``. ``pin_memory`` ``None``: on
+    when ``device`` is CUDA. ``persistent_workers`` keeps the workers between iterations
+    (only with ``num_workers > 0``; their seeds are then drawn once).
     """
     if generator is None:
         generator = torch.Generator()
@@ -48,8 +52,8 @@ def build_loader(
         num_workers=num_workers,
         drop_last=drop_last,
         generator=generator,
-        pin_memory=device is not None and device.type == "cuda",
-        persistent_workers=False,
+        pin_memory=(device is not None and device.type == "cuda") if pin_memory is None else pin_memory,
+        persistent_workers=persistent_workers and num_workers > 0,
     )
 
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..localization import object_mass, object_tokens
 from ..partition import unmix_uniform
+from .augment import mixup_active
 from .distributed import all_reduce_sum
 
 __all__ = [
@@ -243,8 +244,11 @@ def check_label_smoothing(value: float) -> float:
 class Classification(Task):
     """Single-label classification: items ``(x, int label)``, the model gives ``B×K`` logits.
 
-    Training loss: cross-entropy with ``label_smoothing`` (:attr:`criterion`, a
-    ``nn.CrossEntropyLoss``). Metrics: :class:`ClassificationMetrics`; best metric ``"top1"``.
+    Training loss (:attr:`criterion`): cross-entropy with ``label_smoothing`` (a
+    ``nn.CrossEntropyLoss``) on ``B`` int labels; with ``soft_targets`` (a run with mixup /
+    cutmix) timm's ``SoftTargetCrossEntropy`` on ``B×K`` target probabilities, the label
+    smoothing being applied by timm's ``Mixup`` to those targets (as timm's ``train.py`` and
+    DeiT do). Metrics: :class:`ClassificationMetrics`; best metric ``"top1"``.
 
     Raises:
         ValueError: ``label_smoothing`` outside [0, 1).
@@ -255,12 +259,20 @@ class Classification(Task):
     higher_is_better = True
     columns = (("top1", "top-1", "%"), ("top5", "top-5", "%"))
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=check_label_smoothing(label_smoothing))
+    def __init__(self, label_smoothing: float = 0.0, soft_targets: bool = False) -> None:
+        check_label_smoothing(label_smoothing)
+        self.soft_targets = bool(soft_targets)
+        if self.soft_targets:
+            from timm.loss import SoftTargetCrossEntropy
+
+            self.criterion = SoftTargetCrossEntropy()
+        else:
+            self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Classification":
-        return cls(label_smoothing=cfg.label_smoothing)
+        """Cross-entropy with ``cfg.label_smoothing``; soft targets when ``cfg`` mixes batches (mixup / cutmix)."""
+        return cls(label_smoothing=cfg.label_smoothing, soft_targets=mixup_active(cfg))
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.criterion(output, target)
