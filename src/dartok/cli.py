@@ -468,7 +468,7 @@ def compare(
     epochs: Optional[int] = typer.Option(None, help="Override the preset's epochs."),
     train_samples: Optional[int] = typer.Option(None, help="Override the preset's training images."),
     test_samples: Optional[int] = typer.Option(None, help="Override the preset's test samples (a quick smoke run)."),
-    data: Optional[str] = typer.Option(None, help="Dataset (the full preset needs an ImageFolder: --data '')."),
+    data: Optional[str] = typer.Option(None, help="Dataset (the full preset needs an ImageFolder: --data folder)."),
     data_root: Optional[str] = typer.Option(None, help="Dataset directory."),
     snapshot_epochs: str = typer.Option("", help="Draw DART partitions after these epochs, e.g. 1,3,12."),
     macs: bool = typer.Option(True, "--macs/--no-macs", help="Count GMACs with fvcore for the table and plot."),
