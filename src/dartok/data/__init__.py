@@ -2,7 +2,7 @@
 
 * :mod:`.registry`: :func:`register_dataset`, :func:`dataset_info`, :func:`list_datasets`,
   :func:`create_dataset`, :func:`build_dataset` (a run's datasets from its options),
-  :func:`class_names` (a checkpoint's), :func:`infer_dataset`.
+  :func:`infer_dataset`.
 * :mod:`.folder`: your own images: ImageFolder layout, class map, held-out split, stratified
   subsets, :func:`~.folder.load_image` (16-bit images, unreadable files named).
 * :mod:`.fashion_mnist`: the Fashion-MNIST IDX reader, Fashion-MNIST, Cluttered Fashion-MNIST.
@@ -16,7 +16,6 @@ from .registry import (  # noqa: F401
     DataConfig,
     DatasetInfo,
     build_dataset,
-    class_names,
     create_dataset,
     dataset_info,
     infer_dataset,
@@ -49,7 +48,6 @@ __all__ = [
     "DataConfig",
     "DatasetInfo",
     "build_dataset",
-    "class_names",
     "dataset_info",
     "infer_dataset",
     "list_datasets",

@@ -30,7 +30,6 @@ __all__ = [
     "DataConfig",
     "DatasetInfo",
     "build_dataset",
-    "class_names",
     "create_dataset",
     "dataset_info",
     "infer_dataset",
@@ -412,21 +411,6 @@ class _Subset(torch.utils.data.Subset):
     @transform.setter
     def transform(self, tf):
         self.dataset.transform = tf
-
-
-def class_names(record: Mapping[str, Any] | None) -> list[str] | None:
-    """The class names of a checkpoint's ``data`` record (``config["data"]``): its ``classes``, or for
-    checkpoints saved before they were recorded, Fashion-MNIST's names for its 10-class datasets;
-    ``None`` when unknown."""
-    record = record or {}
-    names = record.get("classes")
-    if names:
-        return [str(n) for n in names]
-    if record.get("name") in ("cluttered_fmnist", "fashion_mnist") and record.get("num_classes") == 10:
-        from .fashion_mnist import FASHION_MNIST_CLASSES
-
-        return list(FASHION_MNIST_CLASSES)
-    return None
 
 
 def infer_dataset(data_root: str | os.PathLike | None, default: str = "cluttered_fmnist") -> str:

@@ -78,10 +78,9 @@ def predict(
             checkpoint of a video model or of an oracle model (it needs object boxes).
         FileNotFoundError: a missing checkpoint or input path.
     """
-    from ..data import class_names
     from ..data.folder import list_images, load_image
     from ..models import is_dart
-    from ..train.checkpoint import model_from_checkpoint
+    from ..train.checkpoint import checkpoint_classes, model_from_checkpoint
     from ..train.distributed import select_device
     from ..train.loop import _output
 
@@ -98,7 +97,7 @@ def predict(
         raise ValueError(f"checkpoint {str(checkpoint)!r} is an oracle model: its score map is a dataset's object box, "
                          f"which image files do not have")
     tf = input_transform(model, config)
-    names = class_names(config.get("data"))
+    names = checkpoint_classes(config)
     out = []
     with torch.no_grad():
         for start in range(0, len(paths), batch_size):

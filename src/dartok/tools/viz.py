@@ -439,12 +439,11 @@ def visualize(
         FileNotFoundError: a missing checkpoint or image file.
     """
     from ..data import FASHION_MNIST_CLASSES, DataConfig, build_dataset, dataset_info, list_datasets
-    from ..data import class_names as checkpoint_class_names
     from ..data.folder import load_image, stratified_indices
     from ..data.transforms import model_input_size, prepare_images
     from .predict import input_transform
     from ..models import is_dart
-    from ..train.checkpoint import model_from_checkpoint
+    from ..train.checkpoint import checkpoint_classes, model_from_checkpoint
     from ..train.distributed import select_device
 
     output = Path(output)
@@ -476,7 +475,7 @@ def visualize(
         in_size = model_input_size(model)
         chans = in_size[0]
         dd = config.get("data") or {}
-        class_names = checkpoint_class_names(dd)
+        class_names = checkpoint_classes(config)
         to_input = input_transform(model, config)  # what the model's evaluation saw
 
     # an oracle model (score_source="oracle") cuts the dataset's object box: items carry it

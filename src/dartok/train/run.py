@@ -67,8 +67,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.registry import (DataConfig, DatasetInfo, build_dataset, class_names, dataset_info, num_classes_of,
-                             square_side)
+from ..data.registry import DataConfig, DatasetInfo, build_dataset, dataset_info, num_classes_of, square_side
 from ..data.transforms import model_input_size, pil_transform
 from . import checkpoint as ckpt
 from .._io import atomic_write, json_default
@@ -817,7 +816,7 @@ def evaluate_checkpoint(
                                       num_samples=samples, data_seed=data_seed)
     info = dataset_info(dcfg.data)
     _, boxes = _wants_boxes(config["model"], config.get("model_kwargs") or {}, info)
-    names = class_names(d)
+    names = ckpt.checkpoint_classes(config)
     ds = build_dataset(dcfg, split, num_samples=samples, boxes=boxes,
                        classes=names if d.get("classes") and dcfg.data == d.get("name") else None)
     if not info.tensors:  # PIL images: timm's eval transform
