@@ -99,6 +99,18 @@ def test_visualize_from_checkpoint(trained_run, tmp_path, astronaut_png):
     assert out2.read_bytes()[:8] == PNG
 
 
+def test_predict_names_fashion_classes_of_a_photo(trained_run, astronaut_png):
+    """A canvas-trained (tensor data, 1 channel) model takes an RGB photo: grey, normalised, resized."""
+    from dartok.data import FASHION_MNIST_CLASSES
+
+    res = invoke("predict", "-c", trained_run / "checkpoint", astronaut_png, "--top-k", 3)
+    assert res.exit_code == 0, res.output
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith(str(astronaut_png))
+    named = [c for c in FASHION_MNIST_CLASSES if f"  {c} " in line]
+    assert len(named) == 3, line
+
+
 def test_resume_conflict_via_cli(trained_run):
     res = invoke("train", "-o", trained_run, "--resume", "--lr", "0.5", "--no-progress")
     assert_clean_error(res, "conflict", "lr")

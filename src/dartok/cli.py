@@ -11,6 +11,8 @@ Examples::
     dartok eval --checkpoint runs/dart36/checkpoint --split test --json eval.json
     dartok visualize --checkpoint runs/dart36/checkpoint --indices 0,1,2,3 -o partition.png
     dartok visualize --score-source edges --num-tokens 64 --image photo.png -o edges.png
+    dartok train --data-root my_images/ --model dart_vit_micro_patch8 -o runs/mine   # an ImageFolder
+    dartok predict -c runs/mine/checkpoint photo.jpg more_photos/ --top-k 3 --json preds.json
 
 User errors (bad options, missing / corrupt checkpoints, conflicting resume options) print
 one ``Error: ...`` line and exit with status 2, without a traceback.
@@ -51,7 +53,30 @@ def _fail(message: str, code: int = 2) -> "typer.Exit":
 def _user_error_message(e: BaseException) -> str:
     if isinstance(e, KeyError):
         return f"missing entry {e}"
-    return str(e) or type(e).__name__
+    text = str(e) or type(e).__name__
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: its own message is the last line
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith(type(e).__name__) else last
+    return text
+
+
+def _check_writable(path: Optional[Path], option: str) -> None:
+    """Refuse up front an output file that cannot be written (before any work is done)."""
+    if path is None:
+        return
+    import tempfile
+
+    if path.is_dir():
+        raise _fail(f"{option} {str(path)!r} is a folder; give a file name")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise _fail(f"{option} {str(path)!r}: {str(blocker)!r} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise _fail(f"{option} {str(path)!r}: cannot write to {str(path.parent)!r} ({e.strerror or e})") from None
 
 
 def _parse_json_dict(value: Optional[str], option: str) -> dict:
@@ -101,6 +126,8 @@ def _write_json(path: Path, obj: Any) -> None:
 # CLI parameter name -> TrainConfig field (same unless listed)
 _TRAIN_PARAM_TO_FIELD = {"model_kwargs_json": "model_kwargs", "data_kwargs_json": "data_kwargs"}
 _AUG = "Augmentation and data loading (timm / DeiT names)"
+# options whose default depends on others (resolve_config): not passed when left off
+_TRAIN_DERIVED_DEFAULTS = ("data", "warmup_epochs")
 
 
 @app.command()
@@ -108,17 +135,24 @@ def train(
     ctx: typer.Context,
     model: str = typer.Option("dart_vit_micro_patch8", "--model", "-m", help="Model name (dart_* or plain timm ViT)."),
     num_tokens: Optional[int] = typer.Option(None, help="Token budget N (plain ViTs: a square, sets img_size)."),
-    data: str = typer.Option("cluttered_fmnist", help="cluttered_fmnist, fashion_mnist, or a timm / ImageFolder name."),
+    data: Optional[str] = typer.Option(
+        None, help="cluttered_fmnist, fashion_mnist, folder (your images: an ImageFolder) or a timm name "
+        "(default: folder when --data-root is an ImageFolder, else cluttered_fmnist)."),
     data_root: Optional[str] = typer.Option(None, help="Dataset directory (default: the dataset's own)."),
     canvas_size: Optional[int] = typer.Option(None, help="Canvas side of cluttered_fmnist (default: dataset default)."),
-    train_samples: Optional[int] = typer.Option(None, help="Use the first N training samples (default: all)."),
-    test_samples: Optional[int] = typer.Option(None, help="Use the first N test samples (default: all)."),
+    train_samples: Optional[int] = typer.Option(
+        None, help="Use N training samples (default: all; an ImageFolder: a class-stratified subset, --data-seed)."),
+    test_samples: Optional[int] = typer.Option(
+        None, help="Use N test samples (default: all; an ImageFolder: a class-stratified subset, --data-seed)."),
+    val_split: Optional[float] = typer.Option(
+        None, help="ImageFolder without a val/ folder: hold out this class-stratified fraction of the training "
+        "images (--data-seed) and evaluate on it, e.g. 0.1."),
     epochs: int = typer.Option(10, help="Total epochs of the schedule."),
     batch_size: int = typer.Option(
         64, help="GLOBAL training batch size (under torchrun: split evenly across the processes)."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW)."),
     weight_decay: float = typer.Option(0.05, help="Weight decay (not on norms/biases/pos_embed/cls_token)."),
-    warmup_epochs: int = typer.Option(1, help="Linear warmup epochs."),
+    warmup_epochs: Optional[int] = typer.Option(None, help="Linear warmup epochs (default: 1; 0 when --epochs is 1)."),
     warmup_lr: float = typer.Option(1e-6, help="Learning rate at the start of warmup."),
     min_lr: float = typer.Option(1e-5, help="Final learning rate of the cosine schedule."),
     label_smoothing: float = typer.Option(0.1, "--label-smoothing", "--smoothing",
@@ -132,7 +166,7 @@ def train(
                                    "and checkpointed (model_ema.safetensors) alongside."),
     model_ema_decay: float = typer.Option(0.99996, help="Decay of the weight EMA (--model-ema)."),
     seed: int = typer.Option(0, help="Seed of initialization, data order, dropout."),
-    data_seed: int = typer.Option(0, help="Seed of the cluttered dataset generation."),
+    data_seed: int = typer.Option(0, help="Seed of the data: cluttered generation, ImageFolder subsets, --val-split."),
     num_workers: int = typer.Option(0, help="DataLoader worker processes."),
     output: Path = typer.Option(Path("runs/default"), "--output", "-o", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output where it stopped."),
@@ -145,7 +179,8 @@ def train(
         None, "--model-kwargs", help='Extra model kwargs as JSON, e.g. \'{"scorer_head": "v2", "alpha": 0.2}\'.'),
     data_kwargs_json: Optional[str] = typer.Option(
         None, "--data-kwargs", help='Extra dataset kwargs as JSON, e.g. \'{"num_clutter": 4}\'.'),
-    num_classes: Optional[int] = typer.Option(None, help="Number of classes (default: from the dataset)."),
+    num_classes: Optional[int] = typer.Option(None, help="Number of classes (default: from the dataset, e.g. an "
+                                              "ImageFolder's class folders)."),
     in_chans: Optional[int] = typer.Option(None, help="Image channels 1 or 3 (default: 1 for Fashion-MNIST data)."),
     eval_batch_size: Optional[int] = typer.Option(
         None, help="Global evaluation batch size (default: 2x --batch-size)."),
@@ -195,6 +230,7 @@ def train(
     torchrun --standalone --nproc_per_node=4 $(which dartok) train --batch-size 256 ...
     (NCCL on GPUs, gloo on CPU; --batch-size stays the global batch; rank 0 writes).
     """
+    from .train.config import resolve_config
     from .train.distributed import is_main_process
     from .train.run import train as run_train
     from .train.task import create_task
@@ -211,11 +247,17 @@ def train(
         return not resume or source in ("COMMANDLINE", "ENVIRONMENT")
 
     options = {_TRAIN_PARAM_TO_FIELD.get(k, k): v for k, v in values.items() if k != "json_out" and given(k)}
+    for k in _TRAIN_DERIVED_DEFAULTS:  # None: resolve_config derives them from other options
+        if options.get(k) is None:
+            options.pop(k, None)
     options.update(output=str(output), resume=resume)
     if not resume:
         _check_model_name(model)
+    _check_writable(json_out, "--json")
     try:
-        summary = run_train(options)
+        cfg = resolve_config(options)
+        cfg.validate(flags=True)
+        summary = run_train(cfg)
     except KeyboardInterrupt:
         typer.echo("interrupted; resume with --resume", err=True)
         raise typer.Exit(130)
@@ -270,6 +312,7 @@ def eval_cmd(
         raise typer.BadParameter(f"must be 'test' or 'train', got {split!r}", param_hint="--split")
     if batch_size <= 0:
         raise typer.BadParameter("must be > 0", param_hint="--batch-size")
+    _check_writable(json_out, "--json")
     try:
         out = evaluate_checkpoint(checkpoint, split, data=data, data_root=data_root, canvas_size=canvas_size,
                                   samples=samples, data_seed=data_seed, batch_size=batch_size,
@@ -278,7 +321,13 @@ def eval_cmd(
         raise _fail(_user_error_message(e))
     if json_out is not None:
         _write_json(json_out, out)
-    typer.echo(f"{out['model']} on {out['data']}/{split} (n={out['n']}): {create_task(out['task']).describe(out)}")
+    typer.echo(f"{out['model']} on {out['data'] or 'folder'}/{split} (n={out['n']}): "
+               f"{create_task(out['task']).describe(out)}" + (f"  | classes: {_short_list(out['classes'])}"
+                                                              if out.get("classes") else ""))
+
+
+def _short_list(names, k: int = 12) -> str:
+    return ", ".join(map(str, names[:k])) + (f", ... ({len(names)} in all)" if len(names) > k else "")
 
 
 # --------------------------------------------------------------------------------------
@@ -335,6 +384,7 @@ def visualize(
 
     if patch_size < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--patch-size")
+    _check_writable(output, "--output")
     try:
         path, n = draw(output, checkpoint=checkpoint, score_source=score_source, num_tokens=num_tokens,
                        pdf_size=pdf_size, alpha=alpha, data=data, data_root=data_root, canvas_size=canvas_size,
@@ -343,6 +393,42 @@ def visualize(
     except _USER_ERRORS as e:
         raise _fail(_user_error_message(e))
     typer.echo(f"wrote {path} ({n} image{'s' if n != 1 else ''})")
+
+
+# --------------------------------------------------------------------------------------
+# predict
+# --------------------------------------------------------------------------------------
+@app.command()
+def predict(
+    inputs: List[Path] = typer.Argument(..., help="Image files, or folders of images (searched recursively)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Checkpoint of a trained model."),
+    top_k: int = typer.Option(5, "--top-k", "-k", help="Classes shown per image (at most the model's classes)."),
+    batch_size: int = typer.Option(32, help="Images per forward pass."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda if available)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the predictions to this JSON file."),
+) -> None:
+    """Top-k class names (with probabilities) of image files by a trained checkpoint.
+
+    Images are prepared as the checkpoint's evaluation data were (an ImageFolder model: timm's
+    evaluation transform). One line per image: path, then class probability pairs.
+    """
+    _set_threads(threads)
+    from .tools.predict import predict as run_predict
+
+    if top_k < 1:
+        raise typer.BadParameter(f"must be >= 1, got {top_k}", param_hint="--top-k")
+    if batch_size < 1:
+        raise typer.BadParameter(f"must be >= 1, got {batch_size}", param_hint="--batch-size")
+    _check_writable(json_out, "--json")
+    try:
+        out = run_predict(checkpoint, inputs, top_k=top_k, batch_size=batch_size, device=device)
+    except _USER_ERRORS as e:
+        raise _fail(_user_error_message(e))
+    for row in out["predictions"]:
+        typer.echo(row["path"] + "  " + "  ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in row["top"]))
+    if json_out is not None:
+        _write_json(json_out, out)
 
 
 # --------------------------------------------------------------------------------------
@@ -421,7 +507,7 @@ def compare(
     epochs: Optional[int] = typer.Option(None, help="Override the preset's epochs."),
     train_samples: Optional[int] = typer.Option(None, help="Override the preset's training images."),
     test_samples: Optional[int] = typer.Option(None, help="Override the preset's test samples (a quick smoke run)."),
-    data: Optional[str] = typer.Option(None, help="Dataset (the full presets train on an ImageFolder at --data-root)."),
+    data: Optional[str] = typer.Option(None, help="Dataset (the full presets train on an ImageFolder: --data folder --data-root DIR)."),
     data_root: Optional[str] = typer.Option(None, help="Dataset directory."),
     snapshot_epochs: str = typer.Option("", help="Draw DART partitions after these epochs, e.g. 1,3,12."),
     macs: bool = typer.Option(True, "--macs/--no-macs", help="Count GMACs with fvcore for the table and plot."),

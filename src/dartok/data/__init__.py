@@ -1,7 +1,10 @@
 """Datasets for dartok and the registry that names them.
 
 * :mod:`.registry`: :func:`register_dataset`, :func:`dataset_info`, :func:`list_datasets`,
-  :func:`create_dataset`, :func:`build_dataset` (a run's datasets from its options).
+  :func:`create_dataset`, :func:`build_dataset` (a run's datasets from its options),
+  :func:`infer_dataset`.
+* :mod:`.folder`: your own images: ImageFolder layout, class map, held-out split, stratified
+  subsets, :func:`~.folder.load_image` (16-bit images, unreadable files named).
 * :mod:`.fashion_mnist`: the Fashion-MNIST IDX reader, Fashion-MNIST, Cluttered Fashion-MNIST.
 * :mod:`.video`: Moving Cluttered Fashion-MNIST, :class:`VideoFolderDataset`.
 * :mod:`.transforms`: batches to a model's input size, PIL transforms for timm datasets.
@@ -15,6 +18,7 @@ from .registry import (  # noqa: F401
     build_dataset,
     create_dataset,
     dataset_info,
+    infer_dataset,
     list_datasets,
     num_classes_of,
     register_dataset,
@@ -45,6 +49,7 @@ __all__ = [
     "DatasetInfo",
     "build_dataset",
     "dataset_info",
+    "infer_dataset",
     "list_datasets",
     "register_dataset",
     "unregister_dataset",

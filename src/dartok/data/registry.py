@@ -9,10 +9,12 @@ Adding a dataset is one :func:`register_dataset` call beside its class; training
                      in_chans=1, accepts=frozenset({"channels", "num_samples"}), sized=True)
     dartok.engine.train(TrainConfig(data="my_shapes", ...))
 
-Names that are not registered fall through to timm (:func:`timm.data.create_dataset`):
-ImageFolder trees (``""``, ``"folder"``, ``"imagefolder"``, ``"image_folder"``, with a root)
-and prefixed names (``"torch/..."``, ``"hfds/..."``, ``"hfids/..."``, ``"tfds/..."``,
-``"wds/..."``). Those return PIL images and need a transform (:func:`dartok.data.transforms.pil_transform`).
+ImageFolder trees (``"folder"``, ``"imagefolder"``, ``"image_folder"`` or ``""``, with a root
+folder) are read by :mod:`dartok.data.folder` (one class map from the training split, a held-out
+split that must exist or be asked for, seeded class-stratified subsets). Other names that are not
+registered fall through to timm (:func:`timm.data.create_dataset`): prefixed names
+(``"torch/..."``, ``"hfds/..."``, ``"hfids/..."``, ``"tfds/..."``, ``"wds/..."``) and ``.tar``
+ImageFolders. Both return PIL images and need a transform (:func:`dartok.data.transforms.pil_transform`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ __all__ = [
     "build_dataset",
     "create_dataset",
     "dataset_info",
+    "infer_dataset",
     "list_datasets",
     "num_classes_of",
     "register_dataset",
@@ -37,6 +40,8 @@ __all__ = [
 ]
 
 FOLDER_NAMES = ("", "folder", "imagefolder", "image_folder")
+FOLDER_KWARGS = frozenset({"transform", "classes", "val_split", "seed"})
+"""What :func:`create_dataset` passes to an ImageFolder (:func:`dartok.data.folder.create_image_folder`)."""
 TIMM_PREFIXES = ("torch/", "hfds/", "hfids/", "tfds/", "wds/")
 # timm create_dataset options that mean nothing for registered datasets; dropped silently so a
 # training script can pass one set of kwargs whatever the dataset.
@@ -198,17 +203,20 @@ def create_dataset(name: str, root: str | os.PathLike | None, split: str, **kwar
       datasets take ``root=None`` as ``/usr/share/datasets/fashion-mnist/``, splits ``train`` /
       ``test`` (timm synonyms ``training``, ``val``, ``validation`` ... mapped), and return
       *tensors*, so a ``transform`` must take a tensor.
-    * ``""``, ``"folder"``, ``"imagefolder"``, ``"image_folder"``: a timm ``ImageDataset`` over an
-      ImageFolder tree (``root/<class>/<img>``, or ``root/<split>/<class>/<img>``, or a ``.tar``).
+    * ``"folder"``, ``"imagefolder"``, ``"image_folder"``, ``""``: an ImageFolder tree
+      (``root/train/<class>/<img>`` and ``root/val/<class>/<img>``, or ``root/<class>/<img>`` with
+      ``val_split``): :func:`dartok.data.folder.create_image_folder` (kwargs ``transform``,
+      ``classes``, ``val_split``, ``seed``); a ``.tar`` root goes to timm's ``ImageDataset``.
     * ``"torch/..."``, ``"hfds/..."``, ``"hfids/..."``, ``"tfds/..."``, ``"wds/..."``: passed to
       :func:`timm.data.create_dataset` unchanged (kwargs too). timm datasets return
       ``(PIL.Image, int)``: pass ``transform=`` to get tensors.
 
     Raises:
         ValueError: unknown name (the message lists the valid ones), unknown split, root
-            missing for a folder dataset, bad dataset arguments.
+            missing for a folder dataset, bad dataset arguments, an ImageFolder whose layout or
+            classes do not fit (:mod:`dartok.data.folder`).
         FileNotFoundError: ``root`` does not exist (folder datasets) or data files are missing.
-        TypeError: a kwarg the registered dataset does not accept.
+        TypeError: a kwarg the registered (or ImageFolder) dataset does not accept.
     """
     info = dataset_info(name)
     if not info.registered:
@@ -216,7 +224,16 @@ def create_dataset(name: str, root: str | os.PathLike | None, split: str, **kwar
             if root is None:
                 raise ValueError(f"dataset {name!r} (ImageFolder) needs a root directory (--data-root)")
             if not os.path.exists(root):
-                raise FileNotFoundError(f"dataset root {os.fspath(root)!r} does not exist")
+                raise FileNotFoundError(f"--data-root {os.fspath(root)!r} does not exist")
+            if not (os.path.isfile(root) and os.fspath(root).endswith(".tar")):
+                from .folder import create_image_folder
+
+                kw = {k: v for k, v in kwargs.items() if v is not None and k not in TIMM_ONLY_KWARGS}
+                unknown = sorted(set(kw) - FOLDER_KWARGS)
+                if unknown:
+                    raise TypeError(f"create_dataset({name!r}) got unexpected kwargs {unknown}; accepted: "
+                                    f"{sorted(FOLDER_KWARGS)}")
+                return create_image_folder(root, split, **kw)
             timm_name = ""
         else:
             timm_name = name.strip()
@@ -239,9 +256,10 @@ class DataConfig:
     same names, so a ``TrainConfig`` works wherever a ``DataConfig`` is asked for).
 
     ``data`` (dataset name), ``data_root``, ``canvas_size`` (canvas datasets only),
-    ``data_kwargs`` (extra factory kwargs), ``data_seed`` (generation seed of canvas datasets),
-    ``in_chans`` (``None``: the dataset's default), ``train_samples`` / ``test_samples``
-    (``None``: the whole split).
+    ``data_kwargs`` (extra factory kwargs), ``data_seed`` (generation seed of canvas datasets;
+    the seed of ImageFolder subsets and of ``val_split``), ``in_chans`` (``None``: the dataset's
+    default), ``train_samples`` / ``test_samples`` (``None``: the whole split), ``val_split``
+    (ImageFolder: hold out this fraction of the training images as the held-out split).
     """
 
     data: str = "cluttered_fmnist"
@@ -252,6 +270,7 @@ class DataConfig:
     in_chans: int | None = None
     train_samples: int | None = None
     test_samples: int | None = None
+    val_split: float | None = None
 
     @classmethod
     def from_options(cls, options: Any) -> "DataConfig":
@@ -273,7 +292,8 @@ class DataConfig:
 
         A different ``data`` name starts from that dataset's defaults (root, canvas and kwargs of
         the checkpoint's dataset are not carried over); ``num_samples`` sets both splits' sizes;
-        the channels stay the model's.
+        the channels stay the model's. The run's ``val_split`` is kept unless ``data`` or
+        ``data_root`` is given (another folder's own validation split is read then).
         """
         d = config.get("data") or {}
         same = not data
@@ -286,27 +306,34 @@ class DataConfig:
             in_chans=d.get("in_chans") or (config.get("model_kwargs") or {}).get("in_chans"),
             train_samples=num_samples,
             test_samples=num_samples,
+            val_split=d.get("val_split") if same and data_root is None else None,
         )
 
 
 def build_dataset(cfg: Any, split: str, *, num_samples: int | None = None, transform=None,
-                  boxes: bool = False) -> Dataset:
+                  boxes: bool = False, classes: list[str] | None = None) -> Dataset:
     """Create the ``"train"`` or ``"test"`` dataset of a run (``cfg``: a :class:`DataConfig` or a
     ``TrainConfig``) with :func:`create_dataset`.
 
     Tensor datasets get ``channels`` (= ``cfg.in_chans`` or the dataset's default), canvas
     datasets ``canvas_size`` and ``seed`` (= ``cfg.data_seed``), sized datasets
-    ``num_samples``, and all ``cfg.data_kwargs`` and ``transform``; timm datasets get
-    ``transform`` and ``cfg.data_kwargs``, and their ``"test"`` split is timm's
-    ``"validation"`` (``val``, ``valid``, ... folders) unless ``<data_root>/test`` exists.
-    Datasets that do not take ``num_samples`` are cut to their first ``num_samples`` items.
+    ``num_samples``, and all ``cfg.data_kwargs`` and ``transform``. ImageFolders get
+    ``cfg.val_split``, ``seed`` and ``classes`` (a checkpoint's class names: the class map; default
+    the training split's), and their ``"test"`` split is the validation folder or the held-out part
+    (:func:`dartok.data.folder.create_image_folder`); other timm datasets get ``transform`` and
+    ``cfg.data_kwargs``, and their ``"test"`` split is timm's ``"validation"``.
+    Datasets that do not take ``num_samples`` are cut to ``num_samples`` items: a seeded
+    (``cfg.data_seed``), class-stratified subset (:func:`dartok.data.folder.stratified_indices`) when
+    the dataset lists its ``targets`` and is not a registered one, else its first items.
     ``boxes``: items carry the object's box (``return_box=True``; :class:`DatasetInfo` ``boxes``).
 
     Raises:
         ValueError: unknown dataset, ``canvas_size`` for a dataset without a canvas, ``boxes``
-            for a dataset without object boxes, bad options.
+            for a dataset without object boxes, ``val_split`` for a dataset that is not an
+            ImageFolder, bad options.
     """
     info = dataset_info(cfg.data)
+    folder = not info.registered and info.name in FOLDER_NAMES
     kw = dict(cfg.data_kwargs)
     if boxes:
         if not info.boxes:
@@ -315,6 +342,10 @@ def build_dataset(cfg: Any, split: str, *, num_samples: int | None = None, trans
         kw["return_box"] = True
     if cfg.canvas_size is not None and not info.canvas:
         raise ValueError(f"canvas_size only applies to {list_datasets(canvas=True)}, not {cfg.data!r}")
+    val_split = getattr(cfg, "val_split", None)
+    if val_split is not None and not folder:
+        raise ValueError(f"--val-split holds out part of an ImageFolder's training images; dataset {cfg.data!r} "
+                         f"has its own test split")
     if info.tensors:
         kw.setdefault("channels", cfg.in_chans or info.in_chans)
     if info.canvas:
@@ -325,20 +356,32 @@ def build_dataset(cfg: Any, split: str, *, num_samples: int | None = None, trans
         kw["num_samples"] = num_samples
     if transform is not None:
         kw["transform"] = transform
-    if not info.registered and split == "test":  # timm's name for the held-out split, unless a 'test' folder exists
-        if not (cfg.data_root and os.path.isdir(os.path.join(cfg.data_root, "test"))):
-            split = "validation"
+    if folder:
+        kw.update(val_split=val_split, seed=cfg.data_seed, classes=classes)
+    elif not info.registered and split == "test":  # timm's name for the held-out split
+        split = "validation"
     ds = create_dataset(cfg.data, cfg.data_root, split, **kw)
     if not info.sized and num_samples is not None and num_samples < len(ds):
-        ds = _Subset(ds, num_samples)
+        targets = getattr(ds, "targets", None)
+        if targets is not None and not info.registered:
+            from .folder import stratified_indices
+
+            idx = stratified_indices(targets, num_samples, cfg.data_seed, stream=1 if split == "train" else 2)
+            how = f"class-stratified subset (--data-seed {cfg.data_seed})"
+        else:
+            idx, how = range(num_samples), "first items"
+        source = getattr(ds, "source", None)
+        ds = _Subset(ds, idx, source=f"{how} of {len(ds)}" + (f": {source}" if source else ""))
     return ds
 
 
 class _Subset(torch.utils.data.Subset):
-    """First ``n`` items of a dataset, forwarding ``transform`` / ``classes`` / ``num_frames``."""
+    """Items ``indices`` of a dataset (an int ``n``: the first ``n``), forwarding ``transform`` /
+    ``classes`` / ``num_frames`` / ``targets``; ``source`` says what it is (logs)."""
 
-    def __init__(self, dataset: Dataset, n: int):
-        super().__init__(dataset, range(n))
+    def __init__(self, dataset: Dataset, indices, source: str | None = None):
+        super().__init__(dataset, range(indices) if isinstance(indices, int) else list(indices))
+        self.source = source
 
     @property
     def classes(self):
@@ -349,12 +392,33 @@ class _Subset(torch.utils.data.Subset):
         return getattr(self.dataset, "num_frames", None)
 
     @property
+    def targets(self):
+        t = getattr(self.dataset, "targets", None)
+        return None if t is None else [t[i] for i in self.indices]
+
+    @property
+    def missing_classes(self):
+        classes, targets = self.classes, self.targets
+        if classes is None or targets is None:
+            return None
+        present = set(int(v) for v in targets)
+        return [c for i, c in enumerate(classes) if i not in present]
+
+    @property
     def transform(self):
         return getattr(self.dataset, "transform", None)
 
     @transform.setter
     def transform(self, tf):
         self.dataset.transform = tf
+
+
+def infer_dataset(data_root: str | os.PathLike | None, default: str = "cluttered_fmnist") -> str:
+    """The dataset a ``--data-root`` alone names: ``"folder"`` when it looks like an ImageFolder
+    (:func:`dartok.data.folder.looks_like_image_folder`), else ``default``."""
+    from .folder import looks_like_image_folder
+
+    return "folder" if looks_like_image_folder(data_root) else default
 
 
 def num_classes_of(dataset: Dataset) -> int | None:

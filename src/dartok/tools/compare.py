@@ -304,7 +304,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full-video": {"specs": _video(196, 8, "videomamba_tiny_patch16_224", "dart_videomamba_tiny_patch16_224"),
                    "train": {"data": "ssv2", "data_kwargs": {"num_frames": 8}, "epochs": 35, "batch_size": 256,
                              "lr": 4e-4, "warmup_epochs": 5, "amp": True}},
-    # DeiT-Ti sizes on a GPU and an ImageFolder dataset (--data "" --data-root ...), DeiT's published recipe
+    # DeiT-Ti sizes on a GPU and an ImageFolder dataset (--data folder --data-root ...), DeiT's published recipe
     "full": {"specs": _DEIT_RUNS, "train": {"data": "", **DEIT_RECIPE}},
     # the same on data with small objects anywhere in the image: no crop, no cutmix, no erasing
     "full-small-objects": {"specs": _DEIT_RUNS, "train": {"data": "", **DEIT_RECIPE, **SMALL_OBJECTS_AUG}},

@@ -384,6 +384,14 @@ def _image_file_channels(paths: Sequence[Path]) -> int:
     return 1
 
 
+def _item_name(ds, i: int) -> str | None:
+    """The file name of item ``i`` of an ImageFolder (or of a subset of one), else ``None``."""
+    while isinstance(ds, torch.utils.data.Subset):
+        ds, i = ds.dataset, ds.indices[i]
+    samples = getattr(ds, "samples", None)
+    return Path(samples[i][0]).name if samples is not None and -len(samples) <= i < len(samples) else None
+
+
 def _class_name(class_names, k: int) -> str:
     return class_names[k] if class_names and k < len(class_names) else str(k)
 
@@ -416,7 +424,10 @@ def visualize(
     default unless given). Inputs are image files (``images``) or samples of a local
     dataset (``indices``, default the first 8; dataset options default to the
     checkpoint's, else ``cluttered_fmnist``). Clips ``C×T×H×W`` of a DART video model are
-    drawn one row of frames per clip.
+    drawn one row of frames per clip. With a checkpoint, images are prepared as its evaluation
+    data were (:func:`dartok.tools.predict.input_transform`) and titles name its classes; for a
+    checkpoint trained on an ImageFolder the default samples are 8 images of its validation
+    split drawn across the classes (seeded).
 
     Returns:
         ``(path, number of images drawn)``.
@@ -428,9 +439,11 @@ def visualize(
         FileNotFoundError: a missing checkpoint or image file.
     """
     from ..data import FASHION_MNIST_CLASSES, DataConfig, build_dataset, dataset_info, list_datasets
+    from ..data.folder import load_image, stratified_indices
     from ..data.transforms import model_input_size, prepare_images
+    from .predict import input_transform
     from ..models import is_dart
-    from ..train.checkpoint import model_from_checkpoint
+    from ..train.checkpoint import checkpoint_classes, model_from_checkpoint
     from ..train.distributed import select_device
 
     output = Path(output)
@@ -462,10 +475,8 @@ def visualize(
         in_size = model_input_size(model)
         chans = in_size[0]
         dd = config.get("data") or {}
-        mean = torch.tensor(dd.get("mean") or [0.5] * chans).view(-1, 1, 1)
-        std = torch.tensor(dd.get("std") or [0.5] * chans).view(-1, 1, 1)
-        if (dd.get("name") in ("cluttered_fmnist", "fashion_mnist")) and (dd.get("num_classes") == 10):
-            class_names = list(FASHION_MNIST_CLASSES)
+        class_names = checkpoint_classes(config)
+        to_input = input_transform(model, config)  # what the model's evaluation saw
 
     # an oracle model (score_source="oracle") cuts the dataset's object box: items carry it
     oracle = model is not None and is_dart(model) and model.patch_embed.score_source == "oracle"
@@ -476,10 +487,15 @@ def visualize(
                          "object boxes give its score map, not image files")
     if images:
         paths = [Path(p) for p in images]
-        chans_img = chans if checkpoint is not None else _image_file_channels(paths)
-        for p in paths:
-            x = load_image_file(p, chans_img)
-            items.append(((x - mean) / std if checkpoint is not None else x, None, p.name, None))
+        if checkpoint is not None:
+            for p in paths:
+                if not p.is_file():
+                    raise FileNotFoundError(f"image file {str(p)!r} does not exist")
+                items.append((to_input(load_image(p)), None, p.name, None))
+        else:
+            chans_img = _image_file_channels(paths)
+            for p in paths:
+                items.append((load_image_file(p, chans_img), None, p.name, None))
     else:
         if checkpoint is not None:
             dcfg = DataConfig.from_checkpoint(config, data=data, data_root=data_root, canvas_size=canvas_size,
@@ -487,20 +503,31 @@ def visualize(
         else:
             dcfg = DataConfig(data=data or "cluttered_fmnist", data_root=data_root, canvas_size=canvas_size,
                               data_seed=data_seed or 0)
-        if not dataset_info(dcfg.data).tensors:  # PIL images need a model's transform first
+        pil = not dataset_info(dcfg.data).tensors
+        if pil and checkpoint is None:  # PIL images need a model's transform first
             ready = [n for n in list_datasets() if dataset_info(n).tensors]
-            raise ValueError(f"--indices works with {', '.join(ready)}; use --image for other pictures")
-        ds = build_dataset(dcfg, split, boxes=oracle)
+            raise ValueError(f"--indices without --checkpoint works with {', '.join(ready)}; use --image for "
+                             f"other pictures")
+        if pil:  # an ImageFolder / timm dataset: the model's evaluation transform, its class map
+            same = dcfg.data == dd.get("name")
+            ds = build_dataset(dcfg, split, transform=to_input, classes=class_names if same else None)
+        else:
+            ds = build_dataset(dcfg, split, boxes=oracle)
         if class_names is None:
             class_names = list(getattr(ds, "classes", None) or FASHION_MNIST_CLASSES)
-        idx = list(range(min(8, len(ds)))) if indices is None else list(indices)
+        if indices is not None:
+            idx = list(indices)
+        elif pil and getattr(ds, "targets", None) is not None:  # a few of every class, not the first class only
+            idx = stratified_indices(ds.targets, 8, dcfg.data_seed)
+        else:
+            idx = list(range(min(8, len(ds))))
         bad = [i for i in idx if not -len(ds) <= i < len(ds)]
         if bad:
             raise ValueError(f"--indices {bad} out of range for {dcfg.data}/{split} of {len(ds)} samples")
         for i in idx:
             x, y = ds[i]
             box = y["box"] if oracle else None
-            items.append((x, int(y["label"] if oracle else y), f"{dcfg.data}[{i}]", box))
+            items.append((x, int(y["label"] if oracle else y), _item_name(ds, i) or f"{dcfg.data}[{i}]", box))
 
     # ---- partitions ----
     from ..partition import quantile_boxes

@@ -52,6 +52,7 @@ __all__ = [
     "unwrap_model",
     "read_state_dict",
     "init_from",
+    "checkpoint_classes",
 ]
 
 WEIGHTS_NAME = "model.safetensors"
@@ -380,6 +381,21 @@ def load_checkpoint(
             raise FileNotFoundError(f"checkpoint weights {str(p)!r} are missing")
     state = load_train_state(path_dir, map_location=map_location) if load_state else None
     return config, state
+
+
+def checkpoint_classes(config: Mapping[str, Any]) -> list[str] | None:
+    """The class names of a checkpoint (its ``config.json`` as a dict): ``data.classes``, or for
+    checkpoints saved before they were recorded, Fashion-MNIST's names for its 10-class datasets;
+    ``None`` when unknown."""
+    record = config.get("data") or {}
+    names = record.get("classes")
+    if names:
+        return [str(n) for n in names]
+    if record.get("name") in ("cluttered_fmnist", "fashion_mnist") and record.get("num_classes") == 10:
+        from ..data.fashion_mnist import FASHION_MNIST_CLASSES
+
+        return list(FASHION_MNIST_CLASSES)
+    return None
 
 
 def model_from_checkpoint(

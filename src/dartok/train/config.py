@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,12 +23,15 @@ from .task import check_label_smoothing
 
 __all__ = [
     "CHECKPOINT_DIRNAME",
+    "LOCK_NAME",
     "METRICS_NAME",
     "NOT_INHERITED",
     "ResumeConflictError",
+    "RunDirBusyError",
     "TrainConfig",
     "check_resume",
     "load_resume_config",
+    "option_flag",
     "resolve_config",
 ]
 
@@ -34,12 +39,23 @@ METRICS_NAME = "metrics.jsonl"
 """Per-epoch metrics of a run, one JSON object a line, in ``<output>/``."""
 CHECKPOINT_DIRNAME = "checkpoint"
 """The run's checkpoint folder, ``<output>/checkpoint``."""
+LOCK_NAME = ".lock"
+"""The lock file a training run holds in ``<output>/`` while it runs (:func:`dartok.train.run.hold_run_dir`)."""
 NOT_INHERITED = frozenset({"stop_after", "resume", "output", "progress"})
 """Options a resumed run does not take from the saved run when they are not given."""
 
 
+def option_flag(name: str) -> str:
+    """The ``dartok train`` flag of a :class:`TrainConfig` field: ``warmup_epochs`` -> ``--warmup-epochs``."""
+    return "--" + name.replace("_", "-")
+
+
 class ResumeConflictError(ValueError):
     """Raised when ``--resume`` is asked with options that conflict with the saved run."""
+
+
+class RunDirBusyError(FileExistsError):
+    """Raised when another training holds the run directory's lock (:data:`LOCK_NAME`)."""
 
 
 @dataclass
@@ -62,7 +78,10 @@ class TrainConfig:
     Data: ``data`` (a registered name, :func:`dartok.data.list_datasets`, or a timm /
     ImageFolder name; the registry also says the run's task), ``data_root``, ``canvas_size``
     (canvas datasets), ``train_samples`` / ``test_samples``
-    (``None``: whole split), ``data_kwargs`` (extra dataset kwargs), ``data_seed``.
+    (``None``: whole split; for an ImageFolder a seeded, class-stratified subset), ``val_split``
+    (ImageFolder without a validation folder: hold out this seeded, class-stratified fraction of
+    the training images, e.g. ``0.1``), ``data_kwargs`` (extra dataset kwargs), ``data_seed`` (the
+    seed of generated data, ImageFolder subsets and ``val_split``).
 
     Optimization: ``epochs``, ``batch_size`` (the GLOBAL batch: split evenly across the
     processes of a distributed run), ``lr``, ``weight_decay``, ``warmup_epochs``,
@@ -113,6 +132,7 @@ class TrainConfig:
     canvas_size: int | None = None
     train_samples: int | None = None
     test_samples: int | None = None
+    val_split: float | None = None
     data_kwargs: dict = field(default_factory=dict)
     data_seed: int = 0
     epochs: int = 10
@@ -180,13 +200,18 @@ class TrainConfig:
         """The data options (:class:`dartok.data.DataConfig`) of this run."""
         return DataConfig.from_options(self)
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid option."""
+    def validate(self, *, flags: bool = False) -> None:
+        """Raise ``ValueError`` naming the first invalid option (``flags``: by its ``dartok train``
+        flag, :func:`option_flag`, else by its field name)."""
+        def n(name: str) -> str:
+            return option_flag(name) if flags else name
+
         def pos(name, v, allow_none=False, zero=False):
             if v is None and allow_none:
                 return
-            if v is None or (v < 0 if zero else v <= 0):
-                raise ValueError(f"{name} must be {'>= 0' if zero else '> 0'}, got {v!r}")
+            if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or (v < 0 if zero else v <= 0):
+                raise ValueError(f"{n(name)} must be a finite number {'>= 0' if zero else '> 0'}, got {v!r}")
         for name in ("epochs", "batch_size", "lr"):
             pos(name, getattr(self, name))
         for name in ("weight_decay", "warmup_epochs", "warmup_lr", "min_lr", "num_workers"):
@@ -195,24 +220,31 @@ class TrainConfig:
                      "clip_grad", "stop_after", "threads"):
             pos(name, getattr(self, name), allow_none=True)
         if self.in_chans is not None and self.in_chans not in (1, 3):
-            raise ValueError(f"in_chans must be 1 or 3, got {self.in_chans!r}")
+            raise ValueError(f"{n('in_chans')} must be 1 or 3, got {self.in_chans!r}")
+        if self.val_split is not None and not (isinstance(self.val_split, (int, float))
+                                               and 0.0 < self.val_split < 1.0):
+            raise ValueError(f"{n('val_split')} must be a fraction between 0 and 1 (e.g. 0.1), got {self.val_split!r}")
         if not 0.0 <= self.model_ema_decay < 1.0:
-            raise ValueError(f"model_ema_decay must be in [0, 1), got {self.model_ema_decay!r}")
-        check_label_smoothing(self.label_smoothing)
+            raise ValueError(f"{n('model_ema_decay')} must be in [0, 1), got {self.model_ema_decay!r}")
+        try:
+            check_label_smoothing(self.label_smoothing)
+        except ValueError:
+            raise ValueError(f"{n('label_smoothing')} must be in [0, 1), got {self.label_smoothing!r}") from None
         check_augment_values(self)
         if not (isinstance(self.prior_epochs, (int, float)) and 0 <= self.prior_epochs <= self.epochs):
-            raise ValueError(f"prior_epochs must be between 0 and epochs ({self.epochs}): the prior's share must "
-                             f"reach 0 before training ends, got {self.prior_epochs!r}")
+            raise ValueError(f"{n('prior_epochs')} must be between 0 and {n('epochs')} ({self.epochs}): the prior's "
+                             f"share must reach 0 before training ends, got {self.prior_epochs!r}")
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
+            raise ValueError(f"{n('warmup_epochs')} ({self.warmup_epochs}) must be < {n('epochs')} ({self.epochs})")
         if not isinstance(self.model_kwargs, dict):
-            raise ValueError(f"model_kwargs must be a dict, got {type(self.model_kwargs).__name__}")
+            raise ValueError(f"{n('model_kwargs')} must be a dict, got {type(self.model_kwargs).__name__}")
         if not isinstance(self.data_kwargs, dict):
-            raise ValueError(f"data_kwargs must be a dict, got {type(self.data_kwargs).__name__}")
+            raise ValueError(f"{n('data_kwargs')} must be a dict, got {type(self.data_kwargs).__name__}")
         if not self.model:
-            raise ValueError("model name is empty")
+            raise ValueError(f"{n('model')} name is empty")
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
-            raise ValueError(f"init_from must be a path (checkpoint folder, .safetensors, .pth), got {self.init_from!r}")
+            raise ValueError(f"{n('init_from')} must be a path (checkpoint folder, .safetensors, .pth), "
+                             f"got {self.init_from!r}")
 
 
 def load_resume_config(ckpt_dir: str | Path) -> dict[str, Any]:
@@ -269,7 +301,13 @@ def resolve_config(cfg: TrainConfig | Mapping[str, Any] | None = None, /, **opti
       ``dartok train --resume`` does with the options left off its command line, so
       ``train(output="runs/x", resume=True)`` continues the run as ``dartok train -o runs/x
       --resume`` does. Given options that conflict with the saved run are refused later,
-      by :func:`check_resume`.
+      by :func:`check_resume`. Defaults that depend on other options, for a new run:
+
+      - ``data``: ``"folder"`` when ``data_root`` is an ImageFolder
+        (:func:`dartok.data.infer_dataset`), else ``"cluttered_fmnist"``;
+      - ``warmup_epochs``: 1, but ``epochs - 1`` when that is less (a 1-epoch run has no warm-up).
+
+      A given ``data_root`` is made absolute (so a run resumes from any working directory).
 
     Raises:
         TypeError: a keyword that is not a :class:`TrainConfig` field.
@@ -284,10 +322,19 @@ def resolve_config(cfg: TrainConfig | Mapping[str, Any] | None = None, /, **opti
         return dataclasses.replace(cfg, **options) if options else cfg
     given = {k: v for k, v in dict(cfg or {}).items() if k in names}
     given.update(options)
+    if isinstance(given.get("data_root"), (str, os.PathLike)) and str(given["data_root"]):
+        given["data_root"] = os.path.abspath(os.path.expanduser(os.fspath(given["data_root"])))
     if given.get("resume"):
         output = given.get("output", TrainConfig.output)
         saved = load_resume_config(Path(output) / CHECKPOINT_DIRNAME)["train"]
         for k, v in saved.items():
             if k in names and k not in NOT_INHERITED and k not in given:
                 given[k] = v
+    if "data" not in given and given.get("data_root"):
+        from ..data.registry import infer_dataset
+
+        given["data"] = infer_dataset(given["data_root"], TrainConfig.data)
+    epochs = given.get("epochs", TrainConfig.epochs)
+    if "warmup_epochs" not in given and isinstance(epochs, int) and epochs <= TrainConfig.warmup_epochs:
+        given["warmup_epochs"] = max(0, epochs - 1)
     return TrainConfig(**given)

@@ -54,9 +54,11 @@ them it matches up to float summation order.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,15 +73,15 @@ from ..data.transforms import describe_transform, model_input_size, pil_transfor
 from . import checkpoint as ckpt
 from .augment import build_mixup, check_augment, mixup_active, transform_kwargs
 from .._io import atomic_write, json_default
-from .config import (CHECKPOINT_DIRNAME, METRICS_NAME, TrainConfig, check_resume, load_resume_config,
-                     resolve_config)
+from .config import (CHECKPOINT_DIRNAME, LOCK_NAME, METRICS_NAME, RunDirBusyError, TrainConfig, check_resume,
+                     load_resume_config, resolve_config)
 from .distributed import (barrier, dist_info, dist_ready, get_rng_state, init_distributed, log, rank_seed,
                           seed_everything, select_device, set_rng_state)
 from .loop import build_optimization, evaluate, train_one_epoch
 from .sampler import ShardedBatchSampler, build_loader, epoch_seed, shard_indices
 from .task import Task, create_task
 
-__all__ = ["evaluate_checkpoint", "read_metrics", "train"]
+__all__ = ["describe_data", "evaluate_checkpoint", "hold_run_dir", "read_metrics", "train"]
 
 
 # --------------------------------------------------------------------------------------
@@ -111,6 +113,16 @@ def _truncate_metrics(path: Path, last_epoch: int) -> None:
             keep.append(line if line.endswith("\n") else line + "\n")
     if changed:
         atomic_write(path, "".join(keep))
+
+
+def _complete_metrics(path: Path, record: Mapping[str, Any] | None, last_epoch: int) -> None:
+    """Append the checkpoint's own record of epoch ``last_epoch`` when ``metrics.jsonl`` stops
+    before it (a run stopped between its checkpoint and its metrics line)."""
+    if not isinstance(record, Mapping) or record.get("epoch") != last_epoch:
+        return
+    rows = read_metrics(path.parent) if path.is_file() else []
+    if not rows or rows[-1].get("epoch", 0) < last_epoch:
+        _append_jsonl(path, record)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -183,12 +195,16 @@ class _Model:
     train_model: nn.Module | None = None  # the DDP wrapper, or the model itself
 
 
-def _check_run_dir(cfg: TrainConfig, ckpt_dir: Path) -> dict[str, Any] | None:
+def _check_run_dir(cfg: TrainConfig, ckpt_dir: Path, metrics_path: Path) -> dict[str, Any] | None:
     """The saved config of the run to resume (checked against ``cfg``), or ``None`` for a new run.
+
+    A new run starts in a directory without a checkpoint and without a non-empty
+    ``metrics.jsonl``: a run writes its checkpoint before each metrics line, so metrics without a
+    checkpoint are never a run this one could continue, and are not appended to.
 
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint.
-        FileExistsError: a new run in a directory that holds a checkpoint.
+        FileExistsError: a new run in a directory that holds a checkpoint, or the metrics of another run.
         ResumeConflictError: options that conflict with the saved run.
     """
     if cfg.resume:
@@ -200,7 +216,79 @@ def _check_run_dir(cfg: TrainConfig, ckpt_dir: Path) -> dict[str, Any] | None:
             f"run directory {str(ckpt_dir.parent)!r} already holds a checkpoint; pass --resume to continue it, "
             f"or choose another --output"
         )
+    if metrics_path.is_file() and metrics_path.stat().st_size > 0:
+        raise FileExistsError(
+            f"run directory {str(ckpt_dir.parent)!r} holds the {METRICS_NAME} of another run but no checkpoint to "
+            f"--resume; a new run does not append to it: choose another --output, or delete {str(metrics_path)!r}"
+        )
     return None
+
+
+def _leftovers(run_dir: Path) -> list[Path]:
+    """Temporary files of an interrupted save that only a training run writes in its directory:
+    ``.checkpoint.tmp-*`` folders (:func:`dartok._io.atomic_dir`) and ``.metrics.jsonl.*.tmp``."""
+    return sorted([*run_dir.glob(f".{CHECKPOINT_DIRNAME}.tmp-*"), *run_dir.glob(f".{METRICS_NAME}.*.tmp")])
+
+
+@contextlib.contextmanager
+def hold_run_dir(run_dir: str | os.PathLike):
+    """Own a run directory for a training run: create it, check it is writable, lock it and
+    remove the leftovers of interrupted saves.
+
+    The lock is ``<run_dir>/.lock`` (``filelock``: an OS lock on the open file, released when
+    the process ends, however it ends), held until the block exits, so a second training on the
+    same directory fails at once instead of interleaving metrics and overwriting checkpoints.
+    Holding it proves that the ``.checkpoint.tmp-*`` / ``.metrics.jsonl.*.tmp`` leftovers
+    (:func:`_leftovers`) belong to no running save; they are deleted. A directory this call
+    created is removed again if the block fails before writing anything into it.
+
+    Raises:
+        RunDirBusyError: another process holds the lock.
+        ValueError: the directory cannot be created or written (a file in the way, no permission,
+            a read-only file system).
+    """
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    lock = FileLock(os.fspath(run_dir / LOCK_NAME), timeout=0)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except Timeout:
+        raise RunDirBusyError(
+            f"run directory {str(run_dir)!r} is in use by another training (it holds the lock "
+            f"{str(run_dir / LOCK_NAME)!r}); wait for it to end, or choose another --output") from None
+    except OSError as e:
+        blocker = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
+        why = f"{str(blocker)!r} is a file" if blocker is not None and not blocker.is_dir() else (e.strerror or e)
+        raise ValueError(f"cannot write to --output {str(run_dir)!r}: {why}") from None
+    try:
+        try:
+            import tempfile
+
+            with tempfile.TemporaryFile(dir=run_dir):
+                pass
+            metrics = run_dir / METRICS_NAME
+            if metrics.exists():
+                with open(metrics, "a", encoding="utf-8"):
+                    pass
+        except OSError as e:
+            raise ValueError(f"cannot write to --output {str(run_dir)!r}: {e.strerror or e}") from None
+        stale = _leftovers(run_dir)
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if stale:
+            log(f"removed {len(stale)} leftover(s) of an interrupted save: {', '.join(p.name for p in stale)}")
+        yield run_dir
+    except BaseException:
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
+            with contextlib.suppress(OSError):
+                (run_dir / LOCK_NAME).unlink()
+                run_dir.rmdir()
+        raise
+    finally:
+        lock.release()
 
 
 def _seed(cfg: TrainConfig, device: torch.device) -> None:
@@ -229,17 +317,45 @@ def _wants_boxes(model: str, model_kwargs: Mapping[str, Any], info: DatasetInfo)
 
 
 def _build_data(cfg: TrainConfig) -> _Data:
-    """The train and test datasets, the task their registration names, classes and channels."""
+    """The train and test datasets, the task their registration names, classes and channels.
+
+    Raises:
+        ValueError: an empty split, unknown classes, a ``num_classes`` smaller than the classes the
+            data names (their labels would be out of range).
+    """
     info = dataset_info(cfg.data)
     boxes_train, boxes_test = _wants_boxes(cfg.model, cfg.model_kwargs, info)
     train_ds = build_dataset(cfg, "train", num_samples=cfg.train_samples, boxes=boxes_train)
     test_ds = build_dataset(cfg, "test", num_samples=cfg.test_samples, boxes=boxes_test)
     if len(train_ds) == 0:
         raise ValueError("the training set is empty")
-    num_classes = cfg.num_classes or num_classes_of(train_ds) or info.num_classes
+    if len(test_ds) == 0:
+        raise ValueError(f"the evaluation split {getattr(test_ds, 'source', '')} is empty".replace("  ", " "))
+    named = num_classes_of(train_ds) or info.num_classes
+    num_classes = cfg.num_classes or cfg.model_kwargs.get("num_classes") or named
     if num_classes is None:
-        raise ValueError(f"cannot infer the number of classes of dataset {cfg.data!r}; pass num_classes")
+        raise ValueError(f"cannot infer the number of classes of dataset {cfg.data!r}; pass --num-classes")
+    if named is not None and num_classes < named:
+        names = getattr(train_ds, "classes", None)
+        raise ValueError(f"--num-classes {num_classes} is less than the {named} classes the data has"
+                         + (f" ({', '.join(map(str, names[:12]))}{', ...' if len(names) > 12 else ''})" if names else "")
+                         + "; leave it out to take the data's")
     return _Data(train_ds, test_ds, info, create_task(info.task, cfg), num_classes, cfg.in_chans or info.in_chans)
+
+
+def _input_pixels(name: str, kwargs: Mapping[str, Any]) -> int | None:
+    """Pixels of a DART model's input (``img_size``² of the kwargs or of timm's default config,
+    times ``num_frames`` for a clip model), ``None`` when unknown."""
+    import timm.models
+
+    side = kwargs.get("img_size")
+    if side is None:
+        try:
+            side = timm.models.get_pretrained_cfg(name).input_size[-1]
+        except Exception:  # not registered with a default config
+            return None
+    h, w = (side, side) if isinstance(side, int) else tuple(side)[-2:]
+    return int(h) * int(w) * int(kwargs.get("num_frames") or 1)
 
 
 def _build_model(cfg: TrainConfig, data: _Data, device: torch.device) -> _Model:
@@ -248,6 +364,10 @@ def _build_model(cfg: TrainConfig, data: _Data, device: torch.device) -> _Model:
     ``num_classes`` / ``in_chans`` come from the data unless ``model_kwargs`` sets them; a video
     dataset's clip length becomes ``num_frames``; a DART model records the square side of the
     data as ``img_size`` (it sees the full canvas).
+
+    Raises:
+        ValueError: a DART budget ``num_tokens`` larger than the pixels of the model's input
+            (checked before the model is built).
     """
     from ..models import create_model, is_dart
 
@@ -264,6 +384,11 @@ def _build_model(cfg: TrainConfig, data: _Data, device: torch.device) -> _Model:
             kwargs["img_size"] = side
     if cfg.drop_path is not None:
         kwargs["drop_path_rate"] = cfg.drop_path
+    if cfg.model.startswith("dart_") and cfg.num_tokens is not None:
+        pixels = _input_pixels(cfg.model, kwargs)
+        if pixels is not None and cfg.num_tokens > pixels:
+            raise ValueError(f"--num-tokens {cfg.num_tokens} is more tokens than the {pixels} pixels of "
+                             f"{cfg.model}'s input; use at most {pixels} (or a larger img_size in --model-kwargs)")
     model = create_model(cfg.model, num_tokens=cfg.num_tokens, **kwargs)
     out = _Model(model, dict(kwargs, num_tokens=cfg.num_tokens), model_input_size(model), bool(is_dart(model)))
     model.to(device)
@@ -272,10 +397,12 @@ def _build_model(cfg: TrainConfig, data: _Data, device: torch.device) -> _Model:
 
 def _data_record(cfg: TrainConfig, data: _Data, model: nn.Module) -> dict[str, Any]:
     """The checkpoint's ``data`` record; PIL datasets get timm's transforms here (their mean / std recorded)."""
+    names = getattr(data.train, "classes", None)
     record: dict[str, Any] = {
         "name": cfg.data, "root": cfg.data_root, "canvas_size": cfg.canvas_size, "kwargs": dict(cfg.data_kwargs),
         "seed": cfg.data_seed, "train_samples": cfg.train_samples, "test_samples": cfg.test_samples,
-        "num_classes": data.num_classes, "in_chans": data.in_chans,
+        "val_split": cfg.val_split, "num_classes": data.num_classes, "in_chans": data.in_chans,
+        "classes": [str(c) for c in names] if names else None,
     }
     if data.info.tensors:
         normalize = cfg.data_kwargs.get("normalize", False)
@@ -368,6 +495,7 @@ def _restore(cfg: TrainConfig, saved_config: dict[str, Any], ckpt_dir: Path, mod
     progress.last_metrics = saved_config.get("metrics")
     if info.is_main:
         _truncate_metrics(metrics_path, progress.start_epoch)
+        _complete_metrics(metrics_path, progress.last_metrics, progress.start_epoch)
     rng_ranks = state.get("rng_ranks")
     if isinstance(rng_ranks, (list, tuple)) and info.rank < len(rng_ranks):
         set_rng_state(rng_ranks[info.rank])
@@ -595,12 +723,20 @@ def train(cfg: TrainConfig | Mapping[str, Any] | None = None, **options: Any) ->
 
 
 def _train(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """Rank 0 holds the run directory (:func:`hold_run_dir`) for the whole run."""
+    if not dist_info().is_main:
+        return _run(cfg, device)
+    with hold_run_dir(cfg.output):
+        return _run(cfg, device)
+
+
+def _run(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     info = dist_info()
     run_dir = Path(cfg.output)
     ckpt_dir = run_dir / CHECKPOINT_DIRNAME
     metrics_path = run_dir / METRICS_NAME
 
-    saved_config = _check_run_dir(cfg, ckpt_dir)
+    saved_config = _check_run_dir(cfg, ckpt_dir, metrics_path)
     _seed(cfg, device)
     data = _build_data(cfg)
     task = data.task
@@ -622,7 +758,8 @@ def _train(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
             + (f" ({p.saved_world} -> {info.world_size} processes)" if p.saved_world != info.world_size else ""))
     _wrap(cfg, m, device, ckpt_dir)
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if saved_config is None and metrics_path.is_file():  # empty (checked): start it anew
+            metrics_path.unlink()
         _log_start(cfg, m, data, device)
 
     stop_at = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
@@ -646,10 +783,10 @@ def _train(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
         p.last_metrics = _epoch_record(epoch, tr, test, test_ema, optimizer.param_groups[0]["lr"],
                                        time.perf_counter() - t_epoch, p.global_step, info.world_size)
         rng_ranks = _all_rng_states()
-        if info.is_main:
+        if info.is_main:  # checkpoint first: a metrics line always has its checkpoint (see _check_run_dir)
+            _save(cfg, ckpt_dir, m, data_record, task, optimizer, scheduler, p, epoch, rng_ranks)
             _append_jsonl(metrics_path, p.last_metrics)
             _log_epoch(cfg, p.last_metrics, task, test_ema)
-            _save(cfg, ckpt_dir, m, data_record, task, optimizer, scheduler, p, epoch, rng_ranks)
         barrier(device)  # the checkpoint is complete when any rank goes on
 
     if test is None:  # nothing trained in this call (already complete): report a fresh eval
@@ -682,7 +819,7 @@ def _log_start(cfg: TrainConfig, m: _Model, data: _Data, device: torch.device) -
     n_train = sum(q.numel() for q in m.model.parameters() if q.requires_grad)
     log(
         f"model {cfg.model} ({'DART' if m.is_dart else 'fixed grid'}, input {m.input_size}, "
-        f"{n_params / 1e6:.2f}M params, {n_train / 1e6:.2f}M trainable) | data {cfg.data}: "
+        f"{n_params / 1e6:.2f}M params, {n_train / 1e6:.2f}M trainable) | data {cfg.data or 'folder'}: "
         f"{len(data.train)} train / {len(data.test)} test | device {device}"
         + (" bf16" if cfg.amp else "")
         + (f" | {world} processes x {cfg.batch_size // world} = global batch {cfg.batch_size}" if world > 1 else "")
@@ -700,7 +837,27 @@ def _log_start(cfg: TrainConfig, m: _Model, data: _Data, device: torch.device) -
         extra.append(f"drop_path {cfg.drop_path}")
     if extra:
         log("augmentation: " + ", ".join(extra))
+    for line in describe_data(cfg, data.train, data.test):
+        log(line)
 
+
+def describe_data(cfg: Any, train_ds: Dataset, test_ds: Dataset) -> list[str]:
+    """What a run trains and evaluates on, for the log: the dataset and root, its classes, and
+    which images each split holds (for an ImageFolder: which folder, the held-out part, the subset)."""
+    names = getattr(train_ds, "classes", None)
+    src_train, src_test = getattr(train_ds, "source", None), getattr(test_ds, "source", None)
+    if not (names or src_train or src_test):
+        return []
+    out = [f"dataset {cfg.data or 'folder'}" + (f" at {cfg.data_root}" if cfg.data_root else "")
+           + (f": {len(names)} classes ({', '.join(map(str, names[:12]))}{', ...' if len(names) > 12 else ''})"
+              if names else "")]
+    out.append(f"  train: {len(train_ds)} images" + (f": {src_train}" if src_train else ""))
+    out.append(f"  evaluated on: {len(test_ds)} images" + (f": {src_test}" if src_test else ""))
+    missing = getattr(test_ds, "missing_classes", None)
+    if missing:
+        out.append(f"  note: the evaluation split has no images of {len(missing)} class(es): "
+                   f"{', '.join(map(str, missing[:12]))}{', ...' if len(missing) > 12 else ''}")
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -724,11 +881,14 @@ def evaluate_checkpoint(
     """Evaluate a checkpoint on a split of its own dataset (or of ``data``), with the dataset's task.
 
     The data options default to the checkpoint's (:meth:`dartok.data.DataConfig.from_checkpoint`);
-    ``samples`` defaults to the number the run used for that split (unless ``data`` is given).
+    ``samples`` defaults to the number the run used for that split (unless ``data`` is given). An
+    ImageFolder is read with the checkpoint's class names as its class map (a class folder the
+    model does not know is an error).
 
     Returns:
-        ``{"checkpoint", "model", "data", "split", "task"}`` and the task's metrics
-        (classification: ``loss``, ``top1``, ``top5``, ``n``).
+        ``{"checkpoint", "model", "data", "split", "task", "classes"}`` (``classes``: the model's
+        class names, ``None`` when unknown) and the task's metrics (classification: ``loss``,
+        ``top1``, ``top5``, ``n``).
 
     Raises:
         ValueError: ``split`` not ``"test"`` / ``"train"``, ``batch_size`` < 1, bad data options, a
@@ -748,11 +908,13 @@ def evaluate_checkpoint(
                                       num_samples=samples, data_seed=data_seed)
     info = dataset_info(dcfg.data)
     _, boxes = _wants_boxes(config["model"], config.get("model_kwargs") or {}, info)
-    ds = build_dataset(dcfg, split, num_samples=samples, boxes=boxes)
+    names = ckpt.checkpoint_classes(config)
+    ds = build_dataset(dcfg, split, num_samples=samples, boxes=boxes,
+                       classes=names if d.get("classes") and dcfg.data == d.get("name") else None)
     if not info.tensors:  # PIL images: timm's eval transform, with the run's crop_pct
         ds.transform, _ = pil_transform(model, False, d.get("in_chans") or 3,
                                         **transform_kwargs(config.get("train") or {}, False))
     loader = build_loader(ds, batch_size, shuffle=False, num_workers=num_workers, device=dev)
     res = evaluate(model, loader, dev, amp=amp, progress=progress, task=create_task(info.task))
     return {"checkpoint": str(checkpoint), "model": config["model"], "data": dcfg.data, "split": split,
-            "task": info.task, **res}
+            "task": info.task, "classes": names, **res}
