@@ -24,7 +24,11 @@ import torch
 
 __all__ = [
     "DEFAULT_ALPHA",
+    "PARTITIONS",
     "band_layout",
+    "grid_boxes",
+    "grid_cuts",
+    "grid_shape",
     "interval_overlap",
     "mix_uniform",
     "normalize_pdf",
@@ -34,6 +38,11 @@ __all__ = [
     "unmix_uniform",
     "work_dtype",
 ]
+
+PARTITIONS = ("bands", "grid")
+"""Partition modes (docs/method.md §2, §11): ``"bands"``, the paper's irregular partition (every
+box holds 1/N of the mass); ``"grid"``, the non-uniform *regular* grid of paper App. C (y-cuts
+from the y-marginal, x-cuts from the x-marginal; every row and every column holds an equal share)."""
 
 DEFAULT_ALPHA = 0.1
 """Default weight of the uniform density mixed into the pdf (docs/method.md §2, "Minimum and
@@ -215,20 +224,79 @@ def unmix_uniform(pdf: torch.Tensor, alpha: float) -> torch.Tensor:
     return ((pdf - alpha / (pdf.shape[-1] * pdf.shape[-2])) / (1.0 - alpha)).clamp_min(0.0)
 
 
+def _marginal_cuts(mass: torch.Tensor, counts: tuple[int, ...]) -> torch.Tensor:
+    """Cuts ``B×(R+1)`` of a marginal ``B×n`` into ``len(counts)`` pieces holding ``counts[a]/Σ counts``
+    of its mass each (:func:`quantile_1d` at the cumulative fractions), outer edges exactly 0 and 1."""
+    bsz = mass.shape[0]
+    cum = torch.tensor([0, *counts], dtype=mass.dtype, device=mass.device).cumsum(0) / sum(counts)
+    inner = quantile_1d(mass, (cum[1:-1] * mass.sum(1, keepdim=True)).expand(bsz, -1).contiguous()
+                        if len(counts) > 1 else mass[:, :0])
+    zeros = mass.new_zeros(bsz, 1)
+    return torch.cat([zeros, inner, zeros + 1.0], dim=1)
+
+
+def grid_shape(num_tokens: int, bands: int | None = None) -> tuple[int, int]:
+    """``(rows, cols)`` of the regular grid for a budget: ``bands`` rows (``None``: ``round(√N)``) of ``N / rows``.
+
+    Raises:
+        ValueError: N < 1, rows outside [1, N] (:func:`band_layout`), or rows not dividing N (a
+            regular grid has the same number of boxes in every row).
+    """
+    counts = band_layout(num_tokens, bands)
+    if len(set(counts)) != 1:
+        raise ValueError(f"a regular grid needs bands dividing num_tokens; {num_tokens} tokens in {len(counts)} "
+                         f"rows is uneven (pass bands= with a divisor of {num_tokens}, or partition='bands')")
+    return len(counts), counts[0]
+
+
+def grid_cuts(pdf: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cuts of the non-uniform regular grid (paper App. C, docs/method.md §11).
+
+    The y-cuts are the equal-mass quantiles of the y-marginal ``Σ_j pdf(i, j)``, the x-cuts
+    those of the x-marginal ``Σ_i pdf(i, j)`` (:func:`quantile_1d`, so differentiable in the pdf
+    as the band boundaries of :func:`quantile_boxes` are). Every row of the grid holds ``1/rows``
+    of the mass and every column ``1/cols``; a single box does not in general hold ``1/(rows·cols)``
+    (that is what the irregular partition adds).
+
+    Args:
+        pdf: ``B×h×w`` pdf summing to 1 per sample (validated and mixed, as :meth:`dartok.DART.density`
+            makes it), computed in at least float32 (:func:`work_dtype`) with autocast off.
+        rows, cols: R ≥ 1 and C ≥ 1.
+
+    Returns:
+        ``(ys, xs)``: ``B×(R+1)`` and ``B×(C+1)`` non-decreasing cuts in [0, 1], first 0 and last 1
+        exactly.
+
+    Raises:
+        ValueError: rows or cols not an integer ≥ 1.
+    """
+    for name, v in (("rows", rows), ("cols", cols)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    with torch.autocast(device_type=pdf.device.type, enabled=False):
+        pdf = pdf.to(work_dtype(pdf.dtype))
+        return _marginal_cuts(pdf.sum(dim=2), (1,) * rows), _marginal_cuts(pdf.sum(dim=1), (1,) * cols)
+
+
+def grid_boxes(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """The ``R×C`` boxes ``B×(R·C)×4`` of cuts ``ys`` ``B×(R+1)`` and ``xs`` ``B×(C+1)``, row-major
+    (the band-major order of :func:`quantile_boxes`: row by row, left to right)."""
+    rows, cols = ys.shape[1] - 1, xs.shape[1] - 1
+    y0 = ys[:, :-1, None].expand(-1, -1, cols)
+    y1 = ys[:, 1:, None].expand(-1, -1, cols)
+    x0 = xs[:, None, :-1].expand(-1, rows, -1)
+    x1 = xs[:, None, 1:].expand(-1, rows, -1)
+    return torch.stack([x0, y0, x1, y1], dim=-1).reshape(ys.shape[0], rows * cols, 4)
+
+
 def _partition(pdf: torch.Tensor, counts: tuple[int, ...]) -> torch.Tensor:
     """Core of :func:`quantile_boxes` on a validated pdf (``B×h×w``, sums to 1)."""
     bsz, h, w = pdf.shape
     num_bands = len(counts)
-    num_tokens = sum(counts)
     device, dtype = pdf.device, pdf.dtype
 
     # 1. band boundaries: y-quantiles at cumulative token fractions Σ_{b<a} C_b / N.
-    cum = torch.tensor([0, *counts], dtype=dtype, device=device).cumsum(0) / num_tokens
-    row_mass = pdf.sum(dim=2)  # B×h
-    inner = quantile_1d(row_mass, (cum[1:-1] * row_mass.sum(1, keepdim=True)).expand(bsz, -1).contiguous()
-                        if num_bands > 1 else row_mass[:, :0])
-    zeros = row_mass.new_zeros(bsz, 1)
-    ys = torch.cat([zeros, inner, zeros + 1.0], dim=1)  # B×(R+1)
+    ys = _marginal_cuts(pdf.sum(dim=2), counts)  # B×(R+1)
     y0, y1 = ys[:, :-1], ys[:, 1:]
 
     # 2. band x-densities: rows weighted by their fractional overlap with each band.

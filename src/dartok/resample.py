@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from .partition import interval_overlap, work_dtype
 
-__all__ = ["area_patches", "box_average", "filtered_patches", "patch_grid", "sample_patches", "summed_area_dtype"]
+__all__ = ["antialias_weight", "area_patches", "box_average", "filtered_patches", "patch_grid", "sample_patches", "summed_area_dtype"]
 
 
 def patch_grid(boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -112,14 +112,21 @@ def _axis_weights(boxes: torch.Tensor, size: tuple[int, int], patch_size: int) -
     the saturated side instead.
     """
     h, w = size
-
-    def ramp(raw: torch.Tensor) -> torch.Tensor:
-        inside = (raw > 0.0) & (raw < 1.0)
-        return torch.where(inside, raw, raw.clamp(0.0, 1.0).detach())
-
-    wx = ramp((boxes[..., 2] - boxes[..., 0]) * w / patch_size - 1.0)
-    wy = ramp((boxes[..., 3] - boxes[..., 1]) * h / patch_size - 1.0)
+    wx = antialias_weight((boxes[..., 2] - boxes[..., 0]) * w / patch_size)
+    wy = antialias_weight((boxes[..., 3] - boxes[..., 1]) * h / patch_size)
     return wx, wy
+
+
+def antialias_weight(pixels: torch.Tensor) -> torch.Tensor:
+    """The anti-aliasing blend weight along one axis for sub-cells ``pixels`` px long (any shape).
+
+    0 (bilinear point sample) at ≤ 1 px, 1 (exact mean over the sub-cell) at ≥ 2 px, linear in
+    between (docs/method.md §5). The gradient flows only strictly inside the ramp (see
+    :func:`_axis_weights`), so a saturated weight passes none.
+    """
+    raw = pixels - 1.0
+    inside = (raw > 0.0) & (raw < 1.0)
+    return torch.where(inside, raw, raw.clamp(0.0, 1.0).detach())
 
 
 def _antialias(x: torch.Tensor, boxes: torch.Tensor, patch_size: int, point: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .localization import box_pdf
-from .partition import DEFAULT_ALPHA, band_layout, mix_uniform, normalize_pdf, partition_pdf, work_dtype
+from .partition import (DEFAULT_ALPHA, PARTITIONS, band_layout, grid_boxes, grid_cuts, grid_shape, mix_uniform,
+                        normalize_pdf, partition_pdf, work_dtype)
 from .resample import box_average, sample_patches
 from .scorer import PRIORS, Scorer, _Stash, uniform_pdf
 
@@ -84,6 +85,10 @@ class DART(nn.Module):
         prior_mode: one of :data:`PRIOR_MODES`: the prior is mixed into the pdf
             (``"mix"``), taught to the scorer through an auxiliary loss (``"teach"``,
             :meth:`auxiliary_loss`), or ``"both"``.
+        partition: one of :data:`dartok.partition.PARTITIONS`: ``"bands"`` (default, the
+            paper's irregular partition, every box 1/N of the mass) or ``"grid"``, the
+            non-uniform regular ``bands × N/bands`` grid of paper App. C
+            (:func:`dartok.partition.grid_cuts`; ``bands`` must divide N; docs/method.md §11).
 
     Shapes:
         ``forward(images B×C×H×W, pdf=None | B×h×w) → DartOutput``.
@@ -116,8 +121,12 @@ class DART(nn.Module):
         oracle_grid: tuple[int, int] | None = None,
         prior: str | None = None,
         prior_mode: str = "both",
+        partition: str = "bands",
     ):
         super().__init__()
+        if partition not in PARTITIONS:
+            raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
+        self.partition_mode = partition
         if prior is not None and prior not in PRIORS:
             raise ValueError(f"prior must be None or one of {sorted(PRIORS)}, got {prior!r}")
         if prior_mode not in PRIOR_MODES:
@@ -140,6 +149,8 @@ class DART(nn.Module):
         self.oracle_grid = oracle_grid
         self._given_pdf: torch.Tensor | None = None
         self.counts = band_layout(num_tokens, bands)
+        if partition == "grid":
+            grid_shape(num_tokens, len(self.counts))  # validates: every row the same count
         mix_uniform(torch.ones(1, 1, 1), alpha)  # validates alpha
         if isinstance(patch_size, (tuple, list)):
             if patch_size[0] != patch_size[1]:
@@ -181,6 +192,7 @@ class DART(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_tokens={self.num_tokens}, bands={self.bands}, alpha={self.alpha}, "
                 f"pos_grid={self.pos_grid}, antialias={self.antialias}"
+                + (f", partition={self.partition_mode}" if self.partition_mode != "bands" else "")
                 + (f", score_source=oracle, oracle_grid={self.score_grid()}" if self.score_source == "oracle" else ""))
 
     def _check_images(self, images: torch.Tensor) -> None:
@@ -328,7 +340,10 @@ class DART(nn.Module):
 
     def partition(self, pdf: torch.Tensor) -> torch.Tensor:
         """Step 2 (paper §3.2): boxes ``B×N×4`` for a pdf from :meth:`density`, computed in at
-        least float32 even under autocast (:func:`dartok.partition.partition_pdf`)."""
+        least float32 even under autocast (:func:`dartok.partition.partition_pdf`; the regular
+        grid of ``partition="grid"``: :func:`dartok.partition.grid_cuts`, row-major)."""
+        if self.partition_mode == "grid":
+            return grid_boxes(*grid_cuts(pdf, self.bands, self.counts[0]))
         return partition_pdf(pdf, self.counts)
 
     def sample(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

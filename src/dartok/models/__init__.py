@@ -4,7 +4,8 @@
   :func:`make_scorer`, the DART-kwargs split, the cfg helper;
 - :mod:`.factory`: :func:`create_model`, one budget rule for DART and fixed-grid models;
 - :mod:`.vit`: timm ViT / DeiT (:func:`patch_timm`), :mod:`.vim`: Vision Mamba
-  (:func:`patch_vim`), :mod:`.videomamba`: VideoMamba (:func:`patch_videomamba`).
+  (:func:`patch_vim`), :mod:`.videomamba`: VideoMamba (:func:`patch_videomamba`), :mod:`.warp`: any
+  model that takes an image, behind the regular-grid warp (:func:`patch_warp`, paper App. C).
 
 Importing this package registers every dartok model with timm. Everything ``dartok.models``
 exported when it was one module is re-exported here; the registered model functions
@@ -23,15 +24,18 @@ from .vit import (  # noqa: F401
 )
 from .vim import DartVisionMamba, VisionMamba, convert_vim_state_dict, load_vim_weights, patch_vim  # noqa: F401
 from .videomamba import DartVideoMamba, PatchEmbed3d, VideoMamba, patch_videomamba  # noqa: F401
-from . import videomamba as _videomamba, vim as _vim, vit as _vit  # noqa: E402  (the family modules)
+from .warp import DartWarp, patch_warp  # noqa: F401
+from . import videomamba as _videomamba, vim as _vim, vit as _vit, warp as _warp  # noqa: E402  (the family modules)
 from timm.models import is_model  # noqa: E402  (after _adapter made timm importable)
 
 __all__ = [
-    "DartModelMixin", "DartVideoMamba", "DartVisionMamba", "DartVisionTransformer", "PatchEmbed3d", "VideoMamba",
+    "DartModelMixin", "DartVideoMamba", "DartVisionMamba", "DartVisionTransformer", "DartWarp", "PatchEmbed3d",
+    "VideoMamba",
     "VisionMamba", "convert_vim_state_dict", "convert_vit_state_dict", "create_model", "is_dart",
     "load_vim_weights", "load_vit_weights", "patch_backbone", "patch_timm", "patch_videomamba", "patch_vim",
+    "patch_warp",
     # the registered model functions (timm's register_model adds them to their module's __all__)
-    *sorted(n for m in (_vit, _vim, _videomamba) for n in m.__all__ if is_model(n)),
+    *sorted(n for m in (_vit, _vim, _videomamba, _warp) for n in m.__all__ if is_model(n)),
 ]
 
-__getattr__ = _compat.forward_attributes(__name__, _vit, _vim, _videomamba)
+__getattr__ = _compat.forward_attributes(__name__, _vit, _vim, _videomamba, _warp)

@@ -38,7 +38,7 @@ from ..tokenizer import DART, DartOutput  # noqa: E402
 
 __all__ = [
     "ClassTokenDartMixin", "DartModelMixin", "insert_token", "adopt_projection", "create_dart", "dart_subclass", "is_dart", "make_scorer", "patch_backbone",
-    "scorer_cam_classes",
+    "scorer_and_oracle_grid", "scorer_cam_classes",
     "set_input_cfg", "split_dart_kwargs",
 ]
 
@@ -285,6 +285,32 @@ def scorer_cam_classes(model: nn.Module, tokenizer_cls: type, scorer: Any, score
     return num_classes if on else 0
 
 
+def scorer_and_oracle_grid(model: nn.Module, tokenizer_cls: type, scorer: str | dict | Scorer | None, *,
+                           in_chans: int, scorer_head: str, scorer_input_size: int, scorer_stage: int | None,
+                           scorer_pretrained: bool, trainable_scorer_trunk: bool | None, learn_contrast: bool,
+                           score_source: str, scorer_cam: bool | None) -> tuple[Scorer | dict | None, tuple | None]:
+    """The tokenizer's ``(scorer, oracle_grid)`` for a ``patch_*`` call (step 2 of the module docstring).
+
+    The scorer is :func:`make_scorer`'s, with the CAM head :func:`scorer_cam_classes` decides on
+    ``model`` and ``tokenizer_cls``. ``score_source="oracle"`` builds no scorer: it returns
+    ``(None, the grid the scorer would have made)`` (``None`` without one), so the oracle cuts
+    the learned scorer's grid (docs/method.md §9).
+
+    Raises:
+        ValueError: as :func:`scorer_cam_classes`.
+    """
+    cam_classes = scorer_cam_classes(model, tokenizer_cls, scorer, scorer_cam, scorer_pretrained,
+                                     trainable_scorer_trunk, score_source)
+    scorer = make_scorer(scorer, in_chans=in_chans, head=scorer_head, input_size=scorer_input_size,
+                         stage=scorer_stage, pretrained=scorer_pretrained, trainable_trunk=trainable_scorer_trunk,
+                         learn_contrast=learn_contrast, cam_classes=cam_classes)
+    if score_source != "oracle":
+        return scorer, None
+    if isinstance(scorer, dict):
+        scorer = Scorer(in_chans=in_chans, **scorer)
+    return None, (tuple(scorer.grid_size) if scorer is not None else None)
+
+
 def _check_patch_embed(old: nn.Module, patch_fn: str) -> None:
     """The backbone's patch embedding must be a plain projection: kernel = stride = patch, square grid.
 
@@ -369,17 +395,11 @@ def patch_backbone(
     in_chans = old.proj.in_channels
     prefix_pos, grid_pos = dart_cls.split_pos_embed(model)
     img_size = dart_cls.img_size_factor * old.img_size[0] if img_size is None else img_size
-    cam_classes = scorer_cam_classes(model, dart_cls.tokenizer_cls, scorer, scorer_cam, scorer_pretrained,
-                                     trainable_scorer_trunk, score_source)
-    scorer = make_scorer(scorer, in_chans=in_chans, head=scorer_head, input_size=scorer_input_size,
-                         stage=scorer_stage, pretrained=scorer_pretrained, trainable_trunk=trainable_scorer_trunk,
-                         learn_contrast=learn_contrast, cam_classes=cam_classes)
-    oracle_grid = None
-    if score_source == "oracle":
-        if isinstance(scorer, dict):
-            scorer = Scorer(in_chans=in_chans, **scorer)
-        oracle_grid = tuple(scorer.grid_size) if scorer is not None else None
-        scorer = None
+    scorer, oracle_grid = scorer_and_oracle_grid(
+        model, dart_cls.tokenizer_cls, scorer, in_chans=in_chans, scorer_head=scorer_head,
+        scorer_input_size=scorer_input_size, scorer_stage=scorer_stage, scorer_pretrained=scorer_pretrained,
+        trainable_scorer_trunk=trainable_scorer_trunk, learn_contrast=learn_contrast, score_source=score_source,
+        scorer_cam=scorer_cam)
     dart = dart_cls.tokenizer_cls(
         num_tokens=dart_cls.default_num_tokens(model) if num_tokens is None else num_tokens,
         patch_size=old.patch_size[0], in_chans=in_chans, embed_dim=model.embed_dim,

@@ -12,7 +12,8 @@ After ``import dartok`` these names work with ``timm.create_model``:
 Model kwargs for the DART models: ``num_tokens`` (default 196 / 36), ``img_size`` (the
 input side the data pipeline should produce), ``scorer`` (trunk name), ``scorer_head``
 (``"v1"``/``"v2"``), ``scorer_input_size``, ``scorer_stage``, ``scorer_pretrained``,
-``trainable_scorer_trunk``, ``learn_contrast``, ``alpha``, ``bands``, ``antialias``; everything else goes to timm's
+``trainable_scorer_trunk``, ``learn_contrast``, ``alpha``, ``bands``, ``antialias``, ``partition``
+(``"bands"``/``"grid"``); everything else goes to timm's
 ``VisionTransformer``.
 
 Prefix tokens: every layout timm's ``VisionTransformer`` and DeiT's distilled ViT have is
@@ -25,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn as nn
 
 from .. import _compat
 
@@ -36,10 +38,12 @@ from timm.models._registry import generate_default_cfgs  # noqa: E402
 from timm.models.deit import VisionTransformerDistilled  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 
+from ..layers.mamba import MambaClassifier  # noqa: E402
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
 from ..tokenizer import DART, DartOutput  # noqa: E402
-from ._adapter import DartModelMixin, _cfg, create_dart, is_dart, patch_backbone, patch_options  # noqa: E402
+from ._adapter import _DART_KEYS, DartModelMixin, _cfg, create_dart, is_dart, patch_backbone, patch_options  # noqa: E402
+from .warp import patch_warp  # noqa: E402
 
 __all__ = ["DartVisionTransformer", "convert_vit_state_dict", "load_vit_weights", "patch_timm"]
 
@@ -137,8 +141,13 @@ def patch_timm(
     scorer_cam: bool | None = None,
     prior: str | None = None,
     prior_mode: str = "both",
-) -> VisionTransformer:
-    """Turn a timm ``VisionTransformer`` into a DART model in place, keeping its weights.
+    partition: str = "bands",
+    mode: str = "auto",
+    warp_size: int | tuple[int, int] | None = None,
+    patch_size: int | None = None,
+) -> nn.Module:
+    """Turn a timm ``VisionTransformer`` into a DART model in place, keeping its weights; put any
+    other image model behind DART's regular-grid warp (paper App. C).
 
     The ViT call of :func:`dartok.models.patch_backbone` (the signature mirrors
     :func:`~dartok.models.vim.patch_vim` and :func:`~dartok.models.videomamba.patch_videomamba`).
@@ -168,16 +177,42 @@ def patch_timm(
             mixed into the scorer's while it learns, its share set by training's ``prior_epochs``
             (docs/method.md §10); ``None`` (default) none.
         prior_mode: ``"mix"``, ``"teach"`` or ``"both"`` (:data:`dartok.tokenizer.PRIOR_MODES`).
+        partition: the token partition, ``"bands"`` (the paper's) or ``"grid"`` (the regular grid
+            of App. C as tokens; :data:`dartok.partition.PARTITIONS`).
+        mode: ``"auto"`` (default): a timm ``VisionTransformer`` gets the token tokenizer, any other
+            model the warp; ``"tokens"`` or ``"warp"`` force one. Vision Mamba and VideoMamba take
+            :func:`~dartok.models.vim.patch_vim` / :func:`~dartok.models.videomamba.patch_videomamba`.
+        warp_size, patch_size: the warp's output size and box side P
+            (:func:`dartok.models.warp.patch_warp`); warp only.
 
     Returns:
-        The same object, now an instance of a ``DartVisionTransformer`` subclass.
+        The same object, now an instance of a ``DartVisionTransformer`` subclass (tokens), or a
+        new :class:`~dartok.models.warp.DartWarp` holding the model unchanged (warp).
 
     Raises:
-        TypeError: not a timm VisionTransformer.
-        ValueError: no learned absolute position embedding, a non-square grid, or a
-            prefix layout timm does not have (:meth:`DartVisionTransformer.check_backbone`).
+        TypeError: tokens forced on a model that is not a timm VisionTransformer, a Vim /
+            VideoMamba model, or not an ``nn.Module``.
+        ValueError: an unknown ``mode`` or ``partition``, options of the other mode (``bands``,
+            ``partition`` for the warp; ``warp_size``, ``patch_size`` for tokens); no learned
+            absolute position embedding, a non-square grid, or a prefix layout timm does not have
+            (:meth:`DartVisionTransformer.check_backbone`); a warp layout that does not tile.
     """
-    return patch_backbone(model, DartVisionTransformer, **patch_options(locals()))
+    options = patch_options(locals())
+    warp_options = {k: options.pop(k) for k in ("mode", "warp_size", "patch_size")}
+    if mode not in ("auto", "tokens", "warp"):
+        raise ValueError(f"mode must be 'auto', 'tokens' or 'warp', got {mode!r}")
+    if isinstance(model, MambaClassifier):
+        raise TypeError(f"{type(model).__name__} is a Mamba model: use dartok.patch_vim or dartok.patch_videomamba")
+    if mode == "warp" or (mode == "auto" and not isinstance(model, VisionTransformer)):
+        if bands is not None or partition != "bands":
+            raise ValueError("bands and partition are options of the token tokenizer; the warp is always the "
+                             "regular grid (set its layout with num_tokens, warp_size, patch_size)")
+        options.pop("bands"), options.pop("partition")
+        return patch_warp(model, **options, warp_size=warp_size, patch_size=patch_size)
+    if warp_size is not None or patch_size is not None:
+        raise ValueError("warp_size and patch_size are options of the warp (mode='warp'); a ViT keeps its own "
+                         "patch size")
+    return patch_backbone(model, DartVisionTransformer, **options)
 
 
 def convert_vit_state_dict(state_dict: dict[str, torch.Tensor], model: DartVisionTransformer) -> dict[str, torch.Tensor]:
@@ -261,7 +296,7 @@ def load_vit_weights(model: DartVisionTransformer, state_dict: dict[str, torch.T
 # --------------------------------------------------------------------------- registry
 
 def _create_dart(vit_name: str, pretrained: bool, defaults: dict, kwargs: dict) -> VisionTransformer:
-    return create_dart(vit_name, patch_timm, pretrained, defaults, kwargs)
+    return create_dart(vit_name, patch_timm, pretrained, defaults, kwargs, keys=_DART_KEYS + ("partition",))
 
 
 default_cfgs = generate_default_cfgs({

@@ -1,0 +1,322 @@
+"""DART in front of any timm model that takes an image: the regular-grid warp (paper App. C).
+
+A convolutional or hierarchical backbone (ResNet, ConvNeXt, EfficientNet, Swin, ...) works on a
+uniform pixel grid and takes no tokens. :func:`patch_warp` puts a :class:`~dartok.warp.WarpDART`
+in front of it: DART's scorer and density, a non-uniform *regular* ``R×C`` grid (y-cuts from the
+y-marginal, x-cuts from the x-marginal), every box resampled to ``P×P`` and stitched into an
+``R·P × C·P`` image that goes to the unchanged backbone (docs/method.md §11). With a uniform pdf
+and no anti-aliasing the warped image is the bilinear resize of the input, so the result computes
+what the backbone computed on the resized image.
+
+:func:`dartok.patch_timm` calls :func:`patch_warp` for every model that is not a timm
+``VisionTransformer`` (``mode="warp"`` forces it for a ViT too). Registered names (``import
+dartok``): ``dart_warp_resnet10t``, ``dart_warp_resnet18``, ``dart_warp_resnet50``,
+``dart_warp_convnext_atto``, ``dart_warp_efficientnet_b0`` (warp 224, input 448, scorer
+MobileNetV3-Small on a 224 copy, as DeiT-Ti + DART); ``num_tokens`` is the grid's box count R·C.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .. import _compat
+
+_compat.ensure_torchvision_importable()
+
+from timm.models import register_model  # noqa: E402
+from timm.models._registry import generate_default_cfgs  # noqa: E402
+
+from ..partition import DEFAULT_ALPHA  # noqa: E402
+from ..scorer import Scorer  # noqa: E402
+from ..warp import WarpDART, WarpOutput, unwarp  # noqa: E402
+from ._adapter import _DART_KEYS, _cfg, create_dart, is_dart, scorer_and_oracle_grid  # noqa: E402
+
+__all__ = ["DartWarp", "patch_warp", "warp_layout"]
+
+_WARP_KEYS = tuple(k for k in _DART_KEYS if k != "bands") + ("warp_size", "patch_size")
+"""The kwargs of a registered warp model that go to :func:`patch_warp` (the rest to the backbone)."""
+
+
+def _size_pair(size: Any, name: str) -> tuple[int, int]:
+    pair = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
+    ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
+    if not ok:
+        raise ValueError(f"{name} must be an integer >= 1 or (height, width), got {size!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def warp_layout(warp_size: int | tuple[int, int], num_tokens: int | None = None,
+                patch_size: int | None = None) -> tuple[int, int, int]:
+    """``(rows, cols, P)`` of a warp whose output is ``warp_size`` = ``(R·P, C·P)``.
+
+    With ``num_tokens`` N (the box count R·C): ``P = √(H·W/N)``, which must be an integer dividing
+    H and W (64 boxes on a 64×64 warp: 8×8 boxes of 8 px; on 224×224: 8×8 of 28 px). Without it:
+    ``P = patch_size`` (default 16), ``R = H/P``, ``C = W/P``. Both given: they must agree.
+
+    Raises:
+        ValueError: a size, budget or patch size that does not tile the warp with square patches
+            (the message says which values would).
+    """
+    h, w = _size_pair(warp_size, "warp_size")
+    if patch_size is not None and (isinstance(patch_size, bool) or not isinstance(patch_size, int)
+                                   or patch_size < 1):
+        raise ValueError(f"patch_size must be an integer >= 1, got {patch_size!r}")
+    if num_tokens is not None:
+        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
+            raise ValueError(f"num_tokens must be an integer >= 1, got {num_tokens!r}")
+        side = math.isqrt(h * w // num_tokens) if h * w >= num_tokens else 0
+        if side < 1 or side * side * num_tokens != h * w or h % side or w % side:
+            raise ValueError(f"num_tokens={num_tokens} boxes do not tile a {h}×{w} warp with square patches; "
+                             f"use ({h}/P)·({w}/P) boxes for a patch size P dividing both sides, or pass "
+                             f"patch_size instead")
+        if patch_size is not None and patch_size != side:
+            raise ValueError(f"num_tokens={num_tokens} on a {h}×{w} warp means patches of {side} px, "
+                             f"not patch_size={patch_size}")
+        return h // side, w // side, side
+    p = 16 if patch_size is None else patch_size
+    if h % p or w % p:
+        raise ValueError(f"patch_size {p} does not divide the {h}×{w} warp; pick a divisor of both sides")
+    return h // p, w // p, p
+
+
+def _first_conv_in_chans(model: nn.Module) -> int:
+    """Input channels of ``model``: its cfg's ``first_conv``, else its first ``Conv2d``."""
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
+    if isinstance(name, str):
+        try:
+            conv = model.get_submodule(name)
+            if isinstance(conv, nn.Conv2d):
+                return conv.in_channels
+        except AttributeError:
+            pass
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    raise ValueError(f"cannot tell the input channels of {type(model).__name__} (no Conv2d)")
+
+
+class DartWarp(nn.Module):
+    """A model that takes an image, behind DART's regular-grid warp (paper App. C, docs/method.md §11).
+
+    ``patch_embed`` is the :class:`~dartok.warp.WarpDART` (so :func:`dartok.is_dart` holds and
+    training, the oracle, the localisation metric, ``dartok bench`` and ``visualize`` treat it as
+    DART's tokenizer); ``backbone`` is the unchanged model, its weights under ``backbone.``.
+    Built by :func:`patch_warp`.
+
+    Shapes: ``forward(B×C×H×W) → `` the backbone's output on the ``R·P × C·P`` warped image
+    (``B×num_classes`` for a classifier), any H, W; :meth:`forward_dense` maps the backbone's
+    feature map back to ``H×W``.
+    """
+
+    def __init__(self, backbone: nn.Module, warp: WarpDART, img_size: int):
+        super().__init__()
+        self.patch_embed = warp
+        self.backbone = backbone
+        self.in_chans = warp.in_chans
+        self.num_classes = int(getattr(backbone, "num_classes", 0) or 0)
+        cfg = dict(getattr(backbone, "pretrained_cfg", None) or {})
+        for key in ("first_conv", "classifier"):
+            if isinstance(cfg.get(key), str):
+                cfg[key] = f"backbone.{cfg[key]}"
+        cfg.update(input_size=(warp.in_chans, img_size, img_size), fixed_input_size=False)
+        cfg.pop("test_input_size", None)
+        self.pretrained_cfg = self.default_cfg = cfg
+
+    @property
+    def num_features(self) -> int:
+        """The backbone's ``num_features``."""
+        return self.backbone.num_features
+
+    def tokenize(self, x: torch.Tensor, pdf: torch.Tensor | None = None) -> WarpOutput:
+        """Only the warp: ``B×C×H×W`` → :class:`~dartok.warp.WarpOutput` (``pdf`` ``B×h×w`` replaces the scorer's)."""
+        return self.patch_embed(x, pdf=pdf)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's ``forward_features`` of the warped image."""
+        return self.backbone.forward_features(self.patch_embed(x).image)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The backbone's ``forward_head``."""
+        return self.backbone.forward_head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone on the warped image. Raises ``ValueError`` as the warp does (bad images or pdf)."""
+        return self.backbone(self.patch_embed(x).image)
+
+    def unwarp(self, maps: torch.Tensor, out: WarpOutput, size: tuple[int, int]) -> torch.Tensor:
+        """``B×K×h×w`` maps on the warped image → ``B×K×H×W`` in image coordinates (:func:`dartok.warp.unwarp`)."""
+        return unwarp(maps, out.ys, out.xs, size)
+
+    def forward_dense(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The backbone's feature map, mapped back to image coordinates: ``B×C×H×W`` → ``B×F×H'×W'``.
+
+        ``forward_features`` of the warped image (``NHWC`` outputs, as timm's Swin gives, are
+        permuted to ``NCHW``), then :func:`dartok.warp.unwarp` to ``size`` (default the input's
+        ``H×W``): each output pixel reads the feature at its exact place in the warped image.
+
+        Raises:
+            ValueError: a backbone whose features are not a 4-D map (a ViT's token sequence).
+        """
+        out = self.patch_embed(x)
+        feats = self.backbone.forward_features(out.image)
+        if feats.dim() != 4:
+            raise ValueError(f"forward_dense needs a B×C×h×w feature map; {type(self.backbone).__name__} gives "
+                             f"shape {tuple(feats.shape)}")
+        if getattr(self.backbone, "output_fmt", "NCHW") == "NHWC":
+            feats = feats.permute(0, 3, 1, 2)
+        return unwarp(feats, out.ys, out.xs, tuple(x.shape[-2:]) if size is None else tuple(size))
+
+    def get_classifier(self) -> nn.Module:
+        """The backbone's classifier."""
+        return self.backbone.get_classifier()
+
+    def reset_classifier(self, num_classes: int, *args: Any, **kwargs: Any) -> None:
+        """The backbone's ``reset_classifier``; ``num_classes`` follows."""
+        self.backbone.reset_classifier(num_classes, *args, **kwargs)
+        self.num_classes = num_classes
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """The backbone's gradient checkpointing."""
+        self.backbone.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """The backbone's no-decay names, under ``backbone.``."""
+        inner = getattr(self.backbone, "no_weight_decay", None)
+        return {f"backbone.{n}" for n in (inner() if callable(inner) else ())}
+
+
+def patch_warp(
+    model: nn.Module,
+    num_tokens: int | None = None,
+    scorer: str | dict | Scorer | None = "mobilenetv3_small",
+    img_size: int | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    scorer_head: str = "v1",
+    scorer_input_size: int = 224,
+    scorer_stage: int | None = None,
+    scorer_pretrained: bool = False,
+    trainable_scorer_trunk: bool | None = None,
+    antialias: bool = False,
+    learn_contrast: bool = True,
+    score_source: str = "scorer",
+    scorer_cam: bool | None = None,
+    prior: str | None = None,
+    prior_mode: str = "both",
+    warp_size: int | tuple[int, int] | None = None,
+    patch_size: int | None = None,
+) -> DartWarp:
+    """Put DART's regular-grid warp in front of ``model`` (any module that takes ``B×C×H×W`` images).
+
+    Returns a new :class:`DartWarp` holding ``model`` unchanged (same object, same weights) as its
+    ``backbone``. The warp's output size is ``warp_size`` (default: the model's own input size,
+    ``pretrained_cfg["input_size"]``), cut into ``R×C`` boxes of ``P×P`` (:func:`warp_layout`).
+    With a uniform pdf (``scorer=None``) and ``antialias=False`` the result equals ``model`` on the
+    input resized bilinearly (``align_corners=False``) to ``warp_size``.
+
+    Args:
+        model: a timm model (ResNet, ConvNeXt, EfficientNet, Swin, a ViT...) or any image model.
+        num_tokens: the box count R·C (default: from ``patch_size``).
+        warp_size: ``(height, width)`` or a side of the warped image the backbone sees.
+        patch_size: P, pixels per box side in the warped image (default 16, or from ``num_tokens``).
+        img_size: the input side the data pipeline should produce (default: twice the warp's
+            larger side, as DART's 448 for a 224 backbone); recorded in ``pretrained_cfg``; any
+            input size works.
+        antialias: anti-alias boxes larger than P×P (:func:`dartok.warp.warp_matrix`).
+        scorer, alpha, scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
+        trainable_scorer_trunk, learn_contrast, score_source, scorer_cam, prior, prior_mode: as
+            :func:`dartok.patch_timm` (the same scorer and density as the token tokenizer).
+
+    Returns:
+        The :class:`DartWarp`.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: a model that is already DART, a layout that does not tile (:func:`warp_layout`),
+            a model without a recorded input size and no ``warp_size``, bad scorer options.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"patch_warp expects an nn.Module, got {type(model).__name__}")
+    if isinstance(model, DartWarp) or is_dart(model):
+        raise ValueError("model already has a DART tokenizer")
+    if warp_size is None:
+        size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
+        if not size or len(size) != 3:
+            raise ValueError(f"{type(model).__name__} records no input size; pass warp_size=(height, width)")
+        warp_size = (int(size[1]), int(size[2]))
+    rows, cols, p = warp_layout(warp_size, num_tokens, patch_size)
+    in_chans = _first_conv_in_chans(model)
+    img_size = 2 * max(rows, cols) * p if img_size is None else img_size
+    scorer, oracle_grid = scorer_and_oracle_grid(
+        model, WarpDART, scorer, in_chans=in_chans, scorer_head=scorer_head, scorer_input_size=scorer_input_size,
+        scorer_stage=scorer_stage, scorer_pretrained=scorer_pretrained, trainable_scorer_trunk=trainable_scorer_trunk,
+        learn_contrast=learn_contrast, score_source=score_source, scorer_cam=scorer_cam)
+    warp = WarpDART(grid=(rows, cols), patch_size=p, in_chans=in_chans, alpha=alpha, scorer=scorer,
+                    img_size=img_size, antialias=antialias, score_source=score_source, oracle_grid=oracle_grid,
+                    prior=prior, prior_mode=prior_mode)
+    like = next(iter(model.parameters()), None)
+    if like is not None:
+        warp.to(device=like.device, dtype=like.dtype)
+    return DartWarp(model, warp, img_size)
+
+
+# --------------------------------------------------------------------------- registry
+
+_WARP_DEFAULTS = {"warp_size": 224, "img_size": 448, "scorer": "mobilenetv3_small", "scorer_head": "v1",
+                  "scorer_input_size": 224}
+
+_BACKBONES = {  # registered name -> (timm backbone, its first conv, its classifier)
+    "dart_warp_resnet10t": ("resnet10t", "conv1.0", "fc"),
+    "dart_warp_resnet18": ("resnet18", "conv1", "fc"),
+    "dart_warp_resnet50": ("resnet50", "conv1", "fc"),
+    "dart_warp_convnext_atto": ("convnext_atto", "stem.0", "head.fc"),
+    "dart_warp_efficientnet_b0": ("efficientnet_b0", "conv_stem", "classifier"),
+}
+
+default_cfgs = generate_default_cfgs({
+    name: _cfg(input_size=(3, 448, 448), first_conv=f"backbone.{conv}", classifier=f"backbone.{head}")
+    for name, (_, conv, head) in _BACKBONES.items()
+})
+
+
+def _create_warp(name: str, pretrained: bool, kwargs: dict) -> DartWarp:
+    """A registered warp model: the timm backbone with the non-DART kwargs, then :func:`patch_warp`.
+
+    A ``num_tokens`` without ``patch_size`` keeps the warp size and derives P (:func:`warp_layout`).
+    """
+    return create_dart(_BACKBONES[name][0], patch_warp, pretrained, _WARP_DEFAULTS, kwargs, keys=_WARP_KEYS)
+
+
+@register_model
+def dart_warp_resnet10t(pretrained: bool = False, **kwargs) -> DartWarp:
+    """ResNet-10-T behind DART's regular-grid warp (warp 224, input 448)."""
+    return _create_warp("dart_warp_resnet10t", pretrained, kwargs)
+
+
+@register_model
+def dart_warp_resnet18(pretrained: bool = False, **kwargs) -> DartWarp:
+    """ResNet-18 behind DART's regular-grid warp (warp 224, input 448)."""
+    return _create_warp("dart_warp_resnet18", pretrained, kwargs)
+
+
+@register_model
+def dart_warp_resnet50(pretrained: bool = False, **kwargs) -> DartWarp:
+    """ResNet-50 behind DART's regular-grid warp (warp 224, input 448)."""
+    return _create_warp("dart_warp_resnet50", pretrained, kwargs)
+
+
+@register_model
+def dart_warp_convnext_atto(pretrained: bool = False, **kwargs) -> DartWarp:
+    """ConvNeXt-Atto behind DART's regular-grid warp (warp 224, input 448)."""
+    return _create_warp("dart_warp_convnext_atto", pretrained, kwargs)
+
+
+@register_model
+def dart_warp_efficientnet_b0(pretrained: bool = False, **kwargs) -> DartWarp:
+    """EfficientNet-B0 behind DART's regular-grid warp (warp 224, input 448)."""
+    return _create_warp("dart_warp_efficientnet_b0", pretrained, kwargs)
