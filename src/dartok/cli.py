@@ -497,7 +497,9 @@ def compare(
     preset: str = typer.Option("cpu", help="cpu (grid N, DART N, oracle N, grid 4N, DART 2N on the micro ViT, "
                                            "N=16), cpu-36 (N=36), cpu-small, cpu-clutter, cpu-large (harder "
                                            "data; -36 for N=36), cpu-ablations, cpu-vim, cpu-video (Moving "
-                                           "Fashion-MNIST), cpu-video-which (which item moves; --image-first), "
+                                           "Fashion-MNIST), cpu-video-which (which item moves; --image-first), cpu-warp (a CNN behind "
+                                           "the regular-grid warp vs on the resized canvas), cpu-partition (bands vs "
+                                           "regular grid on the micro DART ViT), "
                                            "or full (DeiT-Ti, DeiT's recipe), full-small-objects (the same without crop, cutmix, "
                                            "erasing), full-vim, full-video (Ti sizes, for a GPU)."),
     output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Folder of the runs."),

@@ -61,14 +61,15 @@ class RunSpec:
     Attributes:
         name: short label, also the run's folder name (e.g. ``"dart@16"``).
         model: registered model name (``vit_micro_patch8``, ``dart_vit_micro_patch8``, ...).
-        num_tokens: token budget N (a square for fixed-grid models).
+        num_tokens: token budget N (a square for fixed-grid models; the box count R·C of a warp
+            model; ``None`` for a model without tokens, such as a plain CNN).
         model_kwargs: extra model kwargs (scorer options, alpha, ...).
         group: what the row is compared within (``"main"`` or an ablation name).
     """
 
     name: str
     model: str
-    num_tokens: int
+    num_tokens: int | None
     model_kwargs: dict = field(default_factory=dict)
     group: str = "main"
 
@@ -201,6 +202,33 @@ _HARDER_DATA: dict[str, dict[str, Any]] = {
                                                   "clutter_size": 0.05}},
 }
 
+_WARP_KWARGS = {"warp_size": 64, "scorer_input_size": 64, "scorer_stage": 2, "antialias": True}
+"""The ``cpu-warp`` preset's warp: the 128 px canvas warped to 64×64 (8×8 boxes of 8 px, anti-aliased),
+the scorer (MobileNetV3-Small from scratch, with its CAM head) on a 64 px copy, cut at stride 8: an 8×8
+score map, as the micro ViT's."""
+
+
+def _warp_set(cnn: str, side: int) -> list[RunSpec]:
+    """Paper App. C in miniature: ``cnn`` on the canvas resized to ``side`` px vs the same CNN behind the
+    regular-grid warp to ``side`` px (the same input pixels), and the warp with the oracle score map."""
+    return [
+        RunSpec(f"cnn@{side}px", cnn, None, {"pretrained_cfg_overlay": {"input_size": (1, side, side)}}),
+        RunSpec(f"warp@{side}px", f"dart_warp_{cnn}", (side // 8) ** 2, {**_WARP_KWARGS, "warp_size": side}),
+        RunSpec(f"warp-oracle@{side}px", f"dart_warp_{cnn}", (side // 8) ** 2,
+                {**_WARP_KWARGS, "warp_size": side, **ORACLE}),
+    ]
+
+
+def _partition_set(n: int) -> list[RunSpec]:
+    """Irregular (the paper's bands) vs regular grid on the same micro DART ViT at N tokens (paper
+    Fig. 10, App. C), each with its learned scorer and with the oracle score map."""
+    d = "dart_vit_micro_patch8"
+    return [RunSpec(f"bands@{n}", d, n, {}, "learned scorer"),
+            RunSpec(f"grid@{n}", d, n, {"partition": "grid"}, "learned scorer"),
+            RunSpec(f"bands-oracle@{n}", d, n, dict(ORACLE), "oracle score map"),
+            RunSpec(f"grid-oracle@{n}", d, n, {"partition": "grid", **ORACLE}, "oracle score map")]
+
+
 _DEIT_RUNS = [RunSpec("grid@196", "deit_tiny_patch16_224", 196),
                RunSpec("dart@196", "dart_deit_tiny_patch16_224", 196),
                RunSpec("grid@784", "deit_tiny_patch16_224", 784),
@@ -298,6 +326,17 @@ PRESETS: dict[str, dict[str, Any]] = {
                             "data_kwargs": {"object_scale": [0.25, 0.4], "num_clutter": 6, "clutter_size": 0.12},
                             "epochs": 8, "train_samples": 6000, "test_samples": 1000, "batch_size": 64, "lr": 1e-3}},
     },
+    # DART in front of a CNN (paper App. C, issue 13 §3): resnet10t on the canvas resized to 64 px vs
+    # resnet10t behind the regular-grid warp of the full 128 px canvas to 64 px, and its oracle; a short
+    # recipe (8k images, 6 epochs) that fits three seeds in about 40 min of two jobs on 2 cores
+    "cpu-warp": {"specs": _warp_set("resnet10t", 64), "seeds": CPU_SEEDS,
+                 "train": {"canvas_size": 128, "epochs": 6, "train_samples": 8000, "test_samples": 2000,
+                           "batch_size": 64, "lr": 1e-3}},
+    # irregular (bands) vs regular grid on the micro DART ViT at N = 16 (paper Fig. 10), learned and
+    # oracle score maps; the ablations' shorter recipe (about 25 min a seed with two jobs; --seeds 0 for one)
+    "cpu-partition": {"specs": _partition_set(16), "seeds": CPU_SEEDS,
+                      "train": {"canvas_size": 128, "epochs": 8, "train_samples": 10000, "test_samples": 2000,
+                                "batch_size": 64, "lr": 1e-3}},
     # Vim-Ti / VideoMamba-Ti sizes for a GPU (an ImageFolder / an SSv2-style clip folder at --data-root)
     "full-vim": {"specs": _main_set(196, "vim_tiny_patch16_224", "dart_vim_tiny_patch16_224"),
                  "train": {"data": "", **VIM_RECIPE}},
@@ -694,7 +733,8 @@ def write_tables(rows: list[dict[str, Any]], path_stem: str | os.PathLike, meta:
             pm = f"{r['params_m']:.2f}" if "params_m" in r else "-"
             values = " | ".join(_cell(r, f"test_{key}") for key, _, _ in columns)
             seeds = f"{r.get('num_seeds', 1)} | " if multi else ""
-            lines.append(f"| {r['name']} | {r['model']} | {r['num_tokens']} | {size} | {r.get('epochs', '-')} | "
+            tokens = "-" if r["num_tokens"] is None else r["num_tokens"]
+            lines.append(f"| {r['name']} | {r['model']} | {tokens} | {size} | {r.get('epochs', '-')} | "
                          f"{seeds}{values} | {gm} | {pm} | {r['train_images_per_s']:.0f} | "
                          f"{r['train_time_s'] / 60:.1f} |")
         lines.append("")
@@ -739,7 +779,7 @@ def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, t
         ax.scatter([r["gmacs"] for r in pts], [r[y] for r in pts], s=[40 + 60 * r["params_m"] for r in pts],
                    color=color, marker=marker, label="DART" if kind == "dart" else "fixed grid", zorder=3)
         for r in pts:
-            ax.annotate(f"{r['num_tokens']}", (r["gmacs"], r[y]), textcoords="offset points",
+            ax.annotate(f"{r['num_tokens'] or 'x'.join(map(str, r['input_size'][1:]))}", (r["gmacs"], r[y]), textcoords="offset points",
                         xytext=(6, -10), fontsize=8)
     ax.set_xlabel("GMACs per image (fvcore)")
     ax.set_ylabel(f"test {label} ({unit})" if unit else f"test {label}")
