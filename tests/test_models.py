@@ -14,11 +14,14 @@ import timm
 from dartok.models import create_model, is_dart
 
 MODELS = sorted(n for n in timm.list_models() if timm.models.model_entrypoint(n).__module__.startswith("dartok."))
-FAMILIES = ("deit", "vit_micro", "vim", "videomamba")
+WARP = [n for n in MODELS if n.startswith("dart_warp_")]  # a CNN behind the regular-grid warp: no tokens
+FAMILIES = ("deit", "vit_micro", "vim", "videomamba", "warp")
 
 
 def small_kwargs(name: str) -> dict:
     """Kwargs that shrink a registered model (the family decides which ones it takes)."""
+    if name in WARP:  # the CNN as it is, the warp small: 64² input, 16 boxes of 8 px on a 32² warp
+        return dict(num_classes=5, img_size=64, scorer_input_size=64, warp_size=32)
     kwargs = dict(depth=2, num_classes=5)
     if "micro" not in name:
         kwargs["embed_dim"] = 32
@@ -45,10 +48,10 @@ def input_shape(model: torch.nn.Module, batch: int = 2) -> tuple[int, ...]:
 
 
 def test_every_family_is_registered():
-    assert len(MODELS) == 15
+    assert len(MODELS) == 20 and len(WARP) == 5
     for family in FAMILIES:
         assert any(family in n for n in MODELS if n.startswith("dart_")), family
-        assert any(family in n for n in MODELS if not n.startswith("dart_")) or family == "deit", family
+        assert any(family in n for n in MODELS if not n.startswith("dart_")) or family in ("deit", "warp"), family
 
 
 @pytest.mark.parametrize("amp", [False, True], ids=["float32", "bf16_autocast"])
@@ -77,6 +80,12 @@ def test_model_forward_backward(name, amp):
 def test_model_cfg_and_no_weight_decay(name):
     """The recorded input size is what the model takes; a DART model's no-decay names are its parameters."""
     model = small_model(name)
+    if name in WARP:  # the backbone's own no-decay set, its input the warp's
+        assert model.no_weight_decay() <= {n for n, _ in model.named_parameters()}
+        assert model.pretrained_cfg["input_size"][1:] == (64, 64) and model.patch_embed.num_tokens == 16
+        out = model.eval().tokenize(torch.rand(input_shape(model)))
+        assert out.image.shape == (2, 3, 32, 32) and out.boxes.shape == (2, 16, 4)
+        return
     assert "pos_embed" in model.no_weight_decay()
     if is_dart(model):
         assert model.no_weight_decay() <= {n for n, _ in model.named_parameters()}
@@ -120,7 +129,7 @@ def test_create_model_non_square_grid_is_explicit():
         create_model("dart_vit_micro_patch8", grid=(2, 3))
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if n.startswith("dart_")])
+@pytest.mark.parametrize("name", [n for n in MODELS if n.startswith("dart_") and n not in WARP])
 def test_create_model_dart_budget_and_uniform_scorer(name):
     """DART models take any N (per clip for video), and ``scorer=None`` means the uniform pdf."""
     model = create_model(name, num_tokens=7, scorer=None, **small_kwargs(name))

@@ -62,8 +62,10 @@ def test_patch_timm_keeps_weights_and_rejects_bad_models():
     assert model.pretrained_cfg["input_size"] == (3, 64, 64)
     with pytest.raises(ValueError, match="already"):
         patch_timm(model)
-    with pytest.raises(TypeError, match="VisionTransformer"):
+    with pytest.raises(TypeError, match="takes B×C×H×W images"):  # not a ViT: the warp, which needs an image model
         patch_timm(torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="VisionTransformer"):
+        patch_timm(torch.nn.Linear(2, 2), mode="tokens")
     with pytest.raises(ValueError, match="absolute position"):
         patch_timm(tiny_vit(pos_embed="none"))
 

@@ -153,7 +153,10 @@ def _check_images(images: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> N
 def _separable(images: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor) -> torch.Tensor:
     """``wy @ images @ wxᵀ`` per sample and channel: ``B×C×H×W`` → ``B×C×m_y×m_x``, in the weights' dtype."""
     x = images.to(wy.dtype)
-    return torch.matmul(torch.matmul(wy.unsqueeze(1), x), wx.unsqueeze(1).transpose(-1, -2))
+    chans = x.shape[1]  # weights expanded (views) so that a MAC count sees every channel's product
+    wy = wy.unsqueeze(1).expand(-1, chans, -1, -1)
+    wx = wx.unsqueeze(1).expand(-1, chans, -1, -1)
+    return torch.matmul(torch.matmul(wy, x), wx.transpose(-1, -2))
 
 
 def warp_images(images: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, patch_size: int,

@@ -96,7 +96,8 @@ def _first_conv_in_chans(model: nn.Module) -> int:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             return m.in_channels
-    raise ValueError(f"cannot tell the input channels of {type(model).__name__} (no Conv2d)")
+    raise TypeError(f"the warp goes in front of a model that takes B×C×H×W images (one with a Conv2d); "
+                    f"{type(model).__name__} has none")
 
 
 class DartWarp(nn.Module):
@@ -236,7 +237,7 @@ def patch_warp(
         The :class:`DartWarp`.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
+        TypeError: ``model`` is not an ``nn.Module`` or has no ``Conv2d`` (takes no images).
         ValueError: a model that is already DART, a layout that does not tile (:func:`warp_layout`),
             a model without a recorded input size and no ``warp_size``, bad scorer options.
     """
@@ -244,13 +245,13 @@ def patch_warp(
         raise TypeError(f"patch_warp expects an nn.Module, got {type(model).__name__}")
     if isinstance(model, DartWarp) or is_dart(model):
         raise ValueError("model already has a DART tokenizer")
+    in_chans = _first_conv_in_chans(model)
     if warp_size is None:
         size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
         if not size or len(size) != 3:
             raise ValueError(f"{type(model).__name__} records no input size; pass warp_size=(height, width)")
         warp_size = (int(size[1]), int(size[2]))
     rows, cols, p = warp_layout(warp_size, num_tokens, patch_size)
-    in_chans = _first_conv_in_chans(model)
     img_size = 2 * max(rows, cols) * p if img_size is None else img_size
     scorer, oracle_grid = scorer_and_oracle_grid(
         model, WarpDART, scorer, in_chans=in_chans, scorer_head=scorer_head, scorer_input_size=scorer_input_size,

@@ -199,7 +199,9 @@ def tokenizer_breakdown(model: nn.Module, input_shape: Sequence[int], batch_size
     are the steps of ``DART.forward`` (``density(images)`` without a pdf is ``score`` then
     ``density(images, score)``), and ``tokenizer (whole)`` ≈ their sum (each timed
     apart, so up to timing noise); the ``part_of="score"`` rows are a finer breakdown of
-    ``score`` (≈ its time). For a fixed-grid model: ``patch_embed`` (and the model).
+    ``score`` (≈ its time). For the regular-grid warp (:class:`dartok.warp.WarpDART`) sampling is
+    the warp itself (resample and stitch) and there is no projection nor position-embedding row.
+    For a fixed-grid model: ``patch_embed`` (and the model).
 
     Returns:
         Rows ``{"stage", "call", "part_of" (None or the stage it refines), "median_ms",
@@ -234,10 +236,11 @@ def tokenizer_breakdown(model: nn.Module, input_shape: Sequence[int], batch_size
             stages.append(("partition", "DART.partition", None, lambda: dart.partition(pdf)))
             boxes = dart.partition(pdf)
             stages.append(("sampling", "DART.sample", None, lambda: dart.sample(x, boxes)))
-            patches = dart.sample(x, boxes)
-            stages.append(("projection", "DART.project", None, lambda: dart.project(patches)))
-            stages.append(("position embeddings", "DART.position_embeddings", None,
-                           lambda: dart.position_embeddings(boxes)))
+            if dart.proj is not None:  # the regular-grid warp (WarpDART) has no projection nor position map
+                patches = dart.sample(x, boxes)
+                stages.append(("projection", "DART.project", None, lambda: dart.project(patches)))
+                stages.append(("position embeddings", "DART.position_embeddings", None,
+                               lambda: dart.position_embeddings(boxes)))
             stages.append(("tokenizer (whole)", "DART.forward", None, lambda: dart(x)))
         elif hasattr(model, "patch_embed"):
             stages.append(("tokenizer (whole)", "patch_embed", None, lambda: model.patch_embed(x)))

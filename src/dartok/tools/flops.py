@@ -87,6 +87,11 @@ def _cumsum_macs(inputs, outputs) -> int:
     return _numel(outputs[0])
 
 
+def _scatter_add_macs(inputs, outputs) -> int:
+    """``scatter_add(self, dim, index, src)``: one add per element of ``src``."""
+    return _numel(inputs[3]) if len(inputs) > 3 else 0
+
+
 def _baddbmm_macs(inputs, outputs) -> int:
     """``baddbmm(input, b1, b2)``: ``B·n·k·m`` for ``b1: B×n×k``, ``b2: B×k×m`` (the add not counted)."""
     a, b = _shape(inputs[1]), _shape(inputs[2])
@@ -135,6 +140,8 @@ HAND_COUNTED_OPS: dict[str, tuple[Callable, str]] = {
                                       "taps per axis"),
     "aten::baddbmm": (_baddbmm_macs, "as fvcore's bmm: B·n·k·m (DART's projection, one channel at a time)"),
     "aten::cumsum": (_cumsum_macs, "1 per element (one add)"),
+    "aten::scatter_add": (_scatter_add_macs, "1 per scattered element (one add; the warp's interpolation "
+                          "matrices are built this way)"),
     "aten::searchsorted": (_zero_macs, "0 (comparisons only)"),
     "aten::scaled_dot_product_attention": (_sdpa_macs, "2·B·H·L_q·L_k·d; only reached if a fused attention "
                                            "is left on"),

@@ -550,7 +550,7 @@ def visualize(
                     raise ValueError("clips can be drawn for DART video models only (a fixed-grid model has no "
                                      "partition to show)")
                 else:  # fixed grid: its patch grid, the partition of a uniform pdf
-                    gh, gw = (int(v) for v in getattr(model.patch_embed, "grid_size", (1, 1)))
+                    gh, gw = (int(v) for v in getattr(getattr(model, "patch_embed", None), "grid_size", (1, 1)))
                     b, pdf = quantile_boxes(uniform_pdf(1, (gh, gw)), gh * gw, bands=gh, alpha=0.0)[0], None
                 title = f"{name}\npred {_class_name(class_names, pred)}"
                 if y is not None:
