@@ -136,3 +136,28 @@ def test_which_moves_preset_starts_every_video_row_from_its_image_run(tmp_path):
         video = create_model(spec.model, num_tokens=spec.num_tokens, **spec.model_kwargs)
         report = load_image_weights(video, img)
         assert [k.rsplit(".", 1)[-1] for k in report.missing] == ["temporal_pos_embedding"], spec.name
+
+
+def test_warp_preset_gives_the_cnn_and_the_warp_the_same_pixels():
+    """cpu-warp: the plain CNN on the canvas resized to S px, the same CNN behind the warp of the full
+    canvas to S px (learned scorer, and the oracle); cpu-partition: bands vs grid, nothing else differs."""
+    from dartok.models import DartWarp
+    from dartok.train.run import _wants_boxes
+    from dartok.data import dataset_info
+
+    cnn, warp, oracle = cmp.PRESETS["cpu-warp"]["specs"]
+    plain = create_model(cnn.model, num_tokens=cnn.num_tokens, in_chans=1, **cnn.model_kwargs)
+    side = plain.pretrained_cfg["input_size"][-1]
+    for spec in (warp, oracle):
+        model = create_model(spec.model, num_tokens=spec.num_tokens, in_chans=1, img_size=128, **spec.model_kwargs)
+        assert isinstance(model, DartWarp) and type(model.backbone) is type(plain)
+        assert model.patch_embed.out_size == (side, side) and spec.model == f"dart_warp_{cnn.model}"
+        assert sum(p.numel() for p in model.backbone.parameters()) == sum(p.numel() for p in plain.parameters())
+    assert not cnn.is_dart and warp.is_dart and oracle.is_oracle and oracle.num_tokens == warp.num_tokens
+    assert _wants_boxes(oracle.model, oracle.model_kwargs, dataset_info("cluttered_fmnist")) == (True, True)
+    specs = cmp.PRESETS["cpu-partition"]["specs"]
+    for a, b in ((specs[0], specs[1]), (specs[2], specs[3])):
+        assert (a.model, a.num_tokens) == (b.model, b.num_tokens)
+        assert {**a.model_kwargs, "partition": "grid"} == b.model_kwargs
+        model = create_model(b.model, num_tokens=b.num_tokens, **b.model_kwargs)
+        assert model.patch_embed.partition_mode == "grid"

@@ -283,8 +283,8 @@ def test_bench_counts_the_warp_like_the_tokenizer():
     model = create_model("dart_warp_resnet10t", num_tokens=16, warp_size=32, img_size=64, scorer=None,
                          num_classes=4)
     report = count_macs(model, (3, 64, 64))
-    # the two dense matmuls of Wy @ image @ Wxᵀ per channel: 32·64·64 + 32·64·32, plus the cumsums / scatters
-    assert report.tokenizer_by_operator["matmul"] == 3 * (32 * 64 * 64 + 32 * 64 * 32)
+    # the two dense products of Wy @ image @ Wxᵀ per channel: 64·64·32 (along x) + 32·64·32 (along y)
+    assert report.tokenizer_by_operator["bmm"] == 3 * (64 * 64 * 32 + 32 * 64 * 32)
     assert report.by_part["tokenizer"] + report.by_part["backbone"] == report.total
     assert "aten::scatter_add" not in report.unsupported
     stages = [r["stage"] for r in tokenizer_breakdown(model, (3, 64, 64), batch_size=2, repeats=1, warmup=0)]

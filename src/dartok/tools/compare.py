@@ -229,6 +229,10 @@ def _partition_set(n: int) -> list[RunSpec]:
             RunSpec(f"grid-oracle@{n}", d, n, {"partition": "grid", **ORACLE}, "oracle score map")]
 
 
+_WARP_RECIPE = {"canvas_size": 128, "epochs": 6, "train_samples": 8000, "test_samples": 2000, "batch_size": 64,
+                "lr": 1e-3}
+"""The short recipe of the ``cpu-warp`` and ``cpu-partition`` presets."""
+
 _DEIT_RUNS = [RunSpec("grid@196", "deit_tiny_patch16_224", 196),
                RunSpec("dart@196", "dart_deit_tiny_patch16_224", 196),
                RunSpec("grid@784", "deit_tiny_patch16_224", 784),
@@ -328,15 +332,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # DART in front of a CNN (paper App. C, issue 13 §3): resnet10t on the canvas resized to 64 px vs
     # resnet10t behind the regular-grid warp of the full 128 px canvas to 64 px, and its oracle; a short
-    # recipe (8k images, 6 epochs) that fits three seeds in about 40 min of two jobs on 2 cores
-    "cpu-warp": {"specs": _warp_set("resnet10t", 64), "seeds": CPU_SEEDS,
-                 "train": {"canvas_size": 128, "epochs": 6, "train_samples": 8000, "test_samples": 2000,
-                           "batch_size": 64, "lr": 1e-3}},
+    # recipe (8k images, 6 epochs): about 40 min a seed with two jobs on a busy 2-core VM
+    "cpu-warp": {"specs": _warp_set("resnet10t", 64), "seeds": CPU_SEEDS, "train": dict(_WARP_RECIPE)},
     # irregular (bands) vs regular grid on the micro DART ViT at N = 16 (paper Fig. 10), learned and
-    # oracle score maps; the ablations' shorter recipe (about 25 min a seed with two jobs; --seeds 0 for one)
-    "cpu-partition": {"specs": _partition_set(16), "seeds": CPU_SEEDS,
-                      "train": {"canvas_size": 128, "epochs": 8, "train_samples": 10000, "test_samples": 2000,
-                                "batch_size": 64, "lr": 1e-3}},
+    # oracle score maps, with cpu-warp's recipe (about 40 min a seed with two jobs; --seeds 0 for one)
+    "cpu-partition": {"specs": _partition_set(16), "seeds": CPU_SEEDS, "train": dict(_WARP_RECIPE)},
     # Vim-Ti / VideoMamba-Ti sizes for a GPU (an ImageFolder / an SSv2-style clip folder at --data-root)
     "full-vim": {"specs": _main_set(196, "vim_tiny_patch16_224", "dart_vim_tiny_patch16_224"),
                  "train": {"data": "", **VIM_RECIPE}},
