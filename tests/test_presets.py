@@ -145,11 +145,12 @@ def test_warp_preset_gives_the_cnn_and_the_warp_the_same_pixels():
     from dartok.train.run import _wants_boxes
     from dartok.data import dataset_info
 
-    cnn, warp, oracle = cmp.PRESETS["cpu-warp"]["specs"]
+    cnn, uniform, warp, oracle = cmp.PRESETS["cpu-warp"]["specs"]
     plain = create_model(cnn.model, num_tokens=cnn.num_tokens, in_chans=1, **cnn.model_kwargs)
     side = plain.pretrained_cfg["input_size"][-1]
-    for spec in (warp, oracle):
+    for spec in (uniform, warp, oracle):
         model = create_model(spec.model, num_tokens=spec.num_tokens, in_chans=1, img_size=128, **spec.model_kwargs)
+        assert (model.patch_embed.scorer is None) == (spec is not warp)
         assert isinstance(model, DartWarp) and type(model.backbone) is type(plain)
         assert model.patch_embed.out_size == (side, side) and spec.model == f"dart_warp_{cnn.model}"
         assert sum(p.numel() for p in model.backbone.parameters()) == sum(p.numel() for p in plain.parameters())

@@ -210,9 +210,12 @@ score map, as the micro ViT's."""
 
 def _warp_set(cnn: str, side: int) -> list[RunSpec]:
     """Paper App. C in miniature: ``cnn`` on the canvas resized to ``side`` px vs the same CNN behind the
-    regular-grid warp to ``side`` px (the same input pixels), and the warp with the oracle score map."""
+    regular-grid warp to ``side`` px (the same input pixels): with a uniform pdf (the warp's own resampling,
+    no scorer), with the learned scorer, and with the oracle score map."""
     return [
         RunSpec(f"cnn@{side}px", cnn, None, {"pretrained_cfg_overlay": {"input_size": (1, side, side)}}),
+        RunSpec(f"warp-uniform@{side}px", f"dart_warp_{cnn}", (side // 8) ** 2,
+                {**_WARP_KWARGS, "warp_size": side, "scorer": None}),
         RunSpec(f"warp@{side}px", f"dart_warp_{cnn}", (side // 8) ** 2, {**_WARP_KWARGS, "warp_size": side}),
         RunSpec(f"warp-oracle@{side}px", f"dart_warp_{cnn}", (side // 8) ** 2,
                 {**_WARP_KWARGS, "warp_size": side, **ORACLE}),
