@@ -7,7 +7,7 @@ convention a timm user relies on: forward / backward, the cfg, the classifier AP
 extraction, gradient checkpointing, layer-wise LR decay and TorchScript.
 
 CI sweeps the CPU-sized ``*_micro_*`` models; ``DARTOK_TIMM_TESTS=all`` sweeps every registered
-model at its default size (about 8 CPU-minutes, most of it VideoMamba-Ti's 8×196 tokens). A
+model at its default size (about 7 CPU-minutes, most of it VideoMamba-Ti's 8×196 tokens). A
 convention a dartok model does not keep is a strict xfail with the reason (README "timm
 conventions"). What is particular to a family or to DART (save_for_hf round trips, offline
 weights, export / compile / ONNX, the NCHW map of DART tokens) is in
