@@ -41,7 +41,7 @@ from ..tokenizer import DART, DartOutput  # noqa: E402
 __all__ = [
     "ClassTokenDartMixin", "DartModelMixin", "insert_token", "adopt_projection", "create_dart", "dart_subclass", "is_dart", "make_scorer", "patch_backbone",
     "scorer_cam_classes",
-    "refuse_scriptable", "set_input_cfg", "split_dart_kwargs", "tokens_to_feature_map",
+    "refuse_feature_cls", "refuse_scriptable", "set_input_cfg", "split_dart_kwargs", "tokens_to_feature_map",
 ]
 
 _DART_KEYS = (
@@ -457,6 +457,28 @@ def patch_options(local_vars: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- registered models
+
+
+def refuse_feature_cls(variant: str, kwargs: dict) -> None:
+    """Raise for ``features_only=True`` with a feature class other than timm's getter (Vim, VideoMamba).
+
+    Their blocks return hustvl's ``(hidden, residual)`` pair and a block's tokens are the sum,
+    so timm's FX (``feature_cls="fx"``) and hook (``"hook"``) feature nets over
+    ``feature_info``'s ``layers.{i}`` would return the pair or, silently, the mixer output.
+    The getter (the default) calls ``forward_intermediates``, which returns the tokens.
+
+    Raises:
+        ValueError: ``features_only`` with another ``feature_cls``.
+    """
+    from timm.models._features import FeatureGetterNet  # where timm's builder imports it from
+
+    cls = kwargs.get("feature_cls")
+    getter = cls is None or (isinstance(cls, str) and cls.lower() == "getter") or (
+        isinstance(cls, type) and issubclass(cls, FeatureGetterNet))
+    if kwargs.get("features_only") and not getter:
+        raise ValueError(f"{variant}: features_only takes feature_cls='getter' (the default: forward_intermediates), "
+                         f"got {cls!r}; a Mamba block returns a (hidden, residual) pair, not its tokens, so timm's "
+                         "FX / hook feature nets cannot read them")
 
 
 def refuse_scriptable(variant: str, why: str) -> None:

@@ -45,7 +45,7 @@ from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
 from ..video_tokenizer import VideoDART  # noqa: E402
 from ._adapter import (_DART_KEYS, ClassTokenDartMixin, _cfg, create_dart, is_dart, patch_backbone,  # noqa: E402
-                       patch_options, refuse_scriptable)
+                       patch_options, refuse_feature_cls, refuse_scriptable)
 from .vim import VisionMamba, split_cls_pos  # noqa: E402
 from .weights import WeightReport, load_fitting  # noqa: E402
 
@@ -221,6 +221,7 @@ MICRO_VIDEOMAMBA_ARGS = dict(patch_size=8, embed_dim=96, depth=6, d_state=8, in_
 
 def _create_videomamba(variant: str, pretrained: bool, defaults: dict, kwargs: dict) -> VideoMamba:
     refuse_scriptable(variant, "the Mamba mixer's selective scan is a torch.autograd.Function")
+    refuse_feature_cls(variant, kwargs)
     model = build_model_with_cfg(VideoMamba, variant, pretrained, feature_cfg=dict(out_indices=3, feature_cls="getter"),
                                  **{**defaults, **kwargs})
     if not isinstance(model, VideoMamba):  # features_only: timm's FeatureGetterNet around it
@@ -362,6 +363,7 @@ _DART_VIDEOMAMBA_KEYS = (*_DART_KEYS, "temporal_diff")
 
 
 def _create_dart_videomamba(variant: str, base: str, pretrained: bool, defaults: dict, kwargs: dict) -> VideoMamba:
+    refuse_feature_cls(variant, kwargs)
     return create_dart(variant, base, patch_videomamba, pretrained, defaults, kwargs, _DART_VIDEOMAMBA_KEYS)
 
 

@@ -48,7 +48,7 @@ from .._compat import is_tracing  # noqa: E402
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
 from ._adapter import (ClassTokenDartMixin, _cfg, create_dart, insert_token, is_dart, patch_backbone,  # noqa: E402
-                       patch_options, refuse_scriptable)
+                       patch_options, refuse_feature_cls, refuse_scriptable)
 from ._pretrained import check_pretrained_available  # noqa: E402
 from .vit import convert_vit_state_dict  # noqa: E402
 
@@ -406,6 +406,7 @@ MICRO_VIM_ARGS = dict(patch_size=8, embed_dim=96, depth=6, d_state=8, in_chans=1
 
 def _create_vim(variant: str, pretrained: bool, defaults: dict, kwargs: dict) -> VisionMamba:
     refuse_scriptable(variant, "the Mamba mixer's selective scan is a torch.autograd.Function")
+    refuse_feature_cls(variant, kwargs)
     args = {**defaults, **kwargs}
     if pretrained:
         cfg = resolve_pretrained_cfg(variant, args.get("pretrained_cfg"), args.get("pretrained_cfg_overlay"))
@@ -422,6 +423,7 @@ def _create_vim(variant: str, pretrained: bool, defaults: dict, kwargs: dict) ->
 
 
 def _create_dart_vim(variant: str, vim_name: str, pretrained: bool, defaults: dict, kwargs: dict) -> DartVisionMamba:
+    refuse_feature_cls(variant, kwargs)
     return create_dart(variant, vim_name, patch_vim, pretrained, defaults, kwargs, filter_fn=convert_vim_state_dict)
 
 

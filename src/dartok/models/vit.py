@@ -301,7 +301,8 @@ default_cfgs = generate_default_cfgs({
     "dart_deit_tiny_patch16_224": _cfg(input_size=(3, 448, 448)),
     "dart_deit_small_patch16_224": _cfg(input_size=(3, 448, 448)),
     "dart_deit_base_patch16_224": _cfg(input_size=(3, 448, 448)),
-    "vit_micro_patch8": _cfg(input_size=(1, 48, 48), num_classes=10, mean=(0.5,), std=(0.5,)),
+    # fixed as timm's ViTs: the position embedding fixes the grid (timm's PatchEmbed refuses other sizes)
+    "vit_micro_patch8": _cfg(input_size=(1, 48, 48), fixed_input_size=True, num_classes=10, mean=(0.5,), std=(0.5,)),
     "dart_vit_micro_patch8": _cfg(input_size=(1, 128, 128), num_classes=10, mean=(0.5,), std=(0.5,)),
 })
 
