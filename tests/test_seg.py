@@ -264,3 +264,37 @@ def test_seg_folder_trains_through_the_cli(tmp_path):
     config = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())
     assert config["data"]["name"] == "seg_folder" and config["data"]["classes"] == ["bg", "square", "bar"]
     assert config["data"]["mean"] == pytest.approx([0.485, 0.456, 0.406])  # the folder's normalisation
+
+
+def test_segmenter_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = create_model("dart_vit_micro_patch8", 9, task="segmentation", num_classes=4, in_chans=1, depth=1,
+                         img_size=32, scorer_input_size=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.rand(2, 1, 32, 32))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    loss = Segmentation(4).loss(out.float(), torch.randint(0, 4, (2, 32, 32)))
+    loss.backward()
+    assert torch.isfinite(loss) and model.decode_head.weight.grad.abs().sum() > 0
+
+
+def test_two_processes_match_one_process_for_segmentation(tmp_path):
+    """DDP (gloo, 2 processes, uneven last step) with EMA == 1 process: weights and the summed mIoU."""
+    from test_distributed import _cli_args, _weights, assert_same_weights, torchrun_train
+
+    from dartok.train import TrainConfig, read_metrics, train
+
+    run = dict(model="vit_micro_patch8", task="segmentation", num_tokens=16, canvas_size=32, train_samples=23,
+               test_samples=9, data_kwargs={"object_scale": [0.3, 0.5], "num_clutter": 2},
+               model_kwargs={"depth": 1}, epochs=1, warmup_epochs=0, batch_size=16, lr=2e-3, label_smoothing=0.0,
+               model_ema=True, model_ema_decay=0.5, device="cpu", threads=1, progress=False)
+    train(TrainConfig(**run, output=str(tmp_path / "one")))
+    torchrun_train(_cli_args({**run, "output": tmp_path / "two"}))
+    assert_same_weights(_weights(tmp_path / "two"), _weights(tmp_path / "one"))
+    assert_same_weights(_weights(tmp_path / "two", "model_ema.safetensors"),
+                        _weights(tmp_path / "one", "model_ema.safetensors"))
+    m1, m2 = read_metrics(tmp_path / "one")[0], read_metrics(tmp_path / "two")[0]
+    assert m2["world_size"] == 2
+    for key in ("train_loss", "test_loss", "test_miou", "test_pixel_acc", "test_miou_ema"):
+        assert m2[key] == pytest.approx(m1[key], abs=1e-4), key
+    assert [v is None for v in m2["test_class_iou"]] == [v is None for v in m1["test_class_iou"]]

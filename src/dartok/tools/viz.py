@@ -632,8 +632,8 @@ def visualize(
         path = save_video_partition_figure(output, torch.stack(imgs), torch.stack(boxes), torch.stack(pdfs),
                                            titles=titles)
     else:
-        seg = any(m is not None for m in masks)
-        path = save_partition_figure(output, imgs, boxes, pdfs, titles=titles, ncols=ncols,
-                                     masks=masks if seg else None,
-                                     true_masks=[true_masks.get(k) for k in range(len(imgs))] if seg else None)
+        seg = {}
+        if any(m is not None for m in masks):  # a segmentation model's masks, and the true ones
+            seg = dict(masks=masks, true_masks=[true_masks.get(k) for k in range(len(imgs))])
+        path = save_partition_figure(output, imgs, boxes, pdfs, titles=titles, ncols=ncols, **seg)
     return path, len(imgs)
