@@ -284,7 +284,8 @@ def test_two_processes_match_one_process_for_segmentation(tmp_path):
 
     from dartok.train import TrainConfig, read_metrics, train
 
-    run = dict(model="vit_micro_patch8", task="segmentation", num_tokens=16, canvas_size=32, train_samples=23,
+    run = dict(model="vit_micro_patch8", task="segmentation", data="cluttered_fmnist_seg", num_tokens=16,
+               canvas_size=32, train_samples=23,
                test_samples=9, data_kwargs={"object_scale": [0.3, 0.5], "num_clutter": 2},
                model_kwargs={"depth": 1}, epochs=1, warmup_epochs=0, batch_size=16, lr=2e-3, label_smoothing=0.0,
                model_ema=True, model_ema_decay=0.5, device="cpu", threads=1, progress=False)
