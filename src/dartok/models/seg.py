@@ -63,7 +63,7 @@ def dense_tokens(backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
                                    else embed.grid_size))
     if rows * cols != tokens.shape[1]:
         raise ValueError(f"{type(backbone).__name__} gave {tokens.shape[1]} patch tokens for a {rows}×{cols} grid")
-    return tokens, grid_boxes(rows, cols, tokens.shape[0], device=tokens.device)
+    return tokens, grid_boxes(rows, cols, device=tokens.device).expand(tokens.shape[0], -1, -1)  # traceable B
 
 
 class Segmenter(nn.Module):

@@ -184,12 +184,12 @@ def _ablations(n: int) -> list[RunSpec]:
 
 def _seg(budgets: Sequence[int] = (16, 36), dart_kwargs: dict | None = None) -> list[RunSpec]:
     """Segmentation at equal tokens (issue 13): the micro ViT's fixed grid, DART and the oracle at each
-    budget, all with Segmenter's linear decoder painted back to the masks; one table per budget.
-    ``dart_kwargs`` go to the DART and oracle runs."""
+    budget, all with Segmenter's linear decoder painted back to the masks (one ``main`` table and the
+    mIoU-vs-GMACs plot). ``dart_kwargs`` go to the DART and oracle runs."""
     grid, dart, kw = "vit_micro_patch8", "dart_vit_micro_patch8", dict(dart_kwargs or {})
-    return [spec for n in budgets for spec in (RunSpec(f"grid@{n}", grid, n, group=f"N={n}"),
-                                               RunSpec(f"dart@{n}", dart, n, dict(kw), f"N={n}"),
-                                               RunSpec(f"oracle@{n}", dart, n, {**kw, **ORACLE}, f"N={n}"))]
+    return [spec for n in budgets for spec in (RunSpec(f"grid@{n}", grid, n),
+                                               RunSpec(f"dart@{n}", dart, n, dict(kw)),
+                                               RunSpec(f"oracle@{n}", dart, n, {**kw, **ORACLE}))]
 
 
 _CPU_RECIPE = {"canvas_size": 128, "epochs": 12, "train_samples": 20000, "test_samples": 2000, "batch_size": 64,
