@@ -726,7 +726,8 @@ def write_tables(rows: list[dict[str, Any]], path_stem: str | os.PathLike, meta:
 
 def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
     """The task's best metric (top-1 for classification) vs GMACs, in the style of the paper's
-    Fig. 2/6 (marker size ~ params), for the ``main`` group's rows with MACs.
+    Fig. 2/6 (marker size ~ params), for the ``main`` group's rows with MACs: one line each for
+    the fixed grid, learned DART and the oracle (``score_source="oracle"``).
 
     Rows over several seeds (:func:`aggregate_seeds`) are drawn at their mean with min-max
     error bars.
@@ -744,9 +745,14 @@ def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, t
     key, label, unit = _metric_columns(main, create_task)[0] if main else ("top1", "top-1", "%")
     y = f"test_{key}"
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for kind, color, marker in (("grid", "tab:gray", "s"), ("dart", "tab:red", "o")):
-        pts = sorted((r for r in main if r["model"].startswith("dart_") == (kind == "dart")),
-                     key=lambda r: r["gmacs"])
+    def kind_of(r):
+        if not r["model"].startswith("dart_"):
+            return "grid"
+        return "oracle" if (r.get("model_kwargs") or {}).get("score_source") == "oracle" else "dart"
+
+    labels = {"grid": "fixed grid", "dart": "DART", "oracle": "oracle (true object box)"}
+    for kind, color, marker in (("grid", "tab:gray", "s"), ("dart", "tab:red", "o"), ("oracle", "tab:green", "^")):
+        pts = sorted((r for r in main if kind_of(r) == kind), key=lambda r: r["gmacs"])
         if not pts:
             continue
         ax.plot([r["gmacs"] for r in pts], [r[y] for r in pts], color=color, lw=1, alpha=0.6)
@@ -756,7 +762,7 @@ def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, t
                         yerr=[[r[y] - r["min"][y] for r in spread], [r["max"][y] - r[y] for r in spread]],
                         fmt="none", ecolor=color, elinewidth=1, capsize=3, zorder=2)
         ax.scatter([r["gmacs"] for r in pts], [r[y] for r in pts], s=[40 + 60 * r["params_m"] for r in pts],
-                   color=color, marker=marker, label="DART" if kind == "dart" else "fixed grid", zorder=3)
+                   color=color, marker=marker, label=labels[kind], zorder=3)
         for r in pts:
             ax.annotate(f"{r['num_tokens']}", (r["gmacs"], r[y]), textcoords="offset points",
                         xytext=(6, -10), fontsize=8)
