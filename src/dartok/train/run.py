@@ -705,7 +705,9 @@ def train(cfg: TrainConfig | Mapping[str, Any] | None = None, **options: Any) ->
     optimizer; what was loaded, left at init or dropped is logged.
 
     The task (loss, metrics, best metric) is the one the dataset is registered with
-    (:func:`dartok.data.register_dataset`).
+    (:func:`dartok.data.register_dataset`); ``task``, when given, must be that one, and is
+    recorded resolved (a resumed run keeps it). A segmentation run builds the model with
+    ``task="segmentation"`` and its logits at the masks' size (:func:`dartok.models.create_model`).
 
     With ``resume`` the run continues from ``<output>/checkpoint`` exactly where it
     stopped (model, EMA, optimizer, scheduler, epoch, step, RNG states), also with a
@@ -730,7 +732,8 @@ def train(cfg: TrainConfig | Mapping[str, Any] | None = None, **options: Any) ->
 
     Raises:
         ValueError: invalid options, e.g. a ``batch_size`` not divisible by the number of
-            processes; ResumeConflictError (a ValueError) for conflicting resume options.
+            processes, a ``task`` the dataset is not for; ResumeConflictError (a ValueError) for
+            conflicting resume options.
         TypeError: an unknown keyword option.
         FileNotFoundError: ``resume`` without a checkpoint in ``<output>/checkpoint``.
         FileExistsError: a new run in a directory that already holds a checkpoint.

@@ -9,9 +9,11 @@ Metrics are sums (:class:`MetricSums`): a batch adds to them, ranks add theirs t
 (:meth:`MetricSums.all_reduce`) and :meth:`MetricSums.compute` turns the totals into the
 reported numbers, so metrics over many batches or ranks equal those over the whole set.
 
-Adding a task: subclass :class:`Task` (``name``, ``best_metric``, ``higher_is_better``,
-``loss``, ``eval_metrics``, ``train_metrics``, ``from_config``), add it to :data:`TASKS`, and
-register its datasets with ``task=<name>``.
+Adding a task: subclass :class:`Task` (``name``, ``default_data``, ``best_metric``,
+``higher_is_better``, ``columns``, ``target_key``, ``loss``, ``eval_metrics``,
+``train_metrics``, ``from_config``), add it to :data:`TASKS`, and register its datasets with
+``task=<name>``; a model of another shape than a classifier is a ``task=`` of
+:func:`dartok.models.create_model`.
 
 Two tasks: :class:`Classification` (``B×K`` logits, int labels) and :class:`Segmentation`
 (``B×K×H×W`` logits, ``B×H×W`` int masks with 255 = ignore; mIoU, pixel accuracy, per-class IoU).
