@@ -18,9 +18,10 @@ Coordinates: a box is ``(x0, y0, x1, y1)`` in ``[0, 1]``, x along the image widt
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import torch
+
+from ._compat import is_tracing
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -68,9 +69,9 @@ def band_layout(num_tokens: int, bands: int | None = None) -> tuple[int, ...]:
     return tuple((a + 1) * num_tokens // bands - a * num_tokens // bands for a in range(bands))
 
 
-@lru_cache(maxsize=64)
 def _layout_indices(counts: tuple[int, ...]) -> tuple[list[int], int]:
-    """Flat indices of the valid (band, column) slots in an ``R × max(C_a)`` array."""
+    """Flat indices of the valid (band, column) slots in an ``R × max(C_a)`` array (microseconds:
+    not cached, so ``torch.compile`` traces it without a cache wrapper to distrust)."""
     cmax = max(counts)
     idx = [a * cmax + k for a, c in enumerate(counts) for k in range(c)]
     return idx, cmax
@@ -100,8 +101,8 @@ def quantile_1d(pdf: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     The density is ``pdf[..., i]`` on cell ``[i/n, (i+1)/n]`` (mass per cell, not per unit
     length), its CDF is piecewise linear with knots ``C_k = Σ_{i<k} pdf_i``. For each
     target ``q`` the cell k with ``C_k ≤ q < C_{k+1}`` is found with ``searchsorted`` (no
-    gradient) and ``x = (k + (q − C_k)/pdf_k)/n``; ``C_k`` and ``pdf_k`` (and q) carry the
-    gradient.
+    gradient; a knot count under graph capture, which ONNX can express) and
+    ``x = (k + (q − C_k)/pdf_k)/n``; ``C_k`` and ``pdf_k`` (and q) carry the gradient.
 
     Args:
         pdf: ``(..., n)`` non-negative masses (need not sum to 1).
@@ -120,7 +121,11 @@ def quantile_1d(pdf: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     n = pdf.shape[-1]
     cdf = torch.cumsum(pdf, dim=-1)  # C_{k+1}, (..., n)
     with torch.no_grad():
-        k = torch.searchsorted(cdf.detach().contiguous(), q.detach().contiguous(), right=True)
+        if is_tracing(cdf):  # ONNX has no searchsorted: count the knots at or below q (the same
+            # for the sorted cdf, a cumsum of non-negative masses; n and the targets are few)
+            k = (cdf.detach().unsqueeze(-2) <= q.detach().unsqueeze(-1)).sum(-1)
+        else:
+            k = torch.searchsorted(cdf.detach().contiguous(), q.detach().contiguous(), right=True)
         k = k.clamp_(max=n - 1)
     p_k = torch.gather(pdf, -1, k)
     c_k = torch.gather(cdf, -1, k) - p_k  # C_k = C_{k+1} − p_k
@@ -148,7 +153,8 @@ def normalize_pdf(pdf: torch.Tensor) -> torch.Tensor:
         a blank score map gives the ViT grid).
 
     Raises:
-        ValueError: wrong rank, empty grid, non-finite or negative values.
+        ValueError: wrong rank, empty grid, non-finite or negative values (the last two
+            not checked under graph capture, :func:`dartok._compat.is_tracing`).
     """
     if not isinstance(pdf, torch.Tensor) or pdf.dim() != 3:
         shape = tuple(pdf.shape) if isinstance(pdf, torch.Tensor) else type(pdf).__name__
@@ -156,8 +162,9 @@ def normalize_pdf(pdf: torch.Tensor) -> torch.Tensor:
     if pdf.shape[1] < 1 or pdf.shape[2] < 1:
         raise ValueError(f"pdf grid must be at least 1×1, got {tuple(pdf.shape[1:])}")
     pdf = pdf.to(work_dtype(pdf.dtype))
-    # one host sync on the valid path (this runs on every forward); diagnose only on failure
-    if not bool((torch.isfinite(pdf) & (pdf >= 0)).all()):
+    # one host sync on the valid path (this runs on every forward); diagnose only on failure.
+    # A graph capture (torch.export, torch.compile) cannot branch on values: unchecked there.
+    if not is_tracing(pdf) and not bool((torch.isfinite(pdf) & (pdf >= 0)).all()):
         if not bool(torch.isfinite(pdf).all()):
             raise ValueError("pdf contains NaN or Inf values; scores must be finite")
         raise ValueError(f"pdf must be non-negative, got minimum {pdf.min().item():.4g}")

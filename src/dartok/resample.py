@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._compat import is_tracing
 from .partition import interval_overlap, work_dtype
 
-__all__ = ["area_patches", "box_average", "filtered_patches", "grid_boxes", "patch_grid", "sample_patches",
-           "summed_area_dtype", "tokens_to_map"]
+__all__ = ["antialiased_resize", "area_patches", "box_average", "filtered_patches", "grid_boxes", "patch_grid",
+           "sample_patches", "summed_area_dtype", "tokens_to_map"]
 
 
 def patch_grid(boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -128,13 +129,15 @@ def _antialias(x: torch.Tensor, boxes: torch.Tensor, patch_size: int, point: tor
     """Blend point samples ``B×C×N×P×P`` with box-filtered ones, separably per axis.
 
     The per-axis filter is ``(1 − w)·point + w·box``; its product over x and y expands to
-    four terms, each computed only where some box gives it a non-zero weight.
+    four terms, each computed only where some box gives it a non-zero weight (all four under
+    graph capture, which cannot branch on values: the same result).
     """
     wx, wy = _axis_weights(boxes, x.shape[-2:], patch_size)
     out = None
+    every_term = is_tracing(x)
     for along_x, along_y in ((False, False), (True, False), (False, True), (True, True)):
         weight = (wx if along_x else 1.0 - wx) * (wy if along_y else 1.0 - wy)  # B×N
-        if not bool((weight > 0).any()):
+        if not every_term and not bool((weight > 0).any()):
             continue
         term = point if not (along_x or along_y) else filtered_patches(x, boxes, patch_size, along_x, along_y)
         term = weight.to(point.dtype)[:, None, :, None, None] * term.to(point.dtype)
@@ -278,6 +281,50 @@ def box_average(grid_values: torch.Tensor, boxes: torch.Tensor, eps: float = 1e-
     return out.to(out_dtype)
 
 
+def _antialias_taps(in_size: int, out_size: int) -> tuple[list[list[int]], list[list[float]]]:
+    """Input indices and weights (``out × K``, zero-padded) of PyTorch's anti-aliased bilinear
+    resize along one axis (``align_corners=False``; PIL's triangle filter, widened by the
+    scale when shrinking), as ``aten::_upsample_bilinear2d_aa`` computes them."""
+    scale = in_size / out_size
+    support = scale if scale >= 1.0 else 1.0
+    inv = 1.0 / scale if scale >= 1.0 else 1.0
+    index, weight = [], []
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        size = min(int(center + support + 0.5), in_size) - lo
+        w = [max(0.0, 1.0 - abs((j + lo - center + 0.5) * inv)) for j in range(size)]
+        total = sum(w)
+        index.append(list(range(lo, lo + size)))
+        weight.append([v / total for v in w] if total else w)
+    width = max(len(row) for row in index)
+    index = [row + [row[-1]] * (width - len(row)) for row in index]
+    weight = [row + [0.0] * (width - len(row)) for row in weight]
+    return index, weight
+
+
+def antialiased_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Anti-aliased bilinear resize of ``B×C×H×W`` images to ``size`` (``align_corners=False``).
+
+    ``F.interpolate(..., antialias=True)``; under ONNX export (whose TorchScript-based
+    exporter has no ``_upsample_bilinear2d_aa``) the same filter as two separable gathers
+    with the kernel's own taps (:func:`_antialias_taps`): equal to float rounding.
+    """
+    if not torch.onnx.is_in_onnx_export():
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+    out = images
+    for dim, (n_in, n_out) in ((2, (images.shape[2], size[0])), (3, (images.shape[3], size[1]))):
+        index, weight = _antialias_taps(int(n_in), int(n_out))
+        idx = torch.tensor(index, device=images.device)
+        w = torch.tensor(weight, dtype=images.dtype, device=images.device)
+        taps = out.index_select(dim, idx.flatten())
+        if dim == 2:
+            out = (taps.view(*out.shape[:2], n_out, -1, out.shape[3]) * w.view(n_out, -1, 1)).sum(3)
+        else:
+            out = (taps.view(*out.shape[:3], n_out, -1) * w).sum(4)
+    return out
+
+
 def _check_size(size, name: str = "size") -> tuple[int, int]:
     ok = (isinstance(size, (tuple, list)) and len(size) == 2
           and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size))
@@ -324,7 +371,8 @@ def tokens_to_map(tokens: torch.Tensor, boxes: torch.Tensor, size: tuple[int, in
 
     Raises:
         ValueError: tokens not ``B×N×D`` or not floating, boxes not ``B×N×4`` with the tokens'
-            B and N, NaN/Inf or inverted boxes, ``size`` not two ints >= 1, ``num_frames`` not
+            B and N, NaN/Inf or inverted boxes (not checked under graph capture,
+            :func:`dartok._compat.is_tracing`), ``size`` not two ints >= 1, ``num_frames`` not
             an int >= 1.
     """
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3 or not tokens.is_floating_point():
@@ -342,7 +390,7 @@ def tokens_to_map(tokens: torch.Tensor, boxes: torch.Tensor, size: tuple[int, in
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
             raise ValueError(f"num_frames must be None or an integer >= 1, got {num_frames!r}")
         frames = num_frames
-    if boxes.numel():
+    if boxes.numel() and not is_tracing(boxes):  # graph capture cannot branch on values: unchecked there
         if not bool(torch.isfinite(boxes).all()):
             raise ValueError("boxes contain NaN or Inf")
         if bool((boxes[..., 2:] < boxes[..., :2]).any()):

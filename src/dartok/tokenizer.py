@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._compat import is_tracing
 from .localization import box_pdf
 from .partition import DEFAULT_ALPHA, band_layout, mix_uniform, normalize_pdf, partition_pdf, work_dtype
 from .resample import box_average, sample_patches
@@ -69,7 +70,8 @@ class DART(nn.Module):
         norm_layer: optional norm applied to the tokens, as in ``PatchEmbed``.
         antialias: anti-alias boxes larger than P×P pixels with exact sub-cell means
             (:func:`dartok.resample.sample_patches`); off by default, as in the paper.
-        check_inputs: validate images (rank, channels, finite values) on every call.
+        check_inputs: validate images (rank, channels, finite values) on every eager call
+            (graph captures skip the checks: ``torch.export``, ``torch.compile``, FX).
         score_source: ``"scorer"`` (default: the scorer's map, uniform without one) or
             ``"oracle"``: no scorer; every call needs a pdf, passed as ``pdf=`` or set for
             the calls inside :meth:`given_pdf` (e.g. :meth:`oracle_pdf` of the true object
@@ -184,6 +186,13 @@ class DART(nn.Module):
                 + (f", score_source=oracle, oracle_grid={self.score_grid()}" if self.score_source == "oracle" else ""))
 
     def _check_images(self, images: torch.Tensor) -> None:
+        """Raise ``ValueError`` for images that are not finite floating ``B×C×H×W`` with this C.
+
+        Skipped under graph capture (``torch.export``, ``torch.compile``, FX, ONNX export;
+        :func:`dartok._compat.is_tracing`): the value check is data-dependent.
+        """
+        if is_tracing(images):
+            return
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be a B×C×H×W tensor, got {shape}")

@@ -127,6 +127,9 @@ def create_model(name: str, num_tokens: int | None = None, pretrained: bool = Fa
     model = timm.create_model(name, pretrained=pretrained, **kwargs)
     if is_dart(model) and "scorer" in kwargs and kwargs["scorer"] is None:
         model.patch_embed.scorer = None  # uniform pdf
+        args = {k: v for k, v in getattr(model, "_model_args", {}).items()
+                if k not in ("trainable_scorer_trunk", "scorer_cam", "scorer_pretrained")}
+        model._model_args = {**args, "scorer": None}  # what save_for_hf records: rebuilt without a scorer
     if not is_dart(model) and "img_size" in kwargs:
         cfg = dict(model.pretrained_cfg)
         chans = kwargs.get("in_chans", cfg.get("input_size", (3,))[0])
