@@ -311,7 +311,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # segmentation on Cluttered Fashion-MNIST (issue 13): grid, DART and oracle at N = 16 and 36 on a
     # 64 px canvas (objects 26-45 px, 4 fragments; the scorer sees the 64 px canvas as it is), the
     # masks' resolution, per-pixel cross-entropy without smoothing, best-mIoU checkpoint. 3k images x
-    # 6 epochs: about 25 min a seed with two jobs on 2 (busy) cores; README "Dense prediction"
+    # 6 epochs: 21 min a seed with two jobs on 2 busy cores (measured); README "Dense prediction"
     "cpu-seg": {"specs": _seg((16, 36), {"scorer_input_size": 64}), "seeds": CPU_SEEDS,
                 "train": {"task": "segmentation", "data": "cluttered_fmnist_seg", "canvas_size": 64,
                           "data_kwargs": {"object_scale": [0.4, 0.7], "num_clutter": 4}, "epochs": 6,
