@@ -14,7 +14,7 @@ from dartok.cli import app
 from dartok.data import (ClutteredFashionMNIST, ClutteredFashionMNISTSegmentation, create_dataset, dataset_info,
                          infer_dataset)
 from dartok.data.seg_folder import SegmentationFolder
-from dartok.models import Segmenter, create_model, patch_timm
+from dartok.models import Segmenter, create_model, patch_timm, patch_vim
 from dartok.resample import grid_boxes
 from dartok.train.task import Segmentation, SegmentationMetrics, create_task
 
@@ -159,6 +159,18 @@ def test_segmenter_on_the_grid_and_on_dart_with_a_uniform_pdf_are_the_same_model
     patch_timm(model.backbone, scorer=None, img_size=32)
     assert dartok.is_dart(model)
     torch.testing.assert_close(model(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_vim_segmenter_on_the_grid_is_the_uniform_dart_one_and_clips_are_refused():
+    """Vim's class token sits mid-sequence: forward_intermediates leaves it out, so the grid order holds."""
+    torch.manual_seed(0)
+    model = create_model("vim_micro_patch8", 16, task="segmentation", num_classes=3, in_chans=1, depth=1).eval()
+    x = torch.rand(2, 1, 32, 32)
+    ref = model(x)
+    patch_vim(model.backbone, scorer=None, img_size=32)
+    torch.testing.assert_close(model(x), ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="takes clips"):
+        create_model("videomamba_micro_patch8", 16, task="segmentation", num_classes=3, depth=1)
 
 
 def test_dart_segmenter_trains_its_scorer_through_the_boxes():

@@ -12,7 +12,7 @@ bilinear upsampling.
 
 :func:`dense_tokens` is the one place that knows how a backbone gives its patch tokens and
 their boxes: timm's ``forward_intermediates`` (last block, final norm, ``NLC``, prefix tokens
-removed), which timm's ViTs and the DART ViTs have; the boxes are caught from the DART
+removed), which timm's ViTs, dartok's Vim and their DART versions have; the boxes are caught from the DART
 tokenizer's output, or are the patch grid. ``dartok.create_model(name, task="segmentation")``
 wraps any such backbone (:func:`segmentation_model`).
 """
@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from ..resample import grid_boxes, tokens_to_map
 from ..tokenizer import DART
+from ..video_tokenizer import VideoDART
 
 __all__ = ["Segmenter", "dense_tokens", "segmentation_model"]
 
@@ -33,7 +34,7 @@ def dense_tokens(backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
     """A backbone's output patch tokens and the boxes they cover.
 
     Args:
-        backbone: a timm model with ``forward_intermediates`` (ViT / DeiT, plain or DART).
+        backbone: a timm model with ``forward_intermediates`` (ViT / DeiT, Vim; plain or DART).
         x: the backbone's input ``B×C×H×W``.
 
     Returns:
@@ -85,7 +86,7 @@ class Segmenter(nn.Module):
         output_size: ``(h, w)`` of the logits (e.g. the label masks' size), or ``None``.
 
     Raises:
-        ValueError: ``num_classes`` < 1 or a bad ``output_size``.
+        ValueError: ``num_classes`` < 1, a bad ``output_size``, or a video backbone.
         TypeError: a backbone :func:`dense_tokens` cannot read.
     """
 
@@ -101,6 +102,9 @@ class Segmenter(nn.Module):
             output_size = (int(output_size[0]), int(output_size[1]))
         if not hasattr(backbone, "forward_intermediates"):
             dense_tokens(backbone, torch.empty(0))  # raises the TypeError
+        if getattr(backbone, "num_frames", None) or isinstance(getattr(backbone, "patch_embed", None), VideoDART):
+            raise ValueError(f"{type(backbone).__name__} takes clips; the segmentation model takes images (for clips, "
+                             "tokens_to_map(..., num_frames=T) gives one map per frame)")
         self.backbone = backbone
         self.num_classes = num_classes
         self.output_size = output_size
