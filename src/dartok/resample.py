@@ -1,6 +1,7 @@
-"""Resample image regions given as boxes: patches for tokens, area averages for positions.
+"""Resample image regions given as boxes: patches for tokens, area averages for positions, and back.
 
-docs/method.md §5, paper §3.4. Boxes are ``(x0, y0, x1, y1)`` in
+docs/method.md §5, paper §3.4; :func:`tokens_to_map` takes tokens back to pixels (§11, dense
+prediction). Boxes are ``(x0, y0, x1, y1)`` in
 ``[0, 1]`` (x along the width), as produced by :func:`dartok.partition.quantile_boxes`.
 """
 from __future__ import annotations
@@ -11,8 +12,8 @@ import torch.nn.functional as F
 from ._compat import is_tracing
 from .partition import interval_overlap, work_dtype
 
-__all__ = ["antialiased_resize", "area_patches", "box_average", "filtered_patches", "patch_grid", "sample_patches",
-           "summed_area_dtype"]
+__all__ = ["antialiased_resize", "area_patches", "box_average", "filtered_patches", "grid_boxes", "patch_grid",
+           "sample_patches", "summed_area_dtype", "tokens_to_map"]
 
 
 def patch_grid(boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -322,3 +323,119 @@ def antialiased_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Ten
         else:
             out = (taps.view(*out.shape[:3], n_out, -1) * w).sum(4)
     return out
+
+
+def _check_size(size, name: str = "size") -> tuple[int, int]:
+    ok = (isinstance(size, (tuple, list)) and len(size) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size))
+    if not ok:
+        raise ValueError(f"{name} must be (h, w) with two integers >= 1, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def tokens_to_map(tokens: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
+                  num_frames: int | None = None) -> torch.Tensor:
+    """Tokens back to pixels: each cell of an ``h×w`` map is the area-weighted average of the tokens covering it.
+
+    The counterpart of :func:`box_average` (which takes a map to boxes; docs/method.md §11).
+    Cell ``(i, j)`` is ``[j/w, (j+1)/w] × [i/h, (i+1)/h]`` of the unit square; token n
+    covers the fraction ``a_n(i, j)`` of it (the exact overlap of its box with the cell,
+    :func:`dartok.partition.interval_overlap`, as :func:`box_average` and
+    :func:`dartok.localization.box_coverage` compute it). The cell's value is
+    ``Σ_n a_n·t_n / Σ_n a_n``. Partition boxes tile the square, so ``Σ_n a_n = 1`` and the
+    cell is the plain area-weighted sum of its tokens; a cell no box touches is 0. Hence:
+
+    - constant tokens give a constant map;
+    - a uniform ``R×C`` partition (:func:`grid_boxes`) with ``size = (R, C)`` gives the
+      token grid itself (a reshape of the band-major tokens; exact up to float rounding of the
+      cell edges, about 1e-7 relative in float32), and with ``size = (kR, kC)`` its
+      nearest-neighbour upsampling;
+    - the map is linear in the tokens and differentiable in them, and piecewise smooth,
+      hence differentiable almost everywhere, in the boxes (kinks where an edge crosses a
+      cell edge).
+
+    Args:
+        tokens: ``B×N×D`` floating tensor (e.g. per-token class logits of a segmentation head).
+        boxes: ``B×N×4`` floating ``(x0, y0, x1, y1)`` in [0, 1] (x along the width), finite,
+            ``x0 <= x1``, ``y0 <= y1``; parts outside ``[0, 1]²`` are ignored. For a clip, boxes
+            in the stacked-frame layout of :class:`dartok.VideoDART` (frame t in rows
+            ``t/T .. (t+1)/T``).
+        size: ``(h, w)`` of the map (of one frame for a clip), two ints >= 1; ``h`` is the
+            number of rows (e.g. the label mask's height).
+        num_frames: ``None`` for images; T >= 1 for a clip: the stacked map of size
+            ``(T·h, w)`` is cut into one map per frame.
+
+    Returns:
+        ``B×D×h×w`` (images) or ``B×D×T×h×w`` (clips) in the tokens' dtype, computed in at
+        least float32 with autocast off (float64 for float64 inputs).
+
+    Raises:
+        ValueError: tokens not ``B×N×D`` or not floating, boxes not ``B×N×4`` with the tokens'
+            B and N, NaN/Inf or inverted boxes (not checked under graph capture,
+            :func:`dartok._compat.is_tracing`), ``size`` not two ints >= 1, ``num_frames`` not
+            an int >= 1.
+    """
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3 or not tokens.is_floating_point():
+        what = (f"{tuple(tokens.shape)} {tokens.dtype}" if isinstance(tokens, torch.Tensor)
+                else type(tokens).__name__)
+        raise ValueError(f"tokens must be a floating B×N×D tensor, got {what}")
+    if (not isinstance(boxes, torch.Tensor) or boxes.dim() != 3 or boxes.shape[-1] != 4
+            or tuple(boxes.shape[:2]) != tuple(tokens.shape[:2]) or not boxes.is_floating_point()):
+        what = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes must be a floating B×N×4 tensor with the tokens' B×N = "
+                         f"{tuple(tokens.shape[:2])}, got {what}")
+    h, w = _check_size(size)
+    frames = 1
+    if num_frames is not None:
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+            raise ValueError(f"num_frames must be None or an integer >= 1, got {num_frames!r}")
+        frames = num_frames
+    if boxes.numel() and not is_tracing(boxes):  # graph capture cannot branch on values: unchecked there
+        if not bool(torch.isfinite(boxes).all()):
+            raise ValueError("boxes contain NaN or Inf")
+        if bool((boxes[..., 2:] < boxes[..., :2]).any()):
+            raise ValueError("boxes must have x0 <= x1 and y0 <= y1")
+    bsz, _, dim = tokens.shape
+    work = work_dtype(torch.promote_types(tokens.dtype, boxes.dtype))
+    b = boxes.to(device=tokens.device, dtype=work).clamp(0.0, 1.0)
+    with torch.autocast(device_type=tokens.device.type, enabled=False):
+        oy = interval_overlap(b[..., 1], b[..., 3], frames * h)  # B×N×(T·h), in cell units
+        ox = interval_overlap(b[..., 0], b[..., 2], w)  # B×N×w
+        cover = torch.bmm(oy.transpose(1, 2), ox)  # B×(T·h)×w: Σ_n a_n, 1 where the boxes tile
+        # Σ_n t_n·a_n as one batched matmul: (t_n ⊗ oy_n) over n against ox_n
+        rows = (tokens.to(work).unsqueeze(-1) * oy.unsqueeze(2)).flatten(2)  # B×N×(D·T·h)
+        weighted = torch.bmm(rows.transpose(1, 2), ox).view(bsz, dim, frames * h, w)
+        # where no box covers a cell both are 0, and 0 / tiny = 0
+        out = weighted / cover.clamp_min(torch.finfo(work).tiny).unsqueeze(1)
+    if num_frames is not None:
+        out = out.reshape(bsz, dim, frames, h, w)
+    return out.to(tokens.dtype)
+
+
+def grid_boxes(rows: int, cols: int, batch: int = 1, *, device: torch.device | str | None = None,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The boxes of a fixed ``rows×cols`` patch grid, band-major (row by row, left to right).
+
+    The partition :func:`dartok.partition.quantile_boxes` makes of a uniform ``rows×cols`` map
+    with ``rows`` bands and no mixing, with its edges exactly ``k/rows`` and ``k/cols`` (the
+    cell edges :func:`dartok.partition.interval_overlap` uses), so :func:`tokens_to_map` of a
+    fixed-grid model's tokens at its grid size is exactly their reshape. The order is a timm
+    ViT's patch-token order.
+
+    Returns:
+        ``batch×(rows·cols)×4`` boxes ``(x0, y0, x1, y1)`` in [0, 1], ``dtype`` (floating).
+
+    Raises:
+        ValueError: ``rows`` or ``cols`` not an integer >= 1, ``batch`` < 0, or ``dtype`` not floating.
+    """
+    rows, cols = _check_size((rows, cols), "(rows, cols)")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+        raise ValueError(f"batch must be an integer >= 0, got {batch!r}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be floating point, got {dtype}")
+    ys = torch.arange(rows + 1, device=device, dtype=dtype) / rows
+    xs = torch.arange(cols + 1, device=device, dtype=dtype) / cols
+    y0, x0 = torch.meshgrid(ys[:-1], xs[:-1], indexing="ij")
+    y1, x1 = torch.meshgrid(ys[1:], xs[1:], indexing="ij")
+    boxes = torch.stack([x0, y0, x1, y1], dim=-1).reshape(1, rows * cols, 4)
+    return boxes.expand(batch, -1, -1)
