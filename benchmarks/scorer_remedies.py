@@ -64,6 +64,8 @@ def variants(n: int, which: list[str]) -> list[RunSpec]:
         "camteachsoftmax": RunSpec("dart (cam, softmax, saliency prior taught)", d, n,
                                    {"scorer": {**MICRO_SCORER, "cam_classes": 10, "activation": "softmax"},
                                     "prior": "saliency", "prior_mode": "teach"}),
+        "cam64s8": RunSpec("dart (cam, trunk to stride 8 at 64 px)", d, n,
+                           {"scorer": {**MICRO_SCORER, "cam_classes": 10, "input_size": 64, "stage": 2}}),
         "cam03": RunSpec("dart (cam, w=0.3)", d, n,
                          {"scorer": {**MICRO_SCORER, "cam_classes": 10, "cam_loss_weight": 0.3}}),
     }

@@ -144,7 +144,7 @@ def test_public_names_unchanged():
     assert sorted(dartok.__all__) == sorted([
         "DART", "DEFAULT_ALPHA", "DartOutput", "Scorer", "band_layout", "box_average", "create_model",
         "edge_pdf", "is_dart", "load_vit_weights", "patch_timm", "quantile_boxes", "sample_patches",
-        "uniform_pdf", "__version__",
+        "tokens_to_map", "uniform_pdf", "__version__",
         "DartVisionMamba", "VideoMamba", "VisionMamba", "load_vim_weights", "patch_vim", "selective_scan",
         "DartVideoMamba", "VideoDART", "frame_token_counts", "patch_videomamba",
     ])

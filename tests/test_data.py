@@ -562,7 +562,9 @@ def test_registry_lists_the_builtin_datasets():
             "ssv2"} <= set(list_datasets())
     assert set(list_datasets(video=True)) >= {"moving_fmnist", "moving_cluttered_fmnist", "video_folder", "ssv2"}
     assert "fashion_mnist" not in list_datasets(video=True)
-    assert set(list_datasets(canvas=True)) == {"cluttered_fmnist", "moving_fmnist", "moving_cluttered_fmnist"}
+    assert set(list_datasets(canvas=True)) == {"cluttered_fmnist", "cluttered_fmnist_seg", "moving_fmnist",
+                                               "moving_cluttered_fmnist"}
+    assert set(list_datasets(task="segmentation")) == {"cluttered_fmnist_seg", "seg_folder"}
     info = dataset_info("Cluttered_FMNIST ")
     assert info.name == "cluttered_fmnist" and info.num_classes == 10 and info.in_chans == 1 and info.canvas
     assert info.task == "classification" and info.tensors and not info.video

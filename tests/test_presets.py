@@ -1,10 +1,11 @@
 """The benchmark presets build what they say: every run's model exists with its options applied."""
 import pytest
+import torch
 
 from dartok import compare as cmp
 from dartok.models import create_model
 
-CPU_PRESETS = ("cpu", "cpu-36", "cpu-ablations", "cpu-vim", "cpu-video", "cpu-video-which")  # the harder-data ones: test_compare.py
+CPU_PRESETS = ("cpu", "cpu-36", "cpu-ablations", "cpu-vim", "cpu-video", "cpu-video-which", "cpu-seg")  # the harder-data ones: test_compare.py
 
 
 @pytest.mark.parametrize("preset", sorted(cmp.PRESETS))
@@ -136,6 +137,29 @@ def test_which_moves_preset_starts_every_video_row_from_its_image_run(tmp_path):
         video = create_model(spec.model, num_tokens=spec.num_tokens, **spec.model_kwargs)
         report = load_image_weights(video, img)
         assert [k.rsplit(".", 1)[-1] for k in report.missing] == ["temporal_pos_embedding"], spec.name
+
+
+def test_segmentation_preset_builds_segmenters_at_equal_tokens(tmp_path):
+    """cpu-seg: grid, DART and oracle at each budget, all segmentation models."""
+    from dartok.tools.compare import train_config
+
+    entry = cmp.PRESETS["cpu-seg"]
+    assert entry["train"]["task"] == "segmentation" and entry["train"]["label_smoothing"] == 0.0
+    budgets = sorted({s.num_tokens for s in entry["specs"]})
+    assert budgets == [16, 36]
+    for n in budgets:
+        group = [s for s in entry["specs"] if s.num_tokens == n]
+        assert sorted((s.is_dart, s.is_oracle) for s in group) == [(False, False), (True, False), (True, True)]
+    for spec in entry["specs"]:
+        cfg = train_config(spec, entry["train"], tmp_path / spec.name)
+        model = create_model(spec.model, num_tokens=spec.num_tokens, task=cfg.task, num_classes=11, in_chans=1,
+                             output_size=(8, 8), **spec.model_kwargs)
+        x = torch.rand(1, *model.pretrained_cfg["input_size"])
+        if spec.is_oracle:
+            with model.patch_embed.given_pdf(torch.ones(1, *model.patch_embed.score_grid())):
+                assert model(x).shape == (1, 11, 8, 8)
+        else:
+            assert model(x).shape == (1, 11, 8, 8)
 
 
 def test_warp_preset_gives_the_cnn_and_the_warp_the_same_pixels():

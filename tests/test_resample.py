@@ -117,3 +117,110 @@ def test_gradcheck_antialiased_sampling():
                          requires_grad=True)
     img = torch.rand(1, 2, 12, 12, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda i, b: sample_patches(i, b, 3, antialias=True), (img, boxes))
+
+
+# --------------------------------------------------------------------------- tokens_to_map (issue 13 §1)
+from dartok import tokens_to_map  # noqa: E402
+from dartok.resample import grid_boxes  # noqa: E402
+from dartok.video_tokenizer import frame_boxes, stack_frame_boxes  # noqa: E402
+
+
+def _partition(bsz=2, n=13, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    return quantile_boxes(torch.rand(bsz, 6, 7, generator=gen, dtype=dtype) ** 3, n)
+
+
+def test_tokens_to_map_constant_tokens_give_a_constant_map():
+    boxes = _partition()
+    tokens = torch.full((2, 13, 3), 2.5, dtype=torch.float64) * torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64)
+    out = tokens_to_map(tokens, boxes, (17, 23))
+    assert out.shape == (2, 3, 17, 23) and out.dtype == torch.float64
+    torch.testing.assert_close(out, tokens[:, :1, :, None, None].squeeze(1).expand_as(out).contiguous())
+
+
+def test_tokens_to_map_on_the_uniform_grid_is_a_reshape_and_nearest_upsampling():
+    for dtype, tol in ((torch.float64, 1e-13), (torch.float32, 1e-6)):
+        for rows, cols in ((3, 4), (14, 14), (7, 5)):
+            tokens = torch.randn(2, rows * cols, 5, dtype=dtype, generator=torch.Generator().manual_seed(rows))
+            boxes = grid_boxes(rows, cols, 2, dtype=dtype)
+            grid = tokens.transpose(1, 2).reshape(2, 5, rows, cols)
+            torch.testing.assert_close(tokens_to_map(tokens, boxes, (rows, cols)), grid, atol=tol, rtol=0)
+            torch.testing.assert_close(tokens_to_map(tokens, boxes, (2 * rows, 3 * cols)),
+                                       grid.repeat_interleave(2, -2).repeat_interleave(3, -1), atol=tol, rtol=0)
+    # the fixed grid's boxes are the uniform partition's, in a timm ViT's row-major token order
+    torch.testing.assert_close(grid_boxes(3, 4)[0], quantile_boxes(torch.ones(1, 3, 4), 12, bands=3, alpha=0.0)[0])
+
+
+def test_tokens_to_map_is_the_adjoint_of_box_average():
+    """<tokens_to_map(t), M> = h·w·Σ_n area_n·<t_n, box_average(M)_n> for boxes that tile the square."""
+    boxes = _partition(seed=1)
+    gen = torch.Generator().manual_seed(2)
+    tokens = torch.randn(2, 13, 4, generator=gen, dtype=torch.float64)
+    grid = torch.randn(2, 9, 11, 4, generator=gen, dtype=torch.float64)
+    left = (tokens_to_map(tokens, boxes, (9, 11)) * grid.permute(0, 3, 1, 2)).sum((1, 2, 3))
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    right = 9 * 11 * (area[..., None] * tokens * box_average(grid, boxes)).sum((1, 2))
+    torch.testing.assert_close(left, right)
+    # weights are area overlaps: each cell's weights sum to one (the boxes tile), so a round trip through
+    # box_average on a map that is constant on every box gives the tokens back
+    fine = grid_boxes(2, 2, 2, dtype=torch.float64)
+    t = torch.randn(2, 4, 3, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(box_average(tokens_to_map(t, fine, (8, 6)).permute(0, 2, 3, 1), fine), t)
+
+
+def test_tokens_to_map_gradcheck_in_tokens_and_boxes():
+    boxes = _partition(bsz=1, n=5, seed=3).requires_grad_()
+    tokens = torch.randn(1, 5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, b: tokens_to_map(t, b, (7, 9)), (tokens, boxes))
+    # and through the partition, down to the score map that placed the boxes
+    pdf = (torch.rand(1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) + 0.2).requires_grad_()
+    t = tokens.detach()
+    assert torch.autograd.gradcheck(lambda p: tokens_to_map(t, quantile_boxes(p, 5), (7, 9)), (pdf,), atol=1e-6)
+
+
+def test_tokens_to_map_video_one_map_per_frame():
+    """Stacked-frame boxes (VideoDART's layout): frame t's map is made of the tokens in frame t,
+    in that frame's coordinates; a box straddling two frames paints both."""
+    t_frames, n = 3, 12
+    pdf = torch.rand(2, t_frames * 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    boxes = quantile_boxes(pdf, n, bands=6)  # tall image, frames of 4 score rows each
+    tokens = torch.randn(2, n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    maps = tokens_to_map(tokens, boxes, (8, 10), num_frames=t_frames)
+    assert maps.shape == (2, 3, t_frames, 8, 10)
+    clipped, share = frame_boxes(boxes, t_frames)  # B×N×T×4 in frame coordinates
+    for f in range(t_frames):
+        ref = tokens_to_map(tokens, clipped[:, :, f].contiguous(), (8, 10))
+        torch.testing.assert_close(maps[:, :, f], ref)
+    # per-frame object boxes stacked the same way land where tokens_to_map paints them
+    assert stack_frame_boxes(torch.tensor([[[0.0, 0.0, 1.0, 1.0]] * t_frames])).shape == (1, t_frames, 4)
+
+
+def test_tokens_to_map_dtypes_and_autocast():
+    boxes = _partition(dtype=torch.float32)
+    tokens = torch.randn(2, 13, 4).to(torch.bfloat16)
+    out = tokens_to_map(tokens, boxes, (5, 5))
+    assert out.dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out32 = tokens_to_map(tokens.float(), boxes, (5, 5))
+    assert out32.dtype == torch.float32
+    torch.testing.assert_close(out.float(), out32, atol=0.05, rtol=0.02)
+
+
+def test_tokens_to_map_cells_no_box_covers_are_zero():
+    boxes = torch.tensor([[[0.0, 0.0, 0.5, 1.0]]])
+    out = tokens_to_map(torch.ones(1, 1, 2), boxes, (2, 4))
+    assert torch.equal(out[0, 0], torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 2))
+
+
+@pytest.mark.parametrize("tokens, boxes, size, frames, match", [
+    (torch.ones(2, 3), torch.zeros(1, 3, 4), (2, 2), None, "B×N×D"),
+    (torch.ones(1, 3, 2, dtype=torch.long), torch.zeros(1, 3, 4), (2, 2), None, "floating"),
+    (torch.ones(1, 3, 2), torch.zeros(1, 4, 4), (2, 2), None, "B×N = \\(1, 3\\)"),
+    (torch.ones(1, 1, 2), torch.tensor([[[0.0, 0.0, float("nan"), 1.0]]]), (2, 2), None, "NaN"),
+    (torch.ones(1, 1, 2), torch.tensor([[[0.5, 0.0, 0.2, 1.0]]]), (2, 2), None, "x0 <= x1"),
+    (torch.ones(1, 1, 2), torch.tensor([[[0.0, 0.0, 1.0, 1.0]]]), (0, 2), None, "size"),
+    (torch.ones(1, 1, 2), torch.tensor([[[0.0, 0.0, 1.0, 1.0]]]), (2, 2), 0, "num_frames"),
+])
+def test_tokens_to_map_errors(tokens, boxes, size, frames, match):
+    with pytest.raises(ValueError, match=match):
+        tokens_to_map(tokens, boxes, size, num_frames=frames)

@@ -27,8 +27,8 @@ def test_classification_names_and_direction():
     assert not task.is_better(float("nan"), 10.0)
     assert TASKS["classification"] is Classification
     assert isinstance(create_task("classification"), Classification)
-    with pytest.raises(ValueError, match="unknown task 'segmentation'.*classification"):
-        create_task("segmentation")
+    with pytest.raises(ValueError, match="unknown task 'detection'.*classification.*segmentation"):
+        create_task("detection")
     assert issubclass(Classification, Task)
 
 

@@ -313,7 +313,7 @@ def test_patch_videomamba_moves_weights_and_checks_models():
     names = {n for n, _ in model.named_parameters()}
     assert "temporal_pos_embedding" not in names  # moved, not duplicated (DDP would see an unused parameter)
     assert model.no_weight_decay() <= names
-    assert model.pretrained_cfg["input_size"] == (1, 16, 16) and model.pretrained_cfg["num_frames"] == T
+    assert model.pretrained_cfg["input_size"] == (1, 16, 16) and model.num_frames == T
     out = model(torch.rand(2, 1, T, 24, 24))  # any frame size
     assert out.shape == (2, 3)
     with pytest.raises(ValueError, match="already"):

@@ -80,7 +80,8 @@ def test_registered_models():
     micro = timm.create_model("videomamba_micro_patch8")
     assert (micro.embed_dim, len(micro.layers), micro.in_chans) == (96, 6, 1)
     assert (micro.num_frames, micro.num_classes) == (4, 10)
-    assert micro.pretrained_cfg["input_size"] == (1, 48, 48) and micro.pretrained_cfg["num_frames"] == 4
+    assert micro.pretrained_cfg["input_size"] == (1, 48, 48)
+    timm.models.PretrainedCfg(**micro.pretrained_cfg)  # a valid timm cfg (num_frames is a model argument)
     small_micro = timm.create_model("videomamba_micro_patch8", embed_dim=16, depth=1)
     out = small_micro(torch.randn(2, 1, 4, 48, 48))
     assert out.shape == (2, 10)

@@ -1,4 +1,4 @@
-"""The regular-grid warp (paper App. C, docs/method.md §11): uniform = bilinear resize, monotone,
+"""The regular-grid warp (paper App. C, docs/method.md §12): uniform = bilinear resize, monotone,
 exact inverse, gradients, the patched model equals the backbone on the resized image."""
 import pytest
 import torch
@@ -9,7 +9,7 @@ import dartok
 import timm
 from dartok.models import DartWarp, create_model, is_dart, patch_warp
 from dartok.models.warp import warp_layout
-from dartok.partition import grid_boxes, grid_cuts, interval_overlap, mix_uniform, normalize_pdf
+from dartok.partition import cuts_to_boxes, grid_cuts, interval_overlap, mix_uniform, normalize_pdf
 from dartok.resample import sample_patches
 from dartok.tokenizer import DART
 from dartok.warp import (WarpDART, cuts_from_boxes, unwarp, unwarp_positions, warp_images, warp_matrix,
@@ -42,7 +42,7 @@ def test_grid_cuts_split_each_marginal_into_equal_masses():
     cols = torch.einsum("bcj,bj->bc", interval_overlap(xs[:, :-1], xs[:, 1:], 9), pdf.sum(1))
     torch.testing.assert_close(rows, torch.full_like(rows, 1 / 4), atol=1e-12, rtol=0)
     torch.testing.assert_close(cols, torch.full_like(cols, 1 / 5), atol=1e-12, rtol=0)
-    boxes = grid_boxes(ys, xs)
+    boxes = cuts_to_boxes(ys, xs)
     assert boxes.shape == (3, 20, 4)
     back = cuts_from_boxes(boxes, 4, 5)
     assert torch.equal(back[0], ys) and torch.equal(back[1], xs)
@@ -87,7 +87,7 @@ def test_warp_is_the_boxes_patches_stitched(antialias):
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(2, 2, 64, 48, dtype=torch.float64, generator=gen)
     ys, xs = grid_cuts(mixed_pdf(2, 8, 8, gen), 4, 5)
-    ref = stitched(sample_patches(x, grid_boxes(ys, xs), 6, antialias=antialias), 4, 5)
+    ref = stitched(sample_patches(x, cuts_to_boxes(ys, xs), 6, antialias=antialias), 4, 5)
     torch.testing.assert_close(warp_images(x, ys, xs, 6, antialias=antialias), ref, atol=1e-10, rtol=0)
 
 
@@ -250,7 +250,7 @@ def test_regular_grid_tokens_with_a_uniform_pdf_are_the_vit_grid():
     pdf = mixed_pdf(2, 8, 8, gen).float()
     boxes = grid.partition(pdf)
     ys, xs = cuts_from_boxes(boxes, 4, 4)  # a regular grid: every row shares its cuts
-    assert torch.equal(grid_boxes(ys, xs), boxes)
+    assert torch.equal(cuts_to_boxes(ys, xs), boxes)
     assert not torch.allclose(boxes, bands.partition(pdf))
 
 

@@ -7,7 +7,7 @@ from ._compat import ensure_torchvision_importable
 ensure_torchvision_importable()
 
 from .partition import DEFAULT_ALPHA, band_layout, quantile_boxes  # noqa: E402
-from .resample import box_average, sample_patches  # noqa: E402
+from .resample import box_average, sample_patches, tokens_to_map  # noqa: E402
 from .scorer import Scorer, edge_pdf, uniform_pdf  # noqa: E402
 from .tokenizer import DART, DartOutput  # noqa: E402
 from .ops.selective_scan import selective_scan  # noqa: E402
@@ -22,7 +22,7 @@ from ._version import __version__  # noqa: E402
 __all__ = [
     "DART", "DEFAULT_ALPHA", "DartOutput", "Scorer", "band_layout", "box_average", "create_model",
     "edge_pdf", "is_dart", "load_vit_weights", "patch_timm", "quantile_boxes", "sample_patches",
-    "uniform_pdf", "__version__",
+    "tokens_to_map", "uniform_pdf", "__version__",
     "DartVisionMamba", "VideoMamba", "VisionMamba", "load_vim_weights", "patch_vim", "selective_scan",
     "DartVideoMamba", "VideoDART", "frame_token_counts", "patch_videomamba",
 ]

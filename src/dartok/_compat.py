@@ -8,6 +8,14 @@ defines the schemas of torchvision's custom ops, *only* when the extension canno
 loaded, so torchvision's pure-Python parts (transforms, datasets) and timm work. The
 ops themselves stay unavailable (calling ``torchvision.ops.nms`` raises), which dartok
 never needs. On a healthy install it does nothing.
+
+Graph capture (issue 12): eager dartok validates its inputs with data-dependent checks
+(``bool(torch.isfinite(x).all())``) and picks some layouts from the data (the selective
+scan's chunking, the anti-aliasing terms it skips). ``torch.fx.symbolic_trace`` (``Proxy``
+objects), ``torch.export`` / ``torch.compile`` and ONNX export (values unknown) cannot follow
+either; :func:`is_tracing` tells the code to skip the checks and take the static path there.
+A plain ``torch.jit.trace`` records one eager run, and :func:`dartok.tools.flops.count_macs`
+(fvcore) relies on that run's ops, so it is not a capture here.
 """
 from __future__ import annotations
 
@@ -109,3 +117,26 @@ def forward_attributes(module_name: str, *targets):
         raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def _fx_tracing() -> bool:
+    trace = getattr(torch.fx, "_symbolic_trace", None)
+    check = getattr(trace, "is_fx_symbolic_tracing", None) or getattr(trace, "is_fx_tracing", None)
+    return bool(check()) if check is not None else False
+
+
+def is_tracing(*values) -> bool:
+    """True under ``torch.fx`` symbolic tracing, ``torch.export``, ``torch.compile`` (dynamo),
+    ONNX export (the dynamo and the TorchScript-based exporter) or ``torch.jit.script``, or
+    when any of ``values`` is an ``fx.Proxy``; False in eager mode and a plain ``torch.jit.trace``.
+
+    Args:
+        *values: the tensors about to be checked (an ``fx.Proxy`` among them means tracing).
+    """
+    if any(isinstance(v, torch.fx.Proxy) for v in values):
+        return True
+    compiler = getattr(torch, "compiler", None)
+    compiling = getattr(compiler, "is_compiling", None)
+    if compiling is not None and compiling():  # first: dynamo folds it to a constant
+        return True
+    return bool(torch.jit.is_scripting() or torch.onnx.is_in_onnx_export() or _fx_tracing())

@@ -13,6 +13,8 @@ Examples::
     dartok visualize --score-source edges --num-tokens 64 --image photo.png -o edges.png
     dartok train --data-root my_images/ --model dart_vit_micro_patch8 -o runs/mine   # an ImageFolder
     dartok predict -c runs/mine/checkpoint photo.jpg more_photos/ --top-k 3 --json preds.json
+    dartok train --task segmentation --num-tokens 16 -o runs/seg16   # Cluttered Fashion-MNIST, per pixel
+    dartok train --task segmentation --data-root my_seg/ -o runs/myseg  # images/ + annotations/ label PNGs
 
 User errors (bad options, missing / corrupt checkpoints, conflicting resume options) print
 one ``Error: ...`` line and exit with status 2, without a traceback.
@@ -134,10 +136,14 @@ _TRAIN_DERIVED_DEFAULTS = ("data", "warmup_epochs")
 def train(
     ctx: typer.Context,
     model: str = typer.Option("dart_vit_micro_patch8", "--model", "-m", help="Model name (dart_* or plain timm ViT)."),
+    task: Optional[str] = typer.Option(
+        None, help="classification or segmentation (default: the dataset's). segmentation trains the model with "
+        "Segmenter's linear decoder on cluttered_fmnist_seg, or on --data-root images/ + annotations/."),
     num_tokens: Optional[int] = typer.Option(None, help="Token budget N (plain ViTs: a square, sets img_size)."),
     data: Optional[str] = typer.Option(
-        None, help="cluttered_fmnist, fashion_mnist, folder (your images: an ImageFolder) or a timm name "
-        "(default: folder when --data-root is an ImageFolder, else cluttered_fmnist)."),
+        None, help="cluttered_fmnist, cluttered_fmnist_seg, fashion_mnist, folder (your images: an ImageFolder), "
+        "seg_folder (images/ + annotations/) or a timm name (default: from --data-root's layout, else the task's: "
+        "cluttered_fmnist / cluttered_fmnist_seg)."),
     data_root: Optional[str] = typer.Option(None, help="Dataset directory (default: the dataset's own)."),
     canvas_size: Optional[int] = typer.Option(None, help="Canvas side of cluttered_fmnist (default: dataset default)."),
     train_samples: Optional[int] = typer.Option(
@@ -281,6 +287,8 @@ def train(
         + (f"(EMA {task.describe({task.best_metric: ema[task.best_metric]})})  " if ema else "")
         + f"(n={test['n']}, epoch {summary['epoch']}/{summary['epochs']})  checkpoint: {summary['checkpoint']}"
     )
+    for line in task.details(test, summary.get("classes")):
+        typer.echo(line)
 
 
 # --------------------------------------------------------------------------------------
@@ -303,7 +311,8 @@ def eval_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results to this JSON file."),
 ) -> None:
-    """Evaluate a checkpoint: prints top-1 / top-5 / loss."""
+    """Evaluate a checkpoint: prints top-1 / top-5 / loss (segmentation: mIoU, pixel accuracy, loss and
+    the per-class IoU)."""
     _set_threads(threads)
     from .train.run import evaluate_checkpoint
     from .train.task import create_task
@@ -321,9 +330,13 @@ def eval_cmd(
         raise _fail(_user_error_message(e))
     if json_out is not None:
         _write_json(json_out, out)
+    task = create_task(out["task"])
+    details = task.details(out, out.get("classes"))
     typer.echo(f"{out['model']} on {out['data'] or 'folder'}/{split} (n={out['n']}): "
-               f"{create_task(out['task']).describe(out)}" + (f"  | classes: {_short_list(out['classes'])}"
-                                                              if out.get("classes") else ""))
+               f"{task.describe(out)}" + (f"  | classes: {_short_list(out['classes'])}"
+                                          if out.get("classes") and not details else ""))
+    for line in details:
+        typer.echo(line)
 
 
 def _short_list(names, k: int = 12) -> str:
@@ -497,7 +510,8 @@ def compare(
     preset: str = typer.Option("cpu", help="cpu (grid N, DART N, oracle N, grid 4N, DART 2N on the micro ViT, "
                                            "N=16), cpu-36 (N=36), cpu-small, cpu-clutter, cpu-large (harder "
                                            "data; -36 for N=36), cpu-ablations, cpu-vim, cpu-video (Moving "
-                                           "Fashion-MNIST), cpu-video-which (which item moves; --image-first), cpu-warp (a CNN behind "
+                                           "Fashion-MNIST), cpu-video-which (which item moves; --image-first), cpu-seg "
+                                           "(segmentation: grid, DART, oracle at N=16 and 36), cpu-warp (a CNN behind "
                                            "the regular-grid warp vs on the resized canvas), cpu-partition (bands vs "
                                            "regular grid on the micro DART ViT), "
                                            "or full (DeiT-Ti, DeiT's recipe), full-small-objects (the same without crop, cutmix, "

@@ -52,12 +52,13 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """``LOCAL_DATASETS`` (registered datasets with 1 channel by default: the Fashion-MNIST ones),
-    ``VIDEO_DATASETS`` (registered clip datasets) and ``_CANVAS_DATASETS``, from the registry."""
+    """``LOCAL_DATASETS`` (registered classification datasets with 1 channel by default: the
+    Fashion-MNIST ones, the old tuple's meaning), ``VIDEO_DATASETS`` (registered clip datasets) and
+    ``_CANVAS_DATASETS``, from the registry."""
     from .data.registry import list_datasets
 
     if name == "LOCAL_DATASETS":
-        return tuple(list_datasets(in_chans=1))
+        return tuple(list_datasets(in_chans=1, task="classification"))
     if name == "VIDEO_DATASETS":
         return tuple(list_datasets(video=True))
     if name == "_CANVAS_DATASETS":

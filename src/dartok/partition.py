@@ -18,15 +18,16 @@ Coordinates: a box is ``(x0, y0, x1, y1)`` in ``[0, 1]``, x along the image widt
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import torch
+
+from ._compat import is_tracing
 
 __all__ = [
     "DEFAULT_ALPHA",
     "PARTITIONS",
     "band_layout",
-    "grid_boxes",
+    "cuts_to_boxes",
     "grid_cuts",
     "grid_shape",
     "interval_overlap",
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 PARTITIONS = ("bands", "grid")
-"""Partition modes (docs/method.md §2, §11): ``"bands"``, the paper's irregular partition (every
+"""Partition modes (docs/method.md §2, §12): ``"bands"``, the paper's irregular partition (every
 box holds 1/N of the mass); ``"grid"``, the non-uniform *regular* grid of paper App. C (y-cuts
 from the y-marginal, x-cuts from the x-marginal; every row and every column holds an equal share)."""
 
@@ -77,9 +78,9 @@ def band_layout(num_tokens: int, bands: int | None = None) -> tuple[int, ...]:
     return tuple((a + 1) * num_tokens // bands - a * num_tokens // bands for a in range(bands))
 
 
-@lru_cache(maxsize=64)
 def _layout_indices(counts: tuple[int, ...]) -> tuple[list[int], int]:
-    """Flat indices of the valid (band, column) slots in an ``R × max(C_a)`` array."""
+    """Flat indices of the valid (band, column) slots in an ``R × max(C_a)`` array (microseconds:
+    not cached, so ``torch.compile`` traces it without a cache wrapper to distrust)."""
     cmax = max(counts)
     idx = [a * cmax + k for a, c in enumerate(counts) for k in range(c)]
     return idx, cmax
@@ -109,8 +110,8 @@ def quantile_1d(pdf: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     The density is ``pdf[..., i]`` on cell ``[i/n, (i+1)/n]`` (mass per cell, not per unit
     length), its CDF is piecewise linear with knots ``C_k = Σ_{i<k} pdf_i``. For each
     target ``q`` the cell k with ``C_k ≤ q < C_{k+1}`` is found with ``searchsorted`` (no
-    gradient) and ``x = (k + (q − C_k)/pdf_k)/n``; ``C_k`` and ``pdf_k`` (and q) carry the
-    gradient.
+    gradient; a knot count under graph capture, which ONNX can express) and
+    ``x = (k + (q − C_k)/pdf_k)/n``; ``C_k`` and ``pdf_k`` (and q) carry the gradient.
 
     Args:
         pdf: ``(..., n)`` non-negative masses (need not sum to 1).
@@ -129,7 +130,11 @@ def quantile_1d(pdf: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     n = pdf.shape[-1]
     cdf = torch.cumsum(pdf, dim=-1)  # C_{k+1}, (..., n)
     with torch.no_grad():
-        k = torch.searchsorted(cdf.detach().contiguous(), q.detach().contiguous(), right=True)
+        if is_tracing(cdf):  # ONNX has no searchsorted: count the knots at or below q (the same
+            # for the sorted cdf, a cumsum of non-negative masses; n and the targets are few)
+            k = (cdf.detach().unsqueeze(-2) <= q.detach().unsqueeze(-1)).sum(-1)
+        else:
+            k = torch.searchsorted(cdf.detach().contiguous(), q.detach().contiguous(), right=True)
         k = k.clamp_(max=n - 1)
     p_k = torch.gather(pdf, -1, k)
     c_k = torch.gather(cdf, -1, k) - p_k  # C_k = C_{k+1} − p_k
@@ -157,7 +162,8 @@ def normalize_pdf(pdf: torch.Tensor) -> torch.Tensor:
         a blank score map gives the ViT grid).
 
     Raises:
-        ValueError: wrong rank, empty grid, non-finite or negative values.
+        ValueError: wrong rank, empty grid, non-finite or negative values (the last two
+            not checked under graph capture, :func:`dartok._compat.is_tracing`).
     """
     if not isinstance(pdf, torch.Tensor) or pdf.dim() != 3:
         shape = tuple(pdf.shape) if isinstance(pdf, torch.Tensor) else type(pdf).__name__
@@ -165,8 +171,9 @@ def normalize_pdf(pdf: torch.Tensor) -> torch.Tensor:
     if pdf.shape[1] < 1 or pdf.shape[2] < 1:
         raise ValueError(f"pdf grid must be at least 1×1, got {tuple(pdf.shape[1:])}")
     pdf = pdf.to(work_dtype(pdf.dtype))
-    # one host sync on the valid path (this runs on every forward); diagnose only on failure
-    if not bool((torch.isfinite(pdf) & (pdf >= 0)).all()):
+    # one host sync on the valid path (this runs on every forward); diagnose only on failure.
+    # A graph capture (torch.export, torch.compile) cannot branch on values: unchecked there.
+    if not is_tracing(pdf) and not bool((torch.isfinite(pdf) & (pdf >= 0)).all()):
         if not bool(torch.isfinite(pdf).all()):
             raise ValueError("pdf contains NaN or Inf values; scores must be finite")
         raise ValueError(f"pdf must be non-negative, got minimum {pdf.min().item():.4g}")
@@ -250,7 +257,7 @@ def grid_shape(num_tokens: int, bands: int | None = None) -> tuple[int, int]:
 
 
 def grid_cuts(pdf: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cuts of the non-uniform regular grid (paper App. C, docs/method.md §11).
+    """The cuts of the non-uniform regular grid (paper App. C, docs/method.md §12).
 
     The y-cuts are the equal-mass quantiles of the y-marginal ``Σ_j pdf(i, j)``, the x-cuts
     those of the x-marginal ``Σ_i pdf(i, j)`` (:func:`quantile_1d`, so differentiable in the pdf
@@ -278,7 +285,7 @@ def grid_cuts(pdf: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, to
         return _marginal_cuts(pdf.sum(dim=2), (1,) * rows), _marginal_cuts(pdf.sum(dim=1), (1,) * cols)
 
 
-def grid_boxes(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+def cuts_to_boxes(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
     """The ``R×C`` boxes ``B×(R·C)×4`` of cuts ``ys`` ``B×(R+1)`` and ``xs`` ``B×(C+1)``, row-major
     (the band-major order of :func:`quantile_boxes`: row by row, left to right)."""
     rows, cols = ys.shape[1] - 1, xs.shape[1] - 1

@@ -1,6 +1,7 @@
-"""Resample image regions given as boxes: patches for tokens, area averages for positions.
+"""Resample image regions given as boxes: patches for tokens, area averages for positions, and back.
 
-docs/method.md §5, paper §3.4. Boxes are ``(x0, y0, x1, y1)`` in
+docs/method.md §5, paper §3.4; :func:`tokens_to_map` takes tokens back to pixels (§11, dense
+prediction). Boxes are ``(x0, y0, x1, y1)`` in
 ``[0, 1]`` (x along the width), as produced by :func:`dartok.partition.quantile_boxes`.
 """
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .partition import interval_overlap, work_dtype
+from ._compat import is_tracing
+from .partition import cuts_to_boxes, interval_overlap, work_dtype
 
-__all__ = ["antialias_weight", "area_patches", "box_average", "filtered_patches", "patch_grid", "sample_patches", "summed_area_dtype"]
+__all__ = ["antialias_weight", "antialiased_resize", "area_patches", "box_average", "filtered_patches", "grid_boxes",
+           "patch_grid", "sample_patches", "summed_area_dtype", "tokens_to_map"]
 
 
 def patch_grid(boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -133,13 +136,15 @@ def _antialias(x: torch.Tensor, boxes: torch.Tensor, patch_size: int, point: tor
     """Blend point samples ``B×C×N×P×P`` with box-filtered ones, separably per axis.
 
     The per-axis filter is ``(1 − w)·point + w·box``; its product over x and y expands to
-    four terms, each computed only where some box gives it a non-zero weight.
+    four terms, each computed only where some box gives it a non-zero weight (all four under
+    graph capture, which cannot branch on values: the same result).
     """
     wx, wy = _axis_weights(boxes, x.shape[-2:], patch_size)
     out = None
+    every_term = is_tracing(x)
     for along_x, along_y in ((False, False), (True, False), (False, True), (True, True)):
         weight = (wx if along_x else 1.0 - wx) * (wy if along_y else 1.0 - wy)  # B×N
-        if not bool((weight > 0).any()):
+        if not every_term and not bool((weight > 0).any()):
             continue
         term = point if not (along_x or along_y) else filtered_patches(x, boxes, patch_size, along_x, along_y)
         term = weight.to(point.dtype)[:, None, :, None, None] * term.to(point.dtype)
@@ -281,3 +286,160 @@ def box_average(grid_values: torch.Tensor, boxes: torch.Tensor, eps: float = 1e-
     with torch.autocast(device_type=values.device.type, enabled=False):
         out = weights @ values[0] if values.shape[0] == 1 else torch.bmm(weights, values)
     return out.to(out_dtype)
+
+
+def _antialias_taps(in_size: int, out_size: int) -> tuple[list[list[int]], list[list[float]]]:
+    """Input indices and weights (``out × K``, zero-padded) of PyTorch's anti-aliased bilinear
+    resize along one axis (``align_corners=False``; PIL's triangle filter, widened by the
+    scale when shrinking), as ``aten::_upsample_bilinear2d_aa`` computes them."""
+    scale = in_size / out_size
+    support = scale if scale >= 1.0 else 1.0
+    inv = 1.0 / scale if scale >= 1.0 else 1.0
+    index, weight = [], []
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        size = min(int(center + support + 0.5), in_size) - lo
+        w = [max(0.0, 1.0 - abs((j + lo - center + 0.5) * inv)) for j in range(size)]
+        total = sum(w)
+        index.append(list(range(lo, lo + size)))
+        weight.append([v / total for v in w] if total else w)
+    width = max(len(row) for row in index)
+    index = [row + [row[-1]] * (width - len(row)) for row in index]
+    weight = [row + [0.0] * (width - len(row)) for row in weight]
+    return index, weight
+
+
+def antialiased_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Anti-aliased bilinear resize of ``B×C×H×W`` images to ``size`` (``align_corners=False``).
+
+    ``F.interpolate(..., antialias=True)``; under ONNX export (whose TorchScript-based
+    exporter has no ``_upsample_bilinear2d_aa``) the same filter as two separable gathers
+    with the kernel's own taps (:func:`_antialias_taps`): equal to float rounding.
+    """
+    if not torch.onnx.is_in_onnx_export():
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+    out = images
+    for dim, (n_in, n_out) in ((2, (images.shape[2], size[0])), (3, (images.shape[3], size[1]))):
+        index, weight = _antialias_taps(int(n_in), int(n_out))
+        idx = torch.tensor(index, device=images.device)
+        w = torch.tensor(weight, dtype=images.dtype, device=images.device)
+        taps = out.index_select(dim, idx.flatten())
+        if dim == 2:
+            out = (taps.view(*out.shape[:2], n_out, -1, out.shape[3]) * w.view(n_out, -1, 1)).sum(3)
+        else:
+            out = (taps.view(*out.shape[:3], n_out, -1) * w).sum(4)
+    return out
+
+
+def _check_size(size, name: str = "size") -> tuple[int, int]:
+    ok = (isinstance(size, (tuple, list)) and len(size) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size))
+    if not ok:
+        raise ValueError(f"{name} must be (h, w) with two integers >= 1, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def tokens_to_map(tokens: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
+                  num_frames: int | None = None) -> torch.Tensor:
+    """Tokens back to pixels: each cell of an ``h×w`` map is the area-weighted average of the tokens covering it.
+
+    The counterpart of :func:`box_average` (which takes a map to boxes; docs/method.md §11).
+    Cell ``(i, j)`` is ``[j/w, (j+1)/w] × [i/h, (i+1)/h]`` of the unit square; token n
+    covers the fraction ``a_n(i, j)`` of it (the exact overlap of its box with the cell,
+    :func:`dartok.partition.interval_overlap`, as :func:`box_average` and
+    :func:`dartok.localization.box_coverage` compute it). The cell's value is
+    ``Σ_n a_n·t_n / Σ_n a_n``. Partition boxes tile the square, so ``Σ_n a_n = 1`` and the
+    cell is the plain area-weighted sum of its tokens; a cell no box touches is 0. Hence:
+
+    - constant tokens give a constant map;
+    - a uniform ``R×C`` partition (:func:`grid_boxes`) with ``size = (R, C)`` gives the
+      token grid itself (a reshape of the band-major tokens; exact up to float rounding of the
+      cell edges, about 1e-7 relative in float32), and with ``size = (kR, kC)`` its
+      nearest-neighbour upsampling;
+    - the map is linear in the tokens and differentiable in them, and piecewise smooth,
+      hence differentiable almost everywhere, in the boxes (kinks where an edge crosses a
+      cell edge).
+
+    Args:
+        tokens: ``B×N×D`` floating tensor (e.g. per-token class logits of a segmentation head).
+        boxes: ``B×N×4`` floating ``(x0, y0, x1, y1)`` in [0, 1] (x along the width), finite,
+            ``x0 <= x1``, ``y0 <= y1``; parts outside ``[0, 1]²`` are ignored. For a clip, boxes
+            in the stacked-frame layout of :class:`dartok.VideoDART` (frame t in rows
+            ``t/T .. (t+1)/T``).
+        size: ``(h, w)`` of the map (of one frame for a clip), two ints >= 1; ``h`` is the
+            number of rows (e.g. the label mask's height).
+        num_frames: ``None`` for images; T >= 1 for a clip: the stacked map of size
+            ``(T·h, w)`` is cut into one map per frame.
+
+    Returns:
+        ``B×D×h×w`` (images) or ``B×D×T×h×w`` (clips) in the tokens' dtype, computed in at
+        least float32 with autocast off (float64 for float64 inputs).
+
+    Raises:
+        ValueError: tokens not ``B×N×D`` or not floating, boxes not ``B×N×4`` with the tokens'
+            B and N, NaN/Inf or inverted boxes (not checked under graph capture,
+            :func:`dartok._compat.is_tracing`), ``size`` not two ints >= 1, ``num_frames`` not
+            an int >= 1.
+    """
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3 or not tokens.is_floating_point():
+        what = (f"{tuple(tokens.shape)} {tokens.dtype}" if isinstance(tokens, torch.Tensor)
+                else type(tokens).__name__)
+        raise ValueError(f"tokens must be a floating B×N×D tensor, got {what}")
+    if (not isinstance(boxes, torch.Tensor) or boxes.dim() != 3 or boxes.shape[-1] != 4
+            or tuple(boxes.shape[:2]) != tuple(tokens.shape[:2]) or not boxes.is_floating_point()):
+        what = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes must be a floating B×N×4 tensor with the tokens' B×N = "
+                         f"{tuple(tokens.shape[:2])}, got {what}")
+    h, w = _check_size(size)
+    frames = 1
+    if num_frames is not None:
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+            raise ValueError(f"num_frames must be None or an integer >= 1, got {num_frames!r}")
+        frames = num_frames
+    if boxes.numel() and not is_tracing(boxes):  # graph capture cannot branch on values: unchecked there
+        if not bool(torch.isfinite(boxes).all()):
+            raise ValueError("boxes contain NaN or Inf")
+        if bool((boxes[..., 2:] < boxes[..., :2]).any()):
+            raise ValueError("boxes must have x0 <= x1 and y0 <= y1")
+    bsz, _, dim = tokens.shape
+    work = work_dtype(torch.promote_types(tokens.dtype, boxes.dtype))
+    b = boxes.to(device=tokens.device, dtype=work).clamp(0.0, 1.0)
+    with torch.autocast(device_type=tokens.device.type, enabled=False):
+        oy = interval_overlap(b[..., 1], b[..., 3], frames * h)  # B×N×(T·h), in cell units
+        ox = interval_overlap(b[..., 0], b[..., 2], w)  # B×N×w
+        cover = torch.bmm(oy.transpose(1, 2), ox)  # B×(T·h)×w: Σ_n a_n, 1 where the boxes tile
+        # Σ_n t_n·a_n as one batched matmul: (t_n ⊗ oy_n) over n against ox_n
+        rows = (tokens.to(work).unsqueeze(-1) * oy.unsqueeze(2)).flatten(2)  # B×N×(D·T·h)
+        weighted = torch.bmm(rows.transpose(1, 2), ox).view(bsz, dim, frames * h, w)
+        # where no box covers a cell both are 0, and 0 / tiny = 0
+        out = weighted / cover.clamp_min(torch.finfo(work).tiny).unsqueeze(1)
+    if num_frames is not None:
+        out = out.reshape(bsz, dim, frames, h, w)
+    return out.to(tokens.dtype)
+
+
+def grid_boxes(rows: int, cols: int, batch: int = 1, *, device: torch.device | str | None = None,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The boxes of a fixed ``rows×cols`` patch grid, band-major (row by row, left to right).
+
+    The partition :func:`dartok.partition.quantile_boxes` makes of a uniform ``rows×cols`` map
+    with ``rows`` bands and no mixing, with its edges exactly ``k/rows`` and ``k/cols`` (the
+    cell edges :func:`dartok.partition.interval_overlap` uses), so :func:`tokens_to_map` of a
+    fixed-grid model's tokens at its grid size is exactly their reshape. The order is a timm
+    ViT's patch-token order.
+
+    Returns:
+        ``batch×(rows·cols)×4`` boxes ``(x0, y0, x1, y1)`` in [0, 1], ``dtype`` (floating).
+
+    Raises:
+        ValueError: ``rows`` or ``cols`` not an integer >= 1, ``batch`` < 0, or ``dtype`` not floating.
+    """
+    rows, cols = _check_size((rows, cols), "(rows, cols)")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+        raise ValueError(f"batch must be an integer >= 0, got {batch!r}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be floating point, got {dtype}")
+    ys = torch.arange(rows + 1, device=device, dtype=dtype) / rows
+    xs = torch.arange(cols + 1, device=device, dtype=dtype) / cols
+    return cuts_to_boxes(ys[None], xs[None]).expand(batch, -1, -1)

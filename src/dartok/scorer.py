@@ -28,7 +28,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._compat import is_tracing
 from .partition import work_dtype
+from .resample import antialiased_resize
 
 __all__ = [
     "PRIORS", "SCORE_ACTIVATIONS", "SCORER_TRUNKS", "Scorer", "saliency_pdf", "ScorerHeadV1", "ScorerHeadV2", "edge_pdf", "fold_trunk_batchnorm", "scores_to_pdf",
@@ -364,8 +366,7 @@ class Scorer(nn.Module):
         if images.shape[-2:] == (self.input_size, self.input_size):
             return images
         with torch.autocast(device_type=images.device.type, enabled=False):
-            small = F.interpolate(images.to(work_dtype(images.dtype)), size=(self.input_size, self.input_size),
-                                  mode="bilinear", align_corners=False, antialias=True)
+            small = antialiased_resize(images.to(work_dtype(images.dtype)), (self.input_size, self.input_size))
         return small.to(images.dtype)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -387,9 +388,7 @@ class Scorer(nn.Module):
 
     def _inference_trunk(self) -> nn.Module:
         """The frozen trunk to run: its cached BatchNorm-folded copy where that applies."""
-        compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)()
-        if (self.trunk.training or not self.fold_batchnorm or torch.jit.is_tracing() or torch.jit.is_scripting()
-                or compiling):
+        if self.trunk.training or not self.fold_batchnorm or torch.jit.is_tracing() or is_tracing():
             return self.trunk
         tensors = [*self.trunk.parameters(), *self.trunk.buffers()]
         key = tuple((t.device, t.dtype, t.data_ptr(), t._version) for t in tensors)

@@ -14,8 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._compat import is_tracing
 from .localization import box_pdf
-from .partition import (DEFAULT_ALPHA, PARTITIONS, band_layout, grid_boxes, grid_cuts, grid_shape, mix_uniform,
+from .partition import (DEFAULT_ALPHA, PARTITIONS, band_layout, cuts_to_boxes, grid_cuts, grid_shape, mix_uniform,
                         normalize_pdf, partition_pdf, work_dtype)
 from .resample import box_average, sample_patches
 from .scorer import PRIORS, Scorer, _Stash, uniform_pdf
@@ -70,7 +71,8 @@ class DART(nn.Module):
         norm_layer: optional norm applied to the tokens, as in ``PatchEmbed``.
         antialias: anti-alias boxes larger than P×P pixels with exact sub-cell means
             (:func:`dartok.resample.sample_patches`); off by default, as in the paper.
-        check_inputs: validate images (rank, channels, finite values) on every call.
+        check_inputs: validate images (rank, channels, finite values) on every eager call
+            (graph captures skip the checks: ``torch.export``, ``torch.compile``, FX).
         score_source: ``"scorer"`` (default: the scorer's map, uniform without one) or
             ``"oracle"``: no scorer; every call needs a pdf, passed as ``pdf=`` or set for
             the calls inside :meth:`given_pdf` (e.g. :meth:`oracle_pdf` of the true object
@@ -88,7 +90,7 @@ class DART(nn.Module):
         partition: one of :data:`dartok.partition.PARTITIONS`: ``"bands"`` (default, the
             paper's irregular partition, every box 1/N of the mass) or ``"grid"``, the
             non-uniform regular ``bands × N/bands`` grid of paper App. C
-            (:func:`dartok.partition.grid_cuts`; ``bands`` must divide N; docs/method.md §11).
+            (:func:`dartok.partition.grid_cuts`; ``bands`` must divide N; docs/method.md §12).
 
     Shapes:
         ``forward(images B×C×H×W, pdf=None | B×h×w) → DartOutput``.
@@ -196,6 +198,13 @@ class DART(nn.Module):
                 + (f", score_source=oracle, oracle_grid={self.score_grid()}" if self.score_source == "oracle" else ""))
 
     def _check_images(self, images: torch.Tensor) -> None:
+        """Raise ``ValueError`` for images that are not finite floating ``B×C×H×W`` with this C.
+
+        Skipped under graph capture (``torch.export``, ``torch.compile``, FX, ONNX export;
+        :func:`dartok._compat.is_tracing`): the value check is data-dependent.
+        """
+        if is_tracing(images):
+            return
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be a B×C×H×W tensor, got {shape}")
@@ -343,7 +352,7 @@ class DART(nn.Module):
         least float32 even under autocast (:func:`dartok.partition.partition_pdf`; the regular
         grid of ``partition="grid"``: :func:`dartok.partition.grid_cuts`, row-major)."""
         if self.partition_mode == "grid":
-            return grid_boxes(*grid_cuts(pdf, self.bands, self.counts[0]))
+            return cuts_to_boxes(*grid_cuts(pdf, self.bands, self.counts[0]))
         return partition_pdf(pdf, self.counts)
 
     def sample(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

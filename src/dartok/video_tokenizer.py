@@ -29,6 +29,7 @@ import math
 import torch
 import torch.nn as nn
 
+from ._compat import is_tracing
 from .localization import stack_frame_boxes
 from .partition import DEFAULT_ALPHA, band_layout
 from .resample import box_average
@@ -314,7 +315,16 @@ class VideoDART(DART):
     def extra_repr(self) -> str:
         return f"num_frames={self.num_frames}, temporal_diff={self.temporal_diff!r}, " + super().extra_repr()
 
+    def feat_ratio(self, as_scalar: bool = True):
+        """Nominal frame pixels per token side: ``img_size / √(N/T)`` (a clip's N tokens share T frames)."""
+        ratio = self.img_size[0] / math.sqrt(self.num_tokens / self.num_frames)
+        return ratio if as_scalar else (ratio, ratio)
+
     def _check_video(self, video: torch.Tensor) -> None:
+        """Raise ``ValueError`` for a clip that is not ``B×C×T×H×W`` with this C and T, or not
+        finite; skipped under graph capture, as :meth:`DART._check_images`."""
+        if is_tracing(video):
+            return
         if not isinstance(video, torch.Tensor) or video.dim() != 5:
             shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
             raise ValueError(f"video must be a B×C×T×H×W tensor (VideoMamba's layout), got {shape}")

@@ -1,6 +1,6 @@
 """The regular-grid warp: DART in front of any backbone that takes an image (paper App. C).
 
-docs/method.md §11. The pdf is cut into a non-uniform *regular* ``R×C`` grid
+docs/method.md §12. The pdf is cut into a non-uniform *regular* ``R×C`` grid
 (:func:`dartok.partition.grid_cuts`: y-cuts from the y-marginal, x-cuts from the x-marginal),
 each box is resampled to ``P×P`` pixels and the patches are stitched into an ``R·P × C·P`` image
 that goes to the unchanged backbone (a CNN, Swin, ...). Because the grid is separable, the
@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import torch
 
+from ._compat import is_tracing
 from .partition import DEFAULT_ALPHA, interval_overlap, quantile_1d, work_dtype
 from .resample import antialias_weight
 from .scorer import Scorer
@@ -128,7 +129,7 @@ def warp_matrix(cuts: torch.Tensor, size: int, patch_size: int, antialias: bool 
         return matrix
     width = cuts.diff(dim=1) / patch_size  # B×R, one sub-cell's length in [0, 1] units
     blend = antialias_weight(width * size).repeat_interleave(patch_size, dim=1).unsqueeze(-1)  # B×m×1
-    if not bool((blend > 0).any()):
+    if not is_tracing(blend) and not bool((blend > 0).any()):  # a graph capture cannot branch on values
         return matrix
     edges = (torch.arange(m + 1, device=cuts.device, dtype=cuts.dtype)) / m
     e = warp_positions(cuts, edges)  # B×(m+1): the sub-cell edges
@@ -240,7 +241,7 @@ def unwarp(maps: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, size: tuple[i
 
 def cuts_from_boxes(boxes: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The cuts ``(ys B×(R+1), xs B×(C+1))`` of a row-major regular grid of boxes ``B×(R·C)×4``
-    (:func:`dartok.partition.grid_boxes`' inverse; slicing only, so gradients pass).
+    (:func:`dartok.partition.cuts_to_boxes`' inverse; slicing only, so gradients pass).
 
     Raises:
         ValueError: boxes that are not ``B×(rows·cols)×4``.
@@ -277,7 +278,7 @@ class WarpDART(DART):
     §2-§3, §9-§10) whose partition is the non-uniform regular ``rows × cols`` grid
     (``partition="grid"``) and whose :meth:`sample` step stitches the resampled boxes into one
     image (:func:`warp_images`); it has no projection and no position embeddings (``proj`` is
-    ``None``). docs/method.md §11.
+    ``None``). docs/method.md §12.
 
     Args:
         grid: ``(rows, cols)`` = (R, C), each ≥ 1.

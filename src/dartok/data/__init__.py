@@ -6,6 +6,7 @@
 * :mod:`.folder`: your own images: ImageFolder layout, class map, held-out split, stratified
   subsets, :func:`~.folder.load_image` (16-bit images, unreadable files named).
 * :mod:`.fashion_mnist`: the Fashion-MNIST IDX reader, Fashion-MNIST, Cluttered Fashion-MNIST.
+* :mod:`.seg_folder`: your segmentation data (``images/`` + ``annotations/`` label PNGs, 255 = ignore).
 * :mod:`.video`: Moving Cluttered Fashion-MNIST, :class:`VideoFolderDataset`.
 * :mod:`.transforms`: batches to a model's input size, PIL transforms for timm datasets.
 
@@ -29,17 +30,20 @@ from .fashion_mnist import (  # noqa: F401
     DEFAULT_FASHION_MNIST_ROOT,
     FASHION_MNIST_CLASSES,
     ClutteredFashionMNIST,
+    ClutteredFashionMNISTSegmentation,
     FashionMNISTDataset,
     load_fashion_mnist,
     read_idx,
 )
-from . import video  # noqa: F401,E402  (registers the video datasets)
+from . import seg_folder, video  # noqa: F401,E402  (register your segmentation folders and the video datasets)
+from .seg_folder import IGNORE_INDEX, SegmentationFolder  # noqa: F401,E402
 from .video import MovingClutteredFashionMNIST, VideoFolderDataset, create_video_dataset  # noqa: F401,E402
 
 __all__ = [
     "DEFAULT_FASHION_MNIST_ROOT",
     "FASHION_MNIST_CLASSES",
     "ClutteredFashionMNIST",
+    "ClutteredFashionMNISTSegmentation",
     "FashionMNISTDataset",
     "create_dataset",
     "load_fashion_mnist",
@@ -53,6 +57,9 @@ __all__ = [
     "list_datasets",
     "register_dataset",
     "unregister_dataset",
+    # segmentation
+    "IGNORE_INDEX",
+    "SegmentationFolder",
     # video
     "MovingClutteredFashionMNIST",
     "VideoFolderDataset",

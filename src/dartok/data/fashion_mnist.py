@@ -10,7 +10,10 @@ mostly empty canvas plus distracting clutter, in the spirit of Cluttered MNIST (
 al. 2015, "Spatial Transformer Networks") and Megapixel MNIST (Ilse et al. 2018; Katharopoulos
 & Fleuret 2019). A tokenizer that spends its tokens on the object should beat a uniform grid.
 
-Both are registered (``"cluttered_fmnist"``, ``"fashion_mnist"``) in
+:class:`ClutteredFashionMNISTSegmentation` is the same scenes with a label per pixel (the
+object's class + 1 on its pixels, 0 elsewhere), for dense prediction.
+
+All three are registered (``"cluttered_fmnist"``, ``"cluttered_fmnist_seg"``, ``"fashion_mnist"``) in
 :mod:`dartok.data.registry`, whose :func:`create_dataset` builds them, and everything else
 (ImageFolder trees, ``torch/...``, ``hfds/...``, ``wds/...``) through :func:`timm.data.create_dataset`.
 """
@@ -32,6 +35,7 @@ __all__ = [
     "DEFAULT_FASHION_MNIST_ROOT",
     "FASHION_MNIST_CLASSES",
     "ClutteredFashionMNIST",
+    "ClutteredFashionMNISTSegmentation",
     "FashionMNISTDataset",
     "create_dataset",
     "load_fashion_mnist",
@@ -317,6 +321,11 @@ def _check_scene(canvas_size, object_scale, num_clutter, clutter_size, min_objec
     return canvas_size, (lo, hi), num_clutter, clutter_size
 
 
+def _object_piece(images: np.ndarray, obj: int, side: int) -> np.ndarray:
+    """Split item ``obj`` resized to ``side × side`` pixels: float32 in 0..255 (what the canvas gets)."""
+    return _resize(images[obj].astype(np.float32), side)
+
+
 def _to_tensor(canvas: np.ndarray, channels: int, normalize: bool) -> torch.Tensor:
     """float32 (S, S) in 0..255 -> float32 (C, S, S), [-1, 1] if normalize else [0, 1] (in place)."""
     if normalize:
@@ -550,17 +559,20 @@ class ClutteredFashionMNIST(_FashionMNISTBase):
             for j in range(k):
                 region = canvas[py[j] : py[j] + p, px[j] : px[j] + p]
                 np.maximum(region, pieces[j], out=region)
-        piece = _resize(images[obj].astype(np.float32), s)
+        piece = _object_piece(images, obj, s)
         region = canvas[y0 : y0 + s, x0 : x0 + s]
         np.maximum(region, piece, out=region)
         np.clip(canvas, 0.0, 255.0, out=canvas)
         return canvas
 
+    def _image(self, i: int) -> torch.Tensor:
+        """Item ``i``'s image tensor (normalised, ``transform`` applied); ``i`` already checked."""
+        img = _to_tensor(self.render(i), self.channels, self.normalize)
+        return img if self.transform is None else self.transform(img)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         i = self._check_index(i)
-        img = _to_tensor(self.render(i), self.channels, self.normalize)
-        if self.transform is not None:
-            img = self.transform(img)
+        img = self._image(i)
         if self.return_box:
             return img, {"label": int(self.targets[i]), "box": torch.tensor(self.object_box(i), dtype=torch.float32)}
         return img, int(self.targets[i])
@@ -573,6 +585,71 @@ class ClutteredFashionMNIST(_FashionMNISTBase):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class ClutteredFashionMNISTSegmentation(ClutteredFashionMNIST):
+    """Cluttered Fashion-MNIST for semantic segmentation: the same scenes, a label per pixel.
+
+    Item ``i`` is the image of :class:`ClutteredFashionMNIST` item ``i`` (same generator, same
+    arguments, so the same canvas for the same ``seed``, index and split) and its label mask:
+    class 0 (``"background"``) for the background and the clutter, and ``label + 1`` (1..10,
+    the object's Fashion-MNIST class shifted by one) on the object's pixels, those where the
+    object's resized item is brighter than ``mask_threshold`` (a fraction of full intensity,
+    on the 0..1 scale before normalisation; 0.1 keeps the garment and drops the faint
+    anti-aliased rim). An object pixel that clutter overlaps is still the object's (pieces are
+    pasted with ``max``, so the object shows there at least as bright as it is). Deterministic
+    per ``(seed, i, split)`` like the images: :meth:`mask` recomputes the object from the
+    item's first random draws.
+
+    Args:
+        mask_threshold: in [0, 1); object pixels are those above it.
+        transform: applied to the image tensor only (so only photometric transforms keep the
+            mask aligned).
+        return_box: items carry the object's box too (the oracle score source, the localisation
+            metric).
+        everything else: as :class:`ClutteredFashionMNIST`.
+
+    ``__getitem__(i)`` returns ``(image, mask)``: float32 ``(channels, S, S)`` and an int64
+    ``(S, S)`` tensor of classes in 0..10; with ``return_box``, ``(image, {"mask": mask,
+    "box": float32 (4,)})``. Attributes: ``classes`` (11 names, ``"background"`` first),
+    ``targets`` / ``labels`` (the object's class per item, 1..10, i.e. its index in ``classes``).
+
+    Raises:
+        ValueError: as :class:`ClutteredFashionMNIST`, or ``mask_threshold`` outside [0, 1).
+        FileNotFoundError: data files missing (see :func:`load_fashion_mnist`).
+    """
+
+    def __init__(self, split: str = "train", root: str | os.PathLike | None = None, *,
+                 mask_threshold: float = 0.1, **kwargs: Any) -> None:
+        if (isinstance(mask_threshold, bool) or not isinstance(mask_threshold, (int, float))
+                or not 0.0 <= mask_threshold < 1.0):
+            raise ValueError(f"mask_threshold must be a number in [0, 1), got {mask_threshold!r}")
+        super().__init__(split, root, **kwargs)
+        self.mask_threshold = float(mask_threshold)
+        self.classes = ["background", *FASHION_MNIST_CLASSES]
+        self.targets = self.targets + 1
+        self.labels = self.targets
+
+    def mask(self, i: int) -> np.ndarray:
+        """Item ``i``'s label mask: int64 ``(S, S)``, 0 off the object, its class + 1 on it.
+
+        Raises:
+            IndexError: ``i`` out of range.
+        """
+        i = self._check_index(i)
+        images, _ = self._arrays()
+        s, x0, y0 = self._object_params(self._rng(i))
+        out = np.zeros((self.canvas_size, self.canvas_size), dtype=np.int64)
+        piece = _object_piece(images, i % len(images), s)
+        out[y0: y0 + s, x0: x0 + s][piece > self.mask_threshold * 255.0] = int(self.targets[i])
+        return out
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
+        i = self._check_index(i)
+        mask = torch.from_numpy(self.mask(i))
+        if self.return_box:
+            return self._image(i), {"mask": mask, "box": torch.tensor(self.object_box(i), dtype=torch.float32)}
+        return self._image(i), mask
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,6 +687,13 @@ register_dataset(
     accepts=frozenset({"canvas_size", "object_scale", "num_clutter", "clutter_size", "num_samples", "seed",
                        "channels", "normalize", "transform", "return_box"}),
     description="Cluttered Fashion-MNIST: one small garment on a large canvas with clutter",
+)
+register_dataset(
+    "cluttered_fmnist_seg", _split_factory(ClutteredFashionMNISTSegmentation), task="segmentation",
+    num_classes=len(FASHION_MNIST_CLASSES) + 1, in_chans=1, canvas=True, sized=True, boxes=True,
+    accepts=frozenset({"canvas_size", "object_scale", "num_clutter", "clutter_size", "num_samples", "seed",
+                       "channels", "normalize", "transform", "return_box", "mask_threshold"}),
+    description="Cluttered Fashion-MNIST segmentation: background and clutter 0, the object's pixels its class + 1",
 )
 register_dataset(
     "fashion_mnist", _split_factory(FashionMNISTDataset), num_classes=len(FASHION_MNIST_CLASSES), in_chans=1,

@@ -337,6 +337,19 @@ def looks_like_image_folder(root: str | os.PathLike | None) -> bool:
     return False
 
 
+IMAGES_DIR, ANNOTATIONS_DIR = "images", "annotations"
+"""The two folders of a segmentation dataset (:mod:`dartok.data.seg_folder`)."""
+
+
+def looks_like_seg_folder(root: str | os.PathLike | None) -> bool:
+    """True if ``root`` holds ``images/`` and ``annotations/`` folders with a training split in each
+    (the layout :class:`dartok.data.seg_folder.SegmentationFolder` reads)."""
+    if root is None or not os.path.isdir(root):
+        return False
+    root = Path(root)
+    return all(any((root / d / s).is_dir() for s in TRAIN_DIRS) for d in (IMAGES_DIR, ANNOTATIONS_DIR))
+
+
 class _HeldOut(torch.utils.data.Subset):
     """Part of an :class:`ImageFolder` (``val_split``, or a subset), forwarding its class attributes."""
 

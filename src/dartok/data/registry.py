@@ -414,10 +414,13 @@ class _Subset(torch.utils.data.Subset):
 
 
 def infer_dataset(data_root: str | os.PathLike | None, default: str = "cluttered_fmnist") -> str:
-    """The dataset a ``--data-root`` alone names: ``"folder"`` when it looks like an ImageFolder
-    (:func:`dartok.data.folder.looks_like_image_folder`), else ``default``."""
-    from .folder import looks_like_image_folder
+    """The dataset a ``--data-root`` alone names: ``"seg_folder"`` when it holds ``images/`` and
+    ``annotations/`` (:func:`dartok.data.folder.looks_like_seg_folder`), ``"folder"`` when it
+    looks like an ImageFolder (:func:`dartok.data.folder.looks_like_image_folder`), else ``default``."""
+    from .folder import looks_like_image_folder, looks_like_seg_folder
 
+    if looks_like_seg_folder(data_root):
+        return "seg_folder"
     return "folder" if looks_like_image_folder(data_root) else default
 
 

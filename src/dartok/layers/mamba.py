@@ -18,15 +18,24 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
-from ..ops.selective_scan import _BACKENDS, _shape, selective_scan, selective_scan_macs
+from .._compat import ensure_torchvision_importable
+
+ensure_torchvision_importable()
+
+from timm.layers import register_notrace_module  # noqa: E402
+from timm.models._features import feature_take_indices  # noqa: E402  (where timm's own models import it)
+
+from ..ops.selective_scan import _BACKENDS, _shape, selective_scan, selective_scan_macs  # noqa: E402
 
 __all__ = [
-    "Block", "Mamba", "MambaClassifier", "RMSNorm", "build_blocks", "create_block", "init_mamba_weights",
-    "run_blocks", "segm_init_weights",
+    "Block", "Mamba", "MambaClassifier", "RMSNorm", "build_blocks", "create_block", "final_norm", "init_mamba_weights",
+    "run_block", "run_blocks", "segm_init_weights",
 ]
 
 
+@register_notrace_module  # dtype promotion in forward: an FX leaf (timm's get_notrace_modules)
 class RMSNorm(nn.Module):
     """Root-mean-square norm ``x / sqrt(mean(x²) + eps) · weight`` over the last dim.
 
@@ -44,6 +53,10 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         work = torch.promote_types(x.dtype, torch.float32)
+        if torch.onnx.is_in_onnx_export():  # the TorchScript-based ONNX exporter has no rms_norm
+            y = x.to(work)
+            y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+            return (y * self.weight.to(work)).to(x.dtype)
         return F.rms_norm(x.to(work), (x.shape[-1],), self.weight.to(work), self.eps).to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -198,6 +211,7 @@ class Mamba(nn.Module):
         return out
 
 
+@register_notrace_module  # an FX leaf: dtype promotion and the scan's data-dependent chunking inside
 class Block(nn.Module):
     """Vim / VideoMamba block: add → norm → mixer, returning ``(mixer output, residual)``.
 
@@ -302,26 +316,52 @@ def build_blocks(depth: int, embed_dim: int, drop_path_rate: float = 0.0, **bloc
                           for i in range(depth)])
 
 
-def run_blocks(layers: nn.ModuleList, tokens: torch.Tensor, norm_f: nn.Module, drop_path: nn.Module) -> torch.Tensor:
+def run_block(layer: nn.Module, hidden: torch.Tensor, residual: torch.Tensor | None,
+              grad_checkpointing: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One :class:`Block`, under activation checkpointing if asked (not while scripting)."""
+    if grad_checkpointing and not torch.jit.is_scripting():
+        return checkpoint(layer, hidden, residual, use_reentrant=False)
+    return layer(hidden, residual)
+
+
+def final_norm(hidden: torch.Tensor, residual: torch.Tensor | None, norm_f: nn.Module,
+               drop_path: nn.Module) -> torch.Tensor:
+    """The final add + norm after the last block: ``norm_f(residual + drop_path(hidden))``."""
+    residual = hidden if residual is None else residual + drop_path(hidden)
+    weight = getattr(norm_f, "weight", None)  # a pruned model's norm_f is an Identity
+    return norm_f(residual if weight is None else residual.to(dtype=weight.dtype))
+
+
+def run_blocks(layers: nn.ModuleList, tokens: torch.Tensor, norm_f: nn.Module, drop_path: nn.Module,
+               grad_checkpointing: bool = False) -> torch.Tensor:
     """Blocks, then the final add + norm of Vim / VideoMamba: ``B×L×D`` → normed ``B×L×D``."""
     hidden, residual = tokens, None
     for layer in layers:
-        hidden, residual = layer(hidden, residual)
-    residual = hidden if residual is None else residual + drop_path(hidden)
-    return norm_f(residual.to(dtype=norm_f.weight.dtype))
+        hidden, residual = run_block(layer, hidden, residual, grad_checkpointing)
+    return final_norm(hidden, residual, norm_f, drop_path)
 
 
 class MambaClassifier(nn.Module):
     """What Vim and VideoMamba share around their token embedding (hustvl / OpenGVLab layout).
 
     The block stack (``drop_path``, ``layers``, ``norm_f``: :meth:`_init_stack`), the final
-    add + norm (:meth:`forward_layers`), the classifier head (``head``,
-    :meth:`get_classifier`, :meth:`reset_classifier`) and
-    ``forward(x) = forward_head(forward_layers(embed(x)))``. A subclass sets ``embed_dim`` and
-    ``head``, calls :meth:`_init_stack` where its reference creates those modules (so the
-    parameters keep their order), and defines ``embed`` (input → ``B×L×D`` tokens) and
-    ``forward_head`` (``B×L×D`` → logits).
+    add + norm (:meth:`forward_layers`), pooling and the classifier head (``global_pool``,
+    ``head``: :meth:`forward_head`, :meth:`get_classifier`, :meth:`reset_classifier`),
+    ``forward(x) = forward_head(forward_layers(embed(x)))``, and timm's model conventions:
+    ``feature_info`` (one entry per block), :meth:`forward_intermediates` (so
+    ``features_only=True`` works), :meth:`prune_intermediate_layers`,
+    :meth:`set_grad_checkpointing`, :meth:`group_matcher` (layer-wise LR decay),
+    ``num_features`` / ``head_hidden_size``.
+
+    A subclass sets ``embed_dim``, ``head`` and ``global_pool`` (one of its
+    ``global_pool_types``), calls :meth:`_init_stack` where its reference creates the stack
+    (so the parameters keep their order), and defines ``embed`` (input → ``B×L×D`` tokens)
+    and ``cls_position(num_patches)`` (index of the class token, ``None`` without one).
     """
+
+    global_pool_types: tuple[str, ...] = ("token", "avg", "")
+    """``"token"``: the class token's output; ``"avg"``: the mean of the other tokens; ``""``: no
+    pooling (``forward_head`` keeps ``B×L×D``)."""
 
     def _init_stack(self, depth: int, embed_dim: int, drop_path_rate: float, *, norm_epsilon: float,
                     rms_norm: bool, device=None, dtype=None, **block_kwargs) -> None:
@@ -329,25 +369,80 @@ class MambaClassifier(nn.Module):
         from timm.layers import DropPath
 
         factory = {"device": device, "dtype": dtype}
+        self.grad_checkpointing = False
+        self.head_hidden_size = embed_dim
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0.0 else nn.Identity()
         self.layers = build_blocks(depth, embed_dim, drop_path_rate, norm_epsilon=norm_epsilon, rms_norm=rms_norm,
                                    **block_kwargs, **factory)
         self.norm_f = (RMSNorm if rms_norm else nn.LayerNorm)(embed_dim, eps=norm_epsilon, **factory)
+
+    def _check_global_pool(self, global_pool: str) -> str:
+        """``global_pool`` if this model supports it, else ``ValueError`` naming the allowed values."""
+        if global_pool not in self.global_pool_types:
+            raise ValueError(f"global_pool must be one of {self.global_pool_types}, got {global_pool!r}")
+        if global_pool == "token" and self.cls_position(1) is None:
+            raise ValueError("global_pool='token' needs a class token (if_cls_token=True)")
+        return global_pool
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """timm's ``feature_info``: one entry per block (``layers.{i}``, ``embed_dim`` channels,
+        reduction = the tokenizer's nominal input pixels per token side)."""
+        embed = self.patch_embed
+        ratio = embed.feat_ratio() if hasattr(embed, "feat_ratio") else embed.patch_size[0]
+        return [dict(module=f"layers.{i}", num_chs=self.embed_dim, reduction=ratio) for i in range(len(self.layers))]
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for timm's layer-wise LR decay (``param_groups_layer_decay``):
+        the embedding (tokenizer, class token, position embeddings) as the stem, one group per block."""
+        return dict(stem=r"^cls_token|^pos_embed|^temporal_pos_embedding|^patch_embed",
+                    blocks=[(r"^layers\.(\d+)", None), (r"^norm_f", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass (``torch.utils.checkpoint``) to save memory."""
+        self.grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """New (re-initialised) head with ``num_classes`` outputs (0: identity)."""
+        """New (re-initialised) head with ``num_classes`` outputs (0: identity); ``global_pool``
+        (one of :attr:`global_pool_types`) replaces the pooling if given.
+
+        Raises:
+            ValueError: an unsupported ``global_pool``.
+        """
+        if global_pool is not None:
+            self.global_pool = self._check_global_pool(global_pool)
         self.num_classes = num_classes
-        device = self.norm_f.weight.device
+        device = self.norm_f.weight.device if hasattr(self.norm_f, "weight") else None
         self.head = nn.Linear(self.embed_dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
         self.head.apply(segm_init_weights)
 
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens ``B×L×D`` → ``B×D`` by ``global_pool`` (``B×L×D`` unchanged for ``""``)."""
+        cls = self.cls_position(x.shape[1] - 1)
+        if self.global_pool == "token":
+            return x[:, cls]
+        if self.global_pool == "avg":
+            if cls is None:
+                return x.mean(dim=1)
+            return (x.sum(dim=1) - x[:, cls]) / (x.shape[1] - 1)
+        if self.global_pool == "last":
+            return x[:, -1]
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens ``B×L×D`` → logits ``B×num_classes`` (pooled features with ``pre_logits``)."""
+        x = self.head_drop(self.pool(x))
+        return x if pre_logits else self.head(x)
+
     def forward_layers(self, tokens: torch.Tensor) -> torch.Tensor:
         """Mamba blocks and the final add + norm: ``B×L×D`` → ``B×L×D``."""
-        return run_blocks(self.layers, tokens, self.norm_f, self.drop_path)
+        return run_blocks(self.layers, tokens, self.norm_f, self.drop_path, self.grad_checkpointing)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Input → normed tokens ``B×L×D`` (:meth:`embed`, then :meth:`forward_layers`)."""
@@ -356,3 +451,93 @@ class MambaClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Input → logits ``B×num_classes``."""
         return self.forward_head(self.forward_features(x))
+
+    # ------------------------------------------------------------------ intermediates
+
+    def embed_with_boxes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`embed` and the tokens' boxes ``B×N×4`` (``None`` for a fixed grid; DART: its boxes)."""
+        return self.embed(x), None
+
+    def feature_map(self, tokens: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
+        """Patch tokens ``B×N×D`` (class token removed) → ``B×D×h×w``.
+
+        A fixed grid is reshaped row-major (a video's frames stacked vertically: ``h = T'·g``);
+        DART models rasterise their boxes instead (:func:`dartok.models.tokens_to_feature_map`).
+        """
+        cols = self.patch_embed.grid_size[1]
+        return tokens.reshape(tokens.shape[0], -1, cols, tokens.shape[-1]).permute(0, 3, 1, 2).contiguous()
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        return_prefix_tokens: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's ``forward_intermediates``: the output of chosen blocks, and the final features.
+
+        A block's output is the residual stream after it (``residual + hidden``: what the
+        next block adds to; stochastic depth not applied), normed with ``norm_f`` if
+        ``norm``. The class token is split off (returned beside each map with
+        ``return_prefix_tokens``); the patch tokens come as ``NLC`` (``B×N×D``) or ``NCHW``
+        (:meth:`feature_map`).
+
+        Args:
+            x: the model's input (``B×C×H×W``, a video ``B×C×T×H×W``).
+            indices: blocks to take: the last n (int), the given ones (list; negative from
+                the end), or all (``None``).
+            norm: apply ``norm_f`` to the intermediates.
+            stop_early: stop after the last block taken (the final features are then that
+                block's, normed).
+            output_fmt: ``"NCHW"`` or ``"NLC"``.
+            intermediates_only: return only the list of intermediates.
+            return_prefix_tokens: return ``(map, class token B×1×D)`` pairs.
+
+        Returns:
+            ``(final features B×L×D, intermediates)``, or the intermediates alone.
+
+        Raises:
+            ValueError: ``output_fmt`` other than NCHW / NLC; an index out of range
+                (``AssertionError`` from timm's ``feature_take_indices``).
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        tokens, boxes = self.embed_with_boxes(x)
+        layers = self.layers if torch.jit.is_scripting() or not stop_early else self.layers[:max_index + 1]
+        hidden, residual = tokens, None
+        intermediates = []
+        for i, layer in enumerate(layers):
+            hidden, residual = run_block(layer, hidden, residual, self.grad_checkpointing)
+            if i in take_indices:
+                stream = residual + hidden
+                intermediates.append(final_norm(stream, None, self.norm_f, self.drop_path) if norm else stream)
+        cls = self.cls_position(tokens.shape[1] - 1)
+        prefix = [y[:, cls:cls + 1] for y in intermediates] if cls is not None else None
+        if cls is not None:
+            intermediates = [torch.cat([y[:, :cls], y[:, cls + 1:]], dim=1) for y in intermediates]
+        if output_fmt == "NCHW":
+            intermediates = [self.feature_map(y, boxes) for y in intermediates]
+        if return_prefix_tokens and prefix is not None:
+            intermediates = list(zip(intermediates, prefix))
+        if intermediates_only:
+            return intermediates
+        return final_norm(hidden, residual, self.norm_f, self.drop_path), intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the blocks after the last of ``indices`` (and ``norm_f`` / the head if asked).
+
+        Returns:
+            The absolute indices kept (what ``forward_intermediates`` takes afterwards).
+        """
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        self.layers = self.layers[:max_index + 1]
+        if prune_norm:
+            self.norm_f = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices

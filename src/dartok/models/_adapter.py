@@ -21,6 +21,8 @@ the default budget and input size, and where its prefix tokens go in the token s
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from typing import Any, ClassVar, Iterator
 
 import torch
@@ -39,7 +41,7 @@ from ..tokenizer import DART, DartOutput  # noqa: E402
 __all__ = [
     "ClassTokenDartMixin", "DartModelMixin", "insert_token", "adopt_projection", "create_dart", "dart_subclass", "is_dart", "make_scorer", "patch_backbone",
     "scorer_and_oracle_grid", "scorer_cam_classes",
-    "set_input_cfg", "split_dart_kwargs",
+    "refuse_feature_cls", "refuse_scriptable", "set_input_cfg", "split_dart_kwargs", "tokens_to_feature_map",
 ]
 
 _DART_KEYS = (
@@ -51,6 +53,11 @@ _DART_KEYS = (
 the backbone); a family adds its own (VideoMamba: ``temporal_diff``)."""
 
 _TOKENIZER_NO_DECAY = ("patch_embed.pos_embed", "patch_embed.temporal_pos_embedding")
+_logger = logging.getLogger(__name__)
+
+# The tokenizer is an FX leaf (timm's get_notrace_modules(), which timm's FX feature extraction
+# passes as leaf_modules): its input checks, dtype promotion and partition branch in Python.
+timm.layers.register_notrace_module(DART)
 
 
 def is_dart(model: nn.Module) -> bool:
@@ -95,8 +102,7 @@ class DartModelMixin:
             unchanged (VideoMamba's ``temporal_pos_embedding``).
 
     Hooks (class methods on the plain backbone, overridable): :meth:`check_backbone`,
-    :meth:`split_pos_embed`, :meth:`default_num_tokens`, :meth:`tokenizer_kwargs`,
-    :meth:`input_cfg`.
+    :meth:`split_pos_embed`, :meth:`default_num_tokens`, :meth:`tokenizer_kwargs`.
     """
 
     backbone_cls: ClassVar[type] = nn.Module
@@ -148,10 +154,37 @@ class DartModelMixin:
         """Extra ``tokenizer_cls`` kwargs read off the backbone (VideoMamba: ``num_frames``)."""
         return {}
 
-    @classmethod
-    def input_cfg(cls, model: nn.Module) -> dict[str, Any]:
-        """Extra ``pretrained_cfg`` entries (VideoMamba: ``num_frames``)."""
-        return {}
+
+
+def tokens_to_feature_map(tokens: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """DART tokens ``B×N×D`` → a feature map ``B×D×h×w`` aligned with the image: each cell of an
+    ``h×w`` grid over ``[0, 1]²`` takes the token whose box holds the cell's centre.
+
+    DART's tokens do not lie on a grid; this is the ``NCHW`` form timm's
+    ``forward_intermediates`` / ``features_only`` return (``size`` = the tokenizer's
+    ``grid_size``, bands × the most tokens in a band). With a uniform pdf and ``N = h·w`` it
+    is the token grid itself; with a learned pdf a large box fills several cells and a small
+    one may fill none (``NLC`` keeps every token). Boxes tile the square (band-major,
+    half-open), so every centre lies in exactly one box. For a clip (``VideoDART``) the
+    grid covers the stacked frames: ``h`` spans all T frames.
+
+    Args:
+        tokens: ``B×N×D``. boxes: ``B×N×4`` ``(x0, y0, x1, y1)`` in [0, 1]. size: ``(h, w)``.
+
+    Returns:
+        ``B×D×h×w`` in the tokens' dtype.
+    """
+    h, w = size
+    dtype = torch.promote_types(boxes.dtype, torch.float32)
+    b = boxes.detach().to(dtype)
+    ys = (torch.arange(h, device=b.device, dtype=dtype) + 0.5) / h
+    xs = (torch.arange(w, device=b.device, dtype=dtype) + 0.5) / w
+    in_y = (b[..., 1:2] <= ys) & (ys < b[..., 3:4])  # B×N×h
+    in_x = (b[..., 0:1] <= xs) & (xs < b[..., 2:3])  # B×N×w
+    cover = (in_y.unsqueeze(-1) & in_x.unsqueeze(-2)).flatten(2)  # B×N×(h·w)
+    index = cover.to(torch.uint8).argmax(dim=1)  # B×(h·w): the token holding each centre
+    cells = tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+    return cells.reshape(tokens.shape[0], h, w, tokens.shape[-1]).permute(0, 3, 1, 2).contiguous()
 
 
 def insert_token(tokens: torch.Tensor, token: torch.Tensor, index: int) -> torch.Tensor:
@@ -174,6 +207,15 @@ class ClassTokenDartMixin(DartModelMixin):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Input → tokens with positions and class token. Raises ``ValueError`` as the tokenizer does."""
         return self.embed_tokens(self.patch_embed(x))
+
+    def embed_with_boxes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`embed` and the DART boxes ``B×N×4`` (for :meth:`feature_map`)."""
+        out = self.patch_embed(x)
+        return self.embed_tokens(out), out.boxes
+
+    def feature_map(self, tokens: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Patch tokens → ``B×D×h×w`` by their boxes (:func:`tokens_to_feature_map`, ``grid_size``)."""
+        return tokens_to_feature_map(tokens, boxes, self.patch_embed.grid_size)
 
     def embed_tokens(self, out: DartOutput) -> torch.Tensor:
         """A :class:`DartOutput` → ``B×(N+1)×D`` tokens as :meth:`embed` makes them."""
@@ -420,9 +462,12 @@ def patch_backbone(
     if isinstance(getattr(old, "norm", None), nn.Module):
         dart.norm = old.norm
     model.patch_embed = dart
+    if isinstance(getattr(model, "feature_info", None), list) and "feature_info" in vars(model):
+        for info in model.feature_info:  # timm ViT: the patch size; DART's tokens cover more pixels each
+            info["reduction"] = dart.feat_ratio()
     model.pos_embed = nn.Parameter(prefix_pos.detach().clone()) if prefix_pos is not None else None
     model.__class__ = dart_subclass(type(model), dart_cls)
-    set_input_cfg(model, in_chans, img_size, **dart_cls.input_cfg(model))
+    set_input_cfg(model, in_chans, img_size)
     return model
 
 
@@ -434,15 +479,49 @@ def patch_options(local_vars: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- registered models
 
 
+def refuse_feature_cls(variant: str, kwargs: dict) -> None:
+    """Raise for ``features_only=True`` with a feature class other than timm's getter (Vim, VideoMamba).
+
+    Their blocks return hustvl's ``(hidden, residual)`` pair and a block's tokens are the sum,
+    so timm's FX (``feature_cls="fx"``) and hook (``"hook"``) feature nets over
+    ``feature_info``'s ``layers.{i}`` would return the pair or, silently, the mixer output.
+    The getter (the default) calls ``forward_intermediates``, which returns the tokens.
+
+    Raises:
+        ValueError: ``features_only`` with another ``feature_cls``.
+    """
+    from timm.models._features import FeatureGetterNet  # where timm's builder imports it from
+
+    cls = kwargs.get("feature_cls")
+    getter = cls is None or (isinstance(cls, str) and cls.lower() == "getter") or (
+        isinstance(cls, type) and issubclass(cls, FeatureGetterNet))
+    if kwargs.get("features_only") and not getter:
+        raise ValueError(f"{variant}: features_only takes feature_cls='getter' (the default: forward_intermediates), "
+                         f"got {cls!r}; a Mamba block returns a (hidden, residual) pair, not its tokens, so timm's "
+                         "FX / hook feature nets cannot read them")
+
+
+def refuse_scriptable(variant: str, why: str) -> None:
+    """Raise if the model is being built for TorchScript (``create_model(..., scriptable=True)``).
+
+    dartok's DART and Mamba models do not script (``why`` says what stops them); they trace:
+    ``torch.export``, ``torch.compile(fullgraph=True)``, FX (README "timm conventions"). An
+    error here beats one from deep inside ``torch.jit.script``.
+
+    Raises:
+        RuntimeError: timm's ``scriptable`` layer config is on.
+    """
+    if timm.layers.is_scriptable():
+        raise RuntimeError(f"{variant} is not TorchScript-scriptable ({why}); capture it with torch.export.export, "
+                           "torch.compile or torch.fx instead, or create it without scriptable=True")
+
+
 def split_dart_kwargs(kwargs: dict, defaults: dict, pretrained: bool, keys: tuple[str, ...] | None = None) -> dict:
     """Pop the DART options (``keys``, default :data:`_DART_KEYS`) out of a registered DART
     model's ``kwargs`` (the rest go to the backbone), over ``defaults``.
 
-    timm's ``pretrained_cfg`` / ``pretrained_cfg_overlay`` belong to the DART variant, not the
-    backbone, and are dropped; ``scorer_pretrained`` left at ``None`` follows ``pretrained``.
+    ``scorer_pretrained`` left at ``None`` follows ``pretrained``.
     """
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay"):
-        kwargs.pop(key, None)
     keys = _DART_KEYS if keys is None else keys
     dart_kwargs = {**defaults, **{k: kwargs.pop(k) for k in list(kwargs) if k in keys}}
     if dart_kwargs.get("scorer_pretrained") is None:
@@ -450,12 +529,129 @@ def split_dart_kwargs(kwargs: dict, defaults: dict, pretrained: bool, keys: tupl
     return dart_kwargs
 
 
-def create_dart(backbone: str, patch_fn, pretrained: bool, defaults: dict, kwargs: dict,
-                keys: tuple[str, ...] | None = None) -> nn.Module:
-    """A registered DART model: the registered ``backbone`` (``timm.create_model``) with the
-    non-DART ``kwargs``, then ``patch_fn`` with the DART ones over ``defaults`` (:func:`split_dart_kwargs`)."""
+def _checkpoint_keys(cfg) -> list[str] | None:
+    """The keys of a checkpoint given as ``state_dict`` or a ``file`` (``None`` for other sources)."""
+    if cfg.state_dict:
+        return list(cfg.state_dict)
+    if cfg.file and cfg.source != "local-dir" and os.path.isfile(cfg.file):
+        return list(timm.models.load_state_dict(cfg.file))
+    return None
+
+
+def _scorer_from_checkpoint(dart_kwargs: dict, keys: list[str] | None) -> dict:
+    """The scorer a DART checkpoint holds: shaped like it, not downloaded.
+
+    ``scorer_cam`` not given: the auxiliary CAM head exists iff the checkpoint has one
+    (``keys``; ``None``: unknown, the defaults decide). A pretrained trunk means a frozen
+    trunk and no CAM head otherwise (the defaults of :class:`~dartok.scorer.Scorer` and
+    :func:`scorer_cam_classes`); those are fixed here, then the trunk is built without its
+    ImageNet weights, which the checkpoint replaces.
+    """
+    out = dict(dart_kwargs)
+    if out.get("scorer_cam") is None and keys is not None:
+        out["scorer_cam"] = any(k.startswith("patch_embed.scorer.cam.") for k in keys)
+    if out.get("scorer_pretrained"):
+        for key in ("trainable_scorer_trunk", "scorer_cam"):
+            if out.get(key) is None:
+                out[key] = False
+        out["scorer_pretrained"] = False
+    return out
+
+
+def _recorded_dart_kwargs(model: nn.Module, dart_kwargs: dict) -> dict:
+    """The DART options that rebuild ``model`` (timm's ``_model_args``, which ``save_for_hf`` writes to
+    config.json): the given ones, with the scorer's resolved trunk / CAM flags and no download."""
+    record = dict(dart_kwargs)
+    scorer = getattr(model.patch_embed, "scorer", None)
+    if isinstance(scorer, Scorer) and isinstance(record.get("scorer"), str):
+        record.update(trainable_scorer_trunk=scorer.trainable_trunk, scorer_cam=scorer.cam_classes > 0,
+                      scorer_pretrained=False)
+    return record
+
+
+def _fill_from_model(state_dict: dict, model: nn.Module, prefix: str = "patch_embed.scorer.") -> dict:
+    """Keys under ``prefix`` the checkpoint lacks keep the model's values (a plain DeiT / Vim
+    checkpoint has no scorer), with a warning that says so."""
+    own = model.state_dict()
+    missing = [k for k in own if k.startswith(prefix) and k not in state_dict]
+    if missing:
+        _logger.warning(f"the checkpoint has no {prefix.rstrip('.')} ({len(missing)} tensors): they keep their "
+                        "initialisation (a plain backbone checkpoint? dartok.load_vit_weights / load_vim_weights "
+                        "load one into a model whose scorer is pretrained)")
+        state_dict = {**state_dict, **{k: own[k] for k in missing}}
+    return state_dict
+
+
+def create_dart(variant: str, backbone: str, patch_fn, pretrained: bool, defaults: dict, kwargs: dict,
+                keys: tuple[str, ...] | None = None, filter_fn=None) -> nn.Module:
+    """A registered DART model ``variant``: its backbone, patched, built as timm builds its models.
+
+    ``kwargs`` are split (:func:`split_dart_kwargs`): the DART options over ``defaults`` go to
+    ``patch_fn``, the rest to ``timm.create_model(backbone)``. timm's ``build_model_with_cfg``
+    does the rest under the DART model's own name, so the model gets
+
+    - ``variant``'s own ``pretrained_cfg`` (``architecture=variant``; ``pretrained_cfg`` /
+      ``pretrained_cfg_overlay`` apply to it), with ``input_size`` = the DART input side;
+    - timm's ``_model_args`` holding the DART options, so ``save_for_hf`` writes a
+      config.json that ``create_model("local-dir:...")`` / ``"hf-hub:..."`` rebuilds the same
+      model from;
+    - ``features_only=True`` (``out_indices``, ``feature_cls``): timm's ``FeatureGetterNet``
+      over ``forward_intermediates``.
+
+    Weights with ``pretrained=True``: the DART model's own when its cfg names a source
+    (``pretrained_cfg_overlay=dict(file=...)``, a ``local-dir:`` / ``hf-hub:`` checkpoint),
+    through ``filter_fn`` (a plain backbone checkpoint is mapped; scorer keys it lacks keep
+    their initialisation; the scorer's CAM head is built iff the file has one) and nothing
+    is downloaded; otherwise the backbone's and the
+    scorer trunk's pretrained tags, after :func:`~dartok.models._pretrained.check_pretrained_available`
+    (no network: one immediate error naming ``variant``).
+
+    Requires ``defaults["img_size"]``.
+
+    Raises:
+        RuntimeError: pretrained weights that cannot be had (no weights, offline), or
+            ``scriptable=True`` (:func:`refuse_scriptable`).
+        TypeError / ValueError: as ``patch_fn`` does.
+    """
+    from timm.models import build_model_with_cfg, get_pretrained_cfg, resolve_pretrained_cfg
+
+    from ..scorer import SCORER_TRUNKS
+
+    refuse_scriptable(variant, "the DART tokenizer returns a NamedTuple and branches on its inputs in Python")
+    pretrained_cfg = kwargs.pop("pretrained_cfg", None)
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    cache_dir = kwargs.pop("cache_dir", None)
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg, overlay)
     dart_kwargs = split_dart_kwargs(kwargs, defaults, pretrained, keys)
-    return patch_fn(timm.create_model(backbone, pretrained=pretrained, **kwargs), **dart_kwargs)
+    own_weights = pretrained and bool(cfg.has_weights or cfg.state_dict)
+    if pretrained:
+        parts = {f"{variant} checkpoint": cfg} if own_weights else {
+            f"backbone {backbone}": get_pretrained_cfg(backbone) or {}}
+        scorer = dart_kwargs.get("scorer")
+        if not own_weights and dart_kwargs.get("scorer_pretrained") and isinstance(scorer, str):
+            spec = SCORER_TRUNKS.get(scorer)
+            trunk = f"{spec.model_name}.{spec.pretrained_tag}" if spec else scorer
+            parts[f"scorer trunk {trunk}"] = get_pretrained_cfg(trunk) or {}
+        from ._pretrained import check_pretrained_available
+        check_pretrained_available(variant, parts, cache_dir=cache_dir)
+    if own_weights:
+        dart_kwargs = _scorer_from_checkpoint(dart_kwargs, _checkpoint_keys(cfg))
+    overlay["input_size"] = (cfg.input_size[0], dart_kwargs["img_size"], dart_kwargs["img_size"])
+    overlay["fixed_input_size"] = False
+
+    def build(**backbone_kwargs) -> nn.Module:
+        model = patch_fn(timm.create_model(backbone, pretrained=pretrained and not own_weights, cache_dir=cache_dir,
+                                           **backbone_kwargs), **dart_kwargs)
+        model._traits = {}  # the backbone's (fixed size); timm's builder sets the DART model's
+        model._model_args = {**getattr(model, "_model_args", {}), **_recorded_dart_kwargs(model, dart_kwargs)}
+        return model
+
+    def load_filter(state_dict: dict, model: nn.Module) -> dict:
+        return _fill_from_model(filter_fn(state_dict, model) if filter_fn else dict(state_dict), model)
+
+    return build_model_with_cfg(build, variant, own_weights, pretrained_cfg=pretrained_cfg,
+                                pretrained_cfg_overlay=overlay, pretrained_filter_fn=load_filter, cache_dir=cache_dir,
+                                feature_cfg=dict(out_indices=3, feature_cls="getter"), **kwargs)
 
 
 def _cfg(input_size=(3, 224, 224), **kwargs) -> dict[str, Any]:

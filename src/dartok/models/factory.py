@@ -19,7 +19,7 @@ import timm  # noqa: E402
 
 from ._adapter import is_dart  # noqa: E402
 
-__all__ = ["create_model", "fixed_grid_shape"]
+__all__ = ["TASKS", "create_model", "fixed_grid_shape"]
 
 
 def _patch_size_from_name(name: str) -> int | None:
@@ -55,8 +55,13 @@ def fixed_grid_shape(num_tokens: int) -> tuple[int, int]:
     return rows, num_tokens // rows
 
 
+TASKS = ("classification", "segmentation")
+"""What :func:`create_model` builds a model for (``task=``)."""
+
+
 def create_model(name: str, num_tokens: int | None = None, pretrained: bool = False, *,
-                 grid: tuple[int, int] | None = None, **kwargs) -> nn.Module:
+                 grid: tuple[int, int] | None = None, task: str = "classification",
+                 output_size: tuple[int, int] | None = None, **kwargs) -> nn.Module:
     """``timm.create_model`` with a token budget that means the same for every family.
 
     - DART models (``dart_*``: ViT/DeiT, Vim, VideoMamba): ``num_tokens`` is passed through,
@@ -76,17 +81,33 @@ def create_model(name: str, num_tokens: int | None = None, pretrained: bool = Fa
         pretrained: load pretrained weights (needs a network).
         grid: ``(rows, cols)`` of a fixed-grid model's patches (not for DART models); with
             ``num_tokens`` too, ``rows·cols`` must equal it.
+        task: ``"classification"`` (the registered model as it is) or ``"segmentation"``: the
+            model without its classifier inside a :class:`dartok.models.seg.Segmenter`
+            (Segmenter's linear decoder, token logits back to pixels with
+            :func:`dartok.resample.tokens_to_map`), ``B×C×H×W → B×K×h×w`` with ``K =
+            num_classes`` (default: the model's) and ``(h, w) = output_size`` (default: the input's).
+        output_size: segmentation only, ``(h, w)`` of the logits (e.g. the label masks' size).
         **kwargs: model kwargs (``patch_size`` overrides the one read from the name).
 
     Returns:
         The model (train mode, as timm returns it).
 
     Raises:
-        ValueError: a fixed-grid model with a ``num_tokens`` that is not a positive square
+        ValueError: an unknown ``task`` or ``output_size`` without segmentation; a fixed-grid
+            model with a ``num_tokens`` that is not a positive square
             (n×n; DART models take any budget) and no ``grid``, a ``grid`` that is not two
             positive integers or disagrees with ``num_tokens``, a ``grid`` for a DART model,
             or a patch size that cannot be told.
     """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task == "segmentation":
+        from .seg import segmentation_model
+
+        return segmentation_model(lambda n, **kw: create_model(n, num_tokens, pretrained, grid=grid, **kw), name,
+                                  kwargs.pop("num_classes", None), output_size, **kwargs)
+    if output_size is not None:
+        raise ValueError("output_size is the size of a segmentation model's logits; pass task='segmentation'")
     if grid is not None:
         if name.startswith("dart_"):
             raise ValueError(f"grid= is for fixed-grid models; {name!r} takes num_tokens (any budget)")
@@ -106,6 +127,9 @@ def create_model(name: str, num_tokens: int | None = None, pretrained: bool = Fa
     model = timm.create_model(name, pretrained=pretrained, **kwargs)
     if is_dart(model) and "scorer" in kwargs and kwargs["scorer"] is None:
         model.patch_embed.scorer = None  # uniform pdf
+        args = {k: v for k, v in getattr(model, "_model_args", {}).items()
+                if k not in ("trainable_scorer_trunk", "scorer_cam", "scorer_pretrained")}
+        model._model_args = {**args, "scorer": None}  # what save_for_hf records: rebuilt without a scorer
     if not is_dart(model) and "img_size" in kwargs:
         cfg = dict(model.pretrained_cfg)
         chans = kwargs.get("in_chans", cfg.get("input_size", (3,))[0])

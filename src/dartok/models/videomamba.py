@@ -34,18 +34,22 @@ from .. import _compat
 
 _compat.ensure_torchvision_importable()
 
-from timm.layers import resample_abs_pos_embed, resample_patch_embed, to_2tuple, trunc_normal_  # noqa: E402
+from timm.layers import (register_notrace_module, resample_abs_pos_embed, resample_patch_embed, to_2tuple,  # noqa: E402
+                         trunc_normal_)
 from timm.models import build_model_with_cfg, register_model  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 
 from ..layers.mamba import MambaClassifier, init_mamba_weights, segm_init_weights  # noqa: E402
+from .._compat import is_tracing  # noqa: E402
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
 from ..video_tokenizer import VideoDART  # noqa: E402
 from ._adapter import (_DART_KEYS, ClassTokenDartMixin, _cfg, create_dart, is_dart, patch_backbone,  # noqa: E402
-                       patch_options)
+                       patch_options, refuse_feature_cls, refuse_scriptable)
 from .vim import VisionMamba, split_cls_pos  # noqa: E402
 from .weights import WeightReport, load_fitting  # noqa: E402
+
+register_notrace_module(VideoDART)  # an FX leaf, as DART (dartok.models._adapter)
 
 __all__ = ["VIDEO_INIT_KEYS", "DartVideoMamba", "PatchEmbed3d", "VideoMamba", "inflate_image_state_dict",
            "load_image_weights", "patch_videomamba"]
@@ -84,7 +88,9 @@ class VideoMamba(MambaClassifier):
         num_frames: T, the frame count the model takes. kernel_size: tubelet size k
             (T must be a multiple of it); ``temporal_pos_embedding`` has ``T/k`` entries.
         drop_rate: dropout after the position embeddings. drop_path_rate: stochastic depth.
-        fc_drop_rate: dropout before the head. ssm_cfg, norm_epsilon, rms_norm,
+        fc_drop_rate: dropout before the head. global_pool: ``"token"`` (the class token,
+            default), ``"avg"`` (mean of the other tokens) or ``""`` (none).
+        ssm_cfg, norm_epsilon, rms_norm,
         residual_in_fp32, fused_add_norm, initializer_cfg: as for
             :class:`dartok.vim.VisionMamba`. bimamba: bidirectional mixer (True) or not.
 
@@ -122,6 +128,7 @@ class VideoMamba(MambaClassifier):
         fused_add_norm: bool = True,
         bimamba: bool = True,
         initializer_cfg: dict | None = None,
+        global_pool: str = "token",
         device=None,
         dtype=None,
     ):
@@ -152,6 +159,7 @@ class VideoMamba(MambaClassifier):
         self._init_stack(depth, embed_dim, drop_path_rate, d_state=d_state, ssm_cfg=ssm_cfg, norm_epsilon=norm_epsilon,
                          rms_norm=rms_norm, residual_in_fp32=residual_in_fp32, fused_add_norm=fused_add_norm,
                          bimamba_type="v2" if bimamba else "none", if_devide_out=False, **factory)
+        self.global_pool = self._check_global_pool(global_pool)
         self.apply(segm_init_weights)
         trunc_normal_(self.pos_embed, std=0.02)
         self.apply(partial(init_mamba_weights, n_layer=depth, **(initializer_cfg or {})))
@@ -181,24 +189,21 @@ class VideoMamba(MambaClassifier):
         ``pos_embed[0]``. Override this (and only this) to change the tokenizer.
 
         Raises:
-            ValueError: see :meth:`check_video`.
+            ValueError: see :meth:`check_video` (not checked under graph capture).
         """
-        self.check_video(x)
+        if not is_tracing(x):
+            self.check_video(x)
         x = self.patch_embed(x)  # B×D×T'×g×g
-        b, d, t = x.shape[:3]
+        b, d, t = x.shape[0], x.shape[1], x.shape[2]
         x = x.permute(0, 2, 3, 4, 1).reshape(b, t, -1, d)
         x = x + self.pos_embed[:, 1:].unsqueeze(1) + self.temporal_pos_embedding.unsqueeze(2)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
         return self.pos_drop(torch.cat([cls, x.reshape(b, -1, d)], dim=1))
 
-    def cls_position(self, num_tokens: int) -> int:
-        """Index of the class token among ``num_tokens`` tokens (0 here)."""
+    def cls_position(self, num_patches: int) -> int:
+        """Index of the class token among ``num_patches + 1`` tokens (0 here, at the head)."""
         return 0
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens ``B×L×D`` → logits from the class token."""
-        x = x[:, self.cls_position(x.shape[1])]
-        return x if pre_logits else self.head(self.head_drop(x))
 
 
 # --------------------------------------------------------------------------- registry
@@ -215,10 +220,17 @@ MICRO_VIDEOMAMBA_ARGS = dict(patch_size=8, embed_dim=96, depth=6, d_state=8, in_
 
 
 def _create_videomamba(variant: str, pretrained: bool, defaults: dict, kwargs: dict) -> VideoMamba:
-    model = build_model_with_cfg(VideoMamba, variant, pretrained, **{**defaults, **kwargs})
-    cfg = dict(model.pretrained_cfg)  # a plain dict: num_frames is no PretrainedCfg field
-    cfg.update(input_size=(model.in_chans, *model.patch_embed.img_size), num_frames=model.num_frames,
-               num_classes=model.num_classes)
+    refuse_scriptable(variant, "the Mamba mixer's selective scan is a torch.autograd.Function")
+    refuse_feature_cls(variant, kwargs)
+    model = build_model_with_cfg(VideoMamba, variant, pretrained, feature_cfg=dict(out_indices=3, feature_cls="getter"),
+                                 **{**defaults, **kwargs})
+    if not isinstance(model, VideoMamba):  # features_only: timm's FeatureGetterNet around it
+        return model
+    # num_frames is no PretrainedCfg field (a saved config.json would not load); it is model.num_frames
+    # and a model argument (timm's _model_args, which save_for_hf writes)
+    model._model_args = {**getattr(model, "_model_args", {}), "num_frames": model.num_frames}
+    cfg = dict(model.pretrained_cfg)
+    cfg.update(input_size=(model.in_chans, *model.patch_embed.img_size), num_classes=model.num_classes)
     model.pretrained_cfg = model.default_cfg = cfg
     return model
 
@@ -286,10 +298,6 @@ class DartVideoMamba(ClassTokenDartMixin, VideoMamba):
         """``num_frames``: the clip length the tokenizer takes."""
         return {"num_frames": model.num_frames}
 
-    @classmethod
-    def input_cfg(cls, model: VideoMamba) -> dict:
-        """``num_frames`` recorded beside ``input_size``."""
-        return {"num_frames": model.num_frames}
 
 
 def patch_videomamba(
@@ -354,8 +362,9 @@ def patch_videomamba(
 _DART_VIDEOMAMBA_KEYS = (*_DART_KEYS, "temporal_diff")
 
 
-def _create_dart_videomamba(base: str, pretrained: bool, defaults: dict, kwargs: dict) -> VideoMamba:
-    return create_dart(base, patch_videomamba, pretrained, defaults, kwargs, _DART_VIDEOMAMBA_KEYS)
+def _create_dart_videomamba(variant: str, base: str, pretrained: bool, defaults: dict, kwargs: dict) -> VideoMamba:
+    refuse_feature_cls(variant, kwargs)
+    return create_dart(variant, base, patch_videomamba, pretrained, defaults, kwargs, _DART_VIDEOMAMBA_KEYS)
 
 
 default_cfgs.update(generate_default_cfgs({
@@ -368,7 +377,7 @@ default_cfgs.update(generate_default_cfgs({
 def dart_videomamba_tiny_patch16_224(pretrained: bool = False, **kwargs) -> VideoMamba:
     """VideoMamba-Ti + DART: 8 frames of 224², 196×4 tokens, MobileNetV3-Small scorer with head v2
     on a 224 copy of each frame (paper Table 3: 63.7 SSv2 top-1 at 5.11 GFLOPs)."""
-    return _create_dart_videomamba("videomamba_tiny_patch16_224", pretrained,
+    return _create_dart_videomamba("dart_videomamba_tiny_patch16_224", "videomamba_tiny_patch16_224", pretrained,
                                    {"img_size": 224, "scorer": "mobilenetv3_small", "scorer_head": "v2",
                                     "scorer_input_size": 224, "scorer_pretrained": None}, kwargs)
 
@@ -378,7 +387,7 @@ def dart_videomamba_micro_patch8(pretrained: bool = False, **kwargs) -> VideoMam
     """``videomamba_micro_patch8`` + DART for CPU runs: 128² frames in, scorer (head v2) on a
     128 copy of each frame, budget ``T/2`` frames' worth of the 6×6 grid (72 for T = 4), anti-aliased
     boxes as ``dart_vit_micro_patch8``."""
-    return _create_dart_videomamba("videomamba_micro_patch8", pretrained,
+    return _create_dart_videomamba("dart_videomamba_micro_patch8", "videomamba_micro_patch8", pretrained,
                                    {"img_size": 128, "scorer": "mobilenetv3_small", "scorer_head": "v2",
                                     "scorer_input_size": 128, "scorer_pretrained": None, "antialias": True}, kwargs)
 

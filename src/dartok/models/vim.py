@@ -40,14 +40,16 @@ from .. import _compat
 _compat.ensure_torchvision_importable()
 
 from timm.layers import PatchEmbed, resample_abs_pos_embed, resample_patch_embed, trunc_normal_  # noqa: E402
-from timm.models import build_model_with_cfg, register_model  # noqa: E402
+from timm.models import build_model_with_cfg, register_model, resolve_pretrained_cfg  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 
 from ..layers.mamba import MambaClassifier, init_mamba_weights, segm_init_weights  # noqa: E402
+from .._compat import is_tracing  # noqa: E402
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
 from ._adapter import (ClassTokenDartMixin, _cfg, create_dart, insert_token, is_dart, patch_backbone,  # noqa: E402
-                       patch_options)
+                       patch_options, refuse_feature_cls, refuse_scriptable)
+from ._pretrained import check_pretrained_available  # noqa: E402
 from .vit import convert_vit_state_dict  # noqa: E402
 
 __all__ = ["DartVisionMamba", "VisionMamba", "convert_vim_state_dict", "load_vim_weights", "patch_vim"]
@@ -72,8 +74,8 @@ class VisionMamba(MambaClassifier):
         initializer_cfg: extra kwargs of :func:`dartok.mamba.init_mamba_weights`.
         fused_add_norm: accepted for compatibility (the PyTorch blocks compute the same).
         residual_in_fp32: keep the residual stream in float32.
-        final_pool_type: ``"mean"`` or ``"none"`` (last token): the pooling used when there
-            is no class token.
+        final_pool_type: ``"mean"`` or ``"none"`` (last token): hustvl's pooling when there
+            is no class token (the default ``global_pool`` then: ``"avg"`` / ``"last"``).
         if_abs_pos_embed: learned absolute position embeddings.
         bimamba_type: ``"v2"`` (bidirectional) or ``"none"``.
         if_cls_token: use a class token. use_middle_cls_token: put it at index ``N // 2``
@@ -81,6 +83,10 @@ class VisionMamba(MambaClassifier):
         if_devide_out: average rather than add the two scan directions (hustvl's spelling).
         if_bidirectional, if_rope, use_double_cls_token: hustvl options outside the "v2"
             configuration; only ``False`` is supported.
+        global_pool: timm's pooling before the head: ``"token"`` (the class token, default
+            with one), ``"avg"`` (mean of the other tokens), ``"last"`` (the last token) or
+            ``""`` (none: ``forward_head`` maps every token). ``None``: from the class token /
+            ``final_pool_type`` as hustvl pools.
 
     Shapes:
         ``forward(B×C×H×W) → B×num_classes``; ``forward_features → B×(N+1)×D`` (normed).
@@ -89,6 +95,8 @@ class VisionMamba(MambaClassifier):
         ValueError: an unsupported option, a bad size, or (in forward) an input of the wrong
             rank, channel count or size.
     """
+
+    global_pool_types = ("token", "avg", "last", "")
 
     def __init__(
         self,
@@ -116,6 +124,7 @@ class VisionMamba(MambaClassifier):
         if_bidirectional: bool = False,
         if_rope: bool = False,
         use_double_cls_token: bool = False,
+        global_pool: str | None = None,
         device=None,
         dtype=None,
     ):
@@ -150,10 +159,14 @@ class VisionMamba(MambaClassifier):
         else:
             self.pos_embed = None
         self.pos_drop = nn.Dropout(p=drop_rate)
+        self.head_drop = nn.Identity()  # hustvl's Vim has no dropout before the head
         self.head = nn.Linear(embed_dim, num_classes, **factory) if num_classes > 0 else nn.Identity()
         self._init_stack(depth, embed_dim, drop_path_rate, d_state=d_state, ssm_cfg=ssm_cfg, norm_epsilon=norm_epsilon,
                          rms_norm=rms_norm, residual_in_fp32=residual_in_fp32, fused_add_norm=fused_add_norm,
                          bimamba_type=bimamba_type, if_devide_out=if_devide_out, **factory)
+        if global_pool is None:
+            global_pool = "token" if if_cls_token else {"mean": "avg", "none": "last"}[final_pool_type]
+        self.global_pool = self._check_global_pool(global_pool)
         self.init_weights(initializer_cfg)
 
     def init_weights(self, initializer_cfg: dict | None = None) -> None:
@@ -187,28 +200,20 @@ class VisionMamba(MambaClassifier):
         """Images ``B×C×H×W`` → tokens ``B×(N+1)×D`` with class token and position embeddings.
 
         Raises:
-            ValueError: wrong rank/channels, or an image size other than the model's.
+            ValueError: wrong rank/channels, or an image size other than the model's (not
+                checked under graph capture, :func:`dartok._compat.is_tracing`).
         """
-        self._check_images(x)
-        if tuple(x.shape[-2:]) != tuple(self.patch_embed.img_size):
-            raise ValueError(f"images are {tuple(x.shape[-2:])}, this Vim takes {tuple(self.patch_embed.img_size)} "
-                             "(its position embedding fixes the grid)")
+        if not is_tracing(x):
+            self._check_images(x)
+            if tuple(x.shape[-2:]) != tuple(self.patch_embed.img_size):
+                raise ValueError(f"images are {tuple(x.shape[-2:])}, this Vim takes "
+                                 f"{tuple(self.patch_embed.img_size)} (its position embedding fixes the grid)")
         tokens = self.patch_embed(x)
         if self.cls_token is not None:
             tokens = insert_token(tokens, self.cls_token, self.cls_position(tokens.shape[1]))
         if self.pos_embed is not None:
             tokens = tokens + self.pos_embed
         return self.pos_drop(tokens)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens ``B×L×D`` → logits: the class token's output (else mean / last token)."""
-        if self.if_cls_token:
-            x = x[:, self.cls_position(x.shape[1] - 1)]
-        elif self.final_pool_type == "mean":
-            x = x.mean(dim=1)
-        else:
-            x = x[:, -1]
-        return x if pre_logits else self.head(x)
 
 
 class DartVisionMamba(ClassTokenDartMixin, VisionMamba):
@@ -400,9 +405,16 @@ MICRO_VIM_ARGS = dict(patch_size=8, embed_dim=96, depth=6, d_state=8, in_chans=1
 
 
 def _create_vim(variant: str, pretrained: bool, defaults: dict, kwargs: dict) -> VisionMamba:
+    refuse_scriptable(variant, "the Mamba mixer's selective scan is a torch.autograd.Function")
+    refuse_feature_cls(variant, kwargs)
     args = {**defaults, **kwargs}
+    if pretrained:
+        cfg = resolve_pretrained_cfg(variant, args.get("pretrained_cfg"), args.get("pretrained_cfg_overlay"))
+        check_pretrained_available(variant, {variant: cfg}, cache_dir=args.get("cache_dir"))
     model = build_model_with_cfg(VisionMamba, variant, pretrained, pretrained_filter_fn=convert_vim_state_dict,
-                                 **args)
+                                 feature_cfg=dict(out_indices=3, feature_cls="getter"), **args)
+    if not isinstance(model, VisionMamba):  # features_only: timm's FeatureGetterNet around it
+        return model
     cfg = dict(model.pretrained_cfg)
     side = tuple(model.patch_embed.img_size)
     cfg.update(input_size=(model.in_chans, *side), num_classes=model.num_classes)
@@ -410,8 +422,9 @@ def _create_vim(variant: str, pretrained: bool, defaults: dict, kwargs: dict) ->
     return model
 
 
-def _create_dart_vim(vim_name: str, pretrained: bool, defaults: dict, kwargs: dict) -> DartVisionMamba:
-    return create_dart(vim_name, patch_vim, pretrained, defaults, kwargs)
+def _create_dart_vim(variant: str, vim_name: str, pretrained: bool, defaults: dict, kwargs: dict) -> DartVisionMamba:
+    refuse_feature_cls(variant, kwargs)
+    return create_dart(variant, vim_name, patch_vim, pretrained, defaults, kwargs, filter_fn=convert_vim_state_dict)
 
 
 _TI = dict(patch_size=16, embed_dim=192, depth=24)
@@ -442,15 +455,15 @@ _DART_VIM_DEFAULTS = {"num_tokens": 196, "img_size": 448, "scorer_head": "v2", "
 @register_model
 def dart_vim_tiny_patch16_224(pretrained: bool = False, **kwargs) -> DartVisionMamba:
     """Vim-Ti + DART (paper Table 1: 77.2 top-1 at 196 tokens; scorer MobileNetV3-Small, head v2)."""
-    return _create_dart_vim("vim_tiny_patch16_224", pretrained, {**_DART_VIM_DEFAULTS, "scorer": "mobilenetv3_small"},
-                            kwargs)
+    return _create_dart_vim("dart_vim_tiny_patch16_224", "vim_tiny_patch16_224", pretrained,
+                            {**_DART_VIM_DEFAULTS, "scorer": "mobilenetv3_small"}, kwargs)
 
 
 @register_model
 def dart_vim_small_patch16_224(pretrained: bool = False, **kwargs) -> DartVisionMamba:
     """Vim-S + DART (paper Table 1: 81.5 top-1 at 196 tokens; scorer MobileNetV3-Large, head v2)."""
-    return _create_dart_vim("vim_small_patch16_224", pretrained, {**_DART_VIM_DEFAULTS, "scorer": "mobilenetv3_large"},
-                            kwargs)
+    return _create_dart_vim("dart_vim_small_patch16_224", "vim_small_patch16_224", pretrained,
+                            {**_DART_VIM_DEFAULTS, "scorer": "mobilenetv3_large"}, kwargs)
 
 
 @register_model
@@ -459,4 +472,4 @@ def dart_vim_micro_patch8(pretrained: bool = False, **kwargs) -> DartVisionMamba
     as ``dart_vit_micro_patch8``)."""
     defaults = {"num_tokens": 36, "img_size": 128, "scorer": "mobilenetv3_small", "scorer_head": "v2",
                 "scorer_input_size": 128, "antialias": True}
-    return _create_dart_vim("vim_micro_patch8", pretrained, defaults, kwargs)
+    return _create_dart_vim("dart_vim_micro_patch8", "vim_micro_patch8", pretrained, defaults, kwargs)

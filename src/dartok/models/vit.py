@@ -42,7 +42,8 @@ from ..layers.mamba import MambaClassifier  # noqa: E402
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
 from ..tokenizer import DART, DartOutput  # noqa: E402
-from ._adapter import _DART_KEYS, DartModelMixin, _cfg, create_dart, is_dart, patch_backbone, patch_options  # noqa: E402
+from ._adapter import (_DART_KEYS, DartModelMixin, _cfg, create_dart, is_dart, patch_backbone,  # noqa: E402
+                       patch_options, tokens_to_feature_map)
 from .warp import patch_warp  # noqa: E402
 
 __all__ = ["DartVisionTransformer", "convert_vit_state_dict", "load_vit_weights", "patch_timm"]
@@ -89,6 +90,38 @@ class DartVisionTransformer(DartModelMixin, VisionTransformer):
                 prefix = prefix + self.pos_embed
             tokens = torch.cat([prefix, tokens], dim=1)
         return self.pos_drop(tokens)
+
+    def forward_intermediates(self, x: torch.Tensor, *args, output_fmt: str = "NCHW", **kwargs):
+        """timm's ``VisionTransformer.forward_intermediates`` (same arguments and results), with
+        ``NCHW`` maps made from the DART boxes (:func:`~dartok.models.tokens_to_feature_map`,
+        ``h×w`` = the tokenizer's ``grid_size``); ``NLC`` gives the N tokens as they are.
+
+        Raises:
+            ValueError: ``output_fmt`` other than NCHW / NLC, or as the tokenizer does.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        boxes: list[torch.Tensor] = []
+        hook = self.patch_embed.register_forward_hook(lambda module, inputs, out: boxes.append(out.boxes))
+        try:
+            result = super().forward_intermediates(x, *args, output_fmt="NLC", **kwargs)
+        finally:
+            hook.remove()
+        if output_fmt == "NLC":
+            return result
+
+        def to_map(y):
+            if isinstance(y, tuple):  # (map, prefix tokens) with return_prefix_tokens
+                return (to_map(y[0]), *y[1:])
+            return tokens_to_feature_map(y, boxes[-1], self.patch_embed.grid_size)
+
+        if isinstance(result, dict):
+            result["image_intermediates"] = [to_map(y) for y in result["image_intermediates"]]
+            return result
+        if isinstance(result, list):  # intermediates_only
+            return [to_map(y) for y in result]
+        final, intermediates = result
+        return final, [to_map(y) for y in intermediates]
 
     @classmethod
     def check_backbone(cls, model: VisionTransformer) -> None:
@@ -295,15 +328,17 @@ def load_vit_weights(model: DartVisionTransformer, state_dict: dict[str, torch.T
 
 # --------------------------------------------------------------------------- registry
 
-def _create_dart(vit_name: str, pretrained: bool, defaults: dict, kwargs: dict) -> VisionTransformer:
-    return create_dart(vit_name, patch_timm, pretrained, defaults, kwargs, keys=_DART_KEYS + ("partition",))
+def _create_dart(variant: str, vit_name: str, pretrained: bool, defaults: dict, kwargs: dict) -> VisionTransformer:
+    return create_dart(variant, vit_name, patch_timm, pretrained, defaults, kwargs, keys=_DART_KEYS + ("partition",),
+                       filter_fn=convert_vit_state_dict)
 
 
 default_cfgs = generate_default_cfgs({
     "dart_deit_tiny_patch16_224": _cfg(input_size=(3, 448, 448)),
     "dart_deit_small_patch16_224": _cfg(input_size=(3, 448, 448)),
     "dart_deit_base_patch16_224": _cfg(input_size=(3, 448, 448)),
-    "vit_micro_patch8": _cfg(input_size=(1, 48, 48), num_classes=10, mean=(0.5,), std=(0.5,)),
+    # fixed as timm's ViTs: the position embedding fixes the grid (timm's PatchEmbed refuses other sizes)
+    "vit_micro_patch8": _cfg(input_size=(1, 48, 48), fixed_input_size=True, num_classes=10, mean=(0.5,), std=(0.5,)),
     "dart_vit_micro_patch8": _cfg(input_size=(1, 128, 128), num_classes=10, mean=(0.5,), std=(0.5,)),
 })
 
@@ -313,21 +348,21 @@ _DEIT_DEFAULTS = {"num_tokens": 196, "img_size": 448, "scorer_head": "v1", "scor
 @register_model
 def dart_deit_tiny_patch16_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """DeiT-Ti + DART (paper Table 1: 73.8 top-1, 1.32 GMACs at 196 tokens)."""
-    return _create_dart("deit_tiny_patch16_224", pretrained,
+    return _create_dart("dart_deit_tiny_patch16_224", "deit_tiny_patch16_224", pretrained,
                         {**_DEIT_DEFAULTS, "scorer": "mobilenetv3_small"}, kwargs)
 
 
 @register_model
 def dart_deit_small_patch16_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """DeiT-S + DART (paper Table 1: 80.6 top-1, 4.84 GMACs at 196 tokens)."""
-    return _create_dart("deit_small_patch16_224", pretrained,
+    return _create_dart("dart_deit_small_patch16_224", "deit_small_patch16_224", pretrained,
                         {**_DEIT_DEFAULTS, "scorer": "mobilenetv3_large"}, kwargs)
 
 
 @register_model
 def dart_deit_base_patch16_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """DeiT-B + DART (scorer MobileNetV3-Large; not in the paper's tables)."""
-    return _create_dart("deit_base_patch16_224", pretrained,
+    return _create_dart("dart_deit_base_patch16_224", "deit_base_patch16_224", pretrained,
                         {**_DEIT_DEFAULTS, "scorer": "mobilenetv3_large"}, kwargs)
 
 
@@ -339,7 +374,10 @@ MICRO_VIT_ARGS = dict(patch_size=8, embed_dim=96, depth=6, num_heads=3, mlp_rati
 def vit_micro_patch8(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """Small fixed-grid ViT for CPU training (img_size 48 → 36 tokens by default)."""
     args = {**MICRO_VIT_ARGS, "img_size": 48, **kwargs}
-    model = build_model_with_cfg(VisionTransformer, "vit_micro_patch8", pretrained, **args)
+    model = build_model_with_cfg(VisionTransformer, "vit_micro_patch8", pretrained,
+                                 feature_cfg=dict(out_indices=3, feature_cls="getter"), **args)  # as timm's ViTs
+    if not isinstance(model, VisionTransformer):  # features_only: timm's FeatureGetterNet around it
+        return model
     cfg = dict(model.pretrained_cfg)
     cfg.update(input_size=(args["in_chans"], args["img_size"], args["img_size"]), num_classes=args["num_classes"])
     model.pretrained_cfg = model.default_cfg = cfg
@@ -356,4 +394,4 @@ def dart_vit_micro_patch8(pretrained: bool = False, **kwargs) -> VisionTransform
     """
     defaults = {"num_tokens": 36, "img_size": 128, "scorer": "mobilenetv3_small",
                 "scorer_head": "v1", "scorer_input_size": 128, "antialias": True}
-    return _create_dart("vit_micro_patch8", pretrained, defaults, kwargs)
+    return _create_dart("dart_vit_micro_patch8", "vit_micro_patch8", pretrained, defaults, kwargs)

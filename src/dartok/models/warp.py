@@ -4,7 +4,7 @@ A convolutional or hierarchical backbone (ResNet, ConvNeXt, EfficientNet, Swin, 
 uniform pixel grid and takes no tokens. :func:`patch_warp` puts a :class:`~dartok.warp.WarpDART`
 in front of it: DART's scorer and density, a non-uniform *regular* ``R×C`` grid (y-cuts from the
 y-marginal, x-cuts from the x-marginal), every box resampled to ``P×P`` and stitched into an
-``R·P × C·P`` image that goes to the unchanged backbone (docs/method.md §11). With a uniform pdf
+``R·P × C·P`` image that goes to the unchanged backbone (docs/method.md §12). With a uniform pdf
 and no anti-aliasing the warped image is the bilinear resize of the input, so the result computes
 what the backbone computed on the resized image.
 
@@ -101,7 +101,7 @@ def _first_conv_in_chans(model: nn.Module) -> int:
 
 
 class DartWarp(nn.Module):
-    """A model that takes an image, behind DART's regular-grid warp (paper App. C, docs/method.md §11).
+    """A model that takes an image, behind DART's regular-grid warp (paper App. C, docs/method.md §12).
 
     ``patch_embed`` is the :class:`~dartok.warp.WarpDART` (so :func:`dartok.is_dart` holds and
     training, the oracle, the localisation metric, ``dartok bench`` and ``visualize`` treat it as
@@ -268,8 +268,7 @@ def patch_warp(
 
 # --------------------------------------------------------------------------- registry
 
-_WARP_DEFAULTS = {"warp_size": 224, "img_size": 448, "scorer": "mobilenetv3_small", "scorer_head": "v1",
-                  "scorer_input_size": 224}
+_WARP_DEFAULTS = {"warp_size": 224, "scorer": "mobilenetv3_small", "scorer_head": "v1", "scorer_input_size": 224}
 
 _BACKBONES = {  # registered name -> (timm backbone, its first conv, its classifier)
     "dart_warp_resnet10t": ("resnet10t", "conv1.0", "fc"),
@@ -285,12 +284,24 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def _create_warp(name: str, pretrained: bool, kwargs: dict) -> DartWarp:
-    """A registered warp model: the timm backbone with the non-DART kwargs, then :func:`patch_warp`.
+def _backbone_state_dict(state_dict: dict, model: DartWarp) -> dict:
+    """A checkpoint for a registered warp model: its own keys as they are; a plain backbone's
+    (``conv1.weight``, ...) moved under ``backbone.`` (the scorer then keeps its initialisation)."""
+    sd = dict(state_dict)
+    if any(k.startswith(("backbone.", "patch_embed.")) for k in sd):
+        return sd
+    return {f"backbone.{k}": v for k, v in sd.items()}
 
-    A ``num_tokens`` without ``patch_size`` keeps the warp size and derives P (:func:`warp_layout`).
-    """
-    return create_dart(_BACKBONES[name][0], patch_warp, pretrained, _WARP_DEFAULTS, kwargs, keys=_WARP_KEYS)
+
+def _create_warp(name: str, pretrained: bool, kwargs: dict) -> DartWarp:
+    """A registered warp model: the timm backbone with the non-DART kwargs, then :func:`patch_warp`
+    (:func:`~dartok.models._adapter.create_dart`). A ``num_tokens`` without ``patch_size`` keeps the
+    warp size and derives P (:func:`warp_layout`); the recorded input side defaults to twice the
+    warp's larger side."""
+    defaults = dict(_WARP_DEFAULTS)
+    defaults["img_size"] = 2 * max(_size_pair(kwargs.get("warp_size", defaults["warp_size"]), "warp_size"))
+    return create_dart(name, _BACKBONES[name][0], patch_warp, pretrained, defaults, kwargs, keys=_WARP_KEYS,
+                       filter_fn=_backbone_state_dict)
 
 
 @register_model

@@ -34,6 +34,11 @@ exact terms, as in the sequential scan. All chunks are computed at once (one ``e
 sequentially. The backward pass runs the same chunked scan backwards in time for the
 adjoint state. On CPU this is ~1.5-2.5× the reference's speed forward and ~5-70× for
 forward + backward (which the reference leaves to autograd through L steps).
+
+Under graph capture (``torch.export``, ``torch.compile``, ONNX export) the chunk
+layout cannot be chosen from the data; :func:`selective_scan` then computes the same scan
+in a static form whose exponents never exceed those of the sequential scan
+(:func:`selective_scan_static`, the segment-sum form of Mamba-2's SSD).
 """
 from __future__ import annotations
 
@@ -41,8 +46,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._compat import is_tracing
+
 __all__ = [
-    "cuda_kernel_available", "selective_scan", "selective_scan_macs", "selective_scan_ref", "use_cuda_kernel",
+    "cuda_kernel_available", "selective_scan", "selective_scan_macs", "selective_scan_ref", "selective_scan_static",
+    "use_cuda_kernel",
 ]
 
 # --------------------------------------------------------------------------- dispatch
@@ -395,6 +403,81 @@ class _SelectiveScanFn(torch.autograd.Function):
                 back(dz, z), back(ddelta_bias, delta_bias), None, None)
 
 
+_STATIC_CHUNK = 8
+"""Chunk length T of :func:`selective_scan_static`: its decay tensor is ``B×D×N×L×T``, its
+chunk-level one ``B×D×N×(L/T)²`` (8: the fastest for Vim's L = 197 on CPU)."""
+
+
+def _tril_mask(size: int, device) -> torch.Tensor:
+    return torch.ones(size, size, dtype=torch.bool, device=device).tril()
+
+
+def _segment_decay(log_decay: torch.Tensor) -> torch.Tensor:
+    """``exp(Σ_{s<m≤t} a_m)`` for ``t ≥ s`` and 0 above the diagonal: ``(..., T) → (..., T, T)``.
+
+    From the inclusive cumulative sum ``c``: ``exp(c_t − c_s)``, masked *before* the ``exp`` so
+    no entry above the diagonal can overflow (or give NaN gradients).
+    """
+    cum = torch.cumsum(log_decay, dim=-1)
+    seg = cum.unsqueeze(-1) - cum.unsqueeze(-2)  # (..., t, s); in place below: one large tensor
+    mask = _tril_mask(log_decay.shape[-1], log_decay.device)
+    return seg.masked_fill_(~mask, float("-inf")).exp_()
+
+
+def selective_scan_static(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                          chunk_size: int = _STATIC_CHUNK):
+    """The selective scan with a layout fixed by the shapes alone: what graph capture records.
+
+    :func:`selective_scan` chooses its chunks from the data (:func:`_chunk_layout`), which
+    ``torch.export`` and ``torch.compile(fullgraph=True)`` cannot follow. This form (the
+    segment sums of Mamba-2's SSD, for Mamba-1's per-state ``A``) needs no such choice:
+    the sequence is cut into chunks of ``T = min(chunk_size, L)`` steps; inside a chunk
+    ``h_t = Σ_{s≤t} exp(Σ_{s<m≤t} Δ_m A) Δ_s B_s u_s`` is one masked ``T×T`` product, and the
+    states carried from chunk to chunk are one masked product over the chunks. Every
+    exponent is a sum of ``Δ·A`` terms the sequential scan multiplies too (≤ 0 for Mamba's
+    ``A < 0``, ``Δ > 0``), so nothing overflows where the sequential scan does not. Plain
+    differentiable tensor ops: autograd gives the backward.
+
+    Cost: memory ``B×D×N×L×T`` (vs ``B×D×N×L`` for the eager scan), so it is used only
+    under graph capture (:func:`dartok._compat.is_tracing`).
+
+    Args and returns as :func:`selective_scan_ref`; ``chunk_size`` is T (≥ 1).
+
+    Raises:
+        ValueError: shapes or dtypes that do not fit, or ``chunk_size < 1``.
+    """
+    _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer ≥ 1, got {chunk_size!r}")
+    work = _work_dtype(u, delta, A, B, C, D, z, delta_bias)
+    dtype_in = u.dtype
+    u, dt, A, B, C = (t.to(work) for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(work).unsqueeze(-1)
+    if delta_softplus:
+        dt = F.softplus(dt)
+    batch, dim, length = u.shape
+    dstate = A.shape[1]
+    size = min(chunk_size, length)
+    n = (length + size - 1) // size  # not -(-length // size): ONNX's Div truncates a traced negative floor division
+    padded = n * size
+    # padded steps: Δ = 0 (no decay, no input); they come after every real step
+    dt_p, x_p, B_p, C_p = (_pad_time(t, padded) for t in (dt, dt * u, B, C))
+    log_decay = (dt_p.unsqueeze(2) * A.view(1, dim, dstate, 1)).view(batch, dim, dstate, n, size)
+    inputs = (x_p.unsqueeze(2) * B_p.unsqueeze(1)).view(batch, dim, dstate, n, size)  # Δ_s B_s u_s
+    local = torch.einsum("...ts,...s->...t", _segment_decay(log_decay), inputs)  # states from inside the chunk
+    # state at the end of each chunk, all chunks at once: S_j = Σ_{k≤j} exp(Σ_{k<m≤j} total_m) local_k,end
+    ends = torch.einsum("...jk,...k->...j", _segment_decay(log_decay.sum(-1)), local[..., -1])  # B×D×N×n
+    carried = torch.cat([torch.zeros_like(ends[..., :1]), ends[..., :-1]], dim=-1)  # the state entering chunk j
+    h = local + torch.exp(torch.cumsum(log_decay, dim=-1)) * carried.unsqueeze(-1)
+    y = (h * C_p.view(batch, 1, dstate, n, size)).sum(2).reshape(batch, dim, padded)[..., :length]
+    if D is not None:
+        y = y + u * D.to(work).unsqueeze(-1)
+    if z is not None:
+        y = y * F.silu(z.to(work))
+    return y.to(dtype_in)
+
+
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    backend: str = "auto", chunk_size: int = 64):
     """Selective scan (Mamba S6), same signature and result as :func:`selective_scan_ref`.
@@ -413,7 +496,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
             are on a GPU and :func:`use_cuda_kernel` allows it; else ``"torch"``),
             ``"torch"`` (chunked), ``"ref"`` (sequential reference), ``"cuda"`` (the kernel).
         chunk_size: longest chunk in steps for ``"torch"`` (≥ 1). Chunks are shorter where the
-            decay inside a chunk would leave the float range (module docstring).
+            decay inside a chunk would leave the float range (module docstring). Under graph
+            capture ``"torch"`` runs :func:`selective_scan_static` (chunks of 16 steps).
 
     Returns:
         ``B×D×L`` output in ``u``'s dtype.
@@ -438,6 +522,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
             raise RuntimeError("backend='cuda' needs mamba_ssm installed and CUDA tensors "
                                f"(mamba_ssm importable: {fn is not None}, device: {u.device})")
         return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if is_tracing(u):  # the chunk layout below is chosen from the data
+        return selective_scan_static(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return _SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), chunk_size)
 
 

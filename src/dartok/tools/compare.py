@@ -183,6 +183,16 @@ def _ablations(n: int) -> list[RunSpec]:
     return runs
 
 
+def _seg(budgets: Sequence[int] = (16, 36), dart_kwargs: dict | None = None) -> list[RunSpec]:
+    """Segmentation at equal tokens (issue 13): the micro ViT's fixed grid, DART and the oracle at each
+    budget, all with Segmenter's linear decoder painted back to the masks (one ``main`` table and the
+    mIoU-vs-GMACs plot). ``dart_kwargs`` go to the DART and oracle runs."""
+    grid, dart, kw = "vit_micro_patch8", "dart_vit_micro_patch8", dict(dart_kwargs or {})
+    return [spec for n in budgets for spec in (RunSpec(f"grid@{n}", grid, n),
+                                               RunSpec(f"dart@{n}", dart, n, dict(kw)),
+                                               RunSpec(f"oracle@{n}", dart, n, {**kw, **ORACLE}))]
+
+
 _CPU_RECIPE = {"canvas_size": 128, "epochs": 12, "train_samples": 20000, "test_samples": 2000, "batch_size": 64,
                "lr": 1e-3}
 """The ``cpu`` preset's recipe, shared by its harder-data variants (only the data options differ)."""
@@ -333,6 +343,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                             "data_kwargs": {"object_scale": [0.25, 0.4], "num_clutter": 6, "clutter_size": 0.12},
                             "epochs": 8, "train_samples": 6000, "test_samples": 1000, "batch_size": 64, "lr": 1e-3}},
     },
+    # segmentation on Cluttered Fashion-MNIST (issue 13): grid, DART and oracle at N = 16 and 36 on a
+    # 64 px canvas (objects 26-45 px, 4 fragments; the scorer sees the 64 px canvas as it is), the
+    # masks' resolution, per-pixel cross-entropy without smoothing, best-mIoU checkpoint. 3k images x
+    # 6 epochs: 21 min a seed with two jobs on 2 busy cores (measured); README "Dense prediction"
+    "cpu-seg": {"specs": _seg((16, 36), {"scorer_input_size": 64}), "seeds": CPU_SEEDS,
+                "train": {"task": "segmentation", "data": "cluttered_fmnist_seg", "canvas_size": 64,
+                          "data_kwargs": {"object_scale": [0.4, 0.7], "num_clutter": 4}, "epochs": 6,
+                          "train_samples": 3000, "test_samples": 500, "batch_size": 16, "lr": 2e-3,
+                          "label_smoothing": 0.0}},
     # DART in front of a CNN (paper App. C, issue 13 §3): resnet10t on the canvas resized to 64 px vs
     # resnet10t behind the regular-grid warp of the full 128 px canvas to 64 px, and its oracle; a short
     # recipe (8k images, 6 epochs): about 40 min a seed with two jobs on a busy 2-core VM
@@ -750,7 +769,8 @@ def write_tables(rows: list[dict[str, Any]], path_stem: str | os.PathLike, meta:
 
 def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
     """The task's best metric (top-1 for classification) vs GMACs, in the style of the paper's
-    Fig. 2/6 (marker size ~ params), for the ``main`` group's rows with MACs.
+    Fig. 2/6 (marker size ~ params), for the ``main`` group's rows with MACs: one line each for
+    the fixed grid, learned DART and the oracle (``score_source="oracle"``).
 
     Rows over several seeds (:func:`aggregate_seeds`) are drawn at their mean with min-max
     error bars.
@@ -768,9 +788,14 @@ def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, t
     key, label, unit = _metric_columns(main, create_task)[0] if main else ("top1", "top-1", "%")
     y = f"test_{key}"
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for kind, color, marker in (("grid", "tab:gray", "s"), ("dart", "tab:red", "o")):
-        pts = sorted((r for r in main if r["model"].startswith("dart_") == (kind == "dart")),
-                     key=lambda r: r["gmacs"])
+    def kind_of(r):
+        if not r["model"].startswith("dart_"):
+            return "grid"
+        return "oracle" if (r.get("model_kwargs") or {}).get("score_source") == "oracle" else "dart"
+
+    labels = {"grid": "fixed grid", "dart": "DART", "oracle": "oracle (true object box)"}
+    for kind, color, marker in (("grid", "tab:gray", "s"), ("dart", "tab:red", "o"), ("oracle", "tab:green", "^")):
+        pts = sorted((r for r in main if kind_of(r) == kind), key=lambda r: r["gmacs"])
         if not pts:
             continue
         ax.plot([r["gmacs"] for r in pts], [r[y] for r in pts], color=color, lw=1, alpha=0.6)
@@ -780,7 +805,7 @@ def plot_accuracy_vs_macs(rows: list[dict[str, Any]], path: str | os.PathLike, t
                         yerr=[[r[y] - r["min"][y] for r in spread], [r["max"][y] - r[y] for r in spread]],
                         fmt="none", ecolor=color, elinewidth=1, capsize=3, zorder=2)
         ax.scatter([r["gmacs"] for r in pts], [r[y] for r in pts], s=[40 + 60 * r["params_m"] for r in pts],
-                   color=color, marker=marker, label="DART" if kind == "dart" else "fixed grid", zorder=3)
+                   color=color, marker=marker, label=labels[kind], zorder=3)
         for r in pts:
             ax.annotate(f"{r['num_tokens'] or 'x'.join(map(str, r['input_size'][1:]))}", (r["gmacs"], r[y]), textcoords="offset points",
                         xytext=(6, -10), fontsize=8)

@@ -91,6 +91,9 @@ def predict(
     paths = list_images(inputs)
     dev = select_device(device)
     model, config = model_from_checkpoint(checkpoint, device=dev)
+    if config.get("task", "classification") != "classification":
+        raise ValueError(f"checkpoint {str(checkpoint)!r} is a {config['task']} model; predict gives class names of "
+                         f"whole images (dartok visualize -c {str(checkpoint)} --image ... draws its masks)")
     if (config.get("model_kwargs") or {}).get("num_frames"):
         raise ValueError(f"checkpoint {str(checkpoint)!r} is a video model ({config['model']}); predict takes images")
     if is_dart(model) and model.patch_embed.score_source == "oracle":

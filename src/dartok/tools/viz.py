@@ -8,7 +8,7 @@ import contextlib
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -73,6 +73,8 @@ def plot_partition(
     box_color: str = "cyan",
     linewidth: float = 0.6,
     show_centers: bool = False,
+    mask=None,
+    true_mask=None,
 ):
     """Draw one DART partition on a matplotlib axes.
 
@@ -88,6 +90,11 @@ def plot_partition(
         pdf_alpha, cmap: heat-map opacity and colormap.
         box_color, linewidth: box outline style.
         show_centers: also mark box centers.
+        mask: optional ``h×w`` integer label map (a segmentation model's prediction), drawn over
+            the image, one colour per class (``tab20``, class k in colour k mod 20), class 0
+            (background) left clear.
+        true_mask: optional ``h×w`` label map whose non-background outline is drawn (white,
+            dashed), to compare the prediction with. Label 255 (ignore) counts as background.
 
     Returns:
         The axes.
@@ -95,6 +102,19 @@ def plot_partition(
     img = to_display_image(image)
     H, W = img.shape[:2]
     ax.imshow(img, extent=(0, W, H, 0), interpolation="nearest")
+    if mask is not None:
+        m = _to_numpy(mask).astype(np.int64)
+        if m.ndim != 2:
+            raise ValueError(f"mask must be h×w, got shape {tuple(m.shape)}")
+        shown = np.ma.masked_where((m == 0) | (m == 255), m % 20)
+        ax.imshow(shown, extent=(0, W, H, 0), alpha=0.55, cmap="tab20", vmin=0, vmax=19, interpolation="nearest")
+    if true_mask is not None:
+        t = _to_numpy(true_mask).astype(np.int64)
+        fg = ((t != 0) & (t != 255)).astype(float)
+        if fg.any() and not fg.all():
+            ys, xs = (np.arange(n) + 0.5 for n in fg.shape)
+            ax.contour(xs * W / fg.shape[1], ys * H / fg.shape[0], fg, levels=[0.5], colors="white",
+                       linewidths=0.8, linestyles="--")
     if pdf is not None:
         p = _to_numpy(pdf).astype(np.float64)
         p = np.squeeze(p)
@@ -128,6 +148,8 @@ def save_partition_figure(
     *,
     panel_size: float = 2.5,
     dpi: int = 150,
+    masks: Sequence | None = None,
+    true_masks: Sequence | None = None,
     **plot_kwargs,
 ) -> Path:
     """Save a grid of partitions (one panel per image) as a PNG, atomically.
@@ -141,6 +163,8 @@ def save_partition_figure(
         titles: optional per-panel titles.
         ncols: number of columns (capped at the number of images).
         panel_size: inches per panel; dpi: resolution.
+        masks, true_masks: optional per-image label maps (predicted, true; ``None`` entries
+            allowed), see :func:`plot_partition`.
         **plot_kwargs: forwarded to :func:`plot_partition`.
 
     Returns:
@@ -155,6 +179,9 @@ def save_partition_figure(
         raise ValueError(f"got {n} images but {len(pdfs)} pdfs")
     if titles is not None and len(titles) != n:
         raise ValueError(f"got {n} images but {len(titles)} titles")
+    for what, seq in (("masks", masks), ("true masks", true_masks)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"got {n} images but {len(seq)} {what}")
     ncols = max(1, min(int(ncols), n))
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows), squeeze=False)
@@ -165,7 +192,8 @@ def save_partition_figure(
                 continue
             plot_partition(
                 ax, images[i], boxes[i], None if pdfs is None else pdfs[i],
-                title=None if titles is None else titles[i], **plot_kwargs,
+                title=None if titles is None else titles[i], mask=None if masks is None else masks[i],
+                true_mask=None if true_masks is None else true_masks[i], **plot_kwargs,
             )
         fig.tight_layout()
         out = save_png(fig, path, dpi)
@@ -396,6 +424,16 @@ def _class_name(class_names, k: int) -> str:
     return class_names[k] if class_names and k < len(class_names) else str(k)
 
 
+def _mask_classes(class_names, mask: torch.Tensor, k: int = 2) -> str:
+    """The ``k`` largest non-background classes of a label mask, by area (``background`` if none)."""
+    labels = mask[(mask != 0) & (mask != 255)].long()
+    if not labels.numel():
+        return _class_name(class_names, 0) if class_names else "background"
+    counts = torch.bincount(labels)
+    top = [int(c) for c in counts.argsort(descending=True)[:k] if counts[c] > 0]
+    return ", ".join(_class_name(class_names, c) for c in top)
+
+
 def visualize(
     output: str | os.PathLike = "partition.png",
     *,
@@ -424,7 +462,9 @@ def visualize(
     default unless given). Inputs are image files (``images``) or samples of a local
     dataset (``indices``, default the first 8; dataset options default to the
     checkpoint's, else ``cluttered_fmnist``). Clips ``C×T×H×W`` of a DART video model are
-    drawn one row of frames per clip. With a checkpoint, images are prepared as its evaluation
+    drawn one row of frames per clip. A segmentation checkpoint's panels show its predicted mask
+    (one colour per class) over the image with its boxes, the true mask's outline dashed, and the
+    classes of both in the title. With a checkpoint, images are prepared as its evaluation
     data were (:func:`dartok.tools.predict.input_transform`) and titles name its classes; for a
     checkpoint trained on an ImageFolder the default samples are 8 images of its validation
     split drawn across the classes (seeded).
@@ -482,6 +522,7 @@ def visualize(
     oracle = model is not None and is_dart(model) and model.patch_embed.score_source == "oracle"
     # ---- inputs: (image C×H×W normalised like the training data, label or None, name, box or None) ----
     items: list[tuple[torch.Tensor, int | None, str, torch.Tensor | None]] = []
+    true_masks: dict[int, torch.Tensor] = {}  # item -> its label mask (segmentation data)
     if images and oracle:
         raise ValueError("an oracle model (score_source='oracle') draws dataset items (--indices), whose "
                          "object boxes give its score map, not image files")
@@ -527,15 +568,22 @@ def visualize(
         for i in idx:
             x, y = ds[i]
             box = y["box"] if oracle else None
-            items.append((x, int(y["label"] if oracle else y), _item_name(ds, i) or f"{dcfg.data}[{i}]", box))
+            if isinstance(y, Mapping):
+                y = y.get("mask", y.get("label"))
+            if isinstance(y, torch.Tensor) and y.dim() == 2:  # a label mask (segmentation data)
+                true_masks[len(items)] = y
+                y = None
+            items.append((x, None if y is None else int(y), _item_name(ds, i) or f"{dcfg.data}[{i}]", box))
 
     # ---- partitions ----
     from ..partition import quantile_boxes
+    from ..resample import grid_boxes
     from ..scorer import edge_pdf, uniform_pdf
 
-    imgs, boxes, pdfs, titles = [], [], [], []
+    imgs, boxes, pdfs, titles, masks = [], [], [], [], []
     with torch.no_grad():
-        for x, y, name, box in items:
+        for k, (x, y, name, box) in enumerate(items):
+            mask = None
             if checkpoint is not None:
                 xb = prepare_images(x[None].to(dev), in_size)
                 given = model.patch_embed.oracle_pdf(box[None].to(dev)) if oracle else None
@@ -543,7 +591,6 @@ def visualize(
                     logits = model(xb)
                     o = model.patch_embed(xb) if is_dart(model) else None
                 logits = logits[0] if isinstance(logits, (tuple, list)) else logits
-                pred = int(logits.argmax(1)[0])
                 if o is not None:
                     b, pdf = o.boxes[0].cpu(), o.pdf[0].float().cpu()
                 elif x.ndim == 4:
@@ -551,10 +598,18 @@ def visualize(
                                      "partition to show)")
                 else:  # fixed grid: its patch grid, the partition of a uniform pdf
                     gh, gw = (int(v) for v in getattr(getattr(model, "patch_embed", None), "grid_size", (1, 1)))
-                    b, pdf = quantile_boxes(uniform_pdf(1, (gh, gw)), gh * gw, bands=gh, alpha=0.0)[0], None
-                title = f"{name}\npred {_class_name(class_names, pred)}"
-                if y is not None:
-                    title += f" | true {_class_name(class_names, y)}"
+                    b, pdf = grid_boxes(gh, gw)[0], None
+                if logits.dim() == 4:  # segmentation: the predicted mask, the classes it holds
+                    mask = logits.argmax(1)[0].cpu()
+                    pdf = None  # the mask is drawn instead of the score map
+                    title = f"{name}\npred {_mask_classes(class_names, mask)}"
+                    if k in true_masks:
+                        title += f" | true {_mask_classes(class_names, true_masks[k])}"
+                else:
+                    pred = int(logits.argmax(1)[0])
+                    title = f"{name}\npred {_class_name(class_names, pred)}"
+                    if y is not None:
+                        title += f" | true {_class_name(class_names, y)}"
             else:
                 xb = x[None].to(dev)
                 if score_source == "uniform":
@@ -572,9 +627,13 @@ def visualize(
             boxes.append(b)
             pdfs.append(pdf)
             titles.append(title)
+            masks.append(mask)
     if imgs and imgs[0].ndim == 4:  # clips C×T×H×W: one row of frames per clip
         path = save_video_partition_figure(output, torch.stack(imgs), torch.stack(boxes), torch.stack(pdfs),
                                            titles=titles)
     else:
-        path = save_partition_figure(output, imgs, boxes, pdfs, titles=titles, ncols=ncols)
+        seg = {}
+        if any(m is not None for m in masks):  # a segmentation model's masks, and the true ones
+            seg = dict(masks=masks, true_masks=[true_masks.get(k) for k in range(len(imgs))])
+        path = save_partition_figure(output, imgs, boxes, pdfs, titles=titles, ncols=ncols, **seg)
     return path, len(imgs)

@@ -19,9 +19,10 @@ from .._io import json_default
 from ..data.registry import DataConfig
 from . import checkpoint as ckpt
 from .augment import check_augment_values
-from .task import check_label_smoothing
+from .task import TASKS, check_label_smoothing
 
 __all__ = [
+    "BEST_DIRNAME",
     "CHECKPOINT_DIRNAME",
     "LOCK_NAME",
     "METRICS_NAME",
@@ -39,6 +40,8 @@ METRICS_NAME = "metrics.jsonl"
 """Per-epoch metrics of a run, one JSON object a line, in ``<output>/``."""
 CHECKPOINT_DIRNAME = "checkpoint"
 """The run's checkpoint folder, ``<output>/checkpoint``."""
+BEST_DIRNAME = "checkpoint_best"
+"""The weights of the run's best epoch by the task's best metric, ``<output>/checkpoint_best``."""
 LOCK_NAME = ".lock"
 """The lock file a training run holds in ``<output>/`` while it runs (:func:`dartok.train.run.hold_run_dir`)."""
 NOT_INHERITED = frozenset({"stop_after", "resume", "output", "progress"})
@@ -61,6 +64,12 @@ class RunDirBusyError(FileExistsError):
 @dataclass
 class TrainConfig:
     """All options of a training run (serialized into the checkpoint's ``config.json``).
+
+    Task: ``task`` (``None``: the dataset's, as registered; ``"classification"`` or
+    ``"segmentation"``, :data:`dartok.train.task.TASKS`): a given task must be the dataset's,
+    and names the default dataset (``cluttered_fmnist`` / ``cluttered_fmnist_seg``; with a
+    ``data_root``, a folder of that task's layout). A segmentation run wraps ``model`` in
+    Segmenter's linear decoder (:func:`dartok.models.create_model` ``task="segmentation"``).
 
     Model: ``model`` (name for :func:`dartok.models.create_model`), ``num_tokens``,
     ``model_kwargs`` (extra kwargs, e.g. scorer options), ``num_classes`` / ``in_chans``
@@ -122,6 +131,7 @@ class TrainConfig:
     """
 
     model: str = "dart_vit_micro_patch8"
+    task: str | None = None
     num_tokens: int | None = None
     model_kwargs: dict = field(default_factory=dict)
     num_classes: int | None = None
@@ -242,6 +252,8 @@ class TrainConfig:
             raise ValueError(f"{n('data_kwargs')} must be a dict, got {type(self.data_kwargs).__name__}")
         if not self.model:
             raise ValueError(f"{n('model')} name is empty")
+        if self.task is not None and self.task not in TASKS:
+            raise ValueError(f"{n('task')} must be one of {sorted(TASKS)}, got {self.task!r}")
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
             raise ValueError(f"{n('init_from')} must be a path (checkpoint folder, .safetensors, .pth), "
                              f"got {self.init_from!r}")
@@ -303,8 +315,10 @@ def resolve_config(cfg: TrainConfig | Mapping[str, Any] | None = None, /, **opti
       --resume`` does. Given options that conflict with the saved run are refused later,
       by :func:`check_resume`. Defaults that depend on other options, for a new run:
 
-      - ``data``: ``"folder"`` when ``data_root`` is an ImageFolder
-        (:func:`dartok.data.infer_dataset`), else ``"cluttered_fmnist"``;
+      - ``data``: ``"seg_folder"`` when ``data_root`` holds ``images/`` and ``annotations/``,
+        ``"folder"`` when it is an ImageFolder (:func:`dartok.data.infer_dataset`), else the
+        task's default (``"cluttered_fmnist"``; ``"cluttered_fmnist_seg"`` for ``task``
+        ``"segmentation"``);
       - ``warmup_epochs``: 1, but ``epochs - 1`` when that is less (a 1-epoch run has no warm-up).
 
       A given ``data_root`` is made absolute (so a run resumes from any working directory).
@@ -330,10 +344,15 @@ def resolve_config(cfg: TrainConfig | Mapping[str, Any] | None = None, /, **opti
         for k, v in saved.items():
             if k in names and k not in NOT_INHERITED and k not in given:
                 given[k] = v
-    if "data" not in given and given.get("data_root"):
-        from ..data.registry import infer_dataset
+    if "data" not in given:
+        task = TASKS.get(given.get("task") or "")
+        default = task.default_data if task is not None else TrainConfig.data
+        if given.get("data_root"):
+            from ..data.registry import infer_dataset
 
-        given["data"] = infer_dataset(given["data_root"], TrainConfig.data)
+            given["data"] = infer_dataset(given["data_root"], default)
+        elif task is not None:
+            given["data"] = default
     epochs = given.get("epochs", TrainConfig.epochs)
     if "warmup_epochs" not in given and isinstance(epochs, int) and epochs <= TrainConfig.warmup_epochs:
         given["warmup_epochs"] = max(0, epochs - 1)

@@ -271,7 +271,7 @@ def train_one_epoch(
         images = images.to(device, non_blocking=True)
         labels, boxes = _unpack(task, targets, device)
         images = prepare_images(images, input_size)
-        n_real, weight = batch_plan[i] if batch_plan is not None else (labels.numel(), 1.0)
+        n_real, weight = batch_plan[i] if batch_plan is not None else (labels.shape[0], 1.0)
         soft = labels
         if mixup_fn is not None:  # mixed images, soft targets (label smoothing included)
             images, soft = mixup_fn(images, labels)

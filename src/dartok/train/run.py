@@ -55,6 +55,7 @@ them it matches up to float summation order.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -68,20 +69,21 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.registry import DataConfig, DatasetInfo, build_dataset, dataset_info, num_classes_of, square_side
+from ..data.registry import (DataConfig, DatasetInfo, build_dataset, dataset_info, list_datasets, num_classes_of,
+                             square_side)
 from ..data.transforms import describe_transform, model_input_size, pil_transform
 from . import checkpoint as ckpt
 from .augment import build_mixup, check_augment, mixup_active, transform_kwargs
 from .._io import atomic_write, json_default
-from .config import (CHECKPOINT_DIRNAME, LOCK_NAME, METRICS_NAME, RunDirBusyError, TrainConfig, check_resume,
-                     load_resume_config, resolve_config)
+from .config import (BEST_DIRNAME, CHECKPOINT_DIRNAME, LOCK_NAME, METRICS_NAME, RunDirBusyError, TrainConfig,
+                     check_resume, load_resume_config, resolve_config)
 from .distributed import (barrier, dist_info, dist_ready, get_rng_state, init_distributed, log, rank_seed,
                           seed_everything, select_device, set_rng_state)
 from .loop import build_optimization, evaluate, train_one_epoch
 from .sampler import ShardedBatchSampler, build_loader, epoch_seed, shard_indices
 from .task import Task, create_task
 
-__all__ = ["describe_data", "evaluate_checkpoint", "hold_run_dir", "read_metrics", "train"]
+__all__ = ["describe_data", "evaluate_checkpoint", "hold_run_dir", "label_size", "read_metrics", "train"]
 
 
 # --------------------------------------------------------------------------------------
@@ -226,8 +228,10 @@ def _check_run_dir(cfg: TrainConfig, ckpt_dir: Path, metrics_path: Path) -> dict
 
 def _leftovers(run_dir: Path) -> list[Path]:
     """Temporary files of an interrupted save that only a training run writes in its directory:
-    ``.checkpoint.tmp-*`` folders (:func:`dartok._io.atomic_dir`) and ``.metrics.jsonl.*.tmp``."""
-    return sorted([*run_dir.glob(f".{CHECKPOINT_DIRNAME}.tmp-*"), *run_dir.glob(f".{METRICS_NAME}.*.tmp")])
+    ``.checkpoint.tmp-*`` / ``.checkpoint_best.tmp-*`` folders (:func:`dartok._io.atomic_dir`) and
+    ``.metrics.jsonl.*.tmp``."""
+    return sorted([*run_dir.glob(f".{CHECKPOINT_DIRNAME}.tmp-*"), *run_dir.glob(f".{BEST_DIRNAME}.tmp-*"),
+                   *run_dir.glob(f".{METRICS_NAME}.*.tmp")])
 
 
 @contextlib.contextmanager
@@ -340,7 +344,8 @@ def _build_data(cfg: TrainConfig) -> _Data:
         raise ValueError(f"--num-classes {num_classes} is less than the {named} classes the data has"
                          + (f" ({', '.join(map(str, names[:12]))}{', ...' if len(names) > 12 else ''})" if names else "")
                          + "; leave it out to take the data's")
-    return _Data(train_ds, test_ds, info, create_task(info.task, cfg), num_classes, cfg.in_chans or info.in_chans)
+    task = create_task(info.task, dataclasses.replace(cfg, num_classes=num_classes))
+    return _Data(train_ds, test_ds, info, task, num_classes, cfg.in_chans or info.in_chans)
 
 
 def _input_pixels(name: str, kwargs: Mapping[str, Any]) -> int | None:
@@ -363,7 +368,9 @@ def _build_model(cfg: TrainConfig, data: _Data, device: torch.device) -> _Model:
 
     ``num_classes`` / ``in_chans`` come from the data unless ``model_kwargs`` sets them; a video
     dataset's clip length becomes ``num_frames``; a DART model records the square side of the
-    data as ``img_size`` (it sees the full canvas).
+    data as ``img_size`` (it sees the full canvas). A task other than classification is built
+    with ``task=`` (:func:`dartok.models.create_model`); segmentation paints its logits at the
+    label masks' size (``output_size``, :func:`label_size`).
 
     Raises:
         ValueError: a DART budget ``num_tokens`` larger than the pixels of the model's input
@@ -384,6 +391,11 @@ def _build_model(cfg: TrainConfig, data: _Data, device: torch.device) -> _Model:
             kwargs["img_size"] = side
     if cfg.drop_path is not None:
         kwargs["drop_path_rate"] = cfg.drop_path
+    if data.task.name != "classification":  # e.g. Segmenter's decoder, logits at the masks' size
+        kwargs["task"] = data.task.name
+        label = label_size(data.train)
+        if label is not None:
+            kwargs.setdefault("output_size", list(label))
     if cfg.model.startswith("dart_") and cfg.num_tokens is not None:
         pixels = _input_pixels(cfg.model, kwargs)
         if pixels is not None and cfg.num_tokens > pixels:
@@ -393,6 +405,18 @@ def _build_model(cfg: TrainConfig, data: _Data, device: torch.device) -> _Model:
     out = _Model(model, dict(kwargs, num_tokens=cfg.num_tokens), model_input_size(model), bool(is_dart(model)))
     model.to(device)
     return out
+
+
+def label_size(dataset: Dataset) -> tuple[int, int] | None:
+    """``(H, W)`` of the first item's label mask (a ``H×W`` tensor, or ``target["mask"]``), else ``None``."""
+    try:
+        target = dataset[0][1]
+    except Exception:
+        return None
+    mask = target.get("mask") if isinstance(target, Mapping) else target
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        return int(mask.shape[0]), int(mask.shape[1])
+    return None
 
 
 def _data_record(cfg: TrainConfig, data: _Data, model: nn.Module) -> dict[str, Any]:
@@ -406,8 +430,8 @@ def _data_record(cfg: TrainConfig, data: _Data, model: nn.Module) -> dict[str, A
     }
     if data.info.tensors:
         normalize = cfg.data_kwargs.get("normalize", False)
-        record["mean"] = [0.5 if normalize else 0.0] * data.in_chans
-        record["std"] = [0.5 if normalize else 1.0] * data.in_chans
+        record["mean"] = list(getattr(data.train, "mean", None) or [0.5 if normalize else 0.0] * data.in_chans)
+        record["std"] = list(getattr(data.train, "std", None) or [0.5 if normalize else 1.0] * data.in_chans)
     else:
         data.train.transform, dc = pil_transform(model, True, data.in_chans, **transform_kwargs(cfg, True))
         data.test.transform, dc_test = pil_transform(model, False, data.in_chans, **transform_kwargs(cfg, False))
@@ -563,7 +587,8 @@ def _log_epoch(cfg: TrainConfig, record: Mapping[str, Any], task: Task, test_ema
     def fmt(k, v):
         return f"{k} {v:.4f}" if "loss" in k else f"{k} {v:.2f}"
 
-    shown = [fmt(k, v) for k, v in record.items() if k.startswith(("train_", "test_")) and not k.endswith("_ema")]
+    shown = [fmt(k, v) for k, v in record.items() if k.startswith(("train_", "test_")) and not k.endswith("_ema")
+             and isinstance(v, (int, float))]  # per-class lists (segmentation's class_iou) stay in the file
     if test_ema is not None:
         shown.append(f"ema_{task.best_metric} {test_ema[task.best_metric]:.2f}")
     log(f"epoch {record['epoch']}/{cfg.epochs}  " + "  ".join(shown) + f"  lr {record['lr']:.2e}  "
@@ -590,8 +615,9 @@ def throughput_line(data_s: float, compute_s: float, num_workers: int) -> str:
 
 
 def _save(cfg: TrainConfig, ckpt_dir: Path, m: _Model, data_record: dict, task: Task, optimizer, scheduler,
-          p: _Progress, epoch: int, rng_ranks: list) -> None:
-    """The checkpoint after ``epoch`` (rank 0): weights, ``config.json`` and the training state."""
+          p: _Progress, epoch: int, rng_ranks: list, best_dir: Path | None = None) -> None:
+    """The checkpoint after ``epoch`` (rank 0): weights, ``config.json`` and the training state; with
+    ``best_dir`` (this epoch has the best metric so far) the weights and ``config.json`` there too."""
     world = dist_info().world_size
     best_key = f"best_{task.best_metric}"
     config = {
@@ -625,6 +651,8 @@ def _save(cfg: TrainConfig, ckpt_dir: Path, m: _Model, data_record: dict, task: 
         config[best_key + "_ema"] = p.best_ema
         train_state[best_key + "_ema"] = p.best_ema
     ckpt.save_checkpoint(ckpt_dir, m.model, config, train_state, ema_model=m.ema.module if m.ema is not None else None)
+    if best_dir is not None:  # timm's model_best: evaluable, not resumable (no training state)
+        ckpt.save_checkpoint(best_dir, m.model, config, ema_model=m.ema.module if m.ema is not None else None)
 
 
 def _all_rng_states() -> list:
@@ -668,14 +696,18 @@ def train(cfg: TrainConfig | Mapping[str, Any] | None = None, **options: Any) ->
     that says which is the bottleneck) and, with ``model_ema``, ``test_*_ema``) and
     ``checkpoint/`` (atomic, after every epoch; see :mod:`dartok.train.checkpoint`; with
     ``model_ema`` it also holds ``model_ema.safetensors``; its ``config.json`` records the
-    ``task``, its ``best_metric`` and ``best_<metric>``, e.g. ``best_top1``).
+    ``task``, its ``best_metric`` and ``best_<metric>``, e.g. ``best_top1``) and
+    ``checkpoint_best/`` (the weights and ``config.json`` of the epoch with the best metric so
+    far, e.g. the best mIoU; evaluable like ``checkpoint/``, not resumable).
 
     With ``init_from`` the model starts from those weights (inflated from an image Vim into
     a VideoMamba; :func:`dartok.train.checkpoint.init_from`), at epoch 0 with a fresh
     optimizer; what was loaded, left at init or dropped is logged.
 
     The task (loss, metrics, best metric) is the one the dataset is registered with
-    (:func:`dartok.data.register_dataset`).
+    (:func:`dartok.data.register_dataset`); ``task``, when given, must be that one, and is
+    recorded resolved (a resumed run keeps it). A segmentation run builds the model with
+    ``task="segmentation"`` and its logits at the masks' size (:func:`dartok.models.create_model`).
 
     With ``resume`` the run continues from ``<output>/checkpoint`` exactly where it
     stopped (model, EMA, optimizer, scheduler, epoch, step, RNG states), also with a
@@ -694,12 +726,14 @@ def train(cfg: TrainConfig | Mapping[str, Any] | None = None, **options: Any) ->
         dict with ``epoch`` (completed), ``epochs`` (of the schedule), ``global_step``,
         ``best_<metric>`` (e.g. ``best_top1``), ``metrics`` (last epoch's record, or ``None``
         if no epoch ran), ``test`` (final evaluation), ``checkpoint`` (path), ``run_dir``,
-        ``world_size``, ``task``, ``model`` (the trained bare module, on its device) and, with
+        ``world_size``, ``task``, ``classes`` (the class names, ``None`` when the data names none),
+        ``model`` (the trained bare module, on its device) and, with
         ``model_ema``, ``test_ema``, ``best_<metric>_ema`` and ``model_ema`` (the EMA module).
 
     Raises:
         ValueError: invalid options, e.g. a ``batch_size`` not divisible by the number of
-            processes; ResumeConflictError (a ValueError) for conflicting resume options.
+            processes, a ``task`` the dataset is not for; ResumeConflictError (a ValueError) for
+            conflicting resume options.
         TypeError: an unknown keyword option.
         FileNotFoundError: ``resume`` without a checkpoint in ``<output>/checkpoint``.
         FileExistsError: a new run in a directory that already holds a checkpoint.
@@ -712,7 +746,14 @@ def train(cfg: TrainConfig | Mapping[str, Any] | None = None, **options: Any) ->
             f"batch_size {cfg.batch_size} is the global batch size and must be divisible by the number of "
             f"processes ({info.world_size})"
         )
-    check_augment(cfg, dataset_info(cfg.data), info.world_size)
+    data_info = dataset_info(cfg.data)
+    if cfg.task is not None and cfg.task != data_info.task:
+        raise ValueError(f"--task {cfg.task}: dataset {cfg.data or 'folder'!r} is for {data_info.task}; datasets for "
+                         f"{cfg.task}: {list_datasets(task=cfg.task)}"
+                         + (" (or --data-root a folder with images/ and annotations/)"
+                            if cfg.task == "segmentation" else ""))
+    cfg = dataclasses.replace(cfg, task=data_info.task)  # recorded: a resumed run keeps it
+    check_augment(cfg, data_info, info.world_size)
     device = select_device(cfg.device)
     created = init_distributed(device)
     try:
@@ -776,7 +817,8 @@ def _run(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
             prior_epochs=cfg.prior_epochs, mixup_fn=mixup_fn,
         )
         test, test_ema = _evaluate_run(cfg, m, loaders, task, device, cfg.progress)
-        if task.is_better(test[best], p.best):
+        improved = task.is_better(test[best], p.best)
+        if improved:
             p.best = test[best]
         if test_ema is not None and task.is_better(test_ema[best], p.best_ema):
             p.best_ema = test_ema[best]
@@ -784,7 +826,8 @@ def _run(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
                                        time.perf_counter() - t_epoch, p.global_step, info.world_size)
         rng_ranks = _all_rng_states()
         if info.is_main:  # checkpoint first: a metrics line always has its checkpoint (see _check_run_dir)
-            _save(cfg, ckpt_dir, m, data_record, task, optimizer, scheduler, p, epoch, rng_ranks)
+            _save(cfg, ckpt_dir, m, data_record, task, optimizer, scheduler, p, epoch, rng_ranks,
+                  best_dir=run_dir / BEST_DIRNAME if improved else None)
             _append_jsonl(metrics_path, p.last_metrics)
             _log_epoch(cfg, p.last_metrics, task, test_ema)
         barrier(device)  # the checkpoint is complete when any rank goes on
@@ -804,6 +847,7 @@ def _run(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "world_size": info.world_size,
         "task": task.name,
+        "classes": data_record.get("classes"),
         "model": ckpt.unwrap_model(m.model),
     }
     if m.ema is not None:
@@ -888,7 +932,8 @@ def evaluate_checkpoint(
     Returns:
         ``{"checkpoint", "model", "data", "split", "task", "classes"}`` (``classes``: the model's
         class names, ``None`` when unknown) and the task's metrics (classification: ``loss``,
-        ``top1``, ``top5``, ``n``).
+        ``top1``, ``top5``, ``n``; segmentation: ``loss``, ``miou``, ``pixel_acc``, ``class_iou``,
+        ``n``).
 
     Raises:
         ValueError: ``split`` not ``"test"`` / ``"train"``, ``batch_size`` < 1, bad data options, a
@@ -915,6 +960,7 @@ def evaluate_checkpoint(
         ds.transform, _ = pil_transform(model, False, d.get("in_chans") or 3,
                                         **transform_kwargs(config.get("train") or {}, False))
     loader = build_loader(ds, batch_size, shuffle=False, num_workers=num_workers, device=dev)
-    res = evaluate(model, loader, dev, amp=amp, progress=progress, task=create_task(info.task))
+    task_cfg = TrainConfig.from_dict({**(config.get("train") or {}), "num_classes": d.get("num_classes")})
+    res = evaluate(model, loader, dev, amp=amp, progress=progress, task=create_task(info.task, task_cfg))
     return {"checkpoint": str(checkpoint), "model": config["model"], "data": dcfg.data, "split": split,
             "task": info.task, "classes": names, **res}
