@@ -19,6 +19,8 @@ is the regular grid and whose "tokens" are the stitched image).
 """
 from __future__ import annotations
 
+import math
+
 from typing import NamedTuple
 
 import torch
@@ -343,6 +345,32 @@ class WarpDART(DART):
         if self.scorer is None and self.oracle_grid is None:
             return self.grid
         return super().score_grid()
+
+    def set_num_tokens(self, num_tokens: int, bands: int | None = None) -> None:
+        """Change the box count N = R·C in place, keeping the warped image's size ``R·P × C·P`` (what
+        the backbone sees) and every weight: N boxes of ``P' = √(R·P·C·P / N)`` px, as a warp built
+        with this budget (:func:`dartok.models.warp.warp_layout`).
+
+        Raises:
+            ValueError: ``bands`` given (the rows follow from N), or an N whose square boxes do not
+                tile the warped image (the message lists the N that do); the warp is left unchanged.
+        """
+        from .models.warp import warp_layout
+
+        if bands is not None:
+            raise ValueError("the warp's rows follow from num_tokens and its output size; bands is an option of "
+                             "the token tokenizer")
+        h, w = self.out_size
+        try:
+            rows, cols, p = warp_layout((h, w), num_tokens)
+        except ValueError:
+            sides = [s for s in range(1, math.gcd(h, w) + 1) if h % s == 0 and w % s == 0]
+            allowed = sorted((h // s) * (w // s) for s in sides)
+            raise ValueError(f"num_tokens must tile the {h}×{w} warped image with square boxes: one of "
+                             f"{allowed}, got {num_tokens!r}") from None
+        self.counts = self._layout(rows * cols, rows)
+        self.num_tokens = self.num_patches = rows * cols
+        self.bands, self.grid, self.patch_size = rows, (rows, cols), (p, p)
 
     def cuts(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ys, xs)`` of :meth:`partition`'s boxes (:func:`cuts_from_boxes`)."""

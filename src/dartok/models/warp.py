@@ -32,7 +32,7 @@ from timm.models._registry import generate_default_cfgs  # noqa: E402
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
 from ..warp import WarpDART, WarpOutput, unwarp  # noqa: E402
-from ._adapter import _DART_KEYS, _cfg, create_dart, is_dart, scorer_and_oracle_grid  # noqa: E402
+from ._adapter import _DART_KEYS, _cfg, create_dart, is_dart, record_num_tokens, scorer_and_oracle_grid  # noqa: E402
 
 __all__ = ["DartWarp", "patch_warp", "warp_layout"]
 
@@ -135,6 +135,19 @@ class DartWarp(nn.Module):
     def tokenize(self, x: torch.Tensor, pdf: torch.Tensor | None = None) -> WarpOutput:
         """Only the warp: ``B×C×H×W`` → :class:`~dartok.warp.WarpOutput` (``pdf`` ``B×h×w`` replaces the scorer's)."""
         return self.patch_embed(x, pdf=pdf)
+
+    @torch.jit.ignore
+    def set_num_tokens(self, num_tokens: int, bands: int | None = None) -> None:
+        """Change the box count N = R·C in place, without retraining: the warped image keeps its size
+        (the backbone's cost does not change), its boxes become ``√(H·W/N)`` px
+        (:meth:`dartok.warp.WarpDART.set_num_tokens`), as a warp built with this budget.
+
+        Raises:
+            ValueError: an N whose square boxes do not tile the warped image (the message lists
+                those that do), or ``bands`` given.
+        """
+        self.patch_embed.set_num_tokens(num_tokens, bands)
+        record_num_tokens(self, self.patch_embed)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's ``forward_features`` of the warped image."""
