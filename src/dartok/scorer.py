@@ -423,14 +423,20 @@ class Scorer(nn.Module):
             scores = self.head(feats + extra)
         if self.cam is None:
             return scores
-        cam = self.cam(feats)  # B×K×h×w per-location class logits
-        logits = cam.mean((2, 3))  # the auxiliary classifier: GAP then linear, as a 1×1 conv commutes with GAP
+        # The CAM A = W·f + b (the 1×1 conv, K×C) is never built as B×K×h×w: its spatial mean is
+        # W·mean(f) + b (the conv commutes with the mean), and Σ_k s_k·A_k = (sᵀW)·f + sᵀb. Same
+        # numbers and gradients to float rounding, at ~1/(h·w) of the K·C·h·w multiply-adds.
+        weight, bias = self.cam.weight.flatten(1), self.cam.bias  # K×C, K
+        logits = F.linear(feats.mean((2, 3)), weight, bias)  # B×K: the auxiliary classifier, GAP then linear
         if self.training and torch.is_grad_enabled():
             self._cam_logits = logits
         if not self.cam_score:
             return scores
-        weights = torch.softmax(logits.detach().to(work_dtype(logits.dtype)), dim=1).to(cam.dtype)
-        return scores + torch.einsum("bkhw,bk->bhw", cam, weights)
+        s = torch.softmax(logits.detach().to(work_dtype(logits.dtype)), dim=1).to(logits.dtype)  # B×K
+        cam = torch.einsum("bchw,bc->bhw", feats, s @ weight.to(s.dtype))  # Σ_k s_k·(W·f)_k
+        if bias is not None:
+            cam = cam + (s @ bias.to(s.dtype)[:, None])[:, :, None]  # B×1×1 (a matrix product: fvcore counts it)
+        return scores + cam
 
     def auxiliary_loss(self, targets: torch.Tensor) -> torch.Tensor | None:
         """The auxiliary classifier's loss for the last training forward, or ``None``.
