@@ -97,6 +97,8 @@ def main() -> None:
     ap.add_argument("--train-tokens", type=int, default=36, help="the budget the DART model trains at")
     ap.add_argument("--budgets", type=int, nargs="+", default=[9, 16, 25, 36, 49, 64, 100],
                     help="where DART is evaluated and a grid trained (squares: the grid needs √N×√N)")
+    ap.add_argument("--grid-budgets", type=int, nargs="+", default=None,
+                    help="where a grid is trained (default: --budgets)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--train-samples", type=int, default=4000)
     ap.add_argument("--test-samples", type=int, default=1000)
@@ -111,7 +113,8 @@ def main() -> None:
         seeds = list(check_seeds(args.seeds))
     except ValueError as e:
         raise SystemExit(f"Error: --seeds: {e}")
-    bad = [n for n in args.budgets if n < 1 or int(n ** 0.5) ** 2 != n]
+    grid_budgets = sorted(set(args.budgets if args.grid_budgets is None else args.grid_budgets))
+    bad = [n for n in (*args.budgets, *grid_budgets) if n < 1 or int(n ** 0.5) ** 2 != n]
     if bad or args.train_tokens < 1:
         raise SystemExit(f"Error: --budgets must be perfect squares >= 1 (a grid of √N×√N patches), got {bad}")
     budgets = sorted(set(args.budgets) | {args.train_tokens})
@@ -119,7 +122,7 @@ def main() -> None:
     train = {**PRESETS["cpu"]["train"], "train_samples": args.train_samples, "test_samples": args.test_samples,
              "epochs": args.epochs}
     dart_spec = RunSpec(f"dart@{args.train_tokens}", "dart_vit_micro_patch8", args.train_tokens)
-    grid_specs = [] if args.no_grid else [RunSpec(f"grid@{n}", "vit_micro_patch8", n) for n in reversed(budgets)]
+    grid_specs = [] if args.no_grid else [RunSpec(f"grid@{n}", "vit_micro_patch8", n) for n in reversed(grid_budgets)]
     specs = [dart_spec, *grid_specs]  # the long DART run first, the grids fill the other job
     output = Path(args.output)
     codes = run_specs(specs, output, train, jobs=args.jobs, seeds=seeds, resume=args.resume)
@@ -159,6 +162,7 @@ def main() -> None:
               "dart": {str(n): v for n, v in dart.items()}, "dart_trained": trained,
               "grid": {str(n): v for n, v in grid.items()}, "rows": rows,
               "settings": {"train_tokens": args.train_tokens, "budgets": " ".join(map(str, budgets)),
+                           "grid_budgets": " ".join(map(str, grid_budgets)) if grid_specs else "none",
                            "epochs": args.epochs, "train_samples": args.train_samples,
                            "test_samples": args.test_samples, "seeds": " ".join(map(str, seeds)),
                            "jobs": args.jobs, "elapsed_min": round((time.perf_counter() - t0) / 60, 1)}}

@@ -18,7 +18,7 @@ from ._compat import is_tracing
 from .localization import box_pdf
 from .partition import (DEFAULT_ALPHA, PARTITIONS, band_layout, cuts_to_boxes, grid_cuts, grid_shape, mix_uniform,
                         normalize_pdf, partition_pdf, work_dtype)
-from .resample import box_average, sample_patches
+from .resample import batch_chunks, box_average, sample_patches
 from .scorer import PRIORS, Scorer, _Stash, uniform_pdf
 
 __all__ = ["DART", "DartOutput", "PRIOR_MODES", "SCORE_SOURCES"]
@@ -438,6 +438,12 @@ class DART(nn.Module):
         """:meth:`forward` after its input check (``scored``: see :meth:`density`)."""
         pdf = self.density(images, pdf, scored=scored)
         boxes = self.partition(pdf)
-        tokens = self.project(self.sample(images, boxes))
+        chunk = batch_chunks(images.shape[0], self.num_tokens * self.patch_size[0] ** 2)
+        if torch.is_grad_enabled() or chunk >= images.shape[0] or is_tracing(images):
+            tokens = self.project(self.sample(images, boxes))
+        else:  # inference: sample and project a chunk of the batch at a time (the same numbers; the
+            # B×N×C×P×P patches, 37 MiB for DART-DeiT at batch 64, are never allocated whole)
+            tokens = torch.cat([self.project(self.sample(x, b))
+                                for x, b in zip(images.split(chunk), boxes.split(chunk))])
         pos = self.position_embeddings(boxes).to(tokens.dtype)
         return DartOutput(tokens, pos, boxes, pdf)
