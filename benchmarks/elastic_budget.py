@@ -106,6 +106,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-grid", action="store_true", help="DART only (no grid rows)")
     ap.add_argument("--resume", action="store_true", help="keep finished runs in --output")
+    ap.add_argument("--collect-only", action="store_true",
+                    help="train nothing: tables and plot from the runs in --output as they are (each at the epoch it "
+                         "reached; runs without a checkpoint are left out)")
     ap.add_argument("--output", default="runs/elastic_budget")
     ap.add_argument("--name", default="elastic_budget")
     args = ap.parse_args()
@@ -125,20 +128,28 @@ def main() -> None:
     grid_specs = [] if args.no_grid else [RunSpec(f"grid@{n}", "vit_micro_patch8", n) for n in reversed(grid_budgets)]
     specs = [dart_spec, *grid_specs]  # the long DART run first, the grids fill the other job
     output = Path(args.output)
-    codes = run_specs(specs, output, train, jobs=args.jobs, seeds=seeds, resume=args.resume)
-    failed = {k: v for k, v in codes.items() if v}
-    if failed:
-        raise SystemExit(f"Error: runs failed: {failed}")
+    if args.collect_only:
+        specs = [sp for sp in specs if all((seed_run_dir(output, sp.name, s, seeds) / "checkpoint").is_dir()
+                                           for s in seeds)]
+        if dart_spec not in specs:
+            raise SystemExit(f"Error: no checkpoint of {dart_spec.name} for every seed {seeds} in {output}")
+        grid_specs = [sp for sp in grid_specs if sp in specs]
+    else:
+        codes = run_specs(specs, output, train, jobs=args.jobs, seeds=seeds, resume=args.resume)
+        failed = {k: v for k, v in codes.items() if v}
+        if failed:
+            raise SystemExit(f"Error: runs failed: {failed}")
     rows = collect(specs, output, count_macs=True, seeds=seeds)
     dart_rows = [r for r in rows if r["name"] == dart_spec.name]
     dirs = [seed_run_dir(output, dart_spec.name, s, seeds) for s in seeds]
     dart = dart_at_budgets(dirs, budgets, dart_rows[0]["input_size"])
     trained = _stats([r["test_top1"] for r in dart_rows])
+    dart_epochs = sorted({r["epochs"] for r in dart_rows})
     grid = {}
     for spec in grid_specs:
         rs = [r for r in rows if r["name"] == spec.name]
         grid[spec.num_tokens] = {"top1": _stats([r["test_top1"] for r in rs]), "gmacs": rs[0]["gmacs"],
-                                 "input": rs[0]["input_size"]}
+                                 "input": rs[0]["input_size"], "epochs": sorted({r["epochs"] for r in rs})}
     png = RESULTS / f"{args.name}.png"
     plot(png, budgets, dart, grid, args.train_tokens)
     multi = len(seeds) > 1
@@ -149,12 +160,15 @@ def main() -> None:
              f"data and recipe), {args.train_samples} training / {args.test_samples} test images, {args.epochs} "
              f"epochs, seeds {' '.join(map(str, seeds))}" + (" (top-1: mean [min, max] over the seeds)." if multi
                                                                else "."), "",
+             f"Epochs reached: DART {'/'.join(map(str, dart_epochs))} of {args.epochs}"
+             + ("" if dart_epochs == [args.epochs] and all(g["epochs"] == [args.epochs] for g in grid.values())
+                else " (runs stopped early: see the grid rows' epochs)") + ".", "",
              "| N | DART@" + str(args.train_tokens) + " run at N: top-1 (%) | GMACs | grid trained at N: top-1 (%) "
-             "| grid input | grid GMACs |", "|---|---|---|---|---|---|"]
+             "| grid epochs | grid input | grid GMACs |", "|---|---|---|---|---|---|---|"]
     for n in budgets:
         g = grid.get(n)
-        grid_cells = (f"{_cell(g['top1'])} | {'×'.join(map(str, g['input'][1:]))} | {g['gmacs']:.4f}" if g
-                      else "- | - | -")
+        grid_cells = (f"{_cell(g['top1'])} | {'/'.join(map(str, g['epochs']))} | {'×'.join(map(str, g['input'][1:]))}"
+                      f" | {g['gmacs']:.4f}" if g else "- | - | - | -")
         lines.append(f"| {n}{' (trained)' if n == args.train_tokens else ''} | {_cell(dart[n]['top1'])} | "
                      f"{dart[n]['gmacs']:.4f} | {grid_cells} |")
     lines += ["", f"![accuracy vs N]({png.name})"]
@@ -165,7 +179,8 @@ def main() -> None:
                            "grid_budgets": " ".join(map(str, grid_budgets)) if grid_specs else "none",
                            "epochs": args.epochs, "train_samples": args.train_samples,
                            "test_samples": args.test_samples, "seeds": " ".join(map(str, seeds)),
-                           "jobs": args.jobs, "elapsed_min": round((time.perf_counter() - t0) / 60, 1)}}
+                           "jobs": args.jobs, "collect_only": args.collect_only,
+                           "elapsed_min": round((time.perf_counter() - t0) / 60, 1)}}
     finish_report(result, lines, RESULTS, args.name)
 
 

@@ -9,6 +9,10 @@ reported, so the load of other processes on a shared machine hits all alike. Pag
 call (``getrusage`` minor faults: what the default allocator costs) are counted after the timing.
 ``--compile`` repeats it with every model under ``torch.compile`` (default mode).
 
+``--cpu-time`` measures work instead of wall time, for a machine too busy for wall-clock ratios:
+one torch thread, and each call's thread CPU time (``time.thread_time``: user + system, page
+faults included; a descheduled thread does not count), interleaved the same way.
+
     python benchmarks/overhead_cpu.py [--batch-sizes 64 1] [--rounds 15 60] [--compile] [--name overhead_cpu]
 
 Writes ``benchmarks/results/<name>.{json,md}``.
@@ -40,18 +44,41 @@ def page_faults(model: torch.nn.Module, shape, batch: int) -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
+def cpu_time_speeds(entries, batch: int, warmup: int, rounds: int) -> list[dict]:
+    """:func:`dartok.bench.measure_speeds`' rows from per-call thread CPU time (one thread, interleaved)."""
+    xs = [torch.randn(batch, *shape) for _, shape in entries]
+    times = [[] for _ in entries]
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for (m, _), x in zip(entries, xs):
+                m(x)
+        for _ in range(rounds):
+            for k, ((m, _), x) in enumerate(zip(entries, xs)):
+                t = time.thread_time()
+                m(x)
+                times[k].append(time.thread_time() - t)
+    out = []
+    for t in times:
+        med = sorted(t)[len(t) // 2] if len(t) % 2 else sum(sorted(t)[len(t) // 2 - 1:len(t) // 2 + 1]) / 2
+        out.append({"times_s": t, "images_per_s": batch / med, "latency_ms": 1e3 * med})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 1])
     ap.add_argument("--rounds", type=int, nargs="+", default=[15, 60], help="timed rounds per batch size")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also time the models under torch.compile")
+    ap.add_argument("--cpu-time", action="store_true", help="one thread, per-call thread CPU time (a busy machine)")
     ap.add_argument("--name", default="overhead_cpu")
     ap.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args()
     if len(args.rounds) != len(args.batch_sizes):
         raise SystemExit("Error: --rounds needs one value per --batch-sizes entry")
     tuned = sorted(k for k in os.environ if k.startswith("MALLOC_") or k == "LD_PRELOAD")
+    if args.cpu_time:
+        torch.set_num_threads(1)
     t0 = time.perf_counter()
     load_before = [round(v, 2) for v in os.getloadavg()]
     built = [make_model(name) for name in MODELS]
@@ -62,9 +89,10 @@ def main() -> None:
     for mode, models in modes:
         for batch, rounds in zip(args.batch_sizes, args.rounds):
             entries = [(m, shape) for m, (_, shape) in zip(models, built)]
-            speeds = measure_speeds(entries, batch, "cpu", args.warmup, rounds)
+            speeds = (cpu_time_speeds(entries, batch, args.warmup, rounds) if args.cpu_time
+                      else measure_speeds(entries, batch, "cpu", args.warmup, rounds))
             for name, (m, shape), sp in zip(MODELS, entries, speeds):
-                row = {"mode": mode, "batch_size": batch, "model": name, "images_per_s": sp["images_per_s"],
+                row = {"mode": mode, "clock": "thread CPU time" if args.cpu_time else "wall", "batch_size": batch, "model": name, "images_per_s": sp["images_per_s"],
                        "latency_ms": sp["latency_ms"], "paired_ratio": paired_speed_ratio(speeds[0], sp),
                        "rounds": rounds, "times_s": sp["times_s"]}
                 if mode == "eager":
@@ -73,9 +101,12 @@ def main() -> None:
                 print(f"[overhead] {mode} batch {batch}: {name}: {sp['images_per_s']:.1f} img/s, "
                       f"paired ratio {row['paired_ratio']:.3f}", flush=True)
     load_after = [round(v, 2) for v in os.getloadavg()]
+    clock = ("per-call thread CPU time, 1 torch thread" if args.cpu_time
+             else f"wall clock, {torch.get_num_threads()} torch threads (the default)")
     lines = ["# DART-DeiT-Ti / DeiT-Ti, one process, default settings (eval, CPU)", "",
+             f"Clock: {clock}.", "",
              f"Allocator: {'glibc default' if not tuned else 'tuned: ' + ', '.join(tuned)}; "
-             f"{torch.get_num_threads()} torch threads (the default); load average (1, 5, 15 min) "
+             f"{torch.get_num_threads()} torch threads; load average (1, 5, 15 min) "
              f"{load_before} before, {load_after} after (the machine is shared: ratios are paired, "
              f"absolute img/s are not comparable between runs).", "",
              "| mode | batch | model | img/s | latency (ms) | paired ratio to DeiT-Ti | target | page faults / call |",
@@ -89,7 +120,7 @@ def main() -> None:
     result = {"command": script_command(), "machine": machine_info("cpu"), "rows": rows,
               "load_before": load_before, "load_after": load_after,
               "settings": {"batch_sizes": " ".join(map(str, args.batch_sizes)), "rounds": " ".join(map(str, args.rounds)),
-                           "warmup": args.warmup, "compile": args.compile, "allocator_env": " ".join(tuned) or "none",
+                           "warmup": args.warmup, "compile": args.compile, "cpu_time": args.cpu_time, "allocator_env": " ".join(tuned) or "none",
                            "elapsed_min": round((time.perf_counter() - t0) / 60, 1)}}
     finish_report(result, lines, args.output_dir, args.name)
 
