@@ -150,6 +150,9 @@ def main() -> None:
         rs = [r for r in rows if r["name"] == spec.name]
         grid[spec.num_tokens] = {"top1": _stats([r["test_top1"] for r in rs]), "gmacs": rs[0]["gmacs"],
                                  "input": rs[0]["input_size"], "epochs": sorted({r["epochs"] for r in rs})}
+        if len(dart_epochs) == 1 and all(len(r["top1_by_epoch"]) >= dart_epochs[0] for r in rs):
+            # the same point of the same schedule as the DART checkpoint (a run stopped early)
+            grid[spec.num_tokens]["top1_at_dart_epoch"] = _stats([r["top1_by_epoch"][dart_epochs[0] - 1] for r in rs])
     png = RESULTS / f"{args.name}.png"
     plot(png, budgets, dart, grid, args.train_tokens)
     multi = len(seeds) > 1
@@ -164,11 +167,12 @@ def main() -> None:
              + ("" if dart_epochs == [args.epochs] and all(g["epochs"] == [args.epochs] for g in grid.values())
                 else " (runs stopped early: see the grid rows' epochs)") + ".", "",
              "| N | DART@" + str(args.train_tokens) + " run at N: top-1 (%) | GMACs | grid trained at N: top-1 (%) "
-             "| grid epochs | grid input | grid GMACs |", "|---|---|---|---|---|---|---|"]
+             f"| grid epochs | grid top-1 after epoch {dart_epochs[-1]} (DART's) | grid input | grid GMACs |",
+             "|---|---|---|---|---|---|---|---|"]
     for n in budgets:
         g = grid.get(n)
-        grid_cells = (f"{_cell(g['top1'])} | {'/'.join(map(str, g['epochs']))} | {'×'.join(map(str, g['input'][1:]))}"
-                      f" | {g['gmacs']:.4f}" if g else "- | - | - | -")
+        grid_cells = (f"{_cell(g['top1'])} | {'/'.join(map(str, g['epochs']))} | {_cell(g.get('top1_at_dart_epoch'))} | "
+                      f"{'×'.join(map(str, g['input'][1:]))} | {g['gmacs']:.4f}" if g else "- | - | - | - | -")
         lines.append(f"| {n}{' (trained)' if n == args.train_tokens else ''} | {_cell(dart[n]['top1'])} | "
                      f"{dart[n]['gmacs']:.4f} | {grid_cells} |")
     lines += ["", f"![accuracy vs N]({png.name})"]
