@@ -69,8 +69,13 @@ def plot(path: Path, budgets: list[int], dart: dict[int, dict], grid: dict[int, 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for label, data, style in ((f"DART trained at N={train_n}, run at N", dart, "o-"),
-                               ("fixed grid trained at N", grid, "s--")):
+    curves = [(f"DART trained at N={train_n}, run at N", dart, "o-", "top1"),
+              ("fixed grid trained at N", grid, "s--", "top1")]
+    if grid and all("top1_at_dart_epoch" in g for g in grid.values()):  # DART stopped early: same schedule point
+        curves[1] = ("fixed grid trained at N, final epoch", grid, "s:", "top1")
+        curves.append(("fixed grid trained at N, at DART's epoch", grid, "s--", "top1_at_dart_epoch"))
+    for label, data, style, key in curves:
+        data = {n: {"top1": v[key]} for n, v in data.items()}
         ns = [n for n in budgets if n in data]
         mean = [data[n]["top1"]["mean"] for n in ns]
         line, = ax.plot(ns, mean, style, label=label)
