@@ -364,3 +364,47 @@ def test_compat_refuses_what_it_does_not_reproduce():
         convert_hcplab_state_dict({"pos_embed": torch.zeros(1, 393, 8)}, _Holder(dart))
     with pytest.raises(ValueError, match="warp"):
         dartok.patch_timm(timm.create_model("vit_micro_patch8"), mode="warp", compat="hcplab")
+
+
+# ----------------------------------------------------------------------------- dartok eval --model
+
+def _their_file(path, head_class=None):
+    g = torch.Generator().manual_seed(0)
+    keys = FIXTURE["darvit-tiny.pth"]
+    sd = {k: (torch.rand(v, generator=g) + 0.5 if k.endswith("running_var") else torch.randn(v, generator=g) * 0.02)
+          for k, v in keys.items() if not k.endswith("num_batches_tracked")}
+    sd.update({k: torch.tensor(1) for k in keys if k.endswith("num_batches_tracked")})
+    if head_class is not None:  # every image predicted as this class
+        sd["head.weight"].zero_()
+        sd["head.bias"].zero_()
+        sd["head.bias"][head_class] = 10.0
+    torch.save({"model": sd, "args": argparse.Namespace(model="darvit_tiny")}, path)
+    return path
+
+
+def test_cli_eval_model_on_an_imagenet_style_folder(tmp_path):
+    """``dartok eval --model TAG --weights FILE --data-root ROOT``: the class map is train/'s 1000 folders."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from dartok.cli import app
+
+    root = tmp_path / "imagenet"
+    for c in range(1000):
+        (root / "train" / f"n{c:08d}").mkdir(parents=True)
+    img = Image.new("RGB", (40, 30), (120, 30, 200))
+    for c in (0, 5):
+        (root / "val" / f"n{c:08d}").mkdir(parents=True)
+        img.save(root / "val" / f"n{c:08d}" / "a.png")
+    weights = _their_file(tmp_path / "darvit-tiny.pth", head_class=5)
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", "--model", "dart_deit_tiny_patch16_224.hcplab_in1k", "--weights", str(weights),
+                              "--data-root", str(root), "--no-progress", "--json", str(tmp_path / "out.json")])
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["n"] == 2 and out["top1"] == 50.0 and out["split"] == "val"  # the n00000005 image, not n00000000
+    bad = runner.invoke(app, ["eval", "--model", "dart_deit_tiny_patch16_224.hcplab_in1k", "--weights", str(weights),
+                              "--data-root", str(root / "val")])
+    assert bad.exit_code == 2 and "has 2 class folders" in bad.output and "Traceback" not in bad.output
+    both = runner.invoke(app, ["eval", "--model", "x", "--checkpoint", str(tmp_path)])
+    assert both.exit_code == 2 and "one of --checkpoint" in both.output
