@@ -408,3 +408,15 @@ def test_cli_eval_model_on_an_imagenet_style_folder(tmp_path):
     assert bad.exit_code == 2 and "has 2 class folders" in bad.output and "Traceback" not in bad.output
     both = runner.invoke(app, ["eval", "--model", "x", "--checkpoint", str(tmp_path)])
     assert both.exit_code == 2 and "one of --checkpoint" in both.output
+
+
+def test_compat_model_round_trips_through_save_for_hf(tmp_path, no_network):
+    """A compat model saved in dartok's format reloads as one (``local-dir:``), not through their container."""
+    from timm.models import save_for_hf
+    model = timm.create_model("dart_deit_tiny_patch16_224.hcplab_121p_in1k", depth=2, num_classes=3).eval()
+    save_for_hf(model, tmp_path / "saved")
+    again = timm.create_model(f"local-dir:{tmp_path / 'saved'}", pretrained=True).eval()
+    assert again.patch_embed.compat == "hcplab" and again.patch_embed.num_tokens == 121
+    x = torch.randn(2, 3, 448, 448)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)

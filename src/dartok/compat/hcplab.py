@@ -43,7 +43,8 @@ from .. import _compat
 __all__ = [
     "HCPLAB_CHECKPOINTS", "HCPLAB_HUB_ID", "HCPLAB_SCORERS", "HcplabCheckpoint", "HcplabScorer",
     "convert_hcplab_state_dict", "hcplab_boxes", "hcplab_checkpoint", "hcplab_edges", "hcplab_quantiles",
-    "hcplab_resample_by_edges", "hcplab_resample_by_rows", "hcplab_row_heights", "hcplab_sample",
+    "hcplab_pretrained_cfgs", "hcplab_resample_by_edges", "hcplab_resample_by_rows", "hcplab_row_heights",
+    "hcplab_sample",
     "hcplab_tokenize", "load_hcplab_checkpoint",
 ]
 
@@ -132,7 +133,7 @@ def hcplab_checkpoint(variant: str, tag: str | None) -> HcplabCheckpoint | None:
 
 def hcplab_pretrained_cfgs(variant: str, **cfg: Any) -> dict[str, dict[str, Any]]:
     """timm default cfgs (``"variant.tag"`` → cfg) of ``variant``'s :data:`HCPLAB_CHECKPOINTS`, ``cfg`` added."""
-    return {name: dict(cfg, hf_hub_id=HCPLAB_HUB_ID, hf_hub_filename=ck.file, license="mit",
+    return {name: dict(cfg, hf_hub_id=HCPLAB_HUB_ID, hf_hub_filename=ck.file, license="apache-2.0",
                        notes=(f"the DART authors' checkpoint {ck.file} (HCPLab-SYSU/DART), their tokenizer "
                               f"(compat='hcplab'), N = {ck.num_tokens}"
                               + (f"; they report {ck.top1} top-1 (not verified by dartok)" if ck.top1 else ""),))

@@ -646,7 +646,7 @@ def create_dart(variant: str, backbone: str, patch_fn, pretrained: bool, default
             parts[f"scorer trunk {trunk}"] = get_pretrained_cfg(trunk) or {}
         from ._pretrained import check_pretrained_available
         check_pretrained_available(variant, parts, cache_dir=cache_dir)
-    if own_weights and hcplab is not None and not cfg.state_dict:
+    if own_weights and hcplab is not None and not cfg.state_dict and cfg.source not in ("local-dir", "hf-hub"):
         # their container holds argparse args that timm's weights_only load refuses: read it here
         overlay["state_dict"] = load_hcplab_checkpoint(_hcplab_file(cfg, cache_dir))
         cfg = resolve_pretrained_cfg(variant, pretrained_cfg, overlay)
