@@ -503,8 +503,8 @@ def convert_hcplab_state_dict(state_dict: Mapping[str, Any], model: nn.Module) -
       torchvision layout, unchanged, BatchNorm statistics included);
     - ``patch_embed.spn.spn.spn.mlp.net.{0,2}.*`` → ``patch_embed.scorer.mlp.net.{0,2}.*``;
     - ``pos_embed`` (``1×(1+g²)×D``, always 197 long: their N lives in the model name) →
-      the class entry ``pos_embed`` (``1×1×D``: index 0 for DeiT, index ``(1+g²)//2`` for Vim,
-      their middle class token) and the grid ``patch_embed.pos_embed`` (``1×g²×D``);
+      the class entry ``pos_embed`` (``1×1×D``: index 0 for DeiT, the model's ``cls_position``
+      for Vim, g²//2 = (1+g²)//2 = 98: their middle class token) and the grid ``patch_embed.pos_embed`` (``1×g²×D``);
     - everything else (``cls_token``, ``patch_embed.proj``, ``blocks`` / ``layers``, ``norm`` /
       ``norm_f``, ``head``) keeps its name: timm's ViT and dartok's Vim use theirs.
 
@@ -521,8 +521,6 @@ def convert_hcplab_state_dict(state_dict: Mapping[str, Any], model: nn.Module) -
         ValueError: ``model`` is not a compat DART model, or a ``pos_embed`` whose length is
             not 1 + the model's grid.
     """
-    from ..models.vim import DartVisionMamba
-
     dart = getattr(model, "patch_embed", None)
     if getattr(dart, "compat", None) != "hcplab":
         raise ValueError("convert_hcplab_state_dict needs a DART model built with compat='hcplab' "
@@ -542,7 +540,10 @@ def convert_hcplab_state_dict(state_dict: Mapping[str, Any], model: nn.Module) -
         if pos.dim() != 3 or pos.shape[1] != g2 + 1:
             raise ValueError(f"pos_embed must be 1×{g2 + 1}×D (one class entry + the {dart.pos_grid}×"
                              f"{dart.pos_grid} grid), got {tuple(pos.shape)}")
-        cls = pos.shape[1] // 2 if isinstance(model, DartVisionMamba) else 0
+        # DeiT: first; Vim (dartok's cls_position, N // 2): their middle class token, L // 2 of 197
+        cls = model.cls_position(g2) if callable(getattr(model, "cls_position", None)) else 0
+        if cls is None:
+            raise ValueError("convert_hcplab_state_dict: the model has no class token; the authors' models all do")
         out["pos_embed"] = pos[:, cls:cls + 1]
         out["patch_embed.pos_embed"] = torch.cat([pos[:, :cls], pos[:, cls + 1:]], 1)
     elif pos is not None:
