@@ -362,6 +362,9 @@ def test_compat_refuses_what_it_does_not_reproduce():
         convert_hcplab_state_dict({}, _Holder(DART(num_tokens=16, embed_dim=8)))
     with pytest.raises(ValueError, match="pos_embed must be 1×197×D"):
         convert_hcplab_state_dict({"pos_embed": torch.zeros(1, 393, 8)}, _Holder(dart))
+    with pytest.raises(NotImplementedError, match="DART.partition is dartok's step"):
+        dart.partition(torch.full((1, 14, 14), 1 / 196))
+    assert dart.alpha == 0.0
     with pytest.raises(ValueError, match="warp"):
         dartok.patch_timm(timm.create_model("vit_micro_patch8"), mode="warp", compat="hcplab")
 

@@ -185,7 +185,7 @@ class DART(nn.Module):
         self.img_size = (img_size, img_size)
         self.in_chans = in_chans
         self.embed_dim = embed_dim
-        self.alpha = float(alpha)
+        self.alpha = 0.0 if compat else float(alpha)
         self.bands = len(self.counts)
         self.check_inputs = check_inputs
         self.antialias = antialias
@@ -201,6 +201,12 @@ class DART(nn.Module):
         if isinstance(scorer, dict):
             scorer = Scorer(in_chans=in_chans, **scorer)
         self.scorer = scorer
+
+    def _dartok_step(self, step: str) -> None:
+        """Raise ``NotImplementedError`` for a dartok step on a compat tokenizer (whose steps are theirs)."""
+        if self.compat:
+            raise NotImplementedError(f"DART.{step} is dartok's step; compat={self.compat!r} runs the authors' "
+                                      "tokenizer as a whole (forward, dartok.compat.hcplab.hcplab_tokenize)")
 
     @staticmethod
     def _check_compat(compat, num_tokens, bands, alpha, scorer, pos_grid, antialias, score_source, prior,
@@ -353,6 +359,7 @@ class DART(nn.Module):
             ValueError: a pdf of the wrong shape for this batch, NaN/Inf or negative
                 values (given or from the scorer).
         """
+        self._dartok_step("density")
         prior_on = False
         if pdf is None:
             pdf, scored = self.score(images), True
@@ -403,6 +410,7 @@ class DART(nn.Module):
         """Step 2 (paper §3.2): boxes ``B×N×4`` for a pdf from :meth:`density`, computed in at
         least float32 even under autocast (:func:`dartok.partition.partition_pdf`; the regular
         grid of ``partition="grid"``: :func:`dartok.partition.grid_cuts`, row-major)."""
+        self._dartok_step("partition")
         if self.partition_mode == "grid":
             return cuts_to_boxes(*grid_cuts(pdf, self.bands, self.counts[0]))
         return partition_pdf(pdf, self.counts)
@@ -410,10 +418,12 @@ class DART(nn.Module):
     def sample(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Step 3 (paper §3.4): ``B×N×C×P×P`` patches in the images' dtype, sampled in at least
         float32 from the unrounded boxes (:func:`dartok.resample.sample_patches`)."""
+        self._dartok_step("sample")
         return sample_patches(images, boxes, self.patch_size[0], antialias=self.antialias)
 
     def position_embeddings(self, boxes: torch.Tensor) -> torch.Tensor:
         """``B×N×D`` area averages of the position-embedding map over ``boxes``."""
+        self._dartok_step("position_embeddings")
         if self.pos_embed is None:
             return boxes.new_zeros(boxes.shape[0], boxes.shape[1], self.embed_dim)
         g = self.pos_grid
