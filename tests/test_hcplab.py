@@ -325,9 +325,17 @@ def test_tag_loads_their_container_from_a_file(tmp_path):
     assert logits.shape == (2, 1000) and bool(torch.isfinite(logits).all())
 
 
-def test_tag_without_network_fails_fast_naming_the_model(no_network):
+def test_tag_without_network_fails_fast_naming_the_model(no_network, tmp_path):
     with pytest.raises(RuntimeError, match="dart_deit_tiny_patch16_224 needs weights.*hf-hub:yinkx3/DART"):
         timm.create_model("dart_deit_tiny_patch16_224.hcplab_in1k", pretrained=True)
+    from typer.testing import CliRunner
+
+    from dartok.cli import app
+    (tmp_path / "val" / "n0").mkdir(parents=True)
+    res = CliRunner().invoke(app, ["eval", "--model", "dart_deit_tiny_patch16_224.hcplab_in1k",
+                                   "--data-root", str(tmp_path / "val")])
+    assert res.exit_code == 2 and "Error:" in res.output and "--weights FILE" in res.output
+    assert "Traceback" not in res.output
 
 
 def test_default_model_and_tokenizer_untouched():

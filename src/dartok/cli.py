@@ -373,8 +373,11 @@ def _eval_pretrained(model: str, weights: Optional[Path], *, split: str, data: O
         out = evaluate_pretrained(model, data_root, weights=weights, samples=samples, data_seed=data_seed or 0,
                                   batch_size=batch_size, num_workers=num_workers, device=device, amp=amp,
                                   progress=progress)
-    except _USER_ERRORS + (RuntimeError,) as e:
+    except _USER_ERRORS as e:
         raise _fail(_user_error_message(e))
+    except RuntimeError as e:  # pretrained weights that cannot be had (offline, none)
+        hint = "" if weights is not None else " (dartok eval: a downloaded file goes in --weights FILE)"
+        raise _fail(_user_error_message(e) + hint)
     if json_out is not None:
         _write_json(json_out, out)
     from .train.task import create_task

@@ -202,6 +202,9 @@ class HcplabScorer(nn.Module):
         self.trunk.eval()
         self.mlp = _MLP(spec.channels, spec.hidden, spec.out)
 
+    def extra_repr(self) -> str:
+        return f"trunk={self.trunk_name}[:{self.spec.cut}], version={self.version}, grid={self.grid_size}"
+
     def train(self, mode: bool = True) -> "HcplabScorer":
         """Train the MLP; the trunk stays in eval mode (the checkpoint's statistics)."""
         super().train(mode)
