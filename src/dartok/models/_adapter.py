@@ -34,6 +34,7 @@ _compat.ensure_torchvision_importable()
 
 import timm  # noqa: E402
 
+from ..compat.hcplab import convert_hcplab_state_dict, hcplab_checkpoint, load_hcplab_checkpoint  # noqa: E402
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
 from ..tokenizer import DART, DartOutput  # noqa: E402
@@ -47,7 +48,7 @@ __all__ = [
 _DART_KEYS = (
     "num_tokens", "img_size", "scorer", "scorer_head", "scorer_input_size", "scorer_stage",
     "scorer_pretrained", "trainable_scorer_trunk", "alpha", "bands", "antialias", "learn_contrast",
-    "score_source", "scorer_cam", "prior", "prior_mode",
+    "score_source", "scorer_cam", "prior", "prior_mode", "compat",
 )
 """The kwargs of a registered DART model that go to its ``patch_*`` function (the rest go to
 the backbone); a family adds its own (VideoMamba: ``temporal_diff``)."""
@@ -606,6 +607,12 @@ def create_dart(variant: str, backbone: str, patch_fn, pretrained: bool, default
     scorer trunk's pretrained tags, after :func:`~dartok.models._pretrained.check_pretrained_available`
     (no network: one immediate error naming ``variant``).
 
+    A tag of :data:`~dartok.compat.hcplab.HCPLAB_CHECKPOINTS` (``dart_deit_tiny_patch16_224.hcplab_in1k``)
+    builds the authors' tokenizer (``compat="hcplab"``, their scorer, their budget) and loads
+    their checkpoint (their container, read by :func:`~dartok.compat.hcplab.load_hcplab_checkpoint`,
+    keys mapped by :func:`~dartok.compat.hcplab.convert_hcplab_state_dict`), from the hub or
+    from ``pretrained_cfg_overlay=dict(file=...)``.
+
     Requires ``defaults["img_size"]``.
 
     Raises:
@@ -622,6 +629,11 @@ def create_dart(variant: str, backbone: str, patch_fn, pretrained: bool, default
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     cache_dir = kwargs.pop("cache_dir", None)
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg, overlay)
+    hcplab = hcplab_checkpoint(variant, cfg.tag)
+    if hcplab is not None:  # the authors' checkpoint: their tokenizer and scorer (docs/method.md §4a)
+        defaults = {**defaults, "compat": "hcplab", "num_tokens": hcplab.num_tokens, "scorer_pretrained": False,
+                    "scorer": {"trunk": hcplab.trunk, "version": hcplab.version}}
+        filter_fn = _after_hcplab(filter_fn)
     dart_kwargs = split_dart_kwargs(kwargs, defaults, pretrained, keys)
     own_weights = pretrained and bool(cfg.has_weights or cfg.state_dict)
     if pretrained:
@@ -634,6 +646,10 @@ def create_dart(variant: str, backbone: str, patch_fn, pretrained: bool, default
             parts[f"scorer trunk {trunk}"] = get_pretrained_cfg(trunk) or {}
         from ._pretrained import check_pretrained_available
         check_pretrained_available(variant, parts, cache_dir=cache_dir)
+    if own_weights and hcplab is not None and not cfg.state_dict and cfg.source not in ("local-dir", "hf-hub"):
+        # their container holds argparse args that timm's weights_only load refuses: read it here
+        overlay["state_dict"] = load_hcplab_checkpoint(_hcplab_file(cfg, cache_dir))
+        cfg = resolve_pretrained_cfg(variant, pretrained_cfg, overlay)
     if own_weights:
         dart_kwargs = _scorer_from_checkpoint(dart_kwargs, _checkpoint_keys(cfg))
     overlay["input_size"] = (cfg.input_size[0], dart_kwargs["img_size"], dart_kwargs["img_size"])
@@ -649,9 +665,28 @@ def create_dart(variant: str, backbone: str, patch_fn, pretrained: bool, default
     def load_filter(state_dict: dict, model: nn.Module) -> dict:
         return _fill_from_model(filter_fn(state_dict, model) if filter_fn else dict(state_dict), model)
 
-    return build_model_with_cfg(build, variant, own_weights, pretrained_cfg=pretrained_cfg,
-                                pretrained_cfg_overlay=overlay, pretrained_filter_fn=load_filter, cache_dir=cache_dir,
-                                feature_cfg=dict(out_indices=3, feature_cls="getter"), **kwargs)
+    model = build_model_with_cfg(build, variant, own_weights, pretrained_cfg=pretrained_cfg,
+                                 pretrained_cfg_overlay=overlay, pretrained_filter_fn=load_filter, cache_dir=cache_dir,
+                                 feature_cfg=dict(out_indices=3, feature_cls="getter"), **kwargs)
+    if hcplab is not None and isinstance(getattr(model, "pretrained_cfg", None), dict):
+        model.pretrained_cfg.pop("state_dict", None)  # loaded; not kept (nor written by save_for_hf)
+    return model
+
+
+def _after_hcplab(filter_fn):
+    """``filter_fn`` after :func:`~dartok.compat.hcplab.convert_hcplab_state_dict` (the authors' keys first)."""
+    def convert(state_dict: dict, model: nn.Module) -> dict:
+        sd = convert_hcplab_state_dict(state_dict, model)
+        return filter_fn(sd, model) if filter_fn else sd
+    return convert
+
+
+def _hcplab_file(cfg, cache_dir) -> str:
+    """The local path of an authors' checkpoint: the cfg's ``file``, else downloaded from the hub."""
+    if cfg.file:
+        return str(cfg.file)
+    from huggingface_hub import hf_hub_download
+    return hf_hub_download(cfg.hf_hub_id, cfg.hf_hub_filename, cache_dir=cache_dir)
 
 
 def _cfg(input_size=(3, 224, 224), **kwargs) -> dict[str, Any]:
