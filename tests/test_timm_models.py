@@ -157,11 +157,7 @@ def test_classifier_reset_and_pre_logits(name):
         assert model.num_classes == 3 and model.get_classifier().out_features == 3 and model(x).shape == (2, 3)
 
 
-def test_num_classes_zero_is_the_model_without_its_head(name, request):
-    if name in CAM_SCORER:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="the scorer's CAM head (docs/method.md §10) exists only with a classifier: "
-                                "num_classes=0 builds another scorer, whose score map lacks the CAM term"))
+def test_num_classes_zero_is_the_model_without_its_head(name):
     model = build(name).eval()
     headless = build(name, num_classes=0).eval()
     x = example(model)
@@ -170,6 +166,31 @@ def test_num_classes_zero_is_the_model_without_its_head(name, request):
         missing, unexpected = headless.load_state_dict(model.state_dict(), strict=False)
         assert not missing and unexpected == ["head.weight", "head.bias"]
         torch.testing.assert_close(headless(x), pooled)
+    if name in CAM_SCORER:  # the scorer keeps its CAM head (the score map depends on it), of the cfg's classes
+        assert headless.patch_embed.scorer.cam_classes == model.num_classes == model.pretrained_cfg["num_classes"]
+
+
+def test_checkpoint_loads_without_its_head_or_with_another_class_count(name, tmp_path):
+    """timm's offline route with num_classes=0 (the features of the trained model) or another class
+    count (a new head; the scorer's CAM head, a classifier too, starts anew with it)."""
+    model = build(name).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    x = example(model)
+    overlay = dict(file=str(tmp_path / "weights.pth"))
+    headless = build(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0).eval()
+    other = build(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=3).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(headless(x), model.forward_head(model.forward_features(x), pre_logits=True))
+    assert other.num_classes == 3 and other.get_classifier().out_features == 3
+    fresh = build(name, num_classes=3).state_dict()  # the same seed: the init the new heads keep
+    new = {k for k in fresh if k.startswith(("head.", "patch_embed.scorer.cam."))}
+    assert new == ({"head.weight", "head.bias"} | ({"patch_embed.scorer.cam.weight", "patch_embed.scorer.cam.bias"}
+                                                   if name in CAM_SCORER else set()))
+    for k, v in other.state_dict().items():
+        torch.testing.assert_close(v, fresh[k] if k in new else model.state_dict()[k], rtol=0, atol=0, msg=k)
 
 
 # ----------------------------------------------------------------------------- intermediates and features
@@ -347,6 +368,8 @@ def test_layer_decay_groups(name):
     for i in range(depth):
         assert {s for n, s in scale.items() if n.startswith(f"{stack}.{i}.")} == {0.5 ** (depth - i)}
     assert scale["head.weight"] == 1.0 and len(set(scale.values())) == depth + 2
+    scorer = {s for n, s in scale.items() if n.startswith("patch_embed.scorer.")}
+    assert scorer == ({1.0} if is_dart(model) else set())  # new (and often from scratch): the head's LR, not the stem's
     for n in model.no_weight_decay() & params.keys():  # timm's ViT also names tokens it may not have
         assert group_of[id(params[n])]["weight_decay"] == 0.0, n
     assert group_of[id(params["head.weight"])]["weight_decay"] == 0.05
