@@ -238,7 +238,8 @@ class DartWarp(nn.Module):
             ``(final features, maps)``; the final features are never unwarped.
 
         Raises:
-            ValueError: as the warp (bad images) or the backbone (bad indices, ``output_fmt``) does.
+            ValueError: as the warp (bad images) or the backbone (bad indices, ``output_fmt``) does;
+                ``unwarp`` of maps that are not 4-D (a ViT backbone's ``NLC`` tokens).
         """
         out = self.patch_embed(x)
         result = self.backbone.forward_intermediates(out.image, indices=indices, norm=norm, stop_early=stop_early,
@@ -246,15 +247,16 @@ class DartWarp(nn.Module):
         if not (self.unwarp_features if unwarp is None else unwarp):
             return result
         maps = result if intermediates_only else result[1]
-        maps = [self._unwarp_map(m, out) for m in maps]
+        maps = [self._unwarp_map(m, out, output_fmt) for m in maps]
         return maps if intermediates_only else (result[0], maps)
 
-    def _unwarp_map(self, fmap: torch.Tensor, out: WarpOutput) -> torch.Tensor:
-        """One intermediate (``NCHW``, or timm's ``NHWC``) in image coordinates, at its own size and layout."""
-        nhwc = fmap.dim() == 4 and getattr(self.backbone, "output_fmt", "NCHW") == "NHWC"
-        fmap = fmap.permute(0, 3, 1, 2) if nhwc else fmap
+    def _unwarp_map(self, fmap: torch.Tensor, out: WarpOutput, output_fmt: str) -> torch.Tensor:
+        """One intermediate (``NCHW``, or ``NHWC`` where asked) in image coordinates, at its own size and layout."""
         if fmap.dim() != 4:
-            raise ValueError(f"unwarp needs B×C×h×w maps; {type(self.backbone).__name__} gives {tuple(fmap.shape)}")
+            raise ValueError(f"unwarp needs B×C×h×w maps; {type(self.backbone).__name__} gives "
+                             f"{tuple(fmap.shape)} for output_fmt={output_fmt!r}")
+        nhwc = output_fmt == "NHWC"
+        fmap = fmap.permute(0, 3, 1, 2) if nhwc else fmap
         back = unwarp(fmap, out.ys, out.xs, tuple(fmap.shape[-2:]))
         return back.permute(0, 2, 3, 1) if nhwc else back
 
@@ -303,6 +305,7 @@ class DartWarp(nn.Module):
             return (group.get(key, group[unmatched]),)
 
         return matcher
+
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """The backbone's no-decay names, under ``backbone.``."""
