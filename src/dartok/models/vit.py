@@ -182,6 +182,7 @@ def patch_timm(
     mode: str = "auto",
     warp_size: int | tuple[int, int] | None = None,
     patch_size: int | None = None,
+    unwarp_features: bool = False,
 ) -> nn.Module:
     """Turn a timm ``VisionTransformer`` into a DART model in place, keeping its weights; put any
     other image model behind DART's regular-grid warp (paper App. C).
@@ -222,8 +223,9 @@ def patch_timm(
         mode: ``"auto"`` (default): a timm ``VisionTransformer`` gets the token tokenizer, any other
             model the warp; ``"tokens"`` or ``"warp"`` force one. Vision Mamba and VideoMamba take
             :func:`~dartok.models.vim.patch_vim` / :func:`~dartok.models.videomamba.patch_videomamba`.
-        warp_size, patch_size: the warp's output size and box side P
-            (:func:`dartok.models.warp.patch_warp`); warp only.
+        warp_size, patch_size, unwarp_features: the warp's output size, box side P and whether
+            its feature maps come back in image coordinates (:func:`dartok.models.warp.patch_warp`);
+            warp only.
 
     Returns:
         The same object, now an instance of a ``DartVisionTransformer`` subclass (tokens), or a
@@ -233,12 +235,12 @@ def patch_timm(
         TypeError: tokens forced on a model that is not a timm VisionTransformer, a Vim /
             VideoMamba model, or not an ``nn.Module``.
         ValueError: an unknown ``mode`` or ``partition``, options of the other mode (``bands``,
-            ``partition`` for the warp; ``warp_size``, ``patch_size`` for tokens); no learned
+            ``partition`` for the warp; ``warp_size``, ``patch_size``, ``unwarp_features`` for tokens); no learned
             absolute position embedding, a non-square grid, or a prefix layout timm does not have
             (:meth:`DartVisionTransformer.check_backbone`); a warp layout that does not tile.
     """
     options = patch_options(locals())
-    warp_options = {k: options.pop(k) for k in ("mode", "warp_size", "patch_size")}
+    warp_options = {k: options.pop(k) for k in ("mode", "warp_size", "patch_size", "unwarp_features")}
     if mode not in ("auto", "tokens", "warp"):
         raise ValueError(f"mode must be 'auto', 'tokens' or 'warp', got {mode!r}")
     if isinstance(model, MambaClassifier):
@@ -251,10 +253,11 @@ def patch_timm(
             raise ValueError("bands and partition are options of the token tokenizer; the warp is always the "
                              "regular grid (set its layout with num_tokens, warp_size, patch_size)")
         options.pop("bands"), options.pop("partition")
-        return patch_warp(model, **options, warp_size=warp_size, patch_size=patch_size)
-    if warp_size is not None or patch_size is not None:
-        raise ValueError("warp_size and patch_size are options of the warp (mode='warp'); a ViT keeps its own "
-                         "patch size")
+        return patch_warp(model, **options, warp_size=warp_size, patch_size=patch_size,
+                          unwarp_features=unwarp_features)
+    if warp_size is not None or patch_size is not None or unwarp_features:
+        raise ValueError("warp_size, patch_size and unwarp_features are options of the warp (mode='warp'); a ViT "
+                         "keeps its own patch size and token features")
     return patch_backbone(model, DartVisionTransformer, **options)
 
 
