@@ -105,6 +105,32 @@ def test_default_is_on_for_a_trunk_learned_from_scratch_and_off_for_the_papers_p
     assert create_model("dart_vit_micro_patch8", 16, score_source="oracle").patch_embed.scorer is None
 
 
+def test_the_cam_head_follows_the_classifier():
+    """reset_classifier(k) gives the CAM head (a classifier over the same labels) k classes anew;
+    reset_classifier(0) keeps it (the tokens depend on it); init_from drops one of another class count."""
+    from dartok.models.weights import load_fitting
+
+    model = create_model("dart_vit_micro_patch8", 16, depth=1)
+    cam = model.patch_embed.scorer.cam
+    model.reset_classifier(0)
+    assert model.patch_embed.scorer.cam is cam and model.patch_embed.scorer.cam_classes == 10
+    model.reset_classifier(3)
+    assert model.patch_embed.scorer.cam.out_channels == model.patch_embed.scorer.cam_classes == 3
+    x, y = torch.rand(2, 1, 128, 128), torch.tensor([0, 2])
+    model.train()(x)
+    assert model.patch_embed.scorer.auxiliary_loss(y) is not None
+    with pytest.raises(ValueError, match="cam_classes"):
+        model.patch_embed.scorer.reset_cam(-1)
+    ten = create_model("dart_vit_micro_patch8", 16, depth=1)
+    report = load_fitting(model, ten.state_dict())
+    assert {"patch_embed.scorer.cam.weight", "head.weight"} <= set(report.missing)
+    assert any("CAM head dropped" in n for n in report.notes)
+    with pytest.raises(ValueError, match="scorer_cam=True: the scorer's CAM head learns image labels"):
+        create_model("dart_vit_micro_patch8", 16, task="segmentation", num_classes=3, scorer_cam=True)
+    with pytest.raises(ValueError, match="scorer_cam must be"):
+        create_model("dart_vit_micro_patch8", 16, scorer_cam="yes")
+
+
 def _relative_grad(model, prefix):
     g = w = 0.0
     for name, p in model.named_parameters():

@@ -7,7 +7,8 @@ TorchScript); this file covers what is particular to a family or to DART: the re
 trip, timm's offline weights route (``pretrained_cfg_overlay=dict(file=...)``),
 ``pretrained=True`` without a network, the NCHW maps of DART tokens, the Vim / VideoMamba
 heads, ``torch.export``, ``torch.compile(fullgraph=True)`` and ONNX against eager, and the
-static selective scan. Models are two blocks deep with 16 tokens and 64² inputs.
+static selective scan. Models are two blocks deep with 16 tokens and 64² inputs; the warp model
+(``dart_warp_resnet10t``) warps 128² to 64² (16 boxes).
 """
 import logging
 import time
@@ -24,13 +25,16 @@ from timm.models import save_for_hf
 MODELS = sorted(n for n in timm.list_models() if timm.models.model_entrypoint(n).__module__.startswith("dartok."))
 MICRO = [n for n in MODELS if "_micro_" in n]
 DART_MODELS = [n for n in MODELS if n.startswith("dart_")]
+WARP = "dart_warp_resnet10t"
 
 
 def small(name: str, **kwargs) -> torch.nn.Module:
     """A two-block version of a registered model (16 tokens, 64² for DART), eval mode, seeded."""
     torch.manual_seed(0)
     kw = dict(depth=2)
-    if name.startswith("dart_"):
+    if name.startswith("dart_warp_"):  # the CNN as it is: no depth
+        kw = dict(warp_size=64, num_tokens=16, scorer_input_size=64)
+    elif name.startswith("dart_"):
         kw.update(num_tokens=16, img_size=64, scorer_input_size=64)
     return timm.create_model(name, **{**kw, **kwargs}).eval()
 
@@ -61,18 +65,22 @@ def test_registered_cfg_is_the_models_own(name):
         assert not cfg.has_weights
 
 
-@pytest.mark.parametrize("name", MICRO)
+@pytest.mark.parametrize("name", MICRO + [WARP])
 def test_save_for_hf_local_dir_round_trip(name, tmp_path, no_network):
     """save_for_hf → create_model('local-dir:...'): the same class, options, weights and outputs."""
     kwargs = dict(num_classes=3)
-    if name.startswith("dart_"):
+    if name == WARP:
+        kwargs.update(num_tokens=64, unwarp_features=True, antialias=True)
+    elif name.startswith("dart_"):
         kwargs.update(num_tokens=12, antialias=False)
     model = small(name, **kwargs)
     save_for_hf(model, tmp_path / "saved")
     again = timm.create_model(f"local-dir:{tmp_path / 'saved'}", pretrained=True).eval()
     assert type(again) is type(model) and again.pretrained_cfg["architecture"] == name
     assert again.state_dict().keys() == model.state_dict().keys()
-    if name.startswith("dart_"):
+    if name == WARP:
+        assert again.patch_embed.grid == (8, 8) and again.patch_embed.antialias and again.unwarp_features
+    elif name.startswith("dart_"):
         assert again.patch_embed.num_tokens == 12 and not again.patch_embed.antialias
     x = example(model)
     with torch.no_grad():
@@ -229,7 +237,7 @@ def test_mamba_global_pool_and_head_hidden_size(name):
 
 # ----------------------------------------------------------------------------- graph capture
 
-@pytest.mark.parametrize("name", ["dart_vit_micro_patch8", "dart_vim_micro_patch8", "dart_videomamba_micro_patch8"])
+@pytest.mark.parametrize("name", ["dart_vit_micro_patch8", "dart_vim_micro_patch8", "dart_videomamba_micro_patch8", WARP])
 def test_torch_export_matches_eager(name):
     """Export (the scorer, the partition and the selective scan included), run the program, compare."""
     model = small(name)

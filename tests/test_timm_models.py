@@ -6,8 +6,9 @@ convention a timm user relies on: forward / backward, the cfg, the classifier AP
 ``forward_intermediates`` and ``prune_intermediate_layers``, ``features_only``, FX feature
 extraction, gradient checkpointing, layer-wise LR decay and TorchScript.
 
-CI sweeps the CPU-sized ``*_micro_*`` models; ``DARTOK_TIMM_TESTS=all`` sweeps every registered
-model at its default size (about 7 CPU-minutes, most of it VideoMamba-Ti's 8×196 tokens). A
+CI sweeps the CPU-sized ``*_micro_*`` models and ``dart_warp_resnet10t`` at the ``cpu-warp``
+preset's size (128² warped to 64²); ``DARTOK_TIMM_TESTS=all`` sweeps every registered model at its
+default size (about 9 CPU-minutes, most of it VideoMamba-Ti's 8×196 tokens). A
 convention a dartok model does not keep is a strict xfail with the reason (README "timm
 conventions"). What is particular to a family or to DART (save_for_hf round trips, offline
 weights, export / compile / ONNX, the NCHW map of DART tokens) is in
@@ -29,12 +30,13 @@ MODELS = sorted(n for n in timm.list_models() if timm.models.model_entrypoint(n)
 _SWEEP = os.environ.get("DARTOK_TIMM_TESTS", "micro")
 if _SWEEP not in ("micro", "all"):
     raise ValueError(f"DARTOK_TIMM_TESTS must be 'micro' (default) or 'all', got {_SWEEP!r}")
-SWEEP = [n for n in (MODELS if _SWEEP == "all" else [n for n in MODELS if "_micro_" in n])
-         if not n.startswith("dart_warp_")]
-"""The swept models. Not the ``dart_warp_*`` models: a ``DartWarp`` holds a timm CNN unchanged behind the
-regular-grid warp (its forward and classifier API are the backbone's; ``feature_info``,
-``forward_intermediates`` and ``features_only`` are not provided on it yet: README "Any backbone",
-``tests/test_warp.py``, ``tests/test_models.py``)."""
+WARP = {n for n in MODELS if n.startswith("dart_warp_")}
+"""A timm CNN behind DART's regular-grid warp (``DartWarp``): timm's API is its backbone's, under ``backbone.``."""
+WARP_SMALL = dict(warp_size=64, num_tokens=64, scorer_input_size=64)
+"""The size CI sweeps a warp model at (the ``cpu-warp`` preset's: 128² input warped to 64², 8×8 boxes, scorer
+on a 64² copy)."""
+SWEEP = MODELS if _SWEEP == "all" else [n for n in MODELS if "_micro_" in n] + ["dart_warp_resnet10t"]
+"""The swept models: every registered one, or the micro models and the smallest warp model."""
 
 SCRIPTABLE = {"vit_micro_patch8"}
 """The models that script; every other one refuses ``scriptable=True`` (DART tokenizer, Mamba scan)."""
@@ -50,8 +52,11 @@ pytestmark = [
 
 
 def build(name: str, **kwargs) -> torch.nn.Module:
-    """The registered model, seeded (two builds with the same kwargs have the same weights)."""
+    """The registered model, seeded (two builds with the same kwargs have the same weights); a warp
+    model at :data:`WARP_SMALL` in CI."""
     torch.manual_seed(0)
+    if name in WARP and _SWEEP == "micro":
+        kwargs = {**WARP_SMALL, **kwargs}
     return timm.create_model(name, **kwargs)
 
 
@@ -68,19 +73,42 @@ def blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
     return model.layers if hasattr(model, "layers") else model.blocks
 
 
+def first_block(model: torch.nn.Module) -> torch.nn.Module:
+    """The first block gradient checkpointing recomputes: of the stack, or of a CNN's first stage
+    after its stem (ResNet ``layer1.0``, ConvNeXt ``stages.0.blocks.0``, EfficientNet ``blocks.0.0``)."""
+    if not hasattr(model, "backbone"):
+        return blocks(model)[0]
+    stage = model.get_submodule(model.feature_info[1]["module"])
+    return stage.blocks[0] if hasattr(stage, "blocks") else stage[0]
+
+
+def classifier_keys(model: torch.nn.Module) -> list[str]:
+    """The state-dict keys of the classifier ``pretrained_cfg["classifier"]`` names."""
+    head = model.pretrained_cfg["classifier"]
+    return [f"{head}.weight", f"{head}.bias"]
+
+
 def pixels(model: torch.nn.Module) -> int:
     """Input pixels per sample at ``input_size``, over all frames (T·H·W)."""
     _, h, w = model.pretrained_cfg["input_size"]
     return getattr(model, "num_frames", 1) * h * w
 
 
-def map_size(model: torch.nn.Module) -> tuple[int, int]:
-    """The NCHW map of an intermediate: DART's token layout, or the patch grid (a clip's frames stacked)."""
+def map_size(model: torch.nn.Module, index: int = 0) -> tuple[int, int]:
+    """The NCHW map of intermediate ``index``: a CNN's on the warped image (its size over the stage's
+    stride), DART's token layout, or the patch grid (a clip's frames stacked)."""
+    if name_is_warp(model):
+        stride = model.backbone.feature_info[index]["reduction"]
+        return tuple(side // stride for side in model.patch_embed.out_size)
     if is_dart(model):
         return tuple(model.patch_embed.grid_size)
     rows, cols = model.patch_embed.grid_size
     frames = getattr(model, "num_frames", 1) // getattr(model, "kernel_size", 1)
     return frames * rows, cols
+
+
+def name_is_warp(model: torch.nn.Module) -> bool:
+    return model.pretrained_cfg["architecture"] in WARP
 
 
 def block_outputs(model: torch.nn.Module, x: torch.Tensor, modules: list[str]) -> dict:
@@ -157,26 +185,83 @@ def test_classifier_reset_and_pre_logits(name):
         assert model.num_classes == 3 and model.get_classifier().out_features == 3 and model(x).shape == (2, 3)
 
 
-def test_num_classes_zero_is_the_model_without_its_head(name, request):
-    if name in CAM_SCORER:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="the scorer's CAM head (docs/method.md §10) exists only with a classifier: "
-                                "num_classes=0 builds another scorer, whose score map lacks the CAM term"))
+def test_num_classes_zero_is_the_model_without_its_head(name):
     model = build(name).eval()
     headless = build(name, num_classes=0).eval()
     x = example(model)
     with torch.no_grad():
         pooled = model.forward_head(model.forward_features(x), pre_logits=True)
         missing, unexpected = headless.load_state_dict(model.state_dict(), strict=False)
-        assert not missing and unexpected == ["head.weight", "head.bias"]
+        assert not missing and unexpected == classifier_keys(model)
         torch.testing.assert_close(headless(x), pooled)
+    if name in CAM_SCORER:  # the scorer keeps its CAM head (the score map depends on it), of the cfg's classes
+        assert headless.patch_embed.scorer.cam_classes == model.num_classes == model.pretrained_cfg["num_classes"]
+
+
+def test_checkpoint_loads_without_its_head_or_with_another_class_count(name, tmp_path):
+    """timm's offline route with num_classes=0 (the features of the trained model) or another class
+    count (a new head; the scorer's CAM head, a classifier too, starts anew with it)."""
+    model = build(name).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    x = example(model)
+    overlay = dict(file=str(tmp_path / "weights.pth"))
+    headless = build(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0).eval()
+    other = build(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=3).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(headless(x), model.forward_head(model.forward_features(x), pre_logits=True))
+    assert other.num_classes == 3 and other.get_classifier().out_features == 3
+    fresh = build(name, num_classes=3).state_dict()  # the same seed: the init the new heads keep
+    new = {k for k in fresh if k.startswith((model.pretrained_cfg["classifier"] + ".", "patch_embed.scorer.cam."))}
+    assert new == (set(classifier_keys(model)) | (
+        {"patch_embed.scorer.cam.weight", "patch_embed.scorer.cam.bias"} if name in CAM_SCORER else set()))
+    for k, v in other.state_dict().items():
+        torch.testing.assert_close(v, fresh[k] if k in new else model.state_dict()[k], rtol=0, atol=0, msg=k)
 
 
 # ----------------------------------------------------------------------------- intermediates and features
 
+def warp_intermediates(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """A DartWarp's: its backbone's on the warped image (``unwarp=True``: each map back in image
+    coordinates), ``stop_early`` and ``prune_intermediate_layers`` as the backbone's."""
+    from dartok.warp import unwarp
+
+    info, n = model.feature_info, len(model.feature_info)
+    assert [i["module"] for i in info] == [f"backbone.{i['module']}" for i in model.backbone.feature_info]
+    with torch.no_grad():
+        out = model.tokenize(x)
+        final, maps = model.forward_intermediates(x, indices=[0, -1])
+        torch.testing.assert_close(final, model.forward_features(x))
+        _, want = model.backbone.forward_intermediates(out.image, indices=[0, n - 1])
+        for m, w, i in zip(maps, want, (0, n - 1)):
+            assert m.shape == (2, info[i]["num_chs"], *map_size(model, i))
+            torch.testing.assert_close(m, w)
+        # reduction = input pixels per cell side: the map covers the whole input
+        assert maps[-1].shape[-1] * info[-1]["reduction"] == model.pretrained_cfg["input_size"][-1]
+        back = model.forward_intermediates(x, indices=[0, -1], intermediates_only=True, unwarp=True)
+        for b, m in zip(back, maps):
+            torch.testing.assert_close(b, unwarp(m, out.ys, out.xs, tuple(m.shape[-2:])))
+        assert not torch.allclose(back[0], maps[0])  # the learned scorer's cuts are not uniform
+        model.unwarp_features = True  # what create_model(..., unwarp_features=True) sets: the default
+        torch.testing.assert_close(model.forward_intermediates(x, indices=[0, -1], intermediates_only=True), back)
+        model.unwarp_features = False
+        every = model.forward_intermediates(x, intermediates_only=True)
+        assert len(every) == n
+        _, (second,) = model.forward_intermediates(x, indices=[1], stop_early=True)
+        torch.testing.assert_close(second, every[1])
+    kept = model.prune_intermediate_layers([0, 1])
+    assert kept == [0, 1] and model.num_classes == 0
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_intermediates(x, indices=kept, intermediates_only=True), every[:2])
+
+
 def test_forward_intermediates(name):
     model = build(name).eval()
     x = example(model)
+    if name in WARP:
+        return warp_intermediates(model, x)
     depth = len(blocks(model))
     info = model.feature_info
     assert [i["module"] for i in info] == [f"{'layers' if name in MAMBA else 'blocks'}.{i}" for i in range(depth)]
@@ -220,8 +305,8 @@ def test_forward_intermediates(name):
 def test_features_only(name):
     model = build(name).eval()
     x = example(model)
-    depth = len(blocks(model))
-    features = timm.create_model(name, features_only=True, out_indices=(0, -1)).eval()
+    depth = len(model.feature_info)
+    features = build(name, features_only=True, out_indices=(0, -1)).eval()
     missing, _ = features.model.load_state_dict(model.state_dict(), strict=False)  # pruned: no norm / head
     assert not missing
     info = [model.feature_info[0], model.feature_info[-1]]
@@ -232,10 +317,10 @@ def test_features_only(name):
         maps = features(x)
         _, want = model.forward_intermediates(x, indices=[0, depth - 1])
     assert len(maps) == 2
-    for m, w, c in zip(maps, want, features.feature_info.channels()):
-        assert m.shape == (2, c, *map_size(model))
+    for m, w, c, i in zip(maps, want, features.feature_info.channels(), (0, depth - 1)):
+        assert m.shape == (2, c, *map_size(model, i))
         torch.testing.assert_close(m, w)
-    last2 = timm.create_model(name, features_only=True, out_indices=2)  # an int: the last n blocks
+    last2 = build(name, features_only=True, out_indices=2)  # an int: the last n blocks
     assert last2.feature_info.module_name() == [i["module"] for i in model.feature_info[-2:]]
 
 
@@ -250,15 +335,19 @@ def test_fx_feature_extraction_matches_eager(name):
     if name in MAMBA:  # the selective scan's data-dependent chunking: Block (and RMSNorm) are leaves
         assert type(blocks(model)[0]) in leaves and type(model.norm_f) in leaves
     train_nodes, eval_nodes = timm.models.get_graph_node_names(model)
-    assert eval_nodes[-1] == "head"
+    head = model.pretrained_cfg["classifier"]
+    assert eval_nodes[-1] == head
     if is_dart(model):
         assert "patch_embed" in eval_nodes and not any(n.startswith("patch_embed.") for n in eval_nodes)
     first, last = model.feature_info[0]["module"], model.feature_info[-1]["module"]
     if name in MAMBA:  # a leaf: one node, not traced into
         assert first in eval_nodes and not any(n.startswith(first + ".") for n in eval_nodes)
+    elif name in WARP:  # the CNN is traced: a module is a node (a leaf) or the name of its last node
+        for m in (first, last):
+            assert any(n == m or n.startswith(m + ".") for n in eval_nodes), m
     else:  # a ViT block is traced: a module name stands for its last node
         assert any(n.startswith(first + ".") for n in eval_nodes)
-    extractor = timm.models.create_feature_extractor(model, return_nodes={first: "first", last: "last", "head": "out"})
+    extractor = timm.models.create_feature_extractor(model, return_nodes={first: "first", last: "last", head: "out"})
     with torch.no_grad():
         got = extractor(x)
     want = block_outputs(model, x, [first, last])
@@ -278,6 +367,13 @@ def test_graph_and_hook_feature_nets_give_each_blocks_tokens(name, feature_cls):
     model = build(name).eval()
     x = example(model)
     net = build(name, features_only=True, feature_cls=feature_cls, out_indices=(0, -1)).eval()  # the same weights
+    if name in WARP:  # the backbone's stages on the warped image, NCHW, as forward_intermediates gives them
+        with torch.no_grad():
+            outs, want = net(x), model.forward_intermediates(x, indices=[0, -1], intermediates_only=True)
+        assert len(outs) == 2
+        for o, w in zip(outs, want):
+            torch.testing.assert_close(o, w)
+        return
     with torch.no_grad():
         outs = net(x)
         tokens = model.forward_intermediates(x, indices=[0, -1], output_fmt="NLC", intermediates_only=True,
@@ -308,7 +404,7 @@ def test_grad_checkpointing_same_outputs_and_gradients(name):
     model = build(name).train()
     x = example(model)
     runs, calls = [], []
-    block = blocks(model)[0]
+    block = first_block(model)
     forward = block.forward
 
     def counted(*args, **kwargs):  # forward hooks do not fire when checkpointing recomputes
@@ -336,13 +432,22 @@ def test_grad_checkpointing_same_outputs_and_gradients(name):
 
 def test_layer_decay_groups(name):
     model = build(name)
-    depth = len(blocks(model))
     optimizer = timm.optim.create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.5)
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     params = dict(model.named_parameters())
     assert len(group_of) == len(params)  # every parameter in exactly one group
     scale = {n: group_of[id(p)]["lr_scale"] for n, p in params.items()}
-    stack = "layers" if name in MAMBA else "blocks"
+    scorer = {s for n, s in scale.items() if n.startswith("patch_embed.scorer.")}
+    assert scorer == ({1.0} if is_dart(model) else set())  # new (and often from scratch): the head's LR, not the stem's
+    if name in WARP:  # the backbone's own groups, under backbone.
+        alone = timm.optim.create_optimizer_v2(model.backbone, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.5)
+        own = {id(p): g["lr_scale"] for g in alone.param_groups for p in g["params"]}
+        assert {n: s for n, s in scale.items() if n.startswith("backbone.")} == {
+            f"backbone.{n}": own[id(p)] for n, p in model.backbone.named_parameters()}
+        assert scale[model.pretrained_cfg["first_conv"] + ".weight"] == min(scale.values()) < 1
+        assert scale[classifier_keys(model)[0]] == 1.0
+        return
+    stack, depth = ("layers", len(model.layers)) if name in MAMBA else ("blocks", len(model.blocks))
     assert scale["patch_embed.proj.weight"] == scale["cls_token"] == 0.5 ** (depth + 1)  # the stem
     for i in range(depth):
         assert {s for n, s in scale.items() if n.startswith(f"{stack}.{i}.")} == {0.5 ** (depth - i)}

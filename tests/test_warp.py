@@ -238,6 +238,17 @@ def test_patch_timm_dispatches_tokens_and_warp():
         dartok.patch_timm(timm.create_model("resnet10t"), mode="tokens")
     with pytest.raises(ValueError, match="already has a DART"):
         patch_warp(warped)
+    with pytest.raises(ValueError, match="options of the warp"):
+        dartok.patch_timm(create_model("vit_micro_patch8"), unwarp_features=True)
+    # a ViT behind the warp: its NCHW maps unwarp, its NLC tokens cannot
+    unwarped = dartok.patch_timm(plain, scorer=None, mode="warp", patch_size=8, unwarp_features=True)
+    with torch.no_grad():
+        (fmap,) = unwarped.forward_intermediates(x, indices=[-1], intermediates_only=True)
+        assert fmap.shape == (2, plain.embed_dim, 4, 4)  # uniform cuts: the same map (bilinear at its own centres)
+        torch.testing.assert_close(fmap, unwarped.forward_intermediates(x, indices=[-1], intermediates_only=True,
+                                                                         unwarp=False)[0])
+        with pytest.raises(ValueError, match="unwarp needs B×C×h×w maps.*'NLC'"):
+            unwarped.forward_intermediates(x, indices=[-1], output_fmt="NLC")
 
 
 def test_regular_grid_tokens_with_a_uniform_pdf_are_the_vit_grid():

@@ -296,7 +296,13 @@ def train(
 # --------------------------------------------------------------------------------------
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Checkpoint directory (run_dir/checkpoint)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c",
+                                              help="Checkpoint directory (run_dir/checkpoint)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Instead of --checkpoint: a timm model with "
+                                        "pretrained weights, e.g. dart_deit_tiny_patch16_224.hcplab_in1k (the DART "
+                                        "authors' checkpoint), on the ImageFolder --data-root (ImageNet's val/)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model: a local weights file "
+                                           "(pretrained_cfg_overlay file=...), e.g. a downloaded darvit-tiny.pth."),
     split: str = typer.Option("test", help="test or train."),
     data: Optional[str] = typer.Option(None, help="Dataset (default: the one the checkpoint was trained on)."),
     data_root: Optional[str] = typer.Option(None, help="Dataset directory."),
@@ -315,7 +321,7 @@ def eval_cmd(
         "(no retraining; README 'Elastic token budget')."),
 ) -> None:
     """Evaluate a checkpoint: prints top-1 / top-5 / loss (segmentation: mIoU, pixel accuracy, loss and
-    the per-class IoU)."""
+    the per-class IoU). With --model: a pretrained timm model on an ImageFolder (--data-root)."""
     _set_threads(threads)
     from .train.run import evaluate_checkpoint
     from .train.task import create_task
@@ -324,7 +330,16 @@ def eval_cmd(
         raise typer.BadParameter(f"must be 'test' or 'train', got {split!r}", param_hint="--split")
     if batch_size <= 0:
         raise typer.BadParameter("must be > 0", param_hint="--batch-size")
+    if (checkpoint is None) == (model is None):
+        raise _fail("give one of --checkpoint (a run's checkpoint) or --model (a timm model with pretrained weights)")
+    if weights is not None and model is None:
+        raise _fail("--weights goes with --model (a local file of that model's weights)")
     _check_writable(json_out, "--json")
+    if model is not None:
+        _eval_pretrained(model, weights, split=split, data=data, data_root=data_root, canvas_size=canvas_size,
+                         samples=samples, data_seed=data_seed, batch_size=batch_size, num_workers=num_workers,
+                         device=device, amp=amp, progress=progress, json_out=json_out, num_tokens=num_tokens)
+        return
     try:
         out = evaluate_checkpoint(checkpoint, split, data=data, data_root=data_root, canvas_size=canvas_size,
                                   samples=samples, data_seed=data_seed, batch_size=batch_size,
@@ -342,6 +357,37 @@ def eval_cmd(
                                           if out.get("classes") and not details else ""))
     for line in details:
         typer.echo(line)
+
+
+def _eval_pretrained(model: str, weights: Optional[Path], *, split: str, data: Optional[str],
+                     data_root: Optional[str], canvas_size: Optional[int], samples: Optional[int],
+                     data_seed: Optional[int], batch_size: int, num_workers: int, device: Optional[str], amp: bool,
+                     progress: bool, json_out: Optional[Path], num_tokens: Optional[int] = None) -> None:
+    """``dartok eval --model NAME [--weights FILE] --data-root FOLDER``: :func:`dartok.train.run.evaluate_pretrained`."""
+    from .train.run import evaluate_pretrained
+
+    if data_root is None:
+        raise _fail("--model needs --data-root: an ImageFolder (ImageNet's val/ with its 1000 synset folders, "
+                    "or a root holding train/ and val/)")
+    if split != "test" or data is not None or canvas_size is not None:
+        raise _fail("--model evaluates the ImageFolder at --data-root; --split train, --data and --canvas-size "
+                    "apply to --checkpoint")
+    if samples is not None and samples <= 0:
+        raise _fail(f"--samples must be > 0, got {samples}")
+    try:
+        out = evaluate_pretrained(model, data_root, weights=weights, samples=samples, data_seed=data_seed or 0,
+                                  batch_size=batch_size, num_workers=num_workers, device=device, amp=amp,
+                                  progress=progress, num_tokens=num_tokens)
+    except _USER_ERRORS as e:
+        raise _fail(_user_error_message(e))
+    except RuntimeError as e:  # pretrained weights that cannot be had (offline, none)
+        hint = "" if weights is not None else " (dartok eval: a downloaded file goes in --weights FILE)"
+        raise _fail(_user_error_message(e) + hint)
+    if json_out is not None:
+        _write_json(json_out, out)
+    from .train.task import create_task
+    typer.echo(f"{out['model']} ({out['weights']}) on {out['data_root']} ({out['split']}/, n={out['n']}): "
+               f"{create_task(out['task']).describe(out)}")
 
 
 def _short_list(names, k: int = 12) -> str:

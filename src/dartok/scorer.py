@@ -335,6 +335,24 @@ class Scorer(nn.Module):
         self.cam = nn.Conv2d(self.channels, self.cam_classes, 1) if self.cam_classes else None
         self._cam_stash = _Stash()
 
+    def reset_cam(self, cam_classes: int) -> None:
+        """A new, freshly initialised auxiliary CAM head with ``cam_classes`` classes (0: none).
+
+        What the model's ``reset_classifier(k)`` does to this scorer for ``k > 0``: the
+        auxiliary classifier learns the same classes as the model's (docs/method.md §10).
+        On the old head's device and dtype (the trunk's when there was none).
+
+        Raises:
+            ValueError: ``cam_classes`` not an int >= 0.
+        """
+        if isinstance(cam_classes, bool) or int(cam_classes) != cam_classes or cam_classes < 0:
+            raise ValueError(f"cam_classes must be an int >= 0 (0: no auxiliary head), got {cam_classes!r}")
+        like = self.cam.weight if self.cam is not None else next(self.head.parameters())
+        self.cam_classes = int(cam_classes)
+        self.cam = (nn.Conv2d(self.channels, self.cam_classes, 1).to(device=like.device, dtype=like.dtype)
+                    if self.cam_classes else None)
+        self._cam_logits = None
+
     @property
     def _cam_logits(self) -> torch.Tensor | None:
         """The ``B×K`` auxiliary logits of the last training forward (kept out of copies and pickles)."""

@@ -15,18 +15,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._compat import is_tracing
+from .compat.hcplab import HcplabScorer, hcplab_tokenize
 from .localization import box_pdf
 from .partition import (DEFAULT_ALPHA, PARTITIONS, band_layout, cuts_to_boxes, grid_cuts, grid_shape, mix_uniform,
                         normalize_pdf, partition_pdf, work_dtype)
 from .resample import batch_chunks, box_average, sample_patches
 from .scorer import PRIORS, Scorer, _Stash, uniform_pdf
 
-__all__ = ["DART", "DartOutput", "PRIOR_MODES", "SCORE_SOURCES"]
+__all__ = ["COMPAT_MODES", "DART", "DartOutput", "PRIOR_MODES", "SCORE_SOURCES"]
 
 PRIOR_MODES = ("mix", "teach", "both")
 """What :class:`DART`'s training-free ``prior`` does while its share λ > 0 (docs/method.md §10):
 ``"mix"`` puts it into the pdf the partition cuts, ``(1 − λ)·pdf + λ·prior``; ``"teach"`` adds
 ``λ·KL(prior ‖ pdf)`` to the training loss, so the scorer learns it; ``"both"``."""
+
+COMPAT_MODES = ("hcplab",)
+"""Other implementations :class:`DART` can reproduce (``compat=``): ``"hcplab"``, the DART
+authors' tokenizer, defects included (:mod:`dartok.compat.hcplab`, docs/method.md §4a)."""
 
 SCORE_SOURCES = ("scorer", "oracle")
 """Where :class:`DART` takes its score map from: its scorer (or uniform without one), or the
@@ -91,12 +96,23 @@ class DART(nn.Module):
             paper's irregular partition, every box 1/N of the mass) or ``"grid"``, the
             non-uniform regular ``bands × N/bands`` grid of paper App. C
             (:func:`dartok.partition.grid_cuts`; ``bands`` must divide N; docs/method.md §12).
+        compat: ``None`` (default: dartok's tokenizer) or ``"hcplab"``: the DART authors'
+            tokenizer, reproduced *with its defects, on purpose*, for their released weights
+            (:mod:`dartok.compat.hcplab`, docs/method.md §4a): batch-standardised scores from
+            an :class:`~dartok.compat.hcplab.HcplabScorer` (``scorer`` a dict of its kwargs,
+            one, or ``None`` for a uniform pdf), rows from row quantiles, one column cut over
+            all rows end to end (tokens may straddle rows), sub-cell top-left sampling,
+            position embeddings by two 1-D overlap averages. ``bands`` must be ``None`` or
+            ``round(√N)`` (theirs), ``pos_grid`` the score grid's side; ``alpha``, ``prior``,
+            ``antialias``, ``partition="grid"`` and the oracle do not apply. Square inputs
+            only. The boxes it returns are approximate (:func:`~dartok.compat.hcplab.hcplab_boxes`).
 
     Shapes:
         ``forward(images B×C×H×W, pdf=None | B×h×w) → DartOutput``.
 
     Raises:
-        ValueError: at construction for an impossible budget/layout or alpha; in forward
+        ValueError: at construction for an impossible budget/layout or alpha, or options
+            ``compat`` does not take; in forward
             for images of the wrong rank or channel count, NaN/Inf pixels, or a bad pdf;
             ``score_source="oracle"`` with a scorer, or called without a pdf.
     """
@@ -124,8 +140,13 @@ class DART(nn.Module):
         prior: str | None = None,
         prior_mode: str = "both",
         partition: str = "bands",
+        compat: str | None = None,
     ):
         super().__init__()
+        if compat is not None:
+            scorer = self._check_compat(compat, num_tokens, bands, alpha, scorer, pos_grid, antialias,
+                                        score_source, prior, partition)
+        self.compat = compat
         if partition not in PARTITIONS:
             raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
         self.partition_mode = partition
@@ -164,7 +185,7 @@ class DART(nn.Module):
         self.img_size = (img_size, img_size)
         self.in_chans = in_chans
         self.embed_dim = embed_dim
-        self.alpha = float(alpha)
+        self.alpha = 0.0 if compat else float(alpha)
         self.check_inputs = check_inputs
         self.antialias = antialias
         self.flatten = True
@@ -208,6 +229,8 @@ class DART(nn.Module):
             ValueError: N not an integer ≥ 1, R outside [1, N], or (``partition="grid"``) a
                 layout with uneven rows; the module is left unchanged.
         """
+        if self.compat and bands is not None and bands != max(1, round(math.sqrt(num_tokens))):
+            raise ValueError(f"compat='hcplab' cuts round(√N) rows (their target_h); got bands={bands}")
         counts = self._layout(num_tokens, self._default_bands(num_tokens) if bands is None else bands)
         self.counts = counts
         self.num_tokens = self.num_patches = num_tokens
@@ -216,6 +239,41 @@ class DART(nn.Module):
     def _default_bands(self, num_tokens: int) -> int | None:
         """R for budget ``num_tokens`` when :meth:`set_num_tokens` is given none (``None``: ``round(√N)``)."""
         return self._bands_option
+
+    def _dartok_step(self, step: str) -> None:
+        """Raise ``NotImplementedError`` for a dartok step on a compat tokenizer (whose steps are theirs)."""
+        if self.compat:
+            raise NotImplementedError(f"DART.{step} is dartok's step; compat={self.compat!r} runs the authors' "
+                                      "tokenizer as a whole (forward, dartok.compat.hcplab.hcplab_tokenize)")
+
+    @staticmethod
+    def _check_compat(compat, num_tokens, bands, alpha, scorer, pos_grid, antialias, score_source, prior,
+                      partition) -> HcplabScorer | None:
+        """Validate the options of ``compat="hcplab"``; return its scorer (a dict built into one)."""
+        if compat not in COMPAT_MODES:
+            raise ValueError(f"compat must be None or one of {COMPAT_MODES}, got {compat!r}")
+        rows = max(1, round(math.sqrt(num_tokens))) if isinstance(num_tokens, int) else None
+        if bands is not None and bands != rows:
+            raise ValueError(f"compat='hcplab' cuts round(√N) = {rows} rows (their target_h); got bands={bands}")
+        if alpha not in (0, DEFAULT_ALPHA):
+            raise ValueError(f"compat='hcplab' has no uniform mix (their v1 scorer's +0.1 floor plays that part); "
+                             f"leave alpha at its default, got {alpha}")
+        unsupported = [name for name, bad in (("antialias=True", antialias), ("score_source='oracle'",
+                       score_source != "scorer"), ("prior", prior is not None), ("partition='grid'",
+                       partition != "bands")) if bad]
+        if unsupported:
+            raise ValueError(f"compat='hcplab' reproduces the authors' tokenizer only; it does not take "
+                             f"{', '.join(unsupported)}")
+        if isinstance(scorer, dict):
+            scorer = HcplabScorer(**scorer)
+        if scorer is not None and not isinstance(scorer, HcplabScorer):
+            raise ValueError(f"compat='hcplab' needs an HcplabScorer (or a dict of its kwargs, or None), "
+                             f"got {type(scorer).__name__}")
+        grid = scorer.grid_size[0] if scorer is not None else pos_grid
+        if not pos_grid or grid != pos_grid:
+            raise ValueError(f"compat='hcplab' needs position embeddings on the score grid ({grid}×{grid}), "
+                             f"got pos_grid={pos_grid}")
+        return scorer
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -228,6 +286,8 @@ class DART(nn.Module):
         return ratio if as_scalar else (ratio, ratio)
 
     def extra_repr(self) -> str:
+        if self.compat:
+            return f"num_tokens={self.num_tokens}, rows={self.bands}, pos_grid={self.pos_grid}, compat={self.compat}"
         return (f"num_tokens={self.num_tokens}, bands={self.bands}, alpha={self.alpha}, "
                 f"pos_grid={self.pos_grid}, antialias={self.antialias}"
                 + (f", partition={self.partition_mode}" if self.partition_mode != "bands" else "")
@@ -337,6 +397,7 @@ class DART(nn.Module):
             ValueError: a pdf of the wrong shape for this batch, NaN/Inf or negative
                 values (given or from the scorer).
         """
+        self._dartok_step("density")
         prior_on = False
         if pdf is None:
             pdf, scored = self.score(images), True
@@ -387,6 +448,7 @@ class DART(nn.Module):
         """Step 2 (paper §3.2): boxes ``B×N×4`` for a pdf from :meth:`density`, computed in at
         least float32 even under autocast (:func:`dartok.partition.partition_pdf`; the regular
         grid of ``partition="grid"``: :func:`dartok.partition.grid_cuts`, row-major)."""
+        self._dartok_step("partition")
         if self.partition_mode == "grid":
             return cuts_to_boxes(*grid_cuts(pdf, self.bands, self.counts[0]))
         return partition_pdf(pdf, self.counts)
@@ -394,10 +456,12 @@ class DART(nn.Module):
     def sample(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Step 3 (paper §3.4): ``B×N×C×P×P`` patches in the images' dtype, sampled in at least
         float32 from the unrounded boxes (:func:`dartok.resample.sample_patches`)."""
+        self._dartok_step("sample")
         return sample_patches(images, boxes, self.patch_size[0], antialias=self.antialias)
 
     def position_embeddings(self, boxes: torch.Tensor) -> torch.Tensor:
         """``B×N×D`` area averages of the position-embedding map over ``boxes``."""
+        self._dartok_step("position_embeddings")
         if self.pos_embed is None:
             return boxes.new_zeros(boxes.shape[0], boxes.shape[1], self.embed_dim)
         g = self.pos_grid
@@ -436,6 +500,8 @@ class DART(nn.Module):
 
     def _tokenize(self, images: torch.Tensor, pdf: torch.Tensor | None, scored: bool = False) -> DartOutput:
         """:meth:`forward` after its input check (``scored``: see :meth:`density`)."""
+        if self.compat:
+            return self._tokenize_hcplab(images, pdf)
         pdf = self.density(images, pdf, scored=scored)
         boxes = self.partition(pdf)
         chunk = batch_chunks(images.shape[0], self.num_tokens * self.patch_size[0] ** 2)
@@ -447,3 +513,23 @@ class DART(nn.Module):
                                 for x, b in zip(images.split(chunk), boxes.split(chunk))])
         pos = self.position_embeddings(boxes).to(tokens.dtype)
         return DartOutput(tokens, pos, boxes, pdf)
+
+    def _tokenize_hcplab(self, images: torch.Tensor, pdf: torch.Tensor | None) -> DartOutput:
+        """``compat="hcplab"``: the authors' tokenizer (:func:`dartok.compat.hcplab.hcplab_tokenize`)."""
+        work = work_dtype(images.dtype)
+        if pdf is None:  # the scorer's pdf (their score / score.sum) as it is
+            pdf = self.score(images)
+            pdf = pdf.to(torch.promote_types(work, work_dtype(pdf.dtype)))
+        elif not isinstance(pdf, torch.Tensor) or pdf.dim() != 3 or pdf.shape[0] != images.shape[0]:
+            shape = tuple(pdf.shape) if isinstance(pdf, torch.Tensor) else type(pdf).__name__
+            raise ValueError(f"pdf must be B×h×w with B = {images.shape[0]} (the image batch), got {shape}")
+        else:
+            pdf = normalize_pdf(pdf.to(device=images.device, dtype=torch.promote_types(work, work_dtype(pdf.dtype))))
+        if tuple(pdf.shape[-2:]) != (self.pos_grid, self.pos_grid):
+            raise ValueError(f"compat='hcplab' needs a {self.pos_grid}×{self.pos_grid} score map, "
+                             f"got {tuple(pdf.shape[-2:])}")
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            patches, pos, boxes = hcplab_tokenize(images.to(pdf.dtype), pdf, self.pos_embed, self.num_tokens,
+                                                  self.bands, self.patch_size[0])
+        tokens = self.project(patches.to(images.dtype))
+        return DartOutput(tokens, pos.to(tokens.dtype), boxes, pdf)

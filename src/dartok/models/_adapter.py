@@ -34,13 +34,14 @@ _compat.ensure_torchvision_importable()
 
 import timm  # noqa: E402
 
+from ..compat.hcplab import convert_hcplab_state_dict, hcplab_checkpoint, load_hcplab_checkpoint  # noqa: E402
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
 from ..tokenizer import DART, DartOutput  # noqa: E402
 
 __all__ = [
     "ClassTokenDartMixin", "DartModelMixin", "insert_token", "adopt_projection", "create_dart", "dart_subclass", "is_dart", "make_scorer", "patch_backbone",
-    "scorer_and_oracle_grid", "scorer_cam_classes",
+    "reset_scorer_cam", "scorer_and_oracle_grid", "scorer_cam_classes", "scorer_out_of_stem",
     "refuse_feature_cls", "refuse_scriptable", "set_input_cfg", "set_num_tokens", "split_dart_kwargs",
     "tokens_to_feature_map",
 ]
@@ -48,7 +49,7 @@ __all__ = [
 _DART_KEYS = (
     "num_tokens", "img_size", "scorer", "scorer_head", "scorer_input_size", "scorer_stage",
     "scorer_pretrained", "trainable_scorer_trunk", "alpha", "bands", "antialias", "learn_contrast",
-    "score_source", "scorer_cam", "prior", "prior_mode",
+    "score_source", "scorer_cam", "prior", "prior_mode", "compat",
 )
 """The kwargs of a registered DART model that go to its ``patch_*`` function (the rest go to
 the backbone); a family adds its own (VideoMamba: ``temporal_diff``)."""
@@ -154,6 +155,17 @@ class DartModelMixin:
         with _trunk_detached(self):
             super().init_weights(*args, **kwargs)
 
+    def reset_classifier(self, num_classes: int, *args: Any, **kwargs: Any) -> None:
+        """The backbone's ``reset_classifier``; the scorer's CAM head follows (:func:`reset_scorer_cam`)."""
+        super().reset_classifier(num_classes, *args, **kwargs)
+        reset_scorer_cam(self.patch_embed, num_classes)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The backbone's parameter groups (timm's layer-wise LR decay), the scorer taken out of the
+        stem (:func:`scorer_out_of_stem`): it trains at the classifier's LR scale."""
+        return scorer_out_of_stem(super().group_matcher(coarse))
+
     # --------------------------------------------------------------- family hooks
 
     @classmethod
@@ -211,6 +223,41 @@ def set_num_tokens(model: nn.Module, num_tokens: int) -> nn.Module:
                          "model (its token count follows its input size)")
     model.set_num_tokens(num_tokens)
     return model
+
+
+def reset_scorer_cam(tokenizer: nn.Module, num_classes: int) -> None:
+    """What a DART model's ``reset_classifier(num_classes)`` does to its scorer's CAM head (docs/method.md §10).
+
+    The CAM head is an auxiliary classifier over the model's classes: with a new classifier
+    (``num_classes > 0``) it is replaced by a fresh one of ``num_classes`` classes, as timm
+    re-initialises the head. ``num_classes = 0`` (a model without its classifier: features,
+    ``prune_intermediate_layers``) keeps it as it is, since the score map, and so every
+    token, depends on it. A scorer without a CAM head is left alone.
+    """
+    scorer = getattr(tokenizer, "scorer", None)
+    if isinstance(scorer, Scorer) and scorer.cam is not None and num_classes > 0:
+        scorer.reset_cam(num_classes)
+
+
+_SCORER = "patch_embed.scorer."
+"""Where the scorer's parameters live in every DART model."""
+
+
+def scorer_out_of_stem(groups: dict) -> dict:
+    """A timm ``group_matcher`` dict whose ``stem`` no longer takes the scorer (``patch_embed.scorer.*``).
+
+    timm's layer-wise LR decay (``param_groups_layer_decay``) gives the stem the smallest
+    scale (``layer_decay ** (depth + 1)``, 0.75¹³ ≈ 0.024 for a 12-block model). The scorer
+    sits at the input but is new: its head and contrast are always initialised here, its
+    trunk often too (docs/method.md §10), so at the stem's scale it would hardly move.
+    Unmatched, it joins the classifier's group (scale 1), as timm treats a new head; a
+    pretrained frozen trunk takes no step anyway.
+    """
+    groups = dict(groups)
+    stem = groups.get("stem")
+    if isinstance(stem, str):
+        groups["stem"] = rf"(?!patch_embed\.scorer\.)(?:{stem})"
+    return groups
 
 
 def tokens_to_feature_map(tokens: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -354,7 +401,7 @@ def make_scorer(
     return scorer
 
 
-def scorer_cam_classes(model: nn.Module, tokenizer_cls: type, scorer: Any, scorer_cam: bool | None,
+def scorer_cam_classes(model: nn.Module, tokenizer_cls: type, scorer: Any, scorer_cam: bool | int | None,
                        scorer_pretrained: bool, trainable_scorer_trunk: bool | None, score_source: str) -> int:
     """How many classes the scorer's auxiliary CAM head gets (0: none; docs/method.md §10).
 
@@ -363,7 +410,10 @@ def scorer_cam_classes(model: nn.Module, tokenizer_cls: type, scorer: Any, score
     False), from the learned score source, on a tokenizer that supports it
     (``tokenizer_cls.supports_cam``: images, not video) and a model with a classifier
     (``model.num_classes > 0``). The pretrained, frozen trunk of the paper keeps the paper's
-    scorer. ``True`` / ``False`` force it on / off.
+    scorer. ``True`` / ``False`` force it on / off; an int ``K >= 1`` is ``True`` (what a
+    registered model records: the class count its CAM head had, which
+    :func:`create_dart` gives a model built with ``num_classes=0``). The head has
+    ``model.num_classes`` classes.
 
     Raises:
         ValueError: ``scorer_cam=True`` where it cannot apply (no classifier, a video
@@ -375,13 +425,22 @@ def scorer_cam_classes(model: nn.Module, tokenizer_cls: type, scorer: Any, score
                 and getattr(tokenizer_cls, "supports_cam", False))
     if scorer_cam is None:
         on = possible and not scorer_pretrained and trainable_scorer_trunk is not False
-    elif scorer_cam and not possible:
+    elif (scorer_cam is True or _is_count(scorer_cam)) and not possible:
         raise ValueError("scorer_cam=True needs a scorer named by its trunk, the learned score source, an image "
                          "tokenizer and a model with a classifier (num_classes > 0); for a scorer given as a "
                          "dict or module set its cam_classes")
+    elif scorer_cam is False:
+        on = False
+    elif scorer_cam is True or _is_count(scorer_cam):
+        on = True
     else:
-        on = bool(scorer_cam)
+        raise ValueError(f"scorer_cam must be None, True, False or a class count >= 1, got {scorer_cam!r}")
     return num_classes if on else 0
+
+
+def _is_count(value: Any) -> bool:
+    """An int >= 1 that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def scorer_and_oracle_grid(model: nn.Module, tokenizer_cls: type, scorer: str | dict | Scorer | None, *,
@@ -586,27 +645,35 @@ def split_dart_kwargs(kwargs: dict, defaults: dict, pretrained: bool, keys: tupl
     return dart_kwargs
 
 
-def _checkpoint_keys(cfg) -> list[str] | None:
-    """The keys of a checkpoint given as ``state_dict`` or a ``file`` (``None`` for other sources)."""
+_CAM = _SCORER + "cam."
+"""The prefix of the scorer's auxiliary CAM head in a DART model's state dict."""
+
+
+def _checkpoint_cam_classes(cfg) -> int | None:
+    """The CAM head's class count in a checkpoint given as ``state_dict`` or a ``file``: K, 0
+    (the checkpoint has none), ``None`` (another source: not read here)."""
     if cfg.state_dict:
-        return list(cfg.state_dict)
-    if cfg.file and cfg.source != "local-dir" and os.path.isfile(cfg.file):
-        return list(timm.models.load_state_dict(cfg.file))
-    return None
+        sd = cfg.state_dict
+    elif cfg.file and cfg.source != "local-dir" and os.path.isfile(cfg.file):
+        sd = timm.models.load_state_dict(cfg.file)
+    else:
+        return None
+    weight = sd.get(_CAM + "weight")
+    return int(weight.shape[0]) if weight is not None else 0
 
 
-def _scorer_from_checkpoint(dart_kwargs: dict, keys: list[str] | None) -> dict:
+def _scorer_from_checkpoint(dart_kwargs: dict, cam_classes: int | None) -> dict:
     """The scorer a DART checkpoint holds: shaped like it, not downloaded.
 
     ``scorer_cam`` not given: the auxiliary CAM head exists iff the checkpoint has one
-    (``keys``; ``None``: unknown, the defaults decide). A pretrained trunk means a frozen
-    trunk and no CAM head otherwise (the defaults of :class:`~dartok.scorer.Scorer` and
-    :func:`scorer_cam_classes`); those are fixed here, then the trunk is built without its
-    ImageNet weights, which the checkpoint replaces.
+    (``cam_classes``: its class count, 0 for none; ``None``: unknown, the defaults decide).
+    A pretrained trunk means a frozen trunk and no CAM head otherwise (the defaults of
+    :class:`~dartok.scorer.Scorer` and :func:`scorer_cam_classes`); those are fixed here,
+    then the trunk is built without its ImageNet weights, which the checkpoint replaces.
     """
     out = dict(dart_kwargs)
-    if out.get("scorer_cam") is None and keys is not None:
-        out["scorer_cam"] = any(k.startswith("patch_embed.scorer.cam.") for k in keys)
+    if out.get("scorer_cam") is None and cam_classes is not None:
+        out["scorer_cam"] = cam_classes if cam_classes else False
     if out.get("scorer_pretrained"):
         for key in ("trainable_scorer_trunk", "scorer_cam"):
             if out.get(key) is None:
@@ -620,10 +687,29 @@ def _recorded_dart_kwargs(model: nn.Module, dart_kwargs: dict) -> dict:
     config.json): the given ones, with the scorer's resolved trunk / CAM flags and no download."""
     record = dict(dart_kwargs)
     scorer = getattr(model.patch_embed, "scorer", None)
-    if isinstance(scorer, Scorer) and isinstance(record.get("scorer"), str):
-        record.update(trainable_scorer_trunk=scorer.trainable_trunk, scorer_cam=scorer.cam_classes > 0,
+    if isinstance(scorer, Scorer) and isinstance(record.get("scorer"), str):  # the CAM head's K: num_classes=0 keeps it
+        record.update(trainable_scorer_trunk=scorer.trainable_trunk, scorer_cam=scorer.cam_classes or False,
                       scorer_pretrained=False)
     return record
+
+
+def _fit_cam(state_dict: dict, model: nn.Module) -> dict:
+    """The checkpoint's CAM head as timm treats a classifier: dropped when its class count is not the
+    model's (another ``num_classes``: the model's freshly initialised head is kept) or the model has
+    none (``scorer_cam=False``), with a note."""
+    own = model.state_dict()
+    cam = [k for k in state_dict if k.startswith(_CAM)]
+    unused = [k for k in cam if k not in own]
+    other = [k for k in cam if k in own and state_dict[k].shape != own[k].shape]
+    if unused:
+        _logger.warning("the checkpoint's scorer CAM head is not used: the model has none (scorer_cam=False), so "
+                        "its score map lacks the CAM term the checkpoint was trained with")
+    if other:
+        _logger.info(f"the checkpoint's scorer CAM head has {state_dict[other[0]].shape[0]} classes, the model "
+                     f"{own[other[0]].shape[0]}: it starts from its initialisation (as timm's classifier)")
+    if not unused and not other:
+        return state_dict
+    return {**{k: v for k, v in state_dict.items() if k not in unused}, **{k: own[k] for k in other}}
 
 
 def _fill_from_model(state_dict: dict, model: nn.Module, prefix: str = "patch_embed.scorer.") -> dict:
@@ -640,7 +726,7 @@ def _fill_from_model(state_dict: dict, model: nn.Module, prefix: str = "patch_em
 
 
 def create_dart(variant: str, backbone: str, patch_fn, pretrained: bool, defaults: dict, kwargs: dict,
-                keys: tuple[str, ...] | None = None, filter_fn=None) -> nn.Module:
+                keys: tuple[str, ...] | None = None, filter_fn=None, feature_cfg: dict | None = None) -> nn.Module:
     """A registered DART model ``variant``: its backbone, patched, built as timm builds its models.
 
     ``kwargs`` are split (:func:`split_dart_kwargs`): the DART options over ``defaults`` go to
@@ -653,15 +739,26 @@ def create_dart(variant: str, backbone: str, patch_fn, pretrained: bool, default
       config.json that ``create_model("local-dir:...")`` / ``"hf-hub:..."`` rebuilds the same
       model from;
     - ``features_only=True`` (``out_indices``, ``feature_cls``): timm's ``FeatureGetterNet``
-      over ``forward_intermediates``.
+      over ``forward_intermediates`` (``feature_cfg``: its defaults, ``out_indices=3`` unless given);
+    - ``num_classes=0`` / ``features_only``: the model without its classifier, the same
+      scorer included. Its auxiliary CAM head (docs/method.md §10) stays, with the classes it
+      had: the checkpoint's, else the cfg's ``num_classes`` (a recorded ``scorer_cam=K``
+      first), so the score map and every token are the full model's.
 
     Weights with ``pretrained=True``: the DART model's own when its cfg names a source
     (``pretrained_cfg_overlay=dict(file=...)``, a ``local-dir:`` / ``hf-hub:`` checkpoint),
     through ``filter_fn`` (a plain backbone checkpoint is mapped; scorer keys it lacks keep
-    their initialisation; the scorer's CAM head is built iff the file has one) and nothing
+    their initialisation; the scorer's CAM head is built iff the file has one, and one of
+    another class count than the model's is dropped as timm drops a classifier) and nothing
     is downloaded; otherwise the backbone's and the
     scorer trunk's pretrained tags, after :func:`~dartok.models._pretrained.check_pretrained_available`
     (no network: one immediate error naming ``variant``).
+
+    A tag of :data:`~dartok.compat.hcplab.HCPLAB_CHECKPOINTS` (``dart_deit_tiny_patch16_224.hcplab_in1k``)
+    builds the authors' tokenizer (``compat="hcplab"``, their scorer, their budget) and loads
+    their checkpoint (their container, read by :func:`~dartok.compat.hcplab.load_hcplab_checkpoint`,
+    keys mapped by :func:`~dartok.compat.hcplab.convert_hcplab_state_dict`), from the hub or
+    from ``pretrained_cfg_overlay=dict(file=...)``.
 
     Requires ``defaults["img_size"]``.
 
@@ -679,6 +776,11 @@ def create_dart(variant: str, backbone: str, patch_fn, pretrained: bool, default
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     cache_dir = kwargs.pop("cache_dir", None)
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg, overlay)
+    hcplab = hcplab_checkpoint(variant, cfg.tag)
+    if hcplab is not None:  # the authors' checkpoint: their tokenizer and scorer (docs/method.md §4a)
+        defaults = {**defaults, "compat": "hcplab", "num_tokens": hcplab.num_tokens, "scorer_pretrained": False,
+                    "scorer": {"trunk": hcplab.trunk, "version": hcplab.version}}
+        filter_fn = _after_hcplab(filter_fn)
     dart_kwargs = split_dart_kwargs(kwargs, defaults, pretrained, keys)
     own_weights = pretrained and bool(cfg.has_weights or cfg.state_dict)
     if pretrained:
@@ -691,24 +793,71 @@ def create_dart(variant: str, backbone: str, patch_fn, pretrained: bool, default
             parts[f"scorer trunk {trunk}"] = get_pretrained_cfg(trunk) or {}
         from ._pretrained import check_pretrained_available
         check_pretrained_available(variant, parts, cache_dir=cache_dir)
+    if own_weights and hcplab is not None and not cfg.state_dict and cfg.source not in ("local-dir", "hf-hub"):
+        # their container holds argparse args that timm's weights_only load refuses: read it here
+        overlay["state_dict"] = load_hcplab_checkpoint(_hcplab_file(cfg, cache_dir))
+        cfg = resolve_pretrained_cfg(variant, pretrained_cfg, overlay)
+    ckpt_cam = _checkpoint_cam_classes(cfg) if own_weights else None
     if own_weights:
-        dart_kwargs = _scorer_from_checkpoint(dart_kwargs, _checkpoint_keys(cfg))
+        dart_kwargs = _scorer_from_checkpoint(dart_kwargs, ckpt_cam)
     overlay["input_size"] = (cfg.input_size[0], dart_kwargs["img_size"], dart_kwargs["img_size"])
     overlay["fixed_input_size"] = False
+    headless_classes = _headless_cam_classes(dart_kwargs.get("scorer_cam"), ckpt_cam, cfg.num_classes)
+    features_only = bool(kwargs.get("features_only"))
 
     def build(**backbone_kwargs) -> nn.Module:
+        # num_classes=0 / features_only: the model without its classifier, not another model: built with
+        # the classes its CAM head had, then without the head (the CAM head, and so the tokens, stay)
+        headless = headless_classes and (features_only or backbone_kwargs.get("num_classes") == 0)
+        if headless:
+            backbone_kwargs = {**backbone_kwargs, "num_classes": headless_classes}
         model = patch_fn(timm.create_model(backbone, pretrained=pretrained and not own_weights, cache_dir=cache_dir,
                                            **backbone_kwargs), **dart_kwargs)
+        if headless and not features_only:  # features_only: timm's feature wrapper prunes the head
+            model.reset_classifier(0)
         model._traits = {}  # the backbone's (fixed size); timm's builder sets the DART model's
         model._model_args = {**getattr(model, "_model_args", {}), **_recorded_dart_kwargs(model, dart_kwargs)}
         return model
 
     def load_filter(state_dict: dict, model: nn.Module) -> dict:
-        return _fill_from_model(filter_fn(state_dict, model) if filter_fn else dict(state_dict), model)
+        state_dict = filter_fn(state_dict, model) if filter_fn else dict(state_dict)
+        return _fill_from_model(_fit_cam(state_dict, model), model)
 
-    return build_model_with_cfg(build, variant, own_weights, pretrained_cfg=pretrained_cfg,
-                                pretrained_cfg_overlay=overlay, pretrained_filter_fn=load_filter, cache_dir=cache_dir,
-                                feature_cfg=dict(out_indices=3, feature_cls="getter"), **kwargs)
+    model = build_model_with_cfg(build, variant, own_weights, pretrained_cfg=pretrained_cfg,
+                                 pretrained_cfg_overlay=overlay, pretrained_filter_fn=load_filter, cache_dir=cache_dir,
+                                 feature_cfg=dict(feature_cfg or dict(out_indices=3), feature_cls="getter"), **kwargs)
+    if hcplab is not None and isinstance(getattr(model, "pretrained_cfg", None), dict):
+        model.pretrained_cfg.pop("state_dict", None)  # loaded; not kept (nor written by save_for_hf)
+    return model
+
+
+def _after_hcplab(filter_fn):
+    """``filter_fn`` after :func:`~dartok.compat.hcplab.convert_hcplab_state_dict` (the authors' keys first)."""
+    def convert(state_dict: dict, model: nn.Module) -> dict:
+        sd = convert_hcplab_state_dict(state_dict, model)
+        return filter_fn(sd, model) if filter_fn else sd
+    return convert
+
+
+def _hcplab_file(cfg, cache_dir) -> str:
+    """The local path of an authors' checkpoint: the cfg's ``file``, else downloaded from the hub."""
+    if cfg.file:
+        return str(cfg.file)
+    from huggingface_hub import hf_hub_download
+    return hf_hub_download(cfg.hf_hub_id, cfg.hf_hub_filename, cache_dir=cache_dir)
+
+
+def _headless_cam_classes(scorer_cam: bool | int | None, checkpoint: int | None, cfg_classes: int | None) -> int:
+    """The class count a registered DART model built without its classifier gives its CAM head
+    (0: build it as asked): ``scorer_cam``'s if a count, else the checkpoint's (0: it has none),
+    else the cfg's ``num_classes``; 0 with ``scorer_cam=False``."""
+    if scorer_cam is False:
+        return 0
+    if _is_count(scorer_cam):
+        return scorer_cam
+    if checkpoint is not None:
+        return checkpoint
+    return cfg_classes if _is_count(cfg_classes) else 0
 
 
 def _cfg(input_size=(3, 224, 224), **kwargs) -> dict[str, Any]:

@@ -156,8 +156,10 @@ def segmentation_model(backbone_factory, name: str, num_classes: int | None, out
 
     ``num_classes`` ``None`` takes the registered model's default class count.
 
+    A DART backbone gets no auxiliary CAM head (``scorer_cam=False``: it learns image labels).
+
     Raises:
-        ValueError: no class count to be had, or as :class:`Segmenter`.
+        ValueError: no class count to be had, ``scorer_cam`` on, or as :class:`Segmenter`.
     """
     if num_classes is None:
         import timm.models
@@ -167,6 +169,11 @@ def segmentation_model(backbone_factory, name: str, num_classes: int | None, out
         if not num_classes:
             raise ValueError(f"a segmentation model needs num_classes (the classes of its masks, background "
                              f"included); {name!r} has no default")
+    if name.startswith("dart_"):  # masks are no image labels: no auxiliary CAM head (docs/method.md §10)
+        if kwargs.get("scorer_cam") not in (None, False):
+            raise ValueError(f"scorer_cam={kwargs['scorer_cam']!r}: the scorer's CAM head learns image labels; a "
+                             "segmentation model has masks (leave scorer_cam unset or False)")
+        kwargs["scorer_cam"] = False
     backbone = backbone_factory(name, num_classes=0, **kwargs)
     return Segmenter(backbone, num_classes, output_size)
 

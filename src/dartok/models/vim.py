@@ -43,6 +43,7 @@ from timm.layers import PatchEmbed, resample_abs_pos_embed, resample_patch_embed
 from timm.models import build_model_with_cfg, register_model, resolve_pretrained_cfg  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 
+from ..compat.hcplab import hcplab_pretrained_cfgs  # noqa: E402
 from ..layers.mamba import MambaClassifier, init_mamba_weights, segm_init_weights  # noqa: E402
 from .._compat import is_tracing  # noqa: E402
 from ..partition import DEFAULT_ALPHA  # noqa: E402
@@ -266,6 +267,7 @@ def patch_vim(
     scorer_cam: bool | None = None,
     prior: str | None = None,
     prior_mode: str = "both",
+    compat: str | None = None,
 ) -> VisionMamba:
     """Turn a :class:`VisionMamba` into a DART Vim in place, keeping its weights (paper §4.3).
 
@@ -291,6 +293,8 @@ def patch_vim(
         scorer_cam, prior, prior_mode: training a scorer from scratch (docs/method.md §10), as
             in :func:`dartok.patch_timm`: the auxiliary CAM head (``None``: on for a trunk
             learned from scratch) and a training-free prior (``None``: none).
+        compat: ``None`` or ``"hcplab"``: the DART authors' tokenizer, for their checkpoints
+            (:class:`~dartok.DART`, docs/method.md §4a).
 
     Returns:
         The same object, now a :class:`DartVisionMamba`.
@@ -392,8 +396,12 @@ default_cfgs = generate_default_cfgs({
     "vim_small_patch16_224": _vim_cfg(hf_hub_id="hustvl/Vim-small-midclstok",
                                       hf_hub_filename="vim_s_midclstok_80p5acc.pth"),
     "vim_micro_patch8": _vim_cfg(input_size=(1, 48, 48), **_MICRO_DATA),
-    "dart_vim_tiny_patch16_224": _cfg(input_size=(3, 448, 448)),
-    "dart_vim_small_patch16_224": _cfg(input_size=(3, 448, 448)),
+    # '.hcplab_*': the DART authors' checkpoints (dartok.compat.hcplab); '.*' after them keeps the
+    # untagged cfg the default
+    **hcplab_pretrained_cfgs("dart_vim_tiny_patch16_224", **_cfg(input_size=(3, 448, 448))),
+    "dart_vim_tiny_patch16_224.*": _cfg(input_size=(3, 448, 448)),
+    **hcplab_pretrained_cfgs("dart_vim_small_patch16_224", **_cfg(input_size=(3, 448, 448))),
+    "dart_vim_small_patch16_224.*": _cfg(input_size=(3, 448, 448)),
     "dart_vim_micro_patch8": _cfg(input_size=(1, 128, 128), **_MICRO_DATA),
 })
 

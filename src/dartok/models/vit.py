@@ -5,7 +5,9 @@ After ``import dartok`` these names work with ``timm.create_model``:
 - ``dart_deit_tiny_patch16_224``, ``dart_deit_small_patch16_224``,
   ``dart_deit_base_patch16_224``: DeiT with DART (paper §4.2; input 448, scorer trunk per
   docs/method.md §3: MobileNetV3-Small for Ti, -Large for S and B). ``pretrained=True`` takes the
-  DeiT weights and the scorer trunk from timm's pretrained tags (needs a network).
+  DeiT weights and the scorer trunk from timm's pretrained tags (needs a network). Their
+  ``.hcplab_*`` tags (``dart_deit_tiny_patch16_224.hcplab_in1k``, ...) are the DART authors'
+  ImageNet checkpoints with the authors' tokenizer (:mod:`dartok.compat.hcplab`).
 - ``vit_micro_patch8`` and ``dart_vit_micro_patch8``: a small ViT that trains on two CPU
   cores, used identically by the fixed-grid baseline and the DART model.
 
@@ -38,6 +40,7 @@ from timm.models._registry import generate_default_cfgs  # noqa: E402
 from timm.models.deit import VisionTransformerDistilled  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 
+from ..compat.hcplab import hcplab_pretrained_cfgs  # noqa: E402
 from ..layers.mamba import MambaClassifier  # noqa: E402
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
@@ -175,9 +178,11 @@ def patch_timm(
     prior: str | None = None,
     prior_mode: str = "both",
     partition: str = "bands",
+    compat: str | None = None,
     mode: str = "auto",
     warp_size: int | tuple[int, int] | None = None,
     patch_size: int | None = None,
+    unwarp_features: bool = False,
 ) -> nn.Module:
     """Turn a timm ``VisionTransformer`` into a DART model in place, keeping its weights; put any
     other image model behind DART's regular-grid warp (paper App. C).
@@ -212,11 +217,15 @@ def patch_timm(
         prior_mode: ``"mix"``, ``"teach"`` or ``"both"`` (:data:`dartok.tokenizer.PRIOR_MODES`).
         partition: the token partition, ``"bands"`` (the paper's) or ``"grid"`` (the regular grid
             of App. C as tokens; :data:`dartok.partition.PARTITIONS`).
+        compat: ``None`` (default) or ``"hcplab"``: the DART authors' tokenizer, defects included,
+            for their checkpoints (:class:`DART`, docs/method.md §4a; ``scorer`` then a dict of
+            :class:`~dartok.compat.hcplab.HcplabScorer` kwargs). Tokens only.
         mode: ``"auto"`` (default): a timm ``VisionTransformer`` gets the token tokenizer, any other
             model the warp; ``"tokens"`` or ``"warp"`` force one. Vision Mamba and VideoMamba take
             :func:`~dartok.models.vim.patch_vim` / :func:`~dartok.models.videomamba.patch_videomamba`.
-        warp_size, patch_size: the warp's output size and box side P
-            (:func:`dartok.models.warp.patch_warp`); warp only.
+        warp_size, patch_size, unwarp_features: the warp's output size, box side P and whether
+            its feature maps come back in image coordinates (:func:`dartok.models.warp.patch_warp`);
+            warp only.
 
     Returns:
         The same object, now an instance of a ``DartVisionTransformer`` subclass (tokens), or a
@@ -226,25 +235,29 @@ def patch_timm(
         TypeError: tokens forced on a model that is not a timm VisionTransformer, a Vim /
             VideoMamba model, or not an ``nn.Module``.
         ValueError: an unknown ``mode`` or ``partition``, options of the other mode (``bands``,
-            ``partition`` for the warp; ``warp_size``, ``patch_size`` for tokens); no learned
+            ``partition`` for the warp; ``warp_size``, ``patch_size``, ``unwarp_features`` for tokens); no learned
             absolute position embedding, a non-square grid, or a prefix layout timm does not have
             (:meth:`DartVisionTransformer.check_backbone`); a warp layout that does not tile.
     """
     options = patch_options(locals())
-    warp_options = {k: options.pop(k) for k in ("mode", "warp_size", "patch_size")}
+    warp_options = {k: options.pop(k) for k in ("mode", "warp_size", "patch_size", "unwarp_features")}
     if mode not in ("auto", "tokens", "warp"):
         raise ValueError(f"mode must be 'auto', 'tokens' or 'warp', got {mode!r}")
     if isinstance(model, MambaClassifier):
         raise TypeError(f"{type(model).__name__} is a Mamba model: use dartok.patch_vim or dartok.patch_videomamba")
     if mode == "warp" or (mode == "auto" and not isinstance(model, VisionTransformer)):
+        if compat is not None:
+            raise ValueError("compat is an option of the token tokenizer (a timm VisionTransformer), not of the warp")
+        options.pop("compat")
         if bands is not None or partition != "bands":
             raise ValueError("bands and partition are options of the token tokenizer; the warp is always the "
                              "regular grid (set its layout with num_tokens, warp_size, patch_size)")
         options.pop("bands"), options.pop("partition")
-        return patch_warp(model, **options, warp_size=warp_size, patch_size=patch_size)
-    if warp_size is not None or patch_size is not None:
-        raise ValueError("warp_size and patch_size are options of the warp (mode='warp'); a ViT keeps its own "
-                         "patch size")
+        return patch_warp(model, **options, warp_size=warp_size, patch_size=patch_size,
+                          unwarp_features=unwarp_features)
+    if warp_size is not None or patch_size is not None or unwarp_features:
+        raise ValueError("warp_size, patch_size and unwarp_features are options of the warp (mode='warp'); a ViT "
+                         "keeps its own patch size and token features")
     return patch_backbone(model, DartVisionTransformer, **options)
 
 
@@ -333,10 +346,17 @@ def _create_dart(variant: str, vit_name: str, pretrained: bool, defaults: dict, 
                        filter_fn=convert_vit_state_dict)
 
 
+_DART_DEIT_CFG = _cfg(input_size=(3, 448, 448))
+
+
 default_cfgs = generate_default_cfgs({
-    "dart_deit_tiny_patch16_224": _cfg(input_size=(3, 448, 448)),
-    "dart_deit_small_patch16_224": _cfg(input_size=(3, 448, 448)),
-    "dart_deit_base_patch16_224": _cfg(input_size=(3, 448, 448)),
+    # the '.hcplab_*' tags are the DART authors' checkpoints and their tokenizer (dartok.compat.hcplab);
+    # '.*' after them: the untagged cfg stays the default (no weights of its own: DeiT's + the scorer trunk's)
+    **hcplab_pretrained_cfgs("dart_deit_tiny_patch16_224", **_DART_DEIT_CFG),
+    "dart_deit_tiny_patch16_224.*": _DART_DEIT_CFG,
+    **hcplab_pretrained_cfgs("dart_deit_small_patch16_224", **_DART_DEIT_CFG),
+    "dart_deit_small_patch16_224.*": _DART_DEIT_CFG,
+    "dart_deit_base_patch16_224": _DART_DEIT_CFG,
     # fixed as timm's ViTs: the position embedding fixes the grid (timm's PatchEmbed refuses other sizes)
     "vit_micro_patch8": _cfg(input_size=(1, 48, 48), fixed_input_size=True, num_classes=10, mean=(0.5,), std=(0.5,)),
     "dart_vit_micro_patch8": _cfg(input_size=(1, 128, 128), num_classes=10, mean=(0.5,), std=(0.5,)),

@@ -25,17 +25,22 @@ from .. import _compat
 
 _compat.ensure_torchvision_importable()
 
+import timm  # noqa: E402
 from timm.models import register_model  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
 from ..warp import WarpDART, WarpOutput, _size_pair, unwarp, warp_layout  # noqa: E402
-from ._adapter import _DART_KEYS, _cfg, create_dart, is_dart, record_num_tokens, scorer_and_oracle_grid  # noqa: E402
+from ._adapter import (  # noqa: E402
+    _DART_KEYS, _cfg, create_dart, is_dart, record_num_tokens, reset_scorer_cam, scorer_and_oracle_grid,
+)
+
+timm.layers.register_notrace_module(WarpDART)  # an FX leaf, as DART: its checks and branches in Python
 
 __all__ = ["DartWarp", "patch_warp", "warp_layout"]
 
-_WARP_KEYS = tuple(k for k in _DART_KEYS if k != "bands") + ("warp_size", "patch_size")
+_WARP_KEYS = tuple(k for k in _DART_KEYS if k != "bands") + ("warp_size", "patch_size", "unwarp_features")
 """The kwargs of a registered warp model that go to :func:`patch_warp` (the rest to the backbone)."""
 
 
@@ -67,13 +72,26 @@ class DartWarp(nn.Module):
     Shapes: ``forward(B×C×H×W) → `` the backbone's output on the ``R·P × C·P`` warped image
     (``B×num_classes`` for a classifier), any H, W; :meth:`forward_dense` maps the backbone's
     feature map back to ``H×W``.
+
+    timm's model API is the backbone's, under ``backbone.``: ``forward_features`` /
+    ``forward_head``, ``get_classifier`` / ``reset_classifier``, ``set_grad_checkpointing``,
+    ``group_matcher`` (the scorer with the classifier, as :func:`~dartok.models._adapter.scorer_out_of_stem` says),
+    ``feature_info``, :meth:`forward_intermediates` and :meth:`prune_intermediate_layers` (so
+    ``features_only=True`` gives timm's ``FeatureGetterNet``, and FX / hook feature nets work on
+    ``feature_info``'s modules). Features are the backbone's on the warped image, in warped
+    coordinates, unless ``unwarp_features`` (or ``forward_intermediates(unwarp=True)``).
+
+    Attributes:
+        unwarp_features: :meth:`forward_intermediates` (and so ``features_only``) maps each
+            feature map back to image coordinates by default (:func:`dartok.warp.unwarp`).
     """
 
-    def __init__(self, backbone: nn.Module, warp: WarpDART, img_size: int):
+    def __init__(self, backbone: nn.Module, warp: WarpDART, img_size: int, unwarp_features: bool = False):
         super().__init__()
         self.patch_embed = warp
         self.backbone = backbone
         self.in_chans = warp.in_chans
+        self.unwarp_features = bool(unwarp_features)
         self.num_classes = int(getattr(backbone, "num_classes", 0) or 0)
         cfg = dict(getattr(backbone, "pretrained_cfg", None) or {})
         for key in ("first_conv", "classifier"):
@@ -87,6 +105,28 @@ class DartWarp(nn.Module):
     def num_features(self) -> int:
         """The backbone's ``num_features``."""
         return self.backbone.num_features
+
+    @property
+    def head_hidden_size(self) -> int:
+        """The backbone's ``head_hidden_size`` (width of ``forward_head(pre_logits=True)``)."""
+        return getattr(self.backbone, "head_hidden_size", self.backbone.num_features)
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """The backbone's ``feature_info``, modules under ``backbone.``, each ``reduction`` in input
+        pixels: the backbone's stride × (recorded input side / warped height); 2× for the defaults
+        (448 warped to 224). A map's size is the warped image's over the backbone's stride.
+
+        Raises:
+            AttributeError: a backbone without ``feature_info``.
+        """
+        scale = self.pretrained_cfg["input_size"][1] / self.patch_embed.out_size[0]
+        out = []
+        for info in self.backbone.feature_info:
+            reduction = info["reduction"] * scale
+            out.append({**info, "module": f"backbone.{info['module']}",
+                        "reduction": int(reduction) if float(reduction).is_integer() else reduction})
+        return out
 
     def tokenize(self, x: torch.Tensor, pdf: torch.Tensor | None = None) -> WarpOutput:
         """Only the warp: ``B×C×H×W`` → :class:`~dartok.warp.WarpOutput` (``pdf`` ``B×h×w`` replaces the scorer's)."""
@@ -140,19 +180,100 @@ class DartWarp(nn.Module):
             feats = feats.permute(0, 3, 1, 2)
         return unwarp(feats, out.ys, out.xs, tuple(x.shape[-2:]) if size is None else tuple(size))
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        unwarp: bool | None = None,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's ``forward_intermediates``: the backbone's on the warped image.
+
+        Args:
+            x: ``B×C×H×W`` images.
+            indices, norm, stop_early, output_fmt, intermediates_only: the backbone's
+                (``indices``: ``feature_info`` entries; an int n: the last n).
+            unwarp: map each ``B×C'×h×w`` map back to image coordinates at its own size
+                (:func:`dartok.warp.unwarp`, the warp's exact inverse sampled bilinearly: cell
+                ``(i, j)`` reads the map where image point ``((j+½)/w, (i+½)/h)`` went). ``None``:
+                :attr:`unwarp_features`. ``False``: the maps in warped coordinates, as the
+                backbone computed them (a zoomed-in region fills more cells).
+
+        Returns:
+            The backbone's: a list of ``B×C'×h×w`` maps (``intermediates_only``), else
+            ``(final features, maps)``; the final features are never unwarped.
+
+        Raises:
+            ValueError: as the warp (bad images) or the backbone (bad indices, ``output_fmt``) does;
+                ``unwarp`` of maps that are not 4-D (a ViT backbone's ``NLC`` tokens).
+        """
+        out = self.patch_embed(x)
+        result = self.backbone.forward_intermediates(out.image, indices=indices, norm=norm, stop_early=stop_early,
+                                                     output_fmt=output_fmt, intermediates_only=intermediates_only)
+        if not (self.unwarp_features if unwarp is None else unwarp):
+            return result
+        maps = result if intermediates_only else result[1]
+        maps = [self._unwarp_map(m, out, output_fmt) for m in maps]
+        return maps if intermediates_only else (result[0], maps)
+
+    def _unwarp_map(self, fmap: torch.Tensor, out: WarpOutput, output_fmt: str) -> torch.Tensor:
+        """One intermediate (``NCHW``, or ``NHWC`` where asked) in image coordinates, at its own size and layout."""
+        if fmap.dim() != 4:
+            raise ValueError(f"unwarp needs B×C×h×w maps; {type(self.backbone).__name__} gives "
+                             f"{tuple(fmap.shape)} for output_fmt={output_fmt!r}")
+        nhwc = output_fmt == "NHWC"
+        fmap = fmap.permute(0, 3, 1, 2) if nhwc else fmap
+        back = unwarp(fmap, out.ys, out.xs, tuple(fmap.shape[-2:]))
+        return back.permute(0, 2, 3, 1) if nhwc else back
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """The backbone's ``prune_intermediate_layers`` (layers after the last of ``indices`` go;
+        ``prune_head``: the classifier too, ``num_classes`` 0). Returns the kept indices."""
+        kept = self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head)
+        if prune_head:
+            self.num_classes = 0
+        return kept
+
     def get_classifier(self) -> nn.Module:
         """The backbone's classifier."""
         return self.backbone.get_classifier()
 
     def reset_classifier(self, num_classes: int, *args: Any, **kwargs: Any) -> None:
-        """The backbone's ``reset_classifier``; ``num_classes`` follows."""
+        """The backbone's ``reset_classifier``; ``num_classes`` and the scorer's CAM head follow
+        (:func:`~dartok.models._adapter.reset_scorer_cam`)."""
         self.backbone.reset_classifier(num_classes, *args, **kwargs)
         self.num_classes = num_classes
+        reset_scorer_cam(self.patch_embed, num_classes)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """The backbone's gradient checkpointing."""
         self.backbone.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False):
+        """Parameter groups for timm's layer-wise LR decay: the backbone's (``group_matcher``), under
+        ``backbone.``; the scorer joins the classifier's group (LR scale 1), as on the token models.
+
+        A callable (timm takes one): parameter name → the backbone's group index, with the
+        backbone's own ordering (timm's ``group_with_matcher`` over its parameters).
+        """
+        from timm.models._manipulate import group_with_matcher
+
+        unmatched = "\0"  # no backbone regex matches it: it lands in the classifier's (last) group
+        names = [(n, None) for n, _ in self.backbone.named_parameters()] + [(unmatched, None)]
+        group = group_with_matcher(names, self.backbone.group_matcher(coarse), reverse=True)
+        prefix = "backbone."
+
+        def matcher(name: str) -> tuple[int]:
+            key = name[len(prefix):] if name.startswith(prefix) else unmatched
+            return (group.get(key, group[unmatched]),)
+
+        return matcher
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -180,6 +301,7 @@ def patch_warp(
     prior_mode: str = "both",
     warp_size: int | tuple[int, int] | None = None,
     patch_size: int | None = None,
+    unwarp_features: bool = False,
 ) -> DartWarp:
     """Put DART's regular-grid warp in front of ``model`` (any module that takes ``B×C×H×W`` images).
 
@@ -198,6 +320,8 @@ def patch_warp(
             larger side, as DART's 448 for a 224 backbone); recorded in ``pretrained_cfg``; any
             input size works.
         antialias: anti-alias boxes larger than P×P (:func:`dartok.warp.warp_matrix`).
+        unwarp_features: :meth:`DartWarp.forward_intermediates` / ``features_only`` give the maps
+            in image coordinates (:func:`dartok.warp.unwarp`); default: in warped coordinates.
         scorer, alpha, scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
         trainable_scorer_trunk, learn_contrast, score_source, scorer_cam, prior, prior_mode: as
             :func:`dartok.patch_timm` (the same scorer and density as the token tokenizer).
@@ -232,24 +356,24 @@ def patch_warp(
     like = next(iter(model.parameters()), None)
     if like is not None:
         warp.to(device=like.device, dtype=like.dtype)
-    return DartWarp(model, warp, img_size)
+    return DartWarp(model, warp, img_size, unwarp_features=unwarp_features)
 
 
 # --------------------------------------------------------------------------- registry
 
 _WARP_DEFAULTS = {"warp_size": 224, "scorer": "mobilenetv3_small", "scorer_head": "v1", "scorer_input_size": 224}
 
-_BACKBONES = {  # registered name -> (timm backbone, its first conv, its classifier)
-    "dart_warp_resnet10t": ("resnet10t", "conv1.0", "fc"),
-    "dart_warp_resnet18": ("resnet18", "conv1", "fc"),
-    "dart_warp_resnet50": ("resnet50", "conv1", "fc"),
-    "dart_warp_convnext_atto": ("convnext_atto", "stem.0", "head.fc"),
-    "dart_warp_efficientnet_b0": ("efficientnet_b0", "conv_stem", "classifier"),
+_BACKBONES = {  # registered name -> (timm backbone, its first conv, its classifier, its feature_info entries)
+    "dart_warp_resnet10t": ("resnet10t", "conv1.0", "fc", 5),
+    "dart_warp_resnet18": ("resnet18", "conv1", "fc", 5),
+    "dart_warp_resnet50": ("resnet50", "conv1", "fc", 5),
+    "dart_warp_convnext_atto": ("convnext_atto", "stem.0", "head.fc", 4),
+    "dart_warp_efficientnet_b0": ("efficientnet_b0", "conv_stem", "classifier", 5),
 }
 
 default_cfgs = generate_default_cfgs({
     name: _cfg(input_size=(3, 448, 448), first_conv=f"backbone.{conv}", classifier=f"backbone.{head}")
-    for name, (_, conv, head) in _BACKBONES.items()
+    for name, (_, conv, head, _) in _BACKBONES.items()
 })
 
 
@@ -266,11 +390,13 @@ def _create_warp(name: str, pretrained: bool, kwargs: dict) -> DartWarp:
     """A registered warp model: the timm backbone with the non-DART kwargs, then :func:`patch_warp`
     (:func:`~dartok.models._adapter.create_dart`). A ``num_tokens`` without ``patch_size`` keeps the
     warp size and derives P (:func:`warp_layout`); the recorded input side defaults to twice the
-    warp's larger side."""
+    warp's larger side. ``features_only=True``: timm's ``FeatureGetterNet`` over every stage of the
+    backbone's ``feature_info`` by default (``out_indices``), as timm's CNNs give."""
     defaults = dict(_WARP_DEFAULTS)
     defaults["img_size"] = 2 * max(_size_pair(kwargs.get("warp_size", defaults["warp_size"]), "warp_size"))
-    return create_dart(name, _BACKBONES[name][0], patch_warp, pretrained, defaults, kwargs, keys=_WARP_KEYS,
-                       filter_fn=_backbone_state_dict)
+    backbone, _, _, stages = _BACKBONES[name]
+    return create_dart(name, backbone, patch_warp, pretrained, defaults, kwargs, keys=_WARP_KEYS,
+                       filter_fn=_backbone_state_dict, feature_cfg=dict(out_indices=tuple(range(stages))))
 
 
 @register_model

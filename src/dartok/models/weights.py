@@ -13,10 +13,13 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-__all__ = ["HEAD_KEYS", "WeightReport", "load_fitting", "matches"]
+__all__ = ["CAM_KEYS", "HEAD_KEYS", "WeightReport", "load_fitting", "matches"]
 
 HEAD_KEYS = ("head.weight", "head.bias")
 """The classifier's keys (Vim, VideoMamba): dropped, with a note, when the class counts differ."""
+
+CAM_KEYS = ("patch_embed.scorer.cam.weight", "patch_embed.scorer.cam.bias")
+"""The scorer's auxiliary CAM head (docs/method.md §10), a classifier too: dropped like the head."""
 
 
 @dataclass
@@ -62,7 +65,8 @@ def load_fitting(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, ma
     """Load ``state_dict`` (already in ``model``'s key names) into ``model`` in place, checked.
 
     - ``head.weight`` / ``head.bias`` of another shape (another ``num_classes``) are dropped
-      with a note; the model's head stays at its initialisation.
+      with a note; the model's head stays at its initialisation. So is the scorer's CAM head
+      (:data:`CAM_KEYS`) of another class count.
     - Any other shape mismatch, a missing key not under ``may_miss`` or an unused key not
       under ``may_ignore`` is an error (nothing is loaded then).
 
@@ -91,6 +95,13 @@ def load_fitting(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, ma
                      "the head starts from its initialisation")
         for k in head_dropped:
             sd.pop(k)
+    cam_dropped = [k for k in CAM_KEYS if k in sd and k in own and sd[k].shape != own[k].shape]
+    if cam_dropped:
+        notes.append(f"scorer CAM head dropped: {source} have {sd[cam_dropped[0]].shape[0]} classes, the model "
+                     f"{own[cam_dropped[0]].shape[0]}; it starts from its initialisation")
+        for k in cam_dropped:
+            sd.pop(k)
+    head_dropped += cam_dropped
     mismatched = [f"{k}: {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
                   if k in own and v.shape != own[k].shape]
     missing = [k for k in own if k not in sd]

@@ -83,7 +83,7 @@ from .loop import build_optimization, evaluate, train_one_epoch
 from .sampler import ShardedBatchSampler, build_loader, epoch_seed, shard_indices
 from .task import Task, create_task
 
-__all__ = ["describe_data", "evaluate_checkpoint", "hold_run_dir", "label_size", "read_metrics", "train"]
+__all__ = ["describe_data", "evaluate_checkpoint", "evaluate_pretrained", "hold_run_dir", "label_size", "read_metrics", "train"]
 
 
 # --------------------------------------------------------------------------------------
@@ -972,3 +972,78 @@ def evaluate_checkpoint(
     return {"checkpoint": str(checkpoint), "model": config["model"], "data": dcfg.data, "split": split,
             "task": info.task, "classes": names,
             "num_tokens": model.patch_embed.num_tokens if is_dart(model) else None, **res}
+
+
+def evaluate_pretrained(
+    model_name: str,
+    data_root: str | os.PathLike,
+    *,
+    weights: str | os.PathLike | None = None,
+    samples: int | None = None,
+    data_seed: int = 0,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    device: str | None = None,
+    amp: bool = False,
+    progress: bool = False,
+    num_tokens: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate a timm model with its pretrained weights on an ImageFolder (e.g. ImageNet's val/).
+
+    ``num_tokens`` runs a DART model at that token budget (:func:`dartok.models.set_num_tokens`).
+
+    The model is ``timm.create_model(model_name, pretrained=True)`` (``weights``: a local file
+    instead, ``pretrained_cfg_overlay=dict(file=weights)``), e.g. the DART authors' checkpoints
+    ``dart_deit_tiny_patch16_224.hcplab_in1k`` (README "The authors' checkpoints"). The images
+    go through timm's evaluation transform of the model's ``pretrained_cfg`` (resize, centre
+    crop ``crop_pct``, normalisation). ``data_root`` is either a root with ``train/`` and
+    ``val/`` (the held-out folder is read, class map from ``train/``) or a folder of class
+    folders (all of it is read): ImageNet's synset folders, sorted, are the 1000 classes in
+    timm's order. ``samples``: a seeded, class-stratified subset of that many images.
+
+    Returns:
+        ``{"model", "weights", "data_root", "split", "task", "classes"}`` and ``loss``,
+        ``top1``, ``top5``, ``n``.
+
+    Raises:
+        ValueError: ``batch_size`` < 1, an unknown model, a folder whose class count is not
+            the model's, bad folder layouts (:func:`dartok.data.folder.folder_layout`).
+        FileNotFoundError: missing data or weights file.
+        RuntimeError: pretrained weights that cannot be had (no weights, offline).
+    """
+    import timm
+
+    from ..data.folder import ImageFolder, class_folders, folder_layout, stratified_indices
+    from ..data.registry import _Subset
+
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    if weights is not None and not os.path.isfile(weights):
+        raise FileNotFoundError(f"weights file {str(weights)!r} does not exist")
+    if not timm.is_model(model_name):
+        raise ValueError(f"unknown model {model_name!r} (timm.list_models() lists them; "
+                         "the DART authors' checkpoints are the '.hcplab_*' tags, timm.list_pretrained('dart_*'))")
+    layout = folder_layout(data_root)
+    if layout.held_out is not None:
+        folder, classes, split = layout.held_out, class_folders(layout.train), layout.held_out.name
+    else:
+        folder, classes, split = layout.root, class_folders(layout.root), layout.root.name
+    dev = select_device(device)
+    overlay = {"pretrained_cfg_overlay": dict(file=str(weights))} if weights is not None else {}
+    model = timm.create_model(model_name, pretrained=True, **overlay)
+    if num_tokens is not None:
+        from ..models import set_num_tokens
+
+        set_num_tokens(model, num_tokens)
+    model = model.to(dev).eval()
+    if len(classes) != getattr(model, "num_classes", len(classes)):
+        raise ValueError(f"{str(folder)!r} has {len(classes)} class folders, {model_name} has {model.num_classes} "
+                         "classes (ImageNet's val/ with its 1000 synset folders, for ImageNet-1k weights)")
+    transform, _ = pil_transform(model, False, 3)
+    ds = ImageFolder(folder, classes=classes, transform=transform)
+    if samples is not None and samples < len(ds):
+        ds = _Subset(ds, stratified_indices(ds.targets, samples, data_seed, stream=2))
+    loader = build_loader(ds, batch_size, shuffle=False, num_workers=num_workers, device=dev)
+    res = evaluate(model, loader, dev, amp=amp, progress=progress, task=create_task("classification"))
+    return {"model": model_name, "weights": str(weights) if weights is not None else "pretrained",
+            "data_root": str(data_root), "split": split, "task": "classification", "classes": list(classes), **res}
