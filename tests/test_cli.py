@@ -111,6 +111,37 @@ def test_predict_names_fashion_classes_of_a_photo(trained_run, astronaut_png):
     assert len(named) == 3, line
 
 
+def test_eval_predict_visualize_at_another_budget(trained_run, tmp_path, astronaut_png):
+    """--num-tokens runs the 9-token model at 16 tokens (the elastic budget); a bad N is one Error line."""
+    import torch
+
+    from dartok.train.checkpoint import model_from_checkpoint
+
+    ck = trained_run / "checkpoint"
+    out = tmp_path / "eval16.json"
+    res = invoke("eval", "-c", ck, "--num-tokens", 16, "--no-progress", "--json", out)
+    assert res.exit_code == 0, res.output
+    assert "at 16 tokens" in res.output
+    data = json.loads(out.read_text())
+    assert data["num_tokens"] == 16 and data["n"] == 16 and 0 <= data["top1"] <= 100
+    model, _ = model_from_checkpoint(ck, num_tokens=16)
+    trained, _ = model_from_checkpoint(ck)
+    assert model.patch_embed.num_tokens == 16 and trained.patch_embed.num_tokens == 9
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(model(x), trained(x))  # another budget, another computation
+    res = invoke("predict", "-c", ck, astronaut_png, "--num-tokens", 4, "--json", tmp_path / "p.json")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "p.json").read_text())["num_tokens"] == 4
+    res = invoke("visualize", "-c", ck, "--indices", "0", "--num-tokens", 25, "-o", tmp_path / "v.png")
+    assert res.exit_code == 0, res.output
+    for cmd in (["eval", "-c", ck, "--no-progress"], ["predict", "-c", ck, astronaut_png]):
+        res = invoke(*cmd, "--num-tokens", 0)
+        assert_clean_error(res, "num_tokens must be an integer >= 1, got 0")
+    res = invoke("bench", "macs", "--models", "dart_vit_micro_patch8", "--num-tokens", 0, "-o", tmp_path)
+    assert_clean_error(res, "num_tokens must be an integer >= 1, got 0")
+
+
 def test_resume_conflict_via_cli(trained_run):
     res = invoke("train", "-o", trained_run, "--resume", "--lr", "0.5", "--no-progress")
     assert_clean_error(res, "conflict", "lr")

@@ -316,6 +316,9 @@ def eval_cmd(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results to this JSON file."),
+    num_tokens: Optional[int] = typer.Option(
+        None, "--num-tokens", help="Evaluate a DART model at this token budget instead of the trained one "
+        "(no retraining; README 'Elastic token budget')."),
 ) -> None:
     """Evaluate a checkpoint: prints top-1 / top-5 / loss (segmentation: mIoU, pixel accuracy, loss and
     the per-class IoU). With --model: a pretrained timm model on an ImageFolder (--data-root)."""
@@ -335,19 +338,21 @@ def eval_cmd(
     if model is not None:
         _eval_pretrained(model, weights, split=split, data=data, data_root=data_root, canvas_size=canvas_size,
                          samples=samples, data_seed=data_seed, batch_size=batch_size, num_workers=num_workers,
-                         device=device, amp=amp, progress=progress, json_out=json_out)
+                         device=device, amp=amp, progress=progress, json_out=json_out, num_tokens=num_tokens)
         return
     try:
         out = evaluate_checkpoint(checkpoint, split, data=data, data_root=data_root, canvas_size=canvas_size,
                                   samples=samples, data_seed=data_seed, batch_size=batch_size,
-                                  num_workers=num_workers, device=device, amp=amp, progress=progress)
+                                  num_workers=num_workers, device=device, amp=amp, progress=progress,
+                                  num_tokens=num_tokens)
     except _USER_ERRORS as e:
         raise _fail(_user_error_message(e))
     if json_out is not None:
         _write_json(json_out, out)
     task = create_task(out["task"])
     details = task.details(out, out.get("classes"))
-    typer.echo(f"{out['model']} on {out['data'] or 'folder'}/{split} (n={out['n']}): "
+    budget = f" at {out['num_tokens']} tokens" if num_tokens is not None else ""
+    typer.echo(f"{out['model']}{budget} on {out['data'] or 'folder'}/{split} (n={out['n']}): "
                f"{task.describe(out)}" + (f"  | classes: {_short_list(out['classes'])}"
                                           if out.get("classes") and not details else ""))
     for line in details:
@@ -357,7 +362,7 @@ def eval_cmd(
 def _eval_pretrained(model: str, weights: Optional[Path], *, split: str, data: Optional[str],
                      data_root: Optional[str], canvas_size: Optional[int], samples: Optional[int],
                      data_seed: Optional[int], batch_size: int, num_workers: int, device: Optional[str], amp: bool,
-                     progress: bool, json_out: Optional[Path]) -> None:
+                     progress: bool, json_out: Optional[Path], num_tokens: Optional[int] = None) -> None:
     """``dartok eval --model NAME [--weights FILE] --data-root FOLDER``: :func:`dartok.train.run.evaluate_pretrained`."""
     from .train.run import evaluate_pretrained
 
@@ -372,7 +377,7 @@ def _eval_pretrained(model: str, weights: Optional[Path], *, split: str, data: O
     try:
         out = evaluate_pretrained(model, data_root, weights=weights, samples=samples, data_seed=data_seed or 0,
                                   batch_size=batch_size, num_workers=num_workers, device=device, amp=amp,
-                                  progress=progress)
+                                  progress=progress, num_tokens=num_tokens)
     except _USER_ERRORS as e:
         raise _fail(_user_error_message(e))
     except RuntimeError as e:  # pretrained weights that cannot be had (offline, none)
@@ -420,7 +425,8 @@ def visualize(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint of a trained model."),
     score_source: Optional[str] = typer.Option(
         None, help="Without a checkpoint: 'uniform' (plain grid) or 'edges' (gradient-magnitude score map)."),
-    num_tokens: Optional[int] = typer.Option(None, help="Token budget for --score-source."),
+    num_tokens: Optional[int] = typer.Option(None, help="Token budget for --score-source; with --checkpoint, "
+                                             "draws a DART model at this budget instead of its trained one."),
     patch_size: int = typer.Option(16, help="Patch size for --score-source (kept for old scripts: the boxes drawn "
                                              "do not depend on it)."),
     pdf_size: int = typer.Option(14, help="Score-map side for --score-source edges."),
@@ -466,6 +472,8 @@ def predict(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda if available)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the predictions to this JSON file."),
+    num_tokens: Optional[int] = typer.Option(
+        None, "--num-tokens", help="Run a DART model at this token budget instead of the trained one."),
 ) -> None:
     """Top-k class names (with probabilities) of image files by a trained checkpoint.
 
@@ -481,7 +489,8 @@ def predict(
         raise typer.BadParameter(f"must be >= 1, got {batch_size}", param_hint="--batch-size")
     _check_writable(json_out, "--json")
     try:
-        out = run_predict(checkpoint, inputs, top_k=top_k, batch_size=batch_size, device=device)
+        out = run_predict(checkpoint, inputs, top_k=top_k, batch_size=batch_size, device=device,
+                          num_tokens=num_tokens)
     except _USER_ERRORS as e:
         raise _fail(_user_error_message(e))
     for row in out["predictions"]:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ._compat import is_tracing
 from .partition import work_dtype
-from .resample import antialiased_resize
+from .resample import antialiased_resize, batch_chunks
 
 __all__ = [
     "PRIORS", "SCORE_ACTIVATIONS", "SCORER_TRUNKS", "Scorer", "saliency_pdf", "ScorerHeadV1", "ScorerHeadV2", "edge_pdf", "fold_trunk_batchnorm", "scores_to_pdf",
@@ -392,14 +392,28 @@ class Scorer(nn.Module):
 
         The trunk runs on a channels-last copy: MobileNet-style trunks (depthwise
         convolutions) run 1.3-2× faster that way on CPU (oneDNN), same result to float
-        rounding.
+        rounding. Without gradients through the trunk (inference, a frozen trunk), resize and
+        trunk run over chunks of the batch (:func:`dartok.resample.batch_chunks`: 16 copies of
+        224², same numbers): a large batch's copies and activations then never exceed glibc's
+        mmap threshold, which cost DART-DeiT-Ti ~70 000 page faults (~280 MiB zeroed) per batch
+        of 64 with the default allocator.
         """
-        return self.trunk_features(self.resize(images))
+        if self._trunk_needs_grad() or is_tracing(images):
+            return self.trunk_features(self.resize(images))
+        chunk = batch_chunks(images.shape[0], self.input_size * self.input_size)
+        if chunk >= images.shape[0]:
+            return self.trunk_features(self.resize(images))
+        return torch.cat([self.trunk_features(self.resize(part)) for part in images.split(chunk)])
+
+    def _trunk_needs_grad(self) -> bool:
+        """Whether :meth:`trunk_features` runs the trunk with autograd (a trainable trunk that is
+        training or asked for gradients); otherwise it is batch-independent and gradient-free."""
+        return bool(self.trainable_trunk and (self.trunk.training or torch.is_grad_enabled()))
 
     def trunk_features(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk features of an already resized copy (see :meth:`features`)."""
         x = x.contiguous(memory_format=torch.channels_last)
-        if self.trainable_trunk and (self.trunk.training or torch.is_grad_enabled()):
+        if self._trunk_needs_grad():
             return self.trunk(x)[-1]
         with torch.no_grad():  # frozen trunk, or a trainable one in eval mode with no gradient wanted
             return self._inference_trunk()(x)[-1]
@@ -441,14 +455,20 @@ class Scorer(nn.Module):
             scores = self.head(feats + extra)
         if self.cam is None:
             return scores
-        cam = self.cam(feats)  # B×K×h×w per-location class logits
-        logits = cam.mean((2, 3))  # the auxiliary classifier: GAP then linear, as a 1×1 conv commutes with GAP
+        # The CAM A = W·f + b (the 1×1 conv, K×C) is never built as B×K×h×w: its spatial mean is
+        # W·mean(f) + b (the conv commutes with the mean), and Σ_k s_k·A_k = (sᵀW)·f + sᵀb. Same
+        # numbers and gradients to float rounding, at ~1/(h·w) of the K·C·h·w multiply-adds.
+        weight, bias = self.cam.weight.flatten(1), self.cam.bias  # K×C, K
+        logits = F.linear(feats.mean((2, 3)), weight, bias)  # B×K: the auxiliary classifier, GAP then linear
         if self.training and torch.is_grad_enabled():
             self._cam_logits = logits
         if not self.cam_score:
             return scores
-        weights = torch.softmax(logits.detach().to(work_dtype(logits.dtype)), dim=1).to(cam.dtype)
-        return scores + torch.einsum("bkhw,bk->bhw", cam, weights)
+        s = torch.softmax(logits.detach().to(work_dtype(logits.dtype)), dim=1).to(logits.dtype)  # B×K
+        cam = torch.einsum("bchw,bc->bhw", feats, s @ weight.to(s.dtype))  # Σ_k s_k·(W·f)_k
+        if bias is not None:
+            cam = cam + (s @ bias.to(s.dtype)[:, None])[:, :, None]  # B×1×1 (a matrix product: fvcore counts it)
+        return scores + cam
 
     def auxiliary_loss(self, targets: torch.Tensor) -> torch.Tensor | None:
         """The auxiliary classifier's loss for the last training forward, or ``None``.
@@ -574,6 +594,10 @@ def fold_trunk_batchnorm(trunk: nn.Module, input_size: int = 224, in_chans: int 
             setattr(modules[parent] if parent else folded, leaf, rest)
         if not pairs:
             return None
+        for module in folded.modules():  # the trunk runs channels-last: stored so, no weight copy per call
+            if isinstance(module, nn.Conv2d) and module.weight.dim() == 4:
+                module.weight = nn.Parameter(module.weight.detach().contiguous(memory_format=torch.channels_last),
+                                             requires_grad=False)
         probe = torch.randn(2, in_chans, input_size, input_size, generator=gen)
         probe = probe.to(device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
         was_training = trunk.training

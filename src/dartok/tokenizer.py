@@ -19,7 +19,7 @@ from .compat.hcplab import HcplabScorer, hcplab_tokenize
 from .localization import box_pdf
 from .partition import (DEFAULT_ALPHA, PARTITIONS, band_layout, cuts_to_boxes, grid_cuts, grid_shape, mix_uniform,
                         normalize_pdf, partition_pdf, work_dtype)
-from .resample import box_average, sample_patches
+from .resample import batch_chunks, box_average, sample_patches
 from .scorer import PRIORS, Scorer, _Stash, uniform_pdf
 
 __all__ = ["COMPAT_MODES", "DART", "DartOutput", "PRIOR_MODES", "SCORE_SOURCES"]
@@ -171,9 +171,8 @@ class DART(nn.Module):
         self.score_source = score_source
         self.oracle_grid = oracle_grid
         self._given_pdf: torch.Tensor | None = None
-        self.counts = band_layout(num_tokens, bands)
-        if partition == "grid":
-            grid_shape(num_tokens, len(self.counts))  # validates: every row the same count
+        self._bands_option = bands  # None: every budget takes its own default layout (set_num_tokens)
+        self.counts = self._layout(num_tokens, bands)
         mix_uniform(torch.ones(1, 1, 1), alpha)  # validates alpha
         if isinstance(patch_size, (tuple, list)):
             if patch_size[0] != patch_size[1]:
@@ -181,12 +180,12 @@ class DART(nn.Module):
             patch_size = patch_size[0]
         self.num_tokens = num_tokens
         self.num_patches = num_tokens  # timm PatchEmbed compatibility
+        self.bands = len(self.counts)
         self.patch_size = (patch_size, patch_size)
         self.img_size = (img_size, img_size)
         self.in_chans = in_chans
         self.embed_dim = embed_dim
         self.alpha = 0.0 if compat else float(alpha)
-        self.bands = len(self.counts)
         self.check_inputs = check_inputs
         self.antialias = antialias
         self.flatten = True
@@ -201,6 +200,45 @@ class DART(nn.Module):
         if isinstance(scorer, dict):
             scorer = Scorer(in_chans=in_chans, **scorer)
         self.scorer = scorer
+
+    def _layout(self, num_tokens: int, bands: int | None) -> tuple[int, ...]:
+        """Tokens per band for budget ``num_tokens`` (:func:`~dartok.partition.band_layout`; the
+        ``"grid"`` partition also checks every row holds the same count). Raises ``ValueError``."""
+        counts = band_layout(num_tokens, bands)
+        if self.partition_mode == "grid":
+            grid_shape(num_tokens, len(counts))  # validates: every row the same count
+        return counts
+
+    def set_num_tokens(self, num_tokens: int, bands: int | None = None) -> None:
+        """Change the token budget N in place, without retraining (the elastic budget; README
+        "Elastic token budget").
+
+        Nothing learned depends on N: the scorer's map, the ``g×g`` position map (each token
+        takes its area average over its box) and ``proj`` are the same for every budget, so
+        only the band layout changes, and the module then computes exactly what one built
+        with ``num_tokens`` and the same weights computes. ``bands`` ``None`` keeps the rule
+        the module was built with: the ``bands`` given at construction, else the default
+        for N (``round(√N)``; a clip: :func:`~dartok.video_tokenizer.video_bands`).
+
+        Args:
+            num_tokens: the new N, an integer ≥ 1 (``partition="grid"``: one that the rows
+                divide evenly).
+            bands: R for the new budget, 1 ≤ R ≤ N (``None``: as above).
+
+        Raises:
+            ValueError: N not an integer ≥ 1, R outside [1, N], or (``partition="grid"``) a
+                layout with uneven rows; the module is left unchanged.
+        """
+        if self.compat and bands is not None and bands != max(1, round(math.sqrt(num_tokens))):
+            raise ValueError(f"compat='hcplab' cuts round(√N) rows (their target_h); got bands={bands}")
+        counts = self._layout(num_tokens, self._default_bands(num_tokens) if bands is None else bands)
+        self.counts = counts
+        self.num_tokens = self.num_patches = num_tokens
+        self.bands = len(counts)
+
+    def _default_bands(self, num_tokens: int) -> int | None:
+        """R for budget ``num_tokens`` when :meth:`set_num_tokens` is given none (``None``: ``round(√N)``)."""
+        return self._bands_option
 
     def _dartok_step(self, step: str) -> None:
         """Raise ``NotImplementedError`` for a dartok step on a compat tokenizer (whose steps are theirs)."""
@@ -466,7 +504,13 @@ class DART(nn.Module):
             return self._tokenize_hcplab(images, pdf)
         pdf = self.density(images, pdf, scored=scored)
         boxes = self.partition(pdf)
-        tokens = self.project(self.sample(images, boxes))
+        chunk = batch_chunks(images.shape[0], self.num_tokens * self.patch_size[0] ** 2)
+        if torch.is_grad_enabled() or chunk >= images.shape[0] or is_tracing(images):
+            tokens = self.project(self.sample(images, boxes))
+        else:  # inference: sample and project a chunk of the batch at a time (the same numbers; the
+            # B×N×C×P×P patches, 37 MiB for DART-DeiT at batch 64, are never allocated whole)
+            tokens = torch.cat([self.project(self.sample(x, b))
+                                for x, b in zip(images.split(chunk), boxes.split(chunk))])
         pos = self.position_embeddings(boxes).to(tokens.dtype)
         return DartOutput(tokens, pos, boxes, pdf)
 

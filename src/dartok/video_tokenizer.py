@@ -290,6 +290,7 @@ class VideoDART(DART):
         oracle_grid: tuple[int, int] | None = None,
     ):
         num_frames = _check_num_frames(num_frames)
+        bands_option = bands
         if bands is None:
             bands = video_bands(num_tokens, num_frames)
         if temporal_diff not in TEMPORAL_DIFF_MODES:
@@ -306,11 +307,16 @@ class VideoDART(DART):
                 f"got {type(self.scorer).__name__}"
             )
         self.num_frames = num_frames
+        self._bands_option = bands_option
         self.temporal_diff = temporal_diff
         if pos_grid:
             self.temporal_pos_embedding = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
         else:
             self.register_parameter("temporal_pos_embedding", None)
+
+    def _default_bands(self, num_tokens: int) -> int | None:
+        """The bands given at construction, else :func:`video_bands` of the new budget."""
+        return video_bands(num_tokens, self.num_frames) if self._bands_option is None else self._bands_option
 
     def extra_repr(self) -> str:
         return f"num_frames={self.num_frames}, temporal_diff={self.temporal_diff!r}, " + super().extra_repr()

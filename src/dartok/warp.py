@@ -19,7 +19,9 @@ is the regular grid and whose "tokens" are the stitched image).
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+
+from typing import Any, NamedTuple
 
 import torch
 
@@ -30,7 +32,7 @@ from .scorer import Scorer
 from .tokenizer import DART
 
 __all__ = ["WarpDART", "WarpOutput", "cuts_from_boxes", "interpolation_matrix", "unwarp", "unwarp_positions",
-           "warp_images", "warp_matrix", "warp_positions"]
+           "warp_images", "warp_layout", "warp_matrix", "warp_positions"]
 
 
 def _check_cuts(cuts: torch.Tensor, name: str) -> None:
@@ -254,6 +256,49 @@ def cuts_from_boxes(boxes: torch.Tensor, rows: int, cols: int) -> tuple[torch.Te
     return ys, xs
 
 
+def _size_pair(size: Any, name: str) -> tuple[int, int]:
+    pair = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
+    ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
+    if not ok:
+        raise ValueError(f"{name} must be an integer >= 1 or (height, width), got {size!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def warp_layout(warp_size: int | tuple[int, int], num_tokens: int | None = None,
+                patch_size: int | None = None) -> tuple[int, int, int]:
+    """``(rows, cols, P)`` of a warp whose output is ``warp_size`` = ``(R·P, C·P)``.
+
+    With ``num_tokens`` N (the box count R·C): ``P = √(H·W/N)``, which must be an integer dividing
+    H and W (64 boxes on a 64×64 warp: 8×8 boxes of 8 px; on 224×224: 8×8 of 28 px). Without it:
+    ``P = patch_size`` (default 16), ``R = H/P``, ``C = W/P``. Both given: they must agree.
+
+    Raises:
+        ValueError: a size, budget or patch size that does not tile the warp with square patches
+            (the message says which values would).
+    """
+    h, w = _size_pair(warp_size, "warp_size")
+    if patch_size is not None and (isinstance(patch_size, bool) or not isinstance(patch_size, int)
+                                   or patch_size < 1):
+        raise ValueError(f"patch_size must be an integer >= 1, got {patch_size!r}")
+    if num_tokens is not None:
+        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
+            raise ValueError(f"num_tokens must be an integer >= 1, got {num_tokens!r}")
+        side = math.isqrt(h * w // num_tokens) if h * w >= num_tokens else 0
+        if side < 1 or side * side * num_tokens != h * w or h % side or w % side:
+            raise ValueError(f"num_tokens={num_tokens} boxes do not tile a {h}×{w} warp with square patches; "
+                             f"use ({h}/P)·({w}/P) boxes for a patch size P dividing both sides, or pass "
+                             f"patch_size instead")
+        if patch_size is not None and patch_size != side:
+            raise ValueError(f"num_tokens={num_tokens} on a {h}×{w} warp means patches of {side} px, "
+                             f"not patch_size={patch_size}")
+        return h // side, w // side, side
+    p = 16 if patch_size is None else patch_size
+    if h % p or w % p:
+        raise ValueError(f"patch_size {p} does not divide the {h}×{w} warp; pick a divisor of both sides")
+    return h // p, w // p, p
+
+
 class WarpOutput(NamedTuple):
     """What :class:`WarpDART` returns.
 
@@ -343,6 +388,30 @@ class WarpDART(DART):
         if self.scorer is None and self.oracle_grid is None:
             return self.grid
         return super().score_grid()
+
+    def set_num_tokens(self, num_tokens: int, bands: int | None = None) -> None:
+        """Change the box count N = R·C in place, keeping the warped image's size ``R·P × C·P`` (what
+        the backbone sees) and every weight: N boxes of ``P' = √(R·P·C·P / N)`` px, as a warp built
+        with this budget (:func:`warp_layout`).
+
+        Raises:
+            ValueError: ``bands`` given (the rows follow from N), or an N whose square boxes do not
+                tile the warped image (the message lists the N that do); the warp is left unchanged.
+        """
+        if bands is not None:
+            raise ValueError("the warp's rows follow from num_tokens and its output size; bands is an option of "
+                             "the token tokenizer")
+        h, w = self.out_size
+        try:
+            rows, cols, p = warp_layout((h, w), num_tokens)
+        except ValueError:
+            sides = [s for s in range(1, math.gcd(h, w) + 1) if h % s == 0 and w % s == 0]
+            allowed = sorted((h // s) * (w // s) for s in sides)
+            raise ValueError(f"num_tokens must tile the {h}×{w} warped image with square boxes: one of "
+                             f"{allowed}, got {num_tokens!r}") from None
+        self.counts = self._layout(rows * cols, rows)
+        self.num_tokens = self.num_patches = rows * cols
+        self.bands, self.grid, self.patch_size = rows, (rows, cols), (p, p)
 
     def cuts(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ys, xs)`` of :meth:`partition`'s boxes (:func:`cuts_from_boxes`)."""

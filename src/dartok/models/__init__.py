@@ -17,7 +17,7 @@ exported when it was one module is re-exported here; the registered model functi
 from .. import _compat
 from ._adapter import (  # noqa: F401
     _DART_CLASSES, _DART_KEYS, DartModelMixin, _cfg, adopt_projection, create_dart, dart_subclass, is_dart,
-    make_scorer, patch_backbone, set_input_cfg, split_dart_kwargs, tokens_to_feature_map,
+    make_scorer, patch_backbone, set_input_cfg, set_num_tokens, split_dart_kwargs, tokens_to_feature_map,
 )
 from .factory import _patch_size_from_name, create_model  # noqa: F401
 from .vit import (  # noqa: F401
@@ -37,7 +37,7 @@ __all__ = [
     "Segmenter", "VideoMamba",
     "VisionMamba", "convert_vim_state_dict", "convert_vit_state_dict", "create_model", "is_dart",
     "dense_tokens", "load_vim_weights", "load_vit_weights", "patch_backbone", "patch_timm", "patch_videomamba",
-    "patch_vim", "patch_warp", "tokens_to_feature_map",
+    "patch_vim", "patch_warp", "set_num_tokens", "tokens_to_feature_map",
     # the registered model functions (timm's register_model adds them to their module's __all__)
     *sorted(n for m in (_vit, _vim, _videomamba, _warp) for n in m.__all__ if is_model(n)),
 ]

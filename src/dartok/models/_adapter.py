@@ -42,7 +42,8 @@ from ..tokenizer import DART, DartOutput  # noqa: E402
 __all__ = [
     "ClassTokenDartMixin", "DartModelMixin", "insert_token", "adopt_projection", "create_dart", "dart_subclass", "is_dart", "make_scorer", "patch_backbone",
     "reset_scorer_cam", "scorer_and_oracle_grid", "scorer_cam_classes", "scorer_out_of_stem",
-    "refuse_feature_cls", "refuse_scriptable", "set_input_cfg", "split_dart_kwargs", "tokens_to_feature_map",
+    "refuse_feature_cls", "refuse_scriptable", "set_input_cfg", "set_num_tokens", "split_dart_kwargs",
+    "tokens_to_feature_map",
 ]
 
 _DART_KEYS = (
@@ -122,6 +123,28 @@ class DartModelMixin:
         return self.patch_embed(x, pdf=pdf)
 
     @torch.jit.ignore
+    def set_num_tokens(self, num_tokens: int, bands: int | None = None) -> None:
+        """Change the token budget N in place, without retraining (README "Elastic token budget").
+
+        :meth:`DART.set_num_tokens <dartok.DART.set_num_tokens>` on the tokenizer: its bands
+        follow N, every token's position embedding is the area average of the same ``g×g`` map
+        over its box, and the blocks take any token count, so the model then computes exactly
+        what the same model built with ``num_tokens`` and these weights computes (a state dict
+        loads across budgets: no parameter depends on N). timm's ``_model_args`` (what
+        ``save_for_hf`` records) and ``feature_info``'s reductions follow. The timm analogue
+        for a fixed-grid ViT is ``set_input_size``, which changes the input size instead.
+
+        Args:
+            num_tokens: the new N, an integer ≥ 1 (``partition="grid"``: an even row layout).
+            bands: rows R for the new budget (``None``: the rule the model was built with).
+
+        Raises:
+            ValueError: a budget the tokenizer refuses (the model is left unchanged).
+        """
+        self.patch_embed.set_num_tokens(num_tokens, bands)
+        record_num_tokens(self, self.patch_embed, bands)
+
+    @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """The backbone's no-decay names plus the tokenizer's position maps, those that are parameters."""
         names = {name for name, _ in self.named_parameters()}
@@ -166,6 +189,40 @@ class DartModelMixin:
         """Extra ``tokenizer_cls`` kwargs read off the backbone (VideoMamba: ``num_frames``)."""
         return {}
 
+
+
+def record_num_tokens(model: nn.Module, tokenizer: DART, bands: int | None = None) -> None:
+    """After a budget change: ``model._model_args`` (timm's record of the build kwargs) gets the
+    tokenizer's ``num_tokens`` (and ``bands`` / ``patch_size`` where they were recorded or given),
+    and ``feature_info`` reductions the tokenizer's :meth:`~dartok.DART.feat_ratio`."""
+    args = getattr(model, "_model_args", None)
+    if isinstance(args, dict):
+        args["num_tokens"] = tokenizer.num_tokens
+        if bands is not None:
+            args["bands"] = bands
+        if "patch_size" in args and args["patch_size"] is not None:
+            args["patch_size"] = tokenizer.patch_size[0]
+    if isinstance(getattr(model, "feature_info", None), list) and "feature_info" in vars(model):
+        for info in model.feature_info:
+            info["reduction"] = tokenizer.feat_ratio()
+
+
+def set_num_tokens(model: nn.Module, num_tokens: int) -> nn.Module:
+    """Set the token budget N of any DART model in place (its ``set_num_tokens``) and return it.
+
+    What ``--num-tokens`` of ``dartok eval`` / ``predict`` does to a checkpoint's model: the DART
+    ViT / DeiT, Vim, VideoMamba, the warp (:meth:`~dartok.models.DartWarp.set_num_tokens`) and a
+    Segmenter over any of them.
+
+    Raises:
+        ValueError: a model without a DART tokenizer (a fixed-grid model's token count is set by
+            its input size), or a budget the tokenizer refuses (the message says what is allowed).
+    """
+    if not callable(getattr(model, "set_num_tokens", None)) or not is_dart(model):
+        raise ValueError(f"num_tokens changes the budget of a DART model; {type(model).__name__} is a fixed-grid "
+                         "model (its token count follows its input size)")
+    model.set_num_tokens(num_tokens)
+    return model
 
 
 def reset_scorer_cam(tokenizer: nn.Module, num_classes: int) -> None:

@@ -121,6 +121,18 @@ class Segmenter(nn.Module):
         return self.backbone.patch_embed
 
     @torch.jit.ignore
+    def set_num_tokens(self, num_tokens: int, bands: int | None = None) -> None:
+        """The backbone's ``set_num_tokens`` (a DART backbone's budget; the decoder takes any N).
+
+        Raises:
+            ValueError: a fixed-grid backbone, or a budget its tokenizer refuses.
+        """
+        if not callable(getattr(self.backbone, "set_num_tokens", None)):
+            raise ValueError(f"num_tokens changes the budget of a DART backbone; {type(self.backbone).__name__} "
+                             "is a fixed-grid model (its token count follows its input size)")
+        self.backbone.set_num_tokens(num_tokens, bands)
+
+    @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """The backbone's no-decay parameter names, prefixed ``backbone.``."""
         inner = getattr(self.backbone, "no_weight_decay", None)

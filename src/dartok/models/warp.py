@@ -16,7 +16,6 @@ MobileNetV3-Small on a 224 copy, as DeiT-Ti + DART); ``num_tokens`` is the grid'
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -32,9 +31,9 @@ from timm.models._registry import generate_default_cfgs  # noqa: E402
 
 from ..partition import DEFAULT_ALPHA  # noqa: E402
 from ..scorer import Scorer  # noqa: E402
-from ..warp import WarpDART, WarpOutput, unwarp  # noqa: E402
+from ..warp import WarpDART, WarpOutput, _size_pair, unwarp, warp_layout  # noqa: E402
 from ._adapter import (  # noqa: E402
-    _DART_KEYS, _cfg, create_dart, is_dart, reset_scorer_cam, scorer_and_oracle_grid,
+    _DART_KEYS, _cfg, create_dart, is_dart, record_num_tokens, reset_scorer_cam, scorer_and_oracle_grid,
 )
 
 timm.layers.register_notrace_module(WarpDART)  # an FX leaf, as DART: its checks and branches in Python
@@ -43,49 +42,6 @@ __all__ = ["DartWarp", "patch_warp", "warp_layout"]
 
 _WARP_KEYS = tuple(k for k in _DART_KEYS if k != "bands") + ("warp_size", "patch_size", "unwarp_features")
 """The kwargs of a registered warp model that go to :func:`patch_warp` (the rest to the backbone)."""
-
-
-def _size_pair(size: Any, name: str) -> tuple[int, int]:
-    pair = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
-    ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
-    if not ok:
-        raise ValueError(f"{name} must be an integer >= 1 or (height, width), got {size!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def warp_layout(warp_size: int | tuple[int, int], num_tokens: int | None = None,
-                patch_size: int | None = None) -> tuple[int, int, int]:
-    """``(rows, cols, P)`` of a warp whose output is ``warp_size`` = ``(R·P, C·P)``.
-
-    With ``num_tokens`` N (the box count R·C): ``P = √(H·W/N)``, which must be an integer dividing
-    H and W (64 boxes on a 64×64 warp: 8×8 boxes of 8 px; on 224×224: 8×8 of 28 px). Without it:
-    ``P = patch_size`` (default 16), ``R = H/P``, ``C = W/P``. Both given: they must agree.
-
-    Raises:
-        ValueError: a size, budget or patch size that does not tile the warp with square patches
-            (the message says which values would).
-    """
-    h, w = _size_pair(warp_size, "warp_size")
-    if patch_size is not None and (isinstance(patch_size, bool) or not isinstance(patch_size, int)
-                                   or patch_size < 1):
-        raise ValueError(f"patch_size must be an integer >= 1, got {patch_size!r}")
-    if num_tokens is not None:
-        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
-            raise ValueError(f"num_tokens must be an integer >= 1, got {num_tokens!r}")
-        side = math.isqrt(h * w // num_tokens) if h * w >= num_tokens else 0
-        if side < 1 or side * side * num_tokens != h * w or h % side or w % side:
-            raise ValueError(f"num_tokens={num_tokens} boxes do not tile a {h}×{w} warp with square patches; "
-                             f"use ({h}/P)·({w}/P) boxes for a patch size P dividing both sides, or pass "
-                             f"patch_size instead")
-        if patch_size is not None and patch_size != side:
-            raise ValueError(f"num_tokens={num_tokens} on a {h}×{w} warp means patches of {side} px, "
-                             f"not patch_size={patch_size}")
-        return h // side, w // side, side
-    p = 16 if patch_size is None else patch_size
-    if h % p or w % p:
-        raise ValueError(f"patch_size {p} does not divide the {h}×{w} warp; pick a divisor of both sides")
-    return h // p, w // p, p
 
 
 def _first_conv_in_chans(model: nn.Module) -> int:
@@ -175,6 +131,19 @@ class DartWarp(nn.Module):
     def tokenize(self, x: torch.Tensor, pdf: torch.Tensor | None = None) -> WarpOutput:
         """Only the warp: ``B×C×H×W`` → :class:`~dartok.warp.WarpOutput` (``pdf`` ``B×h×w`` replaces the scorer's)."""
         return self.patch_embed(x, pdf=pdf)
+
+    @torch.jit.ignore
+    def set_num_tokens(self, num_tokens: int, bands: int | None = None) -> None:
+        """Change the box count N = R·C in place, without retraining: the warped image keeps its size
+        (the backbone's cost does not change), its boxes become ``√(H·W/N)`` px
+        (:meth:`dartok.warp.WarpDART.set_num_tokens`), as a warp built with this budget.
+
+        Raises:
+            ValueError: an N whose square boxes do not tile the warped image (the message lists
+                those that do), or ``bands`` given.
+        """
+        self.patch_embed.set_num_tokens(num_tokens, bands)
+        record_num_tokens(self, self.patch_embed)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's ``forward_features`` of the warped image."""

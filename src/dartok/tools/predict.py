@@ -55,6 +55,7 @@ def predict(
     top_k: int = 5,
     batch_size: int = 32,
     device: str | None = None,
+    num_tokens: int | None = None,
 ) -> dict[str, Any]:
     """The ``top_k`` classes of every image in ``inputs`` by a checkpoint's model.
 
@@ -65,9 +66,12 @@ def predict(
         top_k: classes per image (capped at the number of classes), >= 1.
         batch_size: images per forward pass, >= 1.
         device: ``"cpu"``, ``"cuda"``, ... (default: cuda if available).
+        num_tokens: run a DART model at this token budget instead of the trained one
+            (:func:`dartok.models.set_num_tokens`); ``None``: the trained one.
 
     Returns:
-        ``{"checkpoint", "model", "classes", "predictions"}``; ``classes``: the model's class
+        ``{"checkpoint", "model", "num_tokens", "classes", "predictions"}`` (``num_tokens``: the DART
+        budget used, ``None`` for a fixed-grid model); ``classes``: the model's class
         names (their indices as strings for a checkpoint that has none); ``predictions``: one
         ``{"path": str, "top": [{"class": name, "index": int, "prob": float in [0, 1]}, ...]}``
         per image, most probable first (softmax over the logits).
@@ -75,7 +79,8 @@ def predict(
     Raises:
         ValueError: ``top_k`` or ``batch_size`` < 1, no images found, an unreadable image
             (:class:`dartok.data.folder.ImageReadError`, naming it), a corrupt checkpoint, a
-            checkpoint of a video model or of an oracle model (it needs object boxes).
+            checkpoint of a video model or of an oracle model (it needs object boxes), ``num_tokens``
+            for a fixed-grid model or one the tokenizer refuses.
         FileNotFoundError: a missing checkpoint or input path.
     """
     from ..data.folder import list_images, load_image
@@ -90,7 +95,7 @@ def predict(
         raise ValueError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
     paths = list_images(inputs)
     dev = select_device(device)
-    model, config = model_from_checkpoint(checkpoint, device=dev)
+    model, config = model_from_checkpoint(checkpoint, device=dev, num_tokens=num_tokens)
     if config.get("task", "classification") != "classification":
         raise ValueError(f"checkpoint {str(checkpoint)!r} is a {config['task']} model; predict gives class names of "
                          f"whole images (dartok visualize -c {str(checkpoint)} --image ... draws its masks)")
@@ -113,4 +118,6 @@ def predict(
             for path, pr, ix in zip(chunk, p.tolist(), idx.tolist()):
                 out.append({"path": str(path), "top": [{"class": names[i] if i < len(names) else str(i), "index": i,
                                                         "prob": v} for v, i in zip(pr, ix)]})
-    return {"checkpoint": str(checkpoint), "model": config["model"], "classes": names, "predictions": out}
+    return {"checkpoint": str(checkpoint), "model": config["model"],
+            "num_tokens": model.patch_embed.num_tokens if is_dart(model) else None, "classes": names,
+            "predictions": out}

@@ -459,7 +459,8 @@ def visualize(
     or a hand-made score map (``score_source``: ``"uniform"`` or ``"edges"``, the
     gradient-magnitude map :func:`dartok.scorer.edge_pdf` on a ``pdf_size²`` grid) cut
     into ``num_tokens`` boxes by :func:`dartok.partition.quantile_boxes` (alpha: DART's
-    default unless given). Inputs are image files (``images``) or samples of a local
+    default unless given); with a checkpoint, ``num_tokens`` draws a DART model at that budget
+    instead of its trained one (:func:`dartok.models.set_num_tokens`). Inputs are image files (``images``) or samples of a local
     dataset (``indices``, default the first 8; dataset options default to the
     checkpoint's, else ``cluttered_fmnist``). Clips ``C×T×H×W`` of a DART video model are
     drawn one row of frames per clip. A segmentation checkpoint's panels show its predicted mask
@@ -496,8 +497,6 @@ def visualize(
             raise ValueError("--score-source needs --num-tokens N (N >= 1)")
         if pdf_size < 1:
             raise ValueError(f"--pdf-size must be >= 1, got {pdf_size}")
-    elif num_tokens is not None:
-        raise ValueError("--num-tokens only applies to --score-source (a checkpoint has its own)")
     if split not in ("test", "train"):
         raise ValueError(f"--split must be 'test' or 'train', got {split!r}")
     if images and indices:
@@ -511,7 +510,7 @@ def visualize(
     model = config = None
     class_names = None
     if checkpoint is not None:
-        model, config = model_from_checkpoint(checkpoint, device=dev)
+        model, config = model_from_checkpoint(checkpoint, device=dev, num_tokens=num_tokens)
         in_size = model_input_size(model)
         chans = in_size[0]
         dd = config.get("data") or {}

@@ -399,19 +399,26 @@ def checkpoint_classes(config: Mapping[str, Any]) -> list[str] | None:
 
 
 def model_from_checkpoint(
-    path_dir: str | os.PathLike, *, device: str | torch.device = "cpu", ema: bool = False
+    path_dir: str | os.PathLike, *, device: str | torch.device = "cpu", ema: bool = False,
+    num_tokens: int | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from a checkpoint's ``config.json`` and load its weights.
 
     The model is built with :func:`dartok.models.create_model` from ``config["model"]`` and
     ``config["model_kwargs"]`` (which holds ``num_tokens``, ``num_classes``, ``in_chans``
     and any extra options), loaded, moved to ``device`` and put in eval mode. With ``ema``
-    the EMA weights (``model_ema.safetensors``) are loaded instead of the raw ones.
+    the EMA weights (``model_ema.safetensors``) are loaded instead of the raw ones. A
+    ``num_tokens`` other than the trained one runs a DART model at that budget
+    (:func:`dartok.models.set_num_tokens`, the elastic budget; ``config`` is unchanged).
 
     Returns:
         ``(model, config)``.
+
+    Raises:
+        ValueError: a corrupt checkpoint; ``num_tokens`` for a fixed-grid model or one the
+            tokenizer refuses.
     """
-    from ..models import create_model  # deferred: importing the models registers them with timm
+    from ..models import create_model, set_num_tokens  # deferred: importing the models registers them with timm
 
     config = load_config(path_dir)
     kwargs = dict(config.get("model_kwargs", {}))
@@ -423,6 +430,8 @@ def model_from_checkpoint(
             f"{str(resolve_checkpoint_dir(path_dir) / CONFIG_NAME)!r}: {e}"
         ) from e
     load_weights(model, path_dir, ema=ema)
+    if num_tokens is not None:
+        set_num_tokens(model, num_tokens)
     model.to(device).eval()
     return model, config
 

@@ -921,8 +921,12 @@ def evaluate_checkpoint(
     device: str | None = None,
     amp: bool = False,
     progress: bool = False,
+    num_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on a split of its own dataset (or of ``data``), with the dataset's task.
+
+    ``num_tokens`` evaluates a DART model at another token budget than it was trained at (the
+    elastic budget, :func:`dartok.models.set_num_tokens`; ``None``: the trained one).
 
     The data options default to the checkpoint's (:meth:`dartok.data.DataConfig.from_checkpoint`);
     ``samples`` defaults to the number the run used for that split (unless ``data`` is given). An
@@ -930,22 +934,25 @@ def evaluate_checkpoint(
     model does not know is an error).
 
     Returns:
-        ``{"checkpoint", "model", "data", "split", "task", "classes"}`` (``classes``: the model's
-        class names, ``None`` when unknown) and the task's metrics (classification: ``loss``,
+        ``{"checkpoint", "model", "data", "split", "task", "classes", "num_tokens"}`` (``classes``:
+        the model's class names, ``None`` when unknown; ``num_tokens``: the DART budget evaluated,
+        ``None`` for a fixed-grid model) and the task's metrics (classification: ``loss``,
         ``top1``, ``top5``, ``n``; segmentation: ``loss``, ``miou``, ``pixel_acc``, ``class_iou``,
         ``n``).
 
     Raises:
         ValueError: ``split`` not ``"test"`` / ``"train"``, ``batch_size`` < 1, bad data options, a
-            corrupt checkpoint.
+            corrupt checkpoint, ``num_tokens`` for a fixed-grid model or one the tokenizer refuses.
         FileNotFoundError: missing checkpoint or data.
     """
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    from ..models import is_dart
+
     dev = select_device(device)
-    model, config = ckpt.model_from_checkpoint(checkpoint, device=dev)
+    model, config = ckpt.model_from_checkpoint(checkpoint, device=dev, num_tokens=num_tokens)
     d = config.get("data") or {}
     if samples is None and not data:
         samples = d.get("test_samples" if split == "test" else "train_samples")
@@ -963,7 +970,8 @@ def evaluate_checkpoint(
     task_cfg = TrainConfig.from_dict({**(config.get("train") or {}), "num_classes": d.get("num_classes")})
     res = evaluate(model, loader, dev, amp=amp, progress=progress, task=create_task(info.task, task_cfg))
     return {"checkpoint": str(checkpoint), "model": config["model"], "data": dcfg.data, "split": split,
-            "task": info.task, "classes": names, **res}
+            "task": info.task, "classes": names,
+            "num_tokens": model.patch_embed.num_tokens if is_dart(model) else None, **res}
 
 
 def evaluate_pretrained(
@@ -978,8 +986,11 @@ def evaluate_pretrained(
     device: str | None = None,
     amp: bool = False,
     progress: bool = False,
+    num_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a timm model with its pretrained weights on an ImageFolder (e.g. ImageNet's val/).
+
+    ``num_tokens`` runs a DART model at that token budget (:func:`dartok.models.set_num_tokens`).
 
     The model is ``timm.create_model(model_name, pretrained=True)`` (``weights``: a local file
     instead, ``pretrained_cfg_overlay=dict(file=weights)``), e.g. the DART authors' checkpoints
@@ -1019,7 +1030,12 @@ def evaluate_pretrained(
         folder, classes, split = layout.root, class_folders(layout.root), layout.root.name
     dev = select_device(device)
     overlay = {"pretrained_cfg_overlay": dict(file=str(weights))} if weights is not None else {}
-    model = timm.create_model(model_name, pretrained=True, **overlay).to(dev).eval()
+    model = timm.create_model(model_name, pretrained=True, **overlay)
+    if num_tokens is not None:
+        from ..models import set_num_tokens
+
+        set_num_tokens(model, num_tokens)
+    model = model.to(dev).eval()
     if len(classes) != getattr(model, "num_classes", len(classes)):
         raise ValueError(f"{str(folder)!r} has {len(classes)} class folders, {model_name} has {model.num_classes} "
                          "classes (ImageNet's val/ with its 1000 synset folders, for ImageNet-1k weights)")
