@@ -1,0 +1,98 @@
+"""Score maps that localise: the CAM pooling and the moment-matched box pdf (issue 11 item 3, docs/method.md §10)."""
+from __future__ import annotations
+
+import dartok  # noqa: F401  (before timm: torchvision shim)
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dartok.localization import box_pdf, object_mass
+from dartok.scorer import Scorer, cam_pool_logits, moment_box, scores_to_pdf
+
+
+def test_cam_pool_avg_max_and_lse_limits():
+    torch.manual_seed(0)
+    a = torch.randn(3, 4, 5, 6, dtype=torch.float64)
+    torch.testing.assert_close(cam_pool_logits(a, "avg"), a.mean((2, 3)))
+    torch.testing.assert_close(cam_pool_logits(a, "max"), a.amax((2, 3)))
+    # LSE lies between the mean and the max, and tends to each at its ends
+    lse = cam_pool_logits(a, "lse", 5.0)
+    assert bool((lse >= a.mean((2, 3)) - 1e-12).all()) and bool((lse <= a.amax((2, 3)) + 1e-12).all())
+    torch.testing.assert_close(cam_pool_logits(a, "lse", 1e-6), a.mean((2, 3)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(cam_pool_logits(a, "lse", 1e4), a.amax((2, 3)), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="cam_pool must be one of"):
+        cam_pool_logits(a, "median")
+
+
+def test_lse_pool_sends_the_classifier_gradient_to_the_strongest_location():
+    a = torch.zeros(1, 2, 4, 4, dtype=torch.float64)
+    a[0, 1, 2, 3] = 4.0
+    a.requires_grad_()
+    torch.nn.functional.cross_entropy(cam_pool_logits(a, "lse", 5.0), torch.tensor([1])).backward()
+    g = a.grad[0, 1].abs()
+    assert g[2, 3] > 0.9 * g.sum()  # average pooling would give every location 1/16 of it
+
+
+def test_scorer_checks_cam_pool_options():
+    with pytest.raises(ValueError, match="cam_pool must be one of"):
+        Scorer("mobilenetv3_small", input_size=32, in_chans=1, cam_classes=3, cam_pool="median")
+    with pytest.raises(ValueError, match="cam_pool_r"):
+        Scorer("mobilenetv3_small", input_size=32, in_chans=1, cam_classes=3, cam_pool="lse", cam_pool_r=0.0)
+
+
+def test_scorer_lse_pool_logits_are_lse_of_the_class_map():
+    torch.manual_seed(0)
+    s = Scorer("mobilenetv3_small", input_size=64, in_chans=1, cam_classes=5, cam_pool="lse", cam_pool_r=3.0).train()
+    x = torch.randn(2, 1, 64, 64)
+    feats = s.features(x)
+    s.scores_from_features(feats)
+    cam = s.cam(feats)
+    expected = (torch.logsumexp(3.0 * cam.flatten(2), 2) - torch.log(torch.tensor(16.0))) / 3.0
+    torch.testing.assert_close(s._cam_logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_moment_box_of_the_uniform_pdf_is_the_image():
+    for h, w in [(1, 1), (8, 8), (5, 7)]:
+        box = moment_box(torch.full((2, h, w), 1.0 / (h * w), dtype=torch.float64))
+        torch.testing.assert_close(box, torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2, dtype=torch.float64))
+
+
+@settings(max_examples=40, deadline=None)
+@given(x0=st.integers(0, 7), y0=st.integers(0, 7), bw=st.integers(1, 8), bh=st.integers(1, 8))
+def test_moment_box_recovers_a_box_pdf_on_cell_edges(x0, y0, bw, bh):
+    x1, y1 = min(8, x0 + bw), min(8, y0 + bh)
+    box = torch.tensor([[x0 / 8, y0 / 8, x1 / 8, y1 / 8]], dtype=torch.float64)
+    torch.testing.assert_close(moment_box(box_pdf(box, (8, 8))), box, atol=1e-9, rtol=0)
+
+
+def test_box_activation_is_the_box_pdf_of_the_moment_box_and_has_gradients():
+    torch.manual_seed(0)
+    z = torch.randn(2, 6, 6, dtype=torch.float64)
+    z[:, 1:3, 3:5] += 4.0
+    pdf = scores_to_pdf(z, activation="box")
+    std = (z.var((1, 2), unbiased=False, keepdim=True) + 1e-5).sqrt()  # scores_to_pdf's eps
+    p = torch.softmax(((z - z.mean((1, 2), keepdim=True)) / std).flatten(1), 1)
+    torch.testing.assert_close(pdf, box_pdf(moment_box(p.view_as(z)), (6, 6)), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(pdf.sum((1, 2)), torch.ones(2, dtype=torch.float64))
+    # the box holds the peak, and most of the mass is on it
+    peak = torch.tensor([[3 / 6, 1 / 6, 5 / 6, 3 / 6]] * 2, dtype=torch.float64)
+    assert bool((object_mass(pdf, peak) > 0.3).all())
+    assert torch.autograd.gradcheck(lambda s: scores_to_pdf(s, activation="box"), (z.clone().requires_grad_(),))
+
+
+def test_box_activation_in_a_dart_model_trains_the_scorer():
+    from dartok.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model("dart_vit_micro_patch8", num_classes=3, num_tokens=16,
+                     scorer={"trunk": "mobilenetv3_small", "input_size": 64, "cam_classes": 3,
+                             "cam_pool": "lse", "activation": "box"}).train()
+    x = torch.randn(2, 1, 64, 64)
+    loss = torch.nn.functional.cross_entropy(m(x), torch.tensor([0, 2]))
+    loss = loss + m.patch_embed.scorer.auxiliary_loss(torch.tensor([0, 2]))
+    loss.backward()
+    head = [p.grad for p in m.patch_embed.scorer.head.parameters()]
+    trunk = [p.grad for p in m.patch_embed.scorer.trunk.parameters() if p.grad is not None]
+    assert trunk and all(torch.isfinite(g).all() for g in trunk)
+    assert any(g is not None and g.abs().sum() > 0 for g in head)
