@@ -96,3 +96,22 @@ def test_box_activation_in_a_dart_model_trains_the_scorer():
     trunk = [p.grad for p in m.patch_embed.scorer.trunk.parameters() if p.grad is not None]
     assert trunk and all(torch.isfinite(g).all() for g in trunk)
     assert any(g is not None and g.abs().sum() > 0 for g in head)
+
+
+def test_a_checkpoint_from_before_the_cam_default_loads(tmp_path):
+    """Checkpoints written before the CAM head became the default record no ``scorer_cam``:
+    the head is rebuilt iff its weights are there (``model_from_checkpoint``)."""
+    from dartok.models import create_model
+    from dartok.train.checkpoint import model_from_checkpoint, save_checkpoint
+
+    kw = {"num_classes": 3, "in_chans": 1, "img_size": 64, "num_tokens": 16}
+    for cam in (False, True):  # the default scorer (named by its trunk, from scratch): CAM head on by default
+        m = create_model("dart_vit_micro_patch8", **({} if cam else {"scorer_cam": False}), **kw)
+        assert (m.patch_embed.scorer.cam is not None) == cam
+        save_checkpoint(tmp_path / str(cam), m, {"model": "dart_vit_micro_patch8", "is_dart": True,
+                                                 "model_kwargs": kw})  # no scorer_cam recorded
+        loaded, _ = model_from_checkpoint(tmp_path / str(cam))
+        assert (loaded.patch_embed.scorer.cam is not None) == cam
+        x = torch.randn(2, 1, 64, 64)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), m.eval()(x))
