@@ -77,6 +77,8 @@ def variants(n: int, which: list[str]) -> list[RunSpec]:
                           {"scorer": {**MICRO_SCORER, "cam_classes": 10, "activation": "box"}}),
         "camlsebox": RunSpec("dart (cam, lse pool, moment box)", d, n,
                              {"scorer": {**MICRO_SCORER, "cam_classes": 10, "cam_pool": "lse", "activation": "box"}}),
+        "camramp": RunSpec("dart (cam, sigmoid to softmax over epochs 1-3)", d, n,
+                           {"scorer": {**MICRO_SCORER, "cam_classes": 10, "softmax_ramp": [1, 3]}}),
         "cam03": RunSpec("dart (cam, w=0.3)", d, n,
                          {"scorer": {**MICRO_SCORER, "cam_classes": 10, "cam_loss_weight": 0.3}}),
     }

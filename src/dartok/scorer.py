@@ -319,6 +319,13 @@ class Scorer(nn.Module):
             Average pooling asks every location to predict the class; max and LSE pooling
             ask it of the best location only, which peaks the map on the object.
         cam_pool_r: LSE's sharpness ``r`` (> 0; large ``r`` → max, small → average).
+        softmax_ramp: ``(start, end)`` in epochs, or ``None`` (default): with the sigmoid
+            activation, move the pdf from the sigmoid's to the softmax's of the same scores,
+            ``(1 − s)·pdf_sigmoid + s·pdf_softmax`` with ``s`` rising linearly from 0 at
+            ``start`` to 1 at ``end`` (the training loop sets :attr:`softmax_share` before
+            every step; it is saved with the weights, so evaluation uses the last share).
+            The sigmoid keeps the partition near uniform while the map is still noise; the
+            softmax then lets a map that has learned where the object is put its mass there.
 
     Attributes:
         fold_batchnorm: with a frozen trunk, or a trainable one in eval mode when no
@@ -353,6 +360,7 @@ class Scorer(nn.Module):
         activation: str = "sigmoid",
         cam_pool: str = "avg",
         cam_pool_r: float = 5.0,
+        softmax_ramp: tuple[float, float] | None = None,
     ):
         super().__init__()
         import timm  # after dartok's torchvision shim
@@ -405,6 +413,15 @@ class Scorer(nn.Module):
             raise ValueError(f"cam_pool_r must be a finite number > 0, got {cam_pool_r!r}")
         self.cam_pool = cam_pool
         self.cam_pool_r = float(cam_pool_r)
+        if softmax_ramp is not None:
+            start, end = (float(v) for v in softmax_ramp)
+            if not (0 <= start < end and math.isfinite(end)):
+                raise ValueError(f"softmax_ramp must be (start, end) epochs with 0 <= start < end, got {softmax_ramp!r}")
+            if activation != "sigmoid":
+                raise ValueError("softmax_ramp moves the sigmoid's pdf to the softmax's: it needs activation='sigmoid'")
+            softmax_ramp = (start, end)
+        self.softmax_ramp = softmax_ramp
+        self.register_buffer("softmax_share", torch.zeros(()), persistent=softmax_ramp is not None)
         self.cam_classes = int(cam_classes)
         self.cam_score = bool(cam_score)
         self.cam_loss_weight = float(cam_loss_weight)
@@ -538,8 +555,19 @@ class Scorer(nn.Module):
         The grid may be anything (e.g. the ``(T·h)×w`` stack of a clip's per-frame score
         maps): each sample is standardised over all its cells together.
         """
-        return scores_to_pdf(scores.to(work_dtype(scores.dtype)), scale=self.score_scale, bias=self.score_bias,
-                             activation=self.activation)
+        scores = scores.to(work_dtype(scores.dtype))
+        pdf = scores_to_pdf(scores, scale=self.score_scale, bias=self.score_bias, activation=self.activation)
+        if self.softmax_ramp is None:
+            return pdf
+        share = self.softmax_share.to(pdf.dtype)
+        soft = scores_to_pdf(scores, scale=self.score_scale, activation="softmax")
+        return (1 - share) * pdf + share * soft
+
+    def set_progress(self, epochs: float) -> None:
+        """Set :attr:`softmax_share` for training progress ``epochs`` (fractional) from ``softmax_ramp``."""
+        if self.softmax_ramp is not None:
+            start, end = self.softmax_ramp
+            self.softmax_share.fill_(min(1.0, max(0.0, (epochs - start) / (end - start))))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.pdf_from_features(self.features(images))

@@ -264,10 +264,13 @@ def train_one_epoch(
     bar = _progress(loader, enabled=progress and is_main_process(), desc=desc, total=len(loader))
     dart = _tokenizer(model)
     anneal = dart is not None and getattr(dart, "prior", None) is not None
+    ramp = getattr(getattr(dart, "scorer", None), "set_progress", None)
     for i, (images, targets) in enumerate(bar):
         t_data += time.perf_counter() - t_ready
         if anneal:  # the training-free prior's share, 1 → 0 over prior_epochs (docs/method.md §10)
             dart.prior_weight = prior_weight(epoch + i / max(len(loader), 1), prior_epochs)
+        if ramp is not None:  # the scorer's sigmoid → softmax ramp, if it has one (docs/method.md §10)
+            ramp(epoch + i / max(len(loader), 1))
         images = images.to(device, non_blocking=True)
         labels, boxes = _unpack(task, targets, device)
         images = prepare_images(images, input_size)
