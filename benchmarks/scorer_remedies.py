@@ -79,6 +79,8 @@ def variants(n: int, which: list[str]) -> list[RunSpec]:
                              {"scorer": {**MICRO_SCORER, "cam_classes": 10, "cam_pool": "lse", "activation": "box"}}),
         "camramp": RunSpec("dart (cam, sigmoid to softmax over epochs 1-3)", d, n,
                            {"scorer": {**MICRO_SCORER, "cam_classes": 10, "softmax_ramp": [1, 3]}}),
+        "camlr5": RunSpec("dart (cam, scorer lr x5)", d, n,
+                          {"scorer": {**MICRO_SCORER, "cam_classes": 10, "lr_scale": 5.0}}),
         "cam03": RunSpec("dart (cam, w=0.3)", d, n,
                          {"scorer": {**MICRO_SCORER, "cam_classes": 10, "cam_loss_weight": 0.3}}),
     }

@@ -326,6 +326,9 @@ class Scorer(nn.Module):
             every step; it is saved with the weights, so evaluation uses the last share).
             The sigmoid keeps the partition near uniform while the map is still noise; the
             softmax then lets a map that has learned where the object is put its mass there.
+        lr_scale: the scorer's learning rate as a multiple of the model's (timm's ``lr_scale``
+            on its parameter groups, honoured by timm's schedulers; dartok's optimizer builds
+            them, :func:`dartok.train.loop.build_optimization`).
 
     Attributes:
         fold_batchnorm: with a frozen trunk, or a trainable one in eval mode when no
@@ -361,6 +364,7 @@ class Scorer(nn.Module):
         cam_pool: str = "avg",
         cam_pool_r: float = 5.0,
         softmax_ramp: tuple[float, float] | None = None,
+        lr_scale: float = 1.0,
     ):
         super().__init__()
         import timm  # after dartok's torchvision shim
@@ -421,6 +425,9 @@ class Scorer(nn.Module):
                 raise ValueError("softmax_ramp moves the sigmoid's pdf to the softmax's: it needs activation='sigmoid'")
             softmax_ramp = (start, end)
         self.softmax_ramp = softmax_ramp
+        if not (lr_scale > 0 and math.isfinite(lr_scale)):
+            raise ValueError(f"lr_scale must be a finite number > 0, got {lr_scale!r}")
+        self.lr_scale = float(lr_scale)
         self.register_buffer("softmax_share", torch.zeros(()), persistent=softmax_ramp is not None)
         self.cam_classes = int(cam_classes)
         self.cam_score = bool(cam_score)
