@@ -115,3 +115,77 @@ def test_a_checkpoint_from_before_the_cam_default_loads(tmp_path):
         x = torch.randn(2, 1, 64, 64)
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), m.eval()(x))
+
+
+def test_softmax_ramp_moves_the_pdf_from_sigmoid_to_softmax():
+    torch.manual_seed(0)
+    s = Scorer("mobilenetv3_small", input_size=64, in_chans=1, softmax_ramp=(1, 3)).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        scores = s.scores_from_features(s.features(x))
+        sig = scores_to_pdf(scores, scale=s.score_scale, bias=s.score_bias)
+        soft = scores_to_pdf(scores, scale=s.score_scale, activation="softmax")
+        for epochs, share in [(0.0, 0.0), (1.0, 0.0), (2.0, 0.5), (3.0, 1.0), (7.5, 1.0)]:
+            s.set_progress(epochs)
+            assert float(s.softmax_share) == share
+            torch.testing.assert_close(s(x), (1 - share) * sig + share * soft)
+    # the share is saved with the weights, so a reloaded model evaluates as trained
+    t = Scorer("mobilenetv3_small", input_size=64, in_chans=1, softmax_ramp=(1, 3))
+    t.load_state_dict(s.state_dict())
+    assert float(t.softmax_share) == 1.0
+    # without a ramp the buffer is not in the state dict (older checkpoints load as they are)
+    assert "softmax_share" not in Scorer("mobilenetv3_small", input_size=64, in_chans=1).state_dict()
+    with pytest.raises(ValueError, match="softmax_ramp must be"):
+        Scorer("mobilenetv3_small", input_size=64, in_chans=1, softmax_ramp=(3, 1))
+    with pytest.raises(ValueError, match="needs activation='sigmoid'"):
+        Scorer("mobilenetv3_small", input_size=64, in_chans=1, softmax_ramp=(0, 1), activation="softmax")
+
+
+def test_training_loop_sets_the_ramp_each_step():
+    from dartok.models import create_model
+    from dartok.train.loop import train_one_epoch
+
+    torch.manual_seed(0)
+    m = create_model("dart_vit_micro_patch8", num_classes=2, num_tokens=16, in_chans=1, img_size=64,
+                     scorer={"trunk": "mobilenetv3_small", "input_size": 64, "softmax_ramp": [0, 2]})
+    loader = [(torch.randn(2, 1, 64, 64), torch.tensor([0, 1]))] * 4
+    opt = torch.optim.SGD(m.parameters(), lr=0.0)
+    seen = []
+    scorer = m.patch_embed.scorer
+    hook = scorer.register_forward_pre_hook(lambda mod, args: seen.append(float(mod.softmax_share)))
+    train_one_epoch(m, loader, opt, None, torch.nn.functional.cross_entropy, torch.device("cpu"), epoch=1,
+                    global_step=0, input_size=(1, 64, 64), progress=False)
+    hook.remove()
+    assert seen == [0.5, 0.625, 0.75, 0.875]
+
+
+def test_scorer_lr_scale_gives_its_parameters_a_scaled_group():
+    from types import SimpleNamespace
+
+    from dartok.models import create_model
+    from dartok.train.loop import build_optimization
+
+    cfg = SimpleNamespace(lr=1e-3, weight_decay=0.05, epochs=2, warmup_epochs=0, warmup_lr=1e-6, min_lr=1e-5,
+                          label_smoothing=0.0)
+    kw = dict(num_classes=3, num_tokens=16, in_chans=1, img_size=64)
+    plain = create_model("dart_vit_micro_patch8", scorer={"trunk": "mobilenetv3_small", "input_size": 64}, **kw)
+    scaled = create_model("dart_vit_micro_patch8",
+                          scorer={"trunk": "mobilenetv3_small", "input_size": 64, "lr_scale": 5.0}, **kw)
+    opt_plain, _, _ = build_optimization(plain, cfg, 10)
+    opt, sched, _ = build_optimization(scaled, cfg, 10)
+    sched.step_update(5)
+    scorer_ids = {id(p) for p in scaled.patch_embed.scorer.parameters()}
+    scorer_groups = [g for g in opt.param_groups if {id(p) for p in g["params"]} <= scorer_ids]
+    other_groups = [g for g in opt.param_groups if not {id(p) for p in g["params"]} & scorer_ids]
+    assert len(scorer_groups) + len(other_groups) == len(opt.param_groups)  # no group mixes them
+    assert sum(len(g["params"]) for g in scorer_groups) == len(scorer_ids)
+    base = other_groups[0]["lr"]
+    assert base > 0 and all(g["lr"] == base and "lr_scale" not in g for g in other_groups)
+    assert all(g["lr_scale"] == 5.0 and abs(g["lr"] - 5 * base) < 1e-12 for g in scorer_groups)
+    # the same parameters are decayed as without the scale
+    def decayed(o, model):
+        names = {id(p): n for n, p in model.named_parameters()}
+        return sorted(names[id(p)] for g in o.param_groups if g["weight_decay"] > 0 for p in g["params"])
+    assert decayed(opt, scaled) == decayed(opt_plain, plain)
+    with pytest.raises(ValueError, match="lr_scale"):
+        Scorer("mobilenetv3_small", input_size=64, in_chans=1, lr_scale=0.0)
