@@ -57,7 +57,7 @@ SCORER_TRUNKS: dict[str, TrunkSpec] = {
 ``features_only=True`` can be given directly."""
 
 
-SCORE_ACTIVATIONS = ("sigmoid", "softmax")
+SCORE_ACTIVATIONS = ("sigmoid", "softmax", "box")
 """How standardised scores become densities (:func:`scores_to_pdf`): the paper's sigmoid, or
 a softmax over the cells (docs/method.md §3 "Normalisation", §10)."""
 
@@ -81,6 +81,11 @@ def scores_to_pdf(
     object cells at z ≈ 3.9 then get ≈ 60× the background's density, ≈ 0.8 of the mass
     (docs/method.md §10).
 
+    ``"box"``: the uniform density on the moment-matched box of ``softmax(scale · z)``
+    (:func:`moment_box`), rendered on the cells like the oracle's (:func:`dartok.localization.box_pdf`):
+    tokens spread evenly over one box, as the oracle's are. A uniform score map gives the
+    whole image (the plain grid); a peaked one a box around its peak.
+
     Args:
         scores: ``B×h×w`` raw scores (finite).
         eps: added to the variance, so a constant score map gives the uniform pdf.
@@ -100,10 +105,67 @@ def scores_to_pdf(
     z = (flat - mean) * torch.rsqrt(var + eps)
     if activation == "softmax":
         return torch.softmax(z * scale, dim=1).view_as(scores)
+    if activation == "box":
+        from .localization import box_pdf
+
+        p = torch.softmax(z * scale, dim=1).view_as(scores)
+        return box_pdf(moment_box(p), tuple(scores.shape[1:]))
     if activation != "sigmoid":
         raise ValueError(f"activation must be one of {SCORE_ACTIVATIONS}, got {activation!r}")
     s = torch.sigmoid(z * scale + bias)
     return (s / s.sum(1, keepdim=True)).view_as(scores)
+
+
+def moment_box(pdf: torch.Tensor) -> torch.Tensor:
+    """The box ``(x0, y0, x1, y1)`` of the uniform density with a pdf's mean and variance per axis.
+
+    Each cell's mass is spread evenly over the cell (docs/method.md §2), so per axis the
+    variance is that of the cell centres plus ``1/(12·w²)``; the uniform density on
+    ``[μ − √3·σ, μ + √3·σ]`` has the same mean ``μ`` and standard deviation ``σ``. A uniform pdf
+    gives exactly ``(0, 0, 1, 1)``. The box is clipped to the unit square, and always has an
+    area (half-width ≥ half a cell). Differentiable in the pdf.
+
+    Args:
+        pdf: ``B×h×w`` non-negative, each sample summing to 1 (floating).
+
+    Returns:
+        ``B×4`` in the pdf's dtype, in ``[0, 1]``, ``x0 < x1``, ``y0 < y1``.
+    """
+    h, w = pdf.shape[-2:]
+    ys = (torch.arange(h, device=pdf.device, dtype=pdf.dtype) + 0.5) / h
+    xs = (torch.arange(w, device=pdf.device, dtype=pdf.dtype) + 0.5) / w
+    py, px = pdf.sum(2), pdf.sum(1)  # B×h, B×w marginals
+    my, mx = (py * ys).sum(1), (px * xs).sum(1)
+    vy = (py * (ys - my[:, None]) ** 2).sum(1) + 1.0 / (12 * h * h)
+    vx = (px * (xs - mx[:, None]) ** 2).sum(1) + 1.0 / (12 * w * w)
+    hy, hx = (3 * vy).sqrt(), (3 * vx).sqrt()
+    return torch.stack([(mx - hx).clamp(0, 1), (my - hy).clamp(0, 1), (mx + hx).clamp(0, 1), (my + hy).clamp(0, 1)], 1)
+
+
+CAM_POOLS = ("avg", "max", "lse")
+"""How the auxiliary classifier pools per-location logits (:class:`Scorer` ``cam_pool``)."""
+
+
+def cam_pool_logits(cam: torch.Tensor, pool: str = "avg", r: float = 5.0) -> torch.Tensor:
+    """Pool per-location class logits ``B×K×h×w`` to ``B×K`` (docs/method.md §10).
+
+    ``"avg"``: the spatial mean (a ``1×1`` conv commutes with global average pooling, so this
+    is CAM's linear classifier on pooled features, Zhou et al. 2016). ``"max"``: the spatial
+    max (Oquab et al. 2015). ``"lse"``: ``(logsumexp(r·A) − log(h·w)) / r``, which is ``"avg"``
+    as ``r → 0`` and ``"max"`` as ``r → ∞``; computed in float32 at least.
+
+    Raises:
+        ValueError: an unknown ``pool``.
+    """
+    if pool == "avg":
+        return cam.mean((2, 3))
+    flat = cam.flatten(2)
+    if pool == "max":
+        return flat.amax(2)
+    if pool != "lse":
+        raise ValueError(f"cam_pool must be one of {CAM_POOLS}, got {pool!r}")
+    x = flat.to(work_dtype(flat.dtype))
+    return ((torch.logsumexp(r * x, 2) - math.log(x.shape[2])) / r).to(cam.dtype)
 
 
 def uniform_pdf(batch_size: int, size: tuple[int, int] = (14, 14), device=None, dtype=torch.float32) -> torch.Tensor:
@@ -251,6 +313,22 @@ class Scorer(nn.Module):
         cam_loss_weight: weight of the auxiliary cross-entropy in :meth:`auxiliary_loss` (≥ 0).
         activation: ``"sigmoid"`` (the paper's) or ``"softmax"`` over the cells
             (:func:`scores_to_pdf`; docs/method.md §10).
+        cam_pool: how the auxiliary classifier pools its per-location logits ``A`` into
+            ``ā``: ``"avg"`` (global average, CAM's), ``"max"`` (global max, Oquab et al.
+            2015) or ``"lse"`` (log-sum-exp, ``log mean exp(r·A) / r``, between the two).
+            Average pooling asks every location to predict the class; max and LSE pooling
+            ask it of the best location only, which peaks the map on the object.
+        cam_pool_r: LSE's sharpness ``r`` (> 0; large ``r`` → max, small → average).
+        softmax_ramp: ``(start, end)`` in epochs, or ``None`` (default): with the sigmoid
+            activation, move the pdf from the sigmoid's to the softmax's of the same scores,
+            ``(1 − s)·pdf_sigmoid + s·pdf_softmax`` with ``s`` rising linearly from 0 at
+            ``start`` to 1 at ``end`` (the training loop sets :attr:`softmax_share` before
+            every step; it is saved with the weights, so evaluation uses the last share).
+            The sigmoid keeps the partition near uniform while the map is still noise; the
+            softmax then lets a map that has learned where the object is put its mass there.
+        lr_scale: the scorer's learning rate as a multiple of the model's (timm's ``lr_scale``
+            on its parameter groups, honoured by timm's schedulers; dartok's optimizer builds
+            them, :func:`dartok.train.loop.build_optimization`).
 
     Attributes:
         fold_batchnorm: with a frozen trunk, or a trainable one in eval mode when no
@@ -283,6 +361,10 @@ class Scorer(nn.Module):
         cam_score: bool = True,
         cam_loss_weight: float = 1.0,
         activation: str = "sigmoid",
+        cam_pool: str = "avg",
+        cam_pool_r: float = 5.0,
+        softmax_ramp: tuple[float, float] | None = None,
+        lr_scale: float = 1.0,
     ):
         super().__init__()
         import timm  # after dartok's torchvision shim
@@ -329,6 +411,24 @@ class Scorer(nn.Module):
         if activation not in SCORE_ACTIVATIONS:
             raise ValueError(f"activation must be one of {SCORE_ACTIVATIONS}, got {activation!r}")
         self.activation = activation
+        if cam_pool not in CAM_POOLS:
+            raise ValueError(f"cam_pool must be one of {CAM_POOLS}, got {cam_pool!r}")
+        if not (cam_pool_r > 0 and math.isfinite(cam_pool_r)):
+            raise ValueError(f"cam_pool_r must be a finite number > 0, got {cam_pool_r!r}")
+        self.cam_pool = cam_pool
+        self.cam_pool_r = float(cam_pool_r)
+        if softmax_ramp is not None:
+            start, end = (float(v) for v in softmax_ramp)
+            if not (0 <= start < end and math.isfinite(end)):
+                raise ValueError(f"softmax_ramp must be (start, end) epochs with 0 <= start < end, got {softmax_ramp!r}")
+            if activation != "sigmoid":
+                raise ValueError("softmax_ramp moves the sigmoid's pdf to the softmax's: it needs activation='sigmoid'")
+            softmax_ramp = (start, end)
+        self.softmax_ramp = softmax_ramp
+        if not (lr_scale > 0 and math.isfinite(lr_scale)):
+            raise ValueError(f"lr_scale must be a finite number > 0, got {lr_scale!r}")
+        self.lr_scale = float(lr_scale)
+        self.register_buffer("softmax_share", torch.zeros(()), persistent=softmax_ramp is not None)
         self.cam_classes = int(cam_classes)
         self.cam_score = bool(cam_score)
         self.cam_loss_weight = float(cam_loss_weight)
@@ -458,8 +558,12 @@ class Scorer(nn.Module):
         # The CAM A = W·f + b (the 1×1 conv, K×C) is never built as B×K×h×w: its spatial mean is
         # W·mean(f) + b (the conv commutes with the mean), and Σ_k s_k·A_k = (sᵀW)·f + sᵀb. Same
         # numbers and gradients to float rounding, at ~1/(h·w) of the K·C·h·w multiply-adds.
+        # Max / LSE pooling (cam_pool) need the map itself.
         weight, bias = self.cam.weight.flatten(1), self.cam.bias  # K×C, K
-        logits = F.linear(feats.mean((2, 3)), weight, bias)  # B×K: the auxiliary classifier, GAP then linear
+        if self.cam_pool == "avg":
+            logits = F.linear(feats.mean((2, 3)), weight, bias)  # B×K: the auxiliary classifier, GAP then linear
+        else:
+            logits = cam_pool_logits(self.cam(feats), self.cam_pool, self.cam_pool_r)
         if self.training and torch.is_grad_enabled():
             self._cam_logits = logits
         if not self.cam_score:
@@ -500,8 +604,19 @@ class Scorer(nn.Module):
         The grid may be anything (e.g. the ``(T·h)×w`` stack of a clip's per-frame score
         maps): each sample is standardised over all its cells together.
         """
-        return scores_to_pdf(scores.to(work_dtype(scores.dtype)), scale=self.score_scale, bias=self.score_bias,
-                             activation=self.activation)
+        scores = scores.to(work_dtype(scores.dtype))
+        pdf = scores_to_pdf(scores, scale=self.score_scale, bias=self.score_bias, activation=self.activation)
+        if self.softmax_ramp is None:
+            return pdf
+        share = self.softmax_share.to(pdf.dtype)
+        soft = scores_to_pdf(scores, scale=self.score_scale, activation="softmax")
+        return (1 - share) * pdf + share * soft
+
+    def set_progress(self, epochs: float) -> None:
+        """Set :attr:`softmax_share` for training progress ``epochs`` (fractional) from ``softmax_ramp``."""
+        if self.softmax_ramp is not None:
+            start, end = self.softmax_ramp
+            self.softmax_share.fill_(min(1.0, max(0.0, (epochs - start) / (end - start))))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.pdf_from_features(self.features(images))

@@ -422,6 +422,16 @@ def model_from_checkpoint(
 
     config = load_config(path_dir)
     kwargs = dict(config.get("model_kwargs", {}))
+    if config.get("is_dart") and "scorer_cam" not in kwargs:
+        # a checkpoint from before the auxiliary CAM head became the default records no
+        # scorer_cam: without the head's weights, build no head (docs/method.md §10)
+        weights = _weights_folder(resolve_checkpoint_dir(path_dir)) / WEIGHTS_NAME
+        if weights.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(weights), "pt") as f:
+                if not any(k.startswith("patch_embed.scorer.cam.") for k in f.keys()):
+                    kwargs["scorer_cam"] = False
     try:
         model = create_model(config["model"], **kwargs)
     except Exception as e:

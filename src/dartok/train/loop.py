@@ -172,6 +172,25 @@ def evaluate(
     return {**metrics.compute(), **(where.compute() if where is not None else {})}
 
 
+def _lr_scaled_groups(model: nn.Module, weight_decay: float) -> list[dict] | None:
+    """Parameter groups with timm's ``lr_scale`` for submodules that set an ``lr_scale`` other than 1
+    (e.g. :class:`~dartok.scorer.Scorer`); weight decay as timm's optimizer factory applies it
+    (none on 1-d parameters, biases and ``model.no_weight_decay()``). ``None`` when no submodule
+    asks for a scale (then timm's factory groups the model itself)."""
+    scaled = {id(p): float(m.lr_scale) for _, m in model.named_modules()
+              if float(getattr(m, "lr_scale", 1.0)) != 1.0 for p in m.parameters()}
+    if not scaled:
+        return None
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    groups: dict[tuple[float, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            decay = not (p.ndim <= 1 or name.endswith(".bias") or name in skip)
+            groups.setdefault((scaled.get(id(p), 1.0), decay), []).append(p)
+    return [{"params": ps, "weight_decay": weight_decay if decay else 0.0, **({"lr_scale": k} if k != 1.0 else {})}
+            for (k, decay), ps in groups.items()]
+
+
 def build_optimization(model: nn.Module, cfg: Any, updates_per_epoch: int, task: Task | None = None):
     """The recipe's optimizer, schedule and loss, from timm's factories (``cfg``: a ``TrainConfig``).
 
@@ -189,7 +208,8 @@ def build_optimization(model: nn.Module, cfg: Any, updates_per_epoch: int, task:
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
 
-    optimizer = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = create_optimizer_v2(_lr_scaled_groups(model, cfg.weight_decay) or model, opt="adamw", lr=cfg.lr,
+                                    weight_decay=cfg.weight_decay)
     scheduler, _ = create_scheduler_v2(
         optimizer, sched="cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
         warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch,
@@ -264,10 +284,13 @@ def train_one_epoch(
     bar = _progress(loader, enabled=progress and is_main_process(), desc=desc, total=len(loader))
     dart = _tokenizer(model)
     anneal = dart is not None and getattr(dart, "prior", None) is not None
+    ramp = getattr(getattr(dart, "scorer", None), "set_progress", None)
     for i, (images, targets) in enumerate(bar):
         t_data += time.perf_counter() - t_ready
         if anneal:  # the training-free prior's share, 1 → 0 over prior_epochs (docs/method.md §10)
             dart.prior_weight = prior_weight(epoch + i / max(len(loader), 1), prior_epochs)
+        if ramp is not None:  # the scorer's sigmoid → softmax ramp, if it has one (docs/method.md §10)
+            ramp(epoch + i / max(len(loader), 1))
         images = images.to(device, non_blocking=True)
         labels, boxes = _unpack(task, targets, device)
         images = prepare_images(images, input_size)
