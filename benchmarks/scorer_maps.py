@@ -10,7 +10,9 @@ Fashion-MNIST (a dataset with object boxes), on the first ``--samples`` test ima
   checkpoint's learned contrast, softmax at γ = 1, the moment-matched box), for the scorer
   head's scores, the auxiliary class-activation map's (where the model has one) and their sum
   (what the model cuts);
-* the auxiliary classifier's top-1 (with a CAM head) beside the model's.
+* the auxiliary classifier's top-1 (with a CAM head) beside the model's;
+* the model's top-1 with its normalisation swapped at test time (sigmoid → softmax at
+  γ = 1 → moment box; the backbone was trained on the first).
 
 It separates "the scorer does not know where the object is" from "it knows, but its
 normalisation does not put the mass there".
@@ -68,6 +70,16 @@ def main() -> None:
             maps["cam"] = torch.einsum("bkhw,bk->bhw", cam, torch.softmax(logits, 1))
             maps["head + cam (the model's)"] = maps["head"] + maps["cam"]
         top1 = 100 * (model(x).argmax(1) == y).float().mean().item()
+        swapped = {}
+        trained = (scorer.activation, scorer.score_scale.detach().clone(), scorer.score_bias.detach().clone())
+        for act in ("softmax", "box"):
+            scorer.activation = act
+            scorer.score_scale.data.fill_(1.0)
+            scorer.score_bias.data.fill_(0.0)
+            swapped[act] = 100 * (model(x).argmax(1) == y).float().mean().item()
+        scorer.activation = trained[0]
+        scorer.score_scale.data.copy_(trained[1])
+        scorer.score_bias.data.copy_(trained[2])
         h, w = maps["head"].shape[-2:]
         for name, scores in maps.items():
             idx = scores.flatten(1).argmax(1)
@@ -84,12 +96,15 @@ def main() -> None:
              f"Model top-1 {top1:.2f} %" + (f"; auxiliary classifier top-1 {aux_top1:.2f} %" if aux_top1 is not None
                                              else "; no auxiliary CAM head")
              + f"; the object box covers {area:.3f} of the canvas on average (chance for the argmax cell).", "",
-             f"| map | argmax cell in the box | object mass, sigmoid (learned contrast {float(scorer.score_scale):.2f}) "
+             f"Top-1 with the normalisation swapped at test time: softmax γ=1 {swapped['softmax']:.2f} %, "
+             f"moment box {swapped['box']:.2f} % (trained with {trained[0]}).", "",
+             f"| map | argmax cell in the box | object mass, sigmoid (learned contrast {float(trained[1]):.2f}) "
              "| object mass, softmax γ=1 | object mass, moment box |", "|---|---|---|---|---|",
              *[f"| {r['map']} | {r['argmax_in_box']:.3f} | {r['object_mass_sigmoid']:.3f} | "
                f"{r['object_mass_softmax']:.3f} | {r['object_mass_box']:.3f} |" for r in rows]]
     result = {"command": script_command(), "machine": machine_info("cpu"), "rows": rows,
               "settings": {"checkpoint": args.checkpoint, "samples": n, "model_top1": top1, "aux_top1": aux_top1,
+                           "swapped_top1": swapped,
                            "box_area": area}}
     finish_report(result, lines, Path(__file__).resolve().parent / "results", args.name)
 
