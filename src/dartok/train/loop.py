@@ -173,22 +173,24 @@ def evaluate(
 
 
 def _lr_scaled_groups(model: nn.Module, weight_decay: float) -> list[dict] | None:
-    """Parameter groups with timm's ``lr_scale`` for submodules that set an ``lr_scale`` other than 1
-    (e.g. :class:`~dartok.scorer.Scorer`); weight decay as timm's optimizer factory applies it
-    (none on 1-d parameters, biases and ``model.no_weight_decay()``). ``None`` when no submodule
-    asks for a scale (then timm's factory groups the model itself)."""
+    """timm's weight-decay parameter groups (``param_groups_weight_decay``), each split by the
+    ``lr_scale`` of the submodule holding its parameters (e.g. :class:`~dartok.scorer.Scorer`'s),
+    which timm's schedulers honour. ``None`` when no submodule sets a scale other than 1 (then
+    timm's optimizer factory groups the model itself)."""
+    from timm.optim import param_groups_weight_decay
+
     scaled = {id(p): float(m.lr_scale) for _, m in model.named_modules()
               if float(getattr(m, "lr_scale", 1.0)) != 1.0 for p in m.parameters()}
     if not scaled:
         return None
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    groups: dict[tuple[float, bool], list] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            decay = not (p.ndim <= 1 or name.endswith(".bias") or name in skip)
-            groups.setdefault((scaled.get(id(p), 1.0), decay), []).append(p)
-    return [{"params": ps, "weight_decay": weight_decay if decay else 0.0, **({"lr_scale": k} if k != 1.0 else {})}
-            for (k, decay), ps in groups.items()]
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+    groups = []
+    for group in param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip):
+        by_scale: dict[float, list] = {}
+        for p in group["params"]:
+            by_scale.setdefault(scaled.get(id(p), 1.0), []).append(p)
+        groups += [{**group, "params": ps, **({"lr_scale": k} if k != 1.0 else {})} for k, ps in by_scale.items()]
+    return groups
 
 
 def build_optimization(model: nn.Module, cfg: Any, updates_per_epoch: int, task: Task | None = None):
