@@ -6,14 +6,20 @@ writes ``benchmarks/results/<preset>_short.{json,md}`` (compare's tables, with t
 columns and plot). Not the preset's numbers: those need ``dartok compare --preset <preset>``.
 
     python benchmarks/preset_short.py cpu-small-36 cpu-clutter-36 [--seeds 0] [--epochs 5]
+
+``--dart-kwargs JSON`` adds model kwargs to every DART row (the row's own win; ``{"scorer":
+"scratch"}`` stands for :func:`dartok.tools.compare.scratch_scorer` at the preset's canvas size),
+``--train JSON`` overrides training options (e.g. ``{"scorer_pretrain_epochs": 4}``), and ``--suffix``
+names the result files ``<preset>_short<suffix>``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import dartok  # noqa: F401  (before timm: torchvision shim)
-from dartok.tools.compare import PRESETS, compare
+from dartok.tools.compare import PRESETS, compare, scratch_scorer
 
 
 def main() -> None:
@@ -25,6 +31,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--output", default="runs/preset_short")
+    ap.add_argument("--dart-kwargs", default="{}", help="JSON: model kwargs added to every DART row")
+    ap.add_argument("--train", default="{}", help="JSON: training options over the preset's")
+    ap.add_argument("--suffix", default="")
     args = ap.parse_args()
     for preset in args.presets:
         if preset not in PRESETS:
@@ -32,8 +41,13 @@ def main() -> None:
         specs = [s for s in PRESETS[preset]["specs"] if s.name in args.runs]
         if not specs:
             raise SystemExit(f"Error: preset {preset!r} has none of the runs {args.runs}")
-        train = {**PRESETS[preset]["train"], "epochs": args.epochs, "train_samples": args.train_samples}
-        out = compare(None, Path(args.output) / preset, f"{preset}_short", specs=specs, train=train, jobs=args.jobs,
+        train = {**PRESETS[preset]["train"], "epochs": args.epochs, "train_samples": args.train_samples,
+                 **json.loads(args.train)}
+        dart_kwargs = json.loads(args.dart_kwargs)
+        if dart_kwargs.get("scorer") == "scratch":
+            dart_kwargs["scorer"] = scratch_scorer(int(train.get("canvas_size", 128)))
+        out = compare(None, Path(args.output) / f"{preset}{args.suffix}", f"{preset}_short{args.suffix}",
+                      specs=specs, train=train, jobs=args.jobs, dart_kwargs=dart_kwargs or None,
                       seeds=args.seeds, snapshot_epochs=(), count_macs=False,
                       results_dir=Path(__file__).resolve().parent / "results")
         print(out["markdown"])

@@ -81,6 +81,14 @@ def variants(n: int, which: list[str]) -> list[RunSpec]:
                            {"scorer": {**MICRO_SCORER, "cam_classes": 10, "softmax_ramp": [1, 3]}}),
         "camlr5": RunSpec("dart (cam, scorer lr x5)", d, n,
                           {"scorer": {**MICRO_SCORER, "cam_classes": 10, "lr_scale": 5.0}}),
+        "pre4": RunSpec("dart (cam, stride-8 map, softmax, trunk pretrained and frozen)", d, n,
+                        {"scorer": {**MICRO_SCORER, "cam_classes": 10, "stage": 2, "activation": "softmax"}}),
+        "pre4blur3": RunSpec("dart (cam, stride-8 map, softmax, 3x3 pdf blur, trunk pretrained and frozen)", d, n,
+                             {"scorer": {**MICRO_SCORER, "cam_classes": 10, "stage": 2, "activation": "softmax",
+                                         "pdf_blur": 3}}),
+        "oracle16": RunSpec("oracle (16x16 map)", d, n, {"scorer": {**MICRO_SCORER, "stage": 2}, **ORACLE}),
+        "pre4sigmoid": RunSpec("dart (cam, stride-8 map, trunk pretrained and frozen)", d, n,
+                               {"scorer": {**MICRO_SCORER, "cam_classes": 10, "stage": 2}}),
         "cam03": RunSpec("dart (cam, w=0.3)", d, n,
                          {"scorer": {**MICRO_SCORER, "cam_classes": 10, "cam_loss_weight": 0.3}}),
     }
@@ -145,6 +153,9 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", default=["grid", "oracle", "nocam", "camloss", "cam"])
     ap.add_argument("--prior-epochs", type=float, default=0.0,
                     help="anneal the prior of the *prior runs over this many epochs")
+    ap.add_argument("--scorer-pretrain-epochs", type=int, default=0,
+                    help="pretrain and freeze the scorer trunk of the DART runs this many epochs first "
+                         "(TrainConfig.scorer_pretrain_epochs; grid and oracle runs skip it)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--output", default="runs/scorer_remedies")
     ap.add_argument("--name", default="scorer_remedies")
@@ -154,7 +165,7 @@ def main() -> None:
         return
     train = dict(canvas_size=128, epochs=args.epochs, train_samples=args.train_samples,
                  test_samples=args.test_samples, batch_size=64, lr=1e-3, warmup_epochs=1,
-                 prior_epochs=args.prior_epochs)
+                 prior_epochs=args.prior_epochs, scorer_pretrain_epochs=args.scorer_pretrain_epochs)
     specs = variants(args.num_tokens, args.runs)
     per_seed: dict[str, list[dict]] = {s.name: [] for s in specs}
     t0 = time.perf_counter()

@@ -266,14 +266,21 @@ def test_help_lists_commands():
 def test_demo_trains_both_and_reports(tmp_path):
     out = tmp_path / "demo"
     res = invoke("demo", "-o", out, "--num-tokens", 9, "--canvas-size", 64, "--epochs", 1,
-                 "--warmup-epochs", 0, "--train-samples", 48, "--test-samples", 24, "--batch-size", 16)
+                 "--warmup-epochs", 0, "--train-samples", 48, "--test-samples", 24, "--batch-size", 16,
+                 "--scorer-pretrain-epochs", 1)
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in summary["rows"]}
     assert set(rows) == {"dart", "grid", "oracle"}  # the oracle beside them (issue 11)
     assert rows["grid"]["input_size"] == [1, 24, 24]  # 3×3 grid of 8-px patches
     assert rows["dart"]["input_size"] == [1, 64, 64] == rows["oracle"]["input_size"]  # DART sees the full canvas
-    assert rows["oracle"]["model_kwargs"] == {"score_source": "oracle"}
+    scorer = {"trunk": "mobilenetv3_small", "input_size": 64, "stage": 2, "activation": "softmax", "pdf_blur": 3,
+              "cam_classes": 10}
+    assert rows["oracle"]["model_kwargs"] == {"scorer": scorer, "score_source": "oracle"}
+    assert rows["dart"]["model_kwargs"] == {"scorer": scorer}
+    # the DART run pretrained its scorer (one epoch), the others skipped it
+    assert len((out / "dart" / "scorer_pretrain.jsonl").read_text().splitlines()) == 1
+    assert not (out / "grid" / "scorer_pretrain.jsonl").exists() and not (out / "oracle" / "scorer_pretrain.jsonl").exists()
     assert len(rows["oracle"]["object_mass_by_epoch"]) == 1 and "test_object_mass" not in rows["grid"]
     for name in ("dart", "grid", "oracle"):
         assert 0 <= rows[name]["test_top1"] <= 100 and len(rows[name]["top1_by_epoch"]) == 1
@@ -353,3 +360,27 @@ def test_compare_option_errors_before_and_during_training(tmp_path, monkeypatch)
     assert res.exit_code == 1, res.output
     assert "[grid@4] Error:" in res.output and "bogus" in res.output
     assert "training failed for grid@4" in flatten(res.output)
+
+
+def test_compare_scratch_scorer_sets_the_dart_runs_and_the_pretraining(tmp_path, monkeypatch):
+    """--scratch-scorer: every DART run gets the from-scratch scorer at the preset's canvas size, and
+    the runs pretrain it 4 epochs (--scorer-pretrain-epochs overrides); nothing else changes."""
+    import dartok.tools.compare as cmp
+
+    seen = {}
+
+    def fake_compare(preset, output, stem, **kw):
+        seen.update(kw, preset=preset)
+        return {"markdown": "table", "plot": None}
+
+    monkeypatch.setattr(cmp, "compare", fake_compare)
+    res = invoke("compare", "--preset", "cpu-36", "-o", tmp_path, "--scratch-scorer", "--dart-kwargs", '{"alpha": 0.2}')
+    assert res.exit_code == 0, res.output
+    assert seen["dart_kwargs"] == {"scorer": cmp.scratch_scorer(128), "alpha": 0.2}
+    assert seen["train"] == {"scorer_pretrain_epochs": 4}
+    res = invoke("compare", "--preset", "cpu-large-36", "-o", tmp_path, "--scratch-scorer",
+                 "--scorer-pretrain-epochs", 2)
+    assert res.exit_code == 0, res.output
+    assert seen["dart_kwargs"]["scorer"]["input_size"] == 192 and seen["train"] == {"scorer_pretrain_epochs": 2}
+    res = invoke("compare", "--preset", "cpu", "-o", tmp_path)
+    assert res.exit_code == 0 and seen["dart_kwargs"] == {} and seen["train"] == {}

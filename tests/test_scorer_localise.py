@@ -189,3 +189,42 @@ def test_scorer_lr_scale_gives_its_parameters_a_scaled_group():
     assert decayed(opt, scaled) == decayed(opt_plain, plain)
     with pytest.raises(ValueError, match="lr_scale"):
         Scorer("mobilenetv3_small", input_size=64, in_chans=1, lr_scale=0.0)
+
+
+# --------------------------------------------------------------------------------------
+# pdf_blur: a peaked pdf spread over the cells around its peak
+# --------------------------------------------------------------------------------------
+def test_blur_pdf_spreads_a_cell_over_its_block_and_keeps_uniform():
+    from dartok.scorer import blur_pdf
+
+    pdf = torch.zeros(2, 9, 9, dtype=torch.float64)
+    pdf[0, 4, 4] = 1.0
+    pdf[1] = 1.0 / 81
+    out = blur_pdf(pdf, 3)
+    expect = torch.zeros(9, 9, dtype=torch.float64)
+    expect[3:6, 3:6] = 1.0 / 9
+    assert torch.allclose(out[0], expect) and torch.allclose(out[1], pdf[1])
+    assert torch.equal(blur_pdf(pdf, 1), pdf)
+    # a corner cell: the border windows count only the cells inside the map
+    corner = torch.zeros(1, 5, 5, dtype=torch.float64)
+    corner[0, 0, 0] = 1.0
+    out = blur_pdf(corner, 3)
+    assert out.sum().item() == pytest.approx(1.0) and (out[0, :2, :2] > 0).all() and (out[0, 2:] == 0).all()
+    assert torch.autograd.gradcheck(lambda p: blur_pdf(p.softmax(-1).view(1, 5, 5), 3),
+                                    torch.randn(1, 25, dtype=torch.float64, requires_grad=True))
+    for bad in (0, 2, 1.5, True):
+        with pytest.raises(ValueError, match="odd int"):
+            blur_pdf(pdf, bad)
+
+
+def test_scorer_pdf_blur_option():
+    torch.manual_seed(0)
+    plain = Scorer("mobilenetv3_small", input_size=64, stage=2, in_chans=1, activation="softmax")
+    blurred = Scorer("mobilenetv3_small", input_size=64, stage=2, in_chans=1, activation="softmax", pdf_blur=3)
+    blurred.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 1, 64, 64)
+    from dartok.scorer import blur_pdf
+
+    assert torch.allclose(blurred.eval()(x), blur_pdf(plain.eval()(x), 3), atol=1e-6)
+    with pytest.raises(ValueError, match="pdf_blur"):
+        Scorer("mobilenetv3_small", input_size=64, in_chans=1, pdf_blur=4)

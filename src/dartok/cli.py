@@ -168,6 +168,10 @@ def train(
     prior_epochs: float = typer.Option(0.0, help="A DART model built with a training-free prior "
                                        "(--model-kwargs '{\"prior\": \"saliency\"}') mixes it into its score map, "
                                        "its share annealed from 1 to 0 over this many epochs (docs/method.md §10)."),
+    scorer_pretrain_epochs: int = typer.Option(
+        0, min=0, help="A DART model whose scorer trunk learns from scratch first trains that trunk (and its CAM "
+        "head) alone as a classifier of the full images for N epochs, then freezes it, as the paper freezes its "
+        "ImageNet-trained trunk (docs/method.md §10). 0: off. Runs without such a scorer skip it."),
     model_ema: bool = typer.Option(False, "--model-ema", help="Keep an EMA of the weights (DeiT); evaluated "
                                    "and checkpointed (model_ema.safetensors) alongside."),
     model_ema_decay: float = typer.Option(0.99996, help="Decay of the weight EMA (--model-ema)."),
@@ -517,8 +521,13 @@ def demo(
     lr: float = typer.Option(DEMO_DEFAULTS["lr"], help="Peak learning rate of both runs."),
     warmup_epochs: int = typer.Option(DEMO_DEFAULTS["warmup_epochs"], help="Linear warm-up epochs of both runs."),
     seed: int = typer.Option(DEMO_DEFAULTS["seed"], help="Seed of both runs."),
+    scorer_pretrain_epochs: int = typer.Option(
+        DEMO_DEFAULTS["scorer_pretrain_epochs"], min=0,
+        help="Epochs the DART scorer's trunk first trains alone as a classifier, then frozen (0: off)."),
     dart_kwargs_json: Optional[str] = typer.Option(
-        None, "--dart-kwargs", help="Extra kwargs for the DART model as JSON (scorer options, alpha, ...)."),
+        None, "--dart-kwargs", help="Extra kwargs for the DART model as JSON (scorer options, alpha, ...), over the "
+        "default from-scratch scorer; '{\"scorer\": \"mobilenetv3_small\"}' with --scorer-pretrain-epochs 0 is "
+        "the paper's scorer."),
     parallel: bool = typer.Option(True, "--parallel/--sequential",
                                   help="Train both models at once, one CPU thread each (fastest on 2 cores)."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs in --output."),
@@ -537,7 +546,8 @@ def demo(
     try:
         run_demo(output, num_tokens=num_tokens, dart_kwargs=dart_kwargs, parallel=parallel, resume=resume,
                  echo=typer.echo, canvas_size=canvas_size, epochs=epochs, train_samples=train_samples,
-                 test_samples=test_samples, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, seed=seed)
+                 test_samples=test_samples, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, seed=seed,
+                 scorer_pretrain_epochs=scorer_pretrain_epochs)
     except ValueError as e:
         raise _fail(str(e))
     except RuntimeError as e:
@@ -592,13 +602,20 @@ def compare(
                                               "'{\"alpha\": 0.2}'; a run's own kwargs win."),
     seeds: str = typer.Option("", help="Train every run at these seeds, e.g. 0,1,2 (default: the preset's; "
                                        "the CPU presets use 0,1,2); --seeds 0 for one quick run per spec."),
+    scratch_scorer: bool = typer.Option(False, "--scratch-scorer", help="DART runs (the oracle's grid too) use the "
+                                        "scorer that localises from scratch (stride-8 map, softmax, 3x3 blur, CAM head "
+                                        "over 10 classes; docs/method.md §10) and pretrain it (--scorer-pretrain-epochs, "
+                                        "default 4). Classification presets on Cluttered Fashion-MNIST."),
+    scorer_pretrain_epochs: Optional[int] = typer.Option(
+        None, min=0, help="Pretrain each DART run's from-scratch scorer trunk this many epochs, then freeze it "
+        "(default: the preset's; 4 with --scratch-scorer)."),
 ) -> None:
     """Accuracy benchmark: train a set of tokenizers with one recipe, write tables and a plot.
 
     With several seeds each run trains once per seed (<output>/<preset>/<run>/seed<k>) and the
     table shows mean [min, max] over the seeds; with one seed the runs are <output>/<preset>/<run>.
     """
-    from .tools.compare import PRESETS, compare as run_compare
+    from .tools.compare import PRESETS, SCRATCH_TRAIN, compare as run_compare, scratch_scorer as scratch
 
     if preset not in PRESETS:
         raise typer.BadParameter(f"choose from {sorted(PRESETS)}", param_hint="--preset")
@@ -616,8 +633,12 @@ def compare(
     if image_first and init_from is not None:
         raise _fail("--image-first and --init-from both say where the runs start from; give one")
     overrides = {k: v for k, v in dict(epochs=epochs, train_samples=train_samples, test_samples=test_samples, data=data,
-                                       data_root=data_root, init_from=None if init_from is None else str(init_from)).items()
+                                       data_root=data_root, init_from=None if init_from is None else str(init_from),
+                                       scorer_pretrain_epochs=scorer_pretrain_epochs).items()
                  if v is not None}
+    if scratch_scorer:
+        extra = {"scorer": scratch(int(PRESETS[preset]["train"].get("canvas_size", 128))), **extra}
+        overrides = {**SCRATCH_TRAIN, **overrides}
     stem = name or preset
     try:
         result = run_compare(preset, output / preset, stem, train=overrides, jobs=jobs, snapshot_epochs=snaps,

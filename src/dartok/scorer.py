@@ -33,7 +33,7 @@ from .partition import work_dtype
 from .resample import antialiased_resize, batch_chunks
 
 __all__ = [
-    "PRIORS", "SCORE_ACTIVATIONS", "SCORER_TRUNKS", "Scorer", "saliency_pdf", "ScorerHeadV1", "ScorerHeadV2", "edge_pdf", "fold_trunk_batchnorm", "scores_to_pdf",
+    "PRIORS", "SCORE_ACTIVATIONS", "SCORER_TRUNKS", "Scorer", "blur_pdf", "saliency_pdf", "ScorerHeadV1", "ScorerHeadV2", "edge_pdf", "fold_trunk_batchnorm", "scores_to_pdf",
     "uniform_pdf",
 ]
 
@@ -140,6 +140,32 @@ def moment_box(pdf: torch.Tensor) -> torch.Tensor:
     vx = (px * (xs - mx[:, None]) ** 2).sum(1) + 1.0 / (12 * w * w)
     hy, hx = (3 * vy).sqrt(), (3 * vx).sqrt()
     return torch.stack([(mx - hx).clamp(0, 1), (my - hy).clamp(0, 1), (mx + hx).clamp(0, 1), (my + hy).clamp(0, 1)], 1)
+
+
+def blur_pdf(pdf: torch.Tensor, k: int) -> torch.Tensor:
+    """Spread a pdf over each cell's ``k×k`` neighbourhood and normalise again (:class:`Scorer` ``pdf_blur``).
+
+    A mean filter with stride 1 whose border windows average only the cells inside the map
+    (``count_include_pad=False``), then each sample rescaled to sum 1. A uniform pdf stays
+    uniform; a one-cell pdf inside the map becomes uniform on its ``k×k`` block. ``k = 1`` returns
+    ``pdf`` itself. Differentiable.
+
+    Args:
+        pdf: ``B×h×w`` non-negative, each sample summing to 1 (floating).
+        k: odd window side ≥ 1.
+
+    Returns:
+        ``B×h×w`` in ``pdf``'s dtype, each sample summing to 1.
+
+    Raises:
+        ValueError: ``k`` not an odd int ≥ 1.
+    """
+    if isinstance(k, bool) or int(k) != k or k < 1 or k % 2 == 0:
+        raise ValueError(f"the blur window must be an odd int >= 1, got {k!r}")
+    if k == 1:
+        return pdf
+    out = F.avg_pool2d(pdf[:, None], int(k), stride=1, padding=int(k) // 2, count_include_pad=False)[:, 0]
+    return out / out.sum((1, 2), keepdim=True)
 
 
 CAM_POOLS = ("avg", "max", "lse")
@@ -326,6 +352,11 @@ class Scorer(nn.Module):
             every step; it is saved with the weights, so evaluation uses the last share).
             The sigmoid keeps the partition near uniform while the map is still noise; the
             softmax then lets a map that has learned where the object is put its mass there.
+        pdf_blur: ``k`` (odd, ≥ 1; default 1: none): spread the pdf over each cell's ``k×k``
+            neighbourhood (a mean filter, cells outside the map not counted), then normalise
+            again. A peaked map (the softmax's) puts its tokens on the object's most telling
+            cells; the oracle's box spreads them over the whole object, which is what pays
+            (README "Training a scorer from scratch"). Differentiable; cells stay > 0.
         lr_scale: the scorer's learning rate as a multiple of the model's (timm's ``lr_scale``
             on its parameter groups, honoured by timm's schedulers; dartok's optimizer builds
             them, :func:`dartok.train.loop.build_optimization`).
@@ -365,6 +396,7 @@ class Scorer(nn.Module):
         cam_pool_r: float = 5.0,
         softmax_ramp: tuple[float, float] | None = None,
         lr_scale: float = 1.0,
+        pdf_blur: int = 1,
     ):
         super().__init__()
         import timm  # after dartok's torchvision shim
@@ -428,6 +460,9 @@ class Scorer(nn.Module):
         if not (lr_scale > 0 and math.isfinite(lr_scale)):
             raise ValueError(f"lr_scale must be a finite number > 0, got {lr_scale!r}")
         self.lr_scale = float(lr_scale)
+        if isinstance(pdf_blur, bool) or int(pdf_blur) != pdf_blur or pdf_blur < 1 or pdf_blur % 2 == 0:
+            raise ValueError(f"pdf_blur must be an odd int >= 1 (1: none), got {pdf_blur!r}")
+        self.pdf_blur = int(pdf_blur)
         self.register_buffer("softmax_share", torch.zeros(()), persistent=softmax_ramp is not None)
         self.cam_classes = int(cam_classes)
         self.cam_score = bool(cam_score)
@@ -606,11 +641,11 @@ class Scorer(nn.Module):
         """
         scores = scores.to(work_dtype(scores.dtype))
         pdf = scores_to_pdf(scores, scale=self.score_scale, bias=self.score_bias, activation=self.activation)
-        if self.softmax_ramp is None:
-            return pdf
-        share = self.softmax_share.to(pdf.dtype)
-        soft = scores_to_pdf(scores, scale=self.score_scale, activation="softmax")
-        return (1 - share) * pdf + share * soft
+        if self.softmax_ramp is not None:
+            share = self.softmax_share.to(pdf.dtype)
+            soft = scores_to_pdf(scores, scale=self.score_scale, activation="softmax")
+            pdf = (1 - share) * pdf + share * soft
+        return blur_pdf(pdf, self.pdf_blur)
 
     def set_progress(self, epochs: float) -> None:
         """Set :attr:`softmax_share` for training progress ``epochs`` (fractional) from ``softmax_ramp``."""

@@ -45,7 +45,8 @@ from .._io import atomic_path, atomic_write, write_json
 if TYPE_CHECKING:  # pragma: no cover
     from ..train import TrainConfig
 
-__all__ = ["CPU_SEEDS", "DEIT_RECIPE", "DEMO_DEFAULTS", "ORACLE", "PRESETS", "SMALL_OBJECTS_AUG", "VIM_RECIPE",
+__all__ = ["CPU_SEEDS", "DEIT_RECIPE", "DEMO_DEFAULTS", "ORACLE", "PRESETS", "SCRATCH_TRAIN", "SMALL_OBJECTS_AUG",
+           "VIM_RECIPE", "scratch_scorer",
            "RunSpec", "aggregate_seeds", "check_seeds", "collect", "compare", "deit_lr", "demo", "demo_preset",
            "plot_accuracy_vs_macs", "plot_localization", "run_plan", "run_specs", "seed_run_dir", "train_config",
            "write_tables"]
@@ -996,11 +997,35 @@ def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Seq
 # --------------------------------------------------------------------------------------
 # the demo: the README's main job, a preset of two runs
 # --------------------------------------------------------------------------------------
-DEMO_DEFAULTS: dict[str, Any] = dict(num_tokens=36, canvas_size=128, epochs=8, train_samples=20000,
-                                     test_samples=2000, batch_size=64, lr=1e-3, warmup_epochs=1, seed=0)
-"""``dartok demo``'s defaults: about 20 minutes on 2 CPU cores for grid and DART (measured before
-the oracle run was added); the same backbone, recipe, epochs and seed for all three runs, only
-the tokenizer (and its score source) differs."""
+def scratch_scorer(input_size: int = 128, num_classes: int = 10) -> dict[str, Any]:
+    """The scorer that localises from scratch on the micro models (docs/method.md §10, issue 11).
+
+    MobileNetV3-Small on an ``input_size`` copy cut at stride 8 (``stage=2``: cells of 8 px, the
+    micro backbone's patch; the default stride 16 gives 8×8 cells of 16 px on the 128 px canvas,
+    too coarse for its objects), the CAM head over ``num_classes`` classes, the softmax activation,
+    and the pdf spread over each cell's 3×3 neighbourhood (``pdf_blur=3``: tokens over the whole
+    object, not only its most telling cells). It pays only with the trunk pretrained as a classifier and frozen
+    (``scorer_pretrain_epochs``, :data:`SCRATCH_TRAIN`); without that the softmax of a random map
+    costs accuracy (README "Training a scorer from scratch").
+
+    Returns:
+        The DART model's ``scorer`` kwarg (a dict of :class:`~dartok.scorer.Scorer` kwargs).
+    """
+    return {"trunk": "mobilenetv3_small", "input_size": int(input_size), "stage": 2, "activation": "softmax",
+            "pdf_blur": 3, "cam_classes": int(num_classes)}
+
+
+SCRATCH_TRAIN: dict[str, Any] = {"scorer_pretrain_epochs": 4}
+"""The training option that goes with :func:`scratch_scorer`: 4 epochs of scorer pretraining, then
+its trunk frozen (:mod:`dartok.train.scorer_pretrain`). Runs without a learned scorer skip it."""
+
+DEMO_DEFAULTS: dict[str, Any] = dict(num_tokens=36, canvas_size=128, epochs=5, train_samples=8000,
+                                     test_samples=2000, batch_size=64, lr=1e-3, warmup_epochs=1, seed=0,
+                                     **SCRATCH_TRAIN)
+"""``dartok demo``'s defaults: the short recipe of ``benchmarks/scorer_remedies.py`` (8 000 / 2 000
+images, 5 epochs) with the from-scratch scorer (:func:`scratch_scorer`, pretrained 4 epochs); the
+same backbone, recipe, epochs and seed for all three runs, only the tokenizer (and its score
+source) differs. About 6 minutes on 2 CPU cores (README "The main job")."""
 
 
 def demo_preset(num_tokens: int = DEMO_DEFAULTS["num_tokens"], dart_kwargs: dict[str, Any] | None = None,
@@ -1009,7 +1034,7 @@ def demo_preset(num_tokens: int = DEMO_DEFAULTS["num_tokens"], dart_kwargs: dict
 
     Runs ``grid`` (``vit_micro_patch8`` at ``num_tokens``: the canvas resized to √N·8 px),
     ``dart`` (``dart_vit_micro_patch8`` at ``num_tokens`` on the full canvas, with
-    ``dart_kwargs``) and ``oracle`` (the same DART model and kwargs, its score map the true
+    the from-scratch scorer, :func:`scratch_scorer` at the canvas size, under ``dart_kwargs``) and ``oracle`` (the same DART model and kwargs, its score map the true
     object box: the best a scorer could do at that budget); ``train`` overrides
     :data:`DEMO_DEFAULTS`' training options.
 
@@ -1021,6 +1046,7 @@ def demo_preset(num_tokens: int = DEMO_DEFAULTS["num_tokens"], dart_kwargs: dict
         raise ValueError(f"the fixed-grid baseline needs a square --num-tokens, got {num_tokens}")
     options = {k: v for k, v in DEMO_DEFAULTS.items() if k != "num_tokens"}
     options.update(train)
+    dart_kwargs = {"scorer": scratch_scorer(int(options["canvas_size"])), **(dart_kwargs or {})}
     return {"specs": [RunSpec("grid", "vit_micro_patch8", num_tokens),
                       RunSpec("dart", "dart_vit_micro_patch8", num_tokens, dict(dart_kwargs or {})),
                       RunSpec("oracle", "dart_vit_micro_patch8", num_tokens, {**(dart_kwargs or {}), **ORACLE})],

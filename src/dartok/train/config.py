@@ -96,7 +96,11 @@ class TrainConfig:
     processes of a distributed run), ``lr``, ``weight_decay``, ``warmup_epochs``,
     ``warmup_lr``, ``min_lr``, ``label_smoothing``, ``prior_epochs`` (a DART model built with a
     training-free ``prior`` mixes it into its score map with a share annealed linearly from 1
-    to 0 over this many epochs; 0 never; docs/method.md §10), ``clip_grad`` (max grad norm, ``None``
+    to 0 over this many epochs; 0 never; docs/method.md §10), ``scorer_pretrain_epochs`` (a DART
+    model whose scorer trunk learns from scratch first trains that trunk and its CAM head alone, as a
+    classifier of the full images, for this many epochs, then freezes it, as the paper's
+    pretrained trunk is frozen; :mod:`dartok.train.scorer_pretrain`, docs/method.md §10; 0 off;
+    models without such a scorer skip it, so a comparison can set it for all its runs), ``clip_grad`` (max grad norm, ``None``
     off), ``seed``, ``model_ema`` (keep an exponential moving average of the weights, as
     DeiT does, with ``timm.utils.ModelEmaV3``; evaluated and checkpointed alongside),
     ``model_ema_decay``.
@@ -155,6 +159,7 @@ class TrainConfig:
     min_lr: float = 1e-5
     label_smoothing: float = 0.1
     prior_epochs: float = 0.0
+    scorer_pretrain_epochs: int = 0
     clip_grad: float | None = None
     seed: int = 0
     model_ema: bool = False
@@ -244,6 +249,10 @@ class TrainConfig:
         if not (isinstance(self.prior_epochs, (int, float)) and 0 <= self.prior_epochs <= self.epochs):
             raise ValueError(f"{n('prior_epochs')} must be between 0 and {n('epochs')} ({self.epochs}): the prior's "
                              f"share must reach 0 before training ends, got {self.prior_epochs!r}")
+        if (isinstance(self.scorer_pretrain_epochs, bool) or not isinstance(self.scorer_pretrain_epochs, int)
+                or self.scorer_pretrain_epochs < 0):
+            raise ValueError(f"{n('scorer_pretrain_epochs')} must be an int >= 0 (0: off), "
+                             f"got {self.scorer_pretrain_epochs!r}")
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
             raise ValueError(f"{n('warmup_epochs')} ({self.warmup_epochs}) must be < {n('epochs')} ({self.epochs})")
         if not isinstance(self.model_kwargs, dict):

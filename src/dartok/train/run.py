@@ -79,7 +79,7 @@ from .config import (BEST_DIRNAME, CHECKPOINT_DIRNAME, LOCK_NAME, METRICS_NAME, 
                      check_resume, load_resume_config, resolve_config)
 from .distributed import (barrier, dist_info, dist_ready, get_rng_state, init_distributed, log, rank_seed,
                           seed_everything, select_device, set_rng_state)
-from .loop import build_optimization, evaluate, train_one_epoch
+from .loop import _unpack, build_optimization, evaluate, train_one_epoch
 from .sampler import ShardedBatchSampler, build_loader, epoch_seed, shard_indices
 from .task import Task, create_task
 
@@ -789,8 +789,10 @@ def _run(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
         seed_everything(rank_seed(cfg.seed, info.rank))
     data_record = _data_record(cfg, data, m.model)
     loaders = _build_loaders(cfg, data, device)
-    optimizer, scheduler, loss_fn = build_optimization(m.model, cfg, len(loaders.train), task)
     mixup_fn = build_mixup(cfg, data.num_classes)
+    _pretrain_scorer(cfg, m, loaders, task, device, mixup_fn, fresh=saved_config is None, run_dir=run_dir,
+                     data_boxes=data.info.boxes)
+    optimizer, scheduler, loss_fn = build_optimization(m.model, cfg, len(loaders.train), task)
 
     p = _Progress(best=task.worst(), best_ema=task.worst())
     if saved_config is not None:
@@ -855,6 +857,59 @@ def _run(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
         summary[f"best_{best}_ema"] = _finite(p.best_ema)
         summary["model_ema"] = m.ema.module
     return summary
+
+
+SCORER_PRETRAIN_NAME = "scorer_pretrain.jsonl"
+"""Per-epoch record of the scorer pretraining (:mod:`dartok.train.scorer_pretrain`) in the run directory."""
+
+
+def _pretrain_scorer(cfg: TrainConfig, m: _Model, loaders: _Loaders, task: Task, device: torch.device, mixup_fn,
+                     *, fresh: bool, run_dir: Path, data_boxes: bool) -> None:
+    """``cfg.scorer_pretrain_epochs`` of scorer pretraining, then its trunk frozen (docs/method.md §10).
+
+    A fresh run pretrains (on the training loader, before the optimizer of DART training is
+    built, so the frozen trunk is not in it) and writes ``scorer_pretrain.jsonl``: per epoch
+    the auxiliary classifier's training loss and top-1, and, on data with object boxes, the
+    object mass and object tokens of the scorer's partition on the test split
+    (:func:`~dartok.train.loop.evaluate`; its top-1 is the untrained backbone's and is not
+    kept). A resumed run only freezes the trunk again: its weights come from the checkpoint.
+    Runs without a learned scorer trunk (a grid, the oracle, a pretrained frozen trunk) skip it.
+    """
+    from .scorer_pretrain import freeze_scorer_trunk, learned_scorer, pretrain_scorer
+
+    if not cfg.scorer_pretrain_epochs:
+        return
+    scorer = learned_scorer(m.model)
+    if scorer is None:
+        log(f"scorer pretraining: skipped ({cfg.model} has no scorer trunk learning from scratch)")
+        return
+    if fresh:
+        path = run_dir / SCORER_PRETRAIN_NAME
+        if dist_info().is_main and path.is_file():
+            path.unlink()
+
+        def on_epoch(epoch: int, stats: dict[str, float]) -> None:
+            record = dict(stats)
+            if data_boxes:
+                res = evaluate(m.model, loaders.test, device, amp=cfg.amp, progress=False, task=task)
+                record.update({k: v for k, v in res.items() if k in ("object_mass", "object_tokens")})
+            if dist_info().is_main:
+                _append_jsonl(path, record)
+                log(f"scorer pretraining {epoch + 1}/{cfg.scorer_pretrain_epochs}  loss {record['loss']:.4f}  "
+                    f"acc {record['acc']:.2f}" + "".join(f"  test_{k} {record[k]:.3f}" for k in
+                                                     ("object_mass", "object_tokens") if k in record)
+                    + f"  {record['time_s']:.1f}s")
+
+        pretrain_scorer(scorer, loaders.train, epochs=cfg.scorer_pretrain_epochs, lr=cfg.lr,
+                        weight_decay=cfg.weight_decay, device=device, input_size=m.input_size,
+                        unpack=lambda t: _unpack(task, t, device).targets, amp=cfg.amp, mixup_fn=mixup_fn,
+                        progress=cfg.progress, on_epoch=on_epoch, set_epoch=loaders.set_epoch)
+    freeze_scorer_trunk(scorer)
+    if m.ema is not None:  # the EMA copy starts from the pretrained scorer and keeps its trunk frozen too
+        m.ema.module.load_state_dict(ckpt.unwrap_model(m.model).state_dict())
+        ema_scorer = learned_scorer(m.ema.module)
+        if ema_scorer is not None:
+            freeze_scorer_trunk(ema_scorer)
 
 
 def _log_start(cfg: TrainConfig, m: _Model, data: _Data, device: torch.device) -> None:
