@@ -159,10 +159,14 @@ def test_segmentation_preset_builds_segmenters_at_equal_tokens(tmp_path):
         group = [s for s in entry["specs"] if s.num_tokens == n]
         assert sorted((s.is_dart, s.is_oracle) for s in group) == [(False, False), (True, False), (True, True)]
     for spec in entry["specs"]:
+        if spec.is_dart:  # the scorer cut at stride 8: an 8x8 score map on the 64 px canvas
+            assert spec.model_kwargs["scorer_stage"] == 2 and spec.model_kwargs["scorer_input_size"] == 64
         cfg = train_config(spec, entry["train"], tmp_path / spec.name)
         model = create_model(spec.model, num_tokens=spec.num_tokens, task=cfg.task, num_classes=11, in_chans=1,
                              output_size=(8, 8), **spec.model_kwargs)
         x = torch.rand(1, *model.pretrained_cfg["input_size"])
+        if spec.is_dart:
+            assert model.patch_embed.score_grid() == (8, 8)
         if spec.is_oracle:
             with model.patch_embed.given_pdf(torch.ones(1, *model.patch_embed.score_grid())):
                 assert model(x).shape == (1, 11, 8, 8)
