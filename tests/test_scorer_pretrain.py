@@ -136,3 +136,27 @@ def test_cli_refuses_a_negative_count(tmp_path):
 
     res = CliRunner().invoke(app, ["train", "--scorer-pretrain-epochs", "-1", "-o", str(tmp_path / "x")])
     assert res.exit_code == 2 and "scorer-pretrain-epochs" in res.output
+
+
+def test_cam_logits_are_the_auxiliary_classifiers():
+    """Scorer.cam_logits (what pretraining trains) is what a training forward stores for auxiliary_loss."""
+    for pool in ("avg", "lse"):
+        scorer = _scorer(cam_pool=pool).train()
+        x = torch.rand(3, 1, 32, 32)
+        feats = scorer.features(x)
+        scorer.scores_from_features(feats)
+        stored = scorer._cam_logits
+        assert stored.shape == (3, 2) and torch.allclose(scorer.cam_logits(feats), stored)
+    with pytest.raises(RuntimeError, match="no CAM head"):
+        Scorer("mobilenetv3_small", input_size=32, in_chans=1).cam_logits(feats)
+
+
+def test_the_weight_ema_starts_from_the_pretrained_scorer(tmp_path):
+    from safetensors.torch import load_file
+
+    train(tiny_cfg(tmp_path, "e", scorer_pretrain_epochs=1, epochs=1, warmup_epochs=0, model_ema=True,
+                   model_ema_decay=0.9))
+    w = load_file(str(tmp_path / "e" / "checkpoint" / "model.safetensors"))
+    ema = load_file(str(tmp_path / "e" / "checkpoint" / "model_ema.safetensors"))
+    trunk = [k for k in w if ".scorer.trunk." in k and w[k].is_floating_point()]
+    assert trunk and all(torch.allclose(ema[k], w[k]) for k in trunk)  # frozen in both, from the same weights

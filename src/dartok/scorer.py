@@ -595,10 +595,7 @@ class Scorer(nn.Module):
         # numbers and gradients to float rounding, at ~1/(h·w) of the K·C·h·w multiply-adds.
         # Max / LSE pooling (cam_pool) need the map itself.
         weight, bias = self.cam.weight.flatten(1), self.cam.bias  # K×C, K
-        if self.cam_pool == "avg":
-            logits = F.linear(feats.mean((2, 3)), weight, bias)  # B×K: the auxiliary classifier, GAP then linear
-        else:
-            logits = cam_pool_logits(self.cam(feats), self.cam_pool, self.cam_pool_r)
+        logits = self.cam_logits(feats)
         if self.training and torch.is_grad_enabled():
             self._cam_logits = logits
         if not self.cam_score:
@@ -608,6 +605,21 @@ class Scorer(nn.Module):
         if bias is not None:
             cam = cam + (s @ bias.to(s.dtype)[:, None])[:, :, None]  # B×1×1 (a matrix product: fvcore counts it)
         return scores + cam
+
+    def cam_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """The auxiliary classifier's ``B×K`` logits for trunk features ``B×C'×h×w`` (its pooled CAM).
+
+        ``cam_pool="avg"``: ``W·mean(f) + b`` (the ``1×1`` conv commutes with the mean, so the
+        ``B×K×h×w`` map is never built); ``"max"`` / ``"lse"``: :func:`cam_pool_logits` of the map.
+
+        Raises:
+            RuntimeError: a scorer without a CAM head (``cam_classes=0``).
+        """
+        if self.cam is None:
+            raise RuntimeError("this scorer has no CAM head (cam_classes=0)")
+        if self.cam_pool == "avg":
+            return F.linear(feats.mean((2, 3)), self.cam.weight.flatten(1), self.cam.bias)  # GAP then linear
+        return cam_pool_logits(self.cam(feats), self.cam_pool, self.cam_pool_r)
 
     def auxiliary_loss(self, targets: torch.Tensor) -> torch.Tensor | None:
         """The auxiliary classifier's loss for the last training forward, or ``None``.

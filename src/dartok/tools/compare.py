@@ -1036,7 +1036,8 @@ def demo_preset(num_tokens: int = DEMO_DEFAULTS["num_tokens"], dart_kwargs: dict
 
     Runs ``grid`` (``vit_micro_patch8`` at ``num_tokens``: the canvas resized to √N·8 px),
     ``dart`` (``dart_vit_micro_patch8`` at ``num_tokens`` on the full canvas, with
-    the from-scratch scorer, :func:`scratch_scorer` at the canvas size, under ``dart_kwargs``) and ``oracle`` (the same DART model and kwargs, its score map the true
+    the from-scratch scorer, :func:`scratch_scorer` at the canvas size, under ``dart_kwargs``) and
+    ``oracle`` (the same DART model and kwargs, its score map the true
     object box: the best a scorer could do at that budget); ``train`` overrides
     :data:`DEMO_DEFAULTS`' training options.
 
@@ -1050,8 +1051,8 @@ def demo_preset(num_tokens: int = DEMO_DEFAULTS["num_tokens"], dart_kwargs: dict
     options.update(train)
     dart_kwargs = {"scorer": scratch_scorer(int(options["canvas_size"])), **(dart_kwargs or {})}
     return {"specs": [RunSpec("grid", "vit_micro_patch8", num_tokens),
-                      RunSpec("dart", "dart_vit_micro_patch8", num_tokens, dict(dart_kwargs or {})),
-                      RunSpec("oracle", "dart_vit_micro_patch8", num_tokens, {**(dart_kwargs or {}), **ORACLE})],
+                      RunSpec("dart", "dart_vit_micro_patch8", num_tokens, dict(dart_kwargs)),
+                      RunSpec("oracle", "dart_vit_micro_patch8", num_tokens, {**dart_kwargs, **ORACLE})],
             "train": options}
 
 

@@ -904,12 +904,11 @@ def _pretrain_scorer(cfg: TrainConfig, m: _Model, loaders: _Loaders, task: Task,
                         weight_decay=cfg.weight_decay, device=device, input_size=m.input_size,
                         unpack=lambda t: _unpack(task, t, device).targets, amp=cfg.amp, mixup_fn=mixup_fn,
                         progress=cfg.progress, on_epoch=on_epoch, set_epoch=loaders.set_epoch)
+        if m.ema is not None:  # the EMA copy starts from the pretrained scorer (a resumed one comes from the checkpoint)
+            m.ema.module.load_state_dict(ckpt.unwrap_model(m.model).state_dict())
     freeze_scorer_trunk(scorer)
-    if m.ema is not None:  # the EMA copy starts from the pretrained scorer and keeps its trunk frozen too
-        m.ema.module.load_state_dict(ckpt.unwrap_model(m.model).state_dict())
-        ema_scorer = learned_scorer(m.ema.module)
-        if ema_scorer is not None:
-            freeze_scorer_trunk(ema_scorer)
+    if m.ema is not None and learned_scorer(m.ema.module) is not None:
+        freeze_scorer_trunk(learned_scorer(m.ema.module))
 
 
 def _log_start(cfg: TrainConfig, m: _Model, data: _Data, device: torch.device) -> None:

@@ -153,8 +153,7 @@ def pretrain_scorer(
             if mixup_fn is not None:
                 images, soft = mixup_fn(images, labels)
             with autocast(device, amp):
-                scorer.scores_from_features(scorer.features(images))  # stores the CAM logits
-            logits, scorer._cam_logits = scorer._cam_logits, None
+                logits = scorer.cam_logits(scorer.features(images))  # the head and the score map are not needed
             loss = F.cross_entropy(logits.float(), soft)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite scorer pretraining loss {loss.item()} at epoch {epoch + 1}; "
