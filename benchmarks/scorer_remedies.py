@@ -156,6 +156,8 @@ def main() -> None:
     ap.add_argument("--scorer-pretrain-epochs", type=int, default=0,
                     help="pretrain and freeze the scorer trunk of the DART runs this many epochs first "
                          "(TrainConfig.scorer_pretrain_epochs; grid and oracle runs skip it)")
+    ap.add_argument("--scorer-pretrain-lr", type=float, default=None,
+                    help="peak learning rate of that pretraining (TrainConfig.scorer_pretrain_lr; default: 1e-3, the lr)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--output", default="runs/scorer_remedies")
     ap.add_argument("--name", default="scorer_remedies")
@@ -165,7 +167,8 @@ def main() -> None:
         return
     train = dict(canvas_size=128, epochs=args.epochs, train_samples=args.train_samples,
                  test_samples=args.test_samples, batch_size=64, lr=1e-3, warmup_epochs=1,
-                 prior_epochs=args.prior_epochs, scorer_pretrain_epochs=args.scorer_pretrain_epochs)
+                 prior_epochs=args.prior_epochs, scorer_pretrain_epochs=args.scorer_pretrain_epochs,
+                 scorer_pretrain_lr=args.scorer_pretrain_lr)
     specs = variants(args.num_tokens, args.runs)
     per_seed: dict[str, list[dict]] = {s.name: [] for s in specs}
     t0 = time.perf_counter()

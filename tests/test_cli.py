@@ -364,7 +364,8 @@ def test_compare_option_errors_before_and_during_training(tmp_path, monkeypatch)
 
 def test_compare_scratch_scorer_sets_the_dart_runs_and_the_pretraining(tmp_path, monkeypatch):
     """--scratch-scorer: every DART run gets the from-scratch scorer at the preset's canvas size, and
-    the runs pretrain it 4 epochs (--scorer-pretrain-epochs overrides); nothing else changes."""
+    the runs pretrain it 4 epochs at lr 3e-3 (--scorer-pretrain-epochs / --scorer-pretrain-lr override);
+    nothing else changes."""
     import dartok.tools.compare as cmp
 
     seen = {}
@@ -377,10 +378,11 @@ def test_compare_scratch_scorer_sets_the_dart_runs_and_the_pretraining(tmp_path,
     res = invoke("compare", "--preset", "cpu-36", "-o", tmp_path, "--scratch-scorer", "--dart-kwargs", '{"alpha": 0.2}')
     assert res.exit_code == 0, res.output
     assert seen["dart_kwargs"] == {"scorer": cmp.scratch_scorer(128), "alpha": 0.2}
-    assert seen["train"] == {"scorer_pretrain_epochs": 4}
+    assert seen["train"] == {"scorer_pretrain_epochs": 4, "scorer_pretrain_lr": 3e-3}
     res = invoke("compare", "--preset", "cpu-large-36", "-o", tmp_path, "--scratch-scorer",
-                 "--scorer-pretrain-epochs", 2)
+                 "--scorer-pretrain-epochs", 2, "--scorer-pretrain-lr", 1e-3)
     assert res.exit_code == 0, res.output
-    assert seen["dart_kwargs"]["scorer"]["input_size"] == 192 and seen["train"] == {"scorer_pretrain_epochs": 2}
+    assert seen["dart_kwargs"]["scorer"]["input_size"] == 192
+    assert seen["train"] == {"scorer_pretrain_epochs": 2, "scorer_pretrain_lr": 1e-3}
     res = invoke("compare", "--preset", "cpu", "-o", tmp_path)
     assert res.exit_code == 0 and seen["dart_kwargs"] == {} and seen["train"] == {}

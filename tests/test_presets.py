@@ -118,7 +118,7 @@ def test_demo_is_a_preset():
     # the oracle cuts the learned scorer's grid (16x16 here), with the true box as its score map
     assert preset["specs"][2].model_kwargs == {"scorer": scorer, "alpha": 0.2, "score_source": "oracle"}
     assert preset["train"]["epochs"] == 2 and preset["train"]["canvas_size"] == DEMO_DEFAULTS["canvas_size"]
-    assert preset["train"]["scorer_pretrain_epochs"] == 4
+    assert preset["train"]["scorer_pretrain_epochs"] == 4 and preset["train"]["scorer_pretrain_lr"] == 3e-3
     # the scorer follows the canvas; the paper's scorer on request
     assert demo_preset(9, canvas_size=64)["specs"][1].model_kwargs["scorer"]["input_size"] == 64
     assert demo_preset(9, {"scorer": "mobilenetv3_small"})["specs"][1].model_kwargs == {"scorer": "mobilenetv3_small"}
@@ -192,6 +192,12 @@ def test_warp_preset_gives_the_cnn_and_the_warp_the_same_pixels():
         assert sum(p.numel() for p in model.backbone.parameters()) == sum(p.numel() for p in plain.parameters())
     assert not cnn.is_dart and warp.is_dart and oracle.is_oracle and oracle.num_tokens == warp.num_tokens
     assert _wants_boxes(oracle.model, oracle.model_kwargs, dataset_info("cluttered_fmnist")) == (True, True)
+    # the learned row has the from-scratch scorer (pretrained, then frozen); the oracle cuts the same 16x16 cells
+    from dartok.tools.compare import SCRATCH_TRAIN, scratch_scorer
+
+    assert warp.model_kwargs["scorer"] == scratch_scorer(128) and oracle.model_kwargs["scorer"] == scratch_scorer(128)
+    assert {k: v for k, v in cmp.PRESETS["cpu-warp"]["train"].items() if k.startswith("scorer_")} == SCRATCH_TRAIN
+    assert not any(k.startswith("scorer_") for k in cmp.PRESETS["cpu-partition"]["train"])
     specs = cmp.PRESETS["cpu-partition"]["specs"]
     for a, b in ((specs[0], specs[1]), (specs[2], specs[3])):
         assert (a.model, a.num_tokens) == (b.model, b.num_tokens)

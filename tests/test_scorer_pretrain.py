@@ -129,6 +129,30 @@ def test_config_refuses_bad_values(tmp_path, bad):
         tiny_cfg(tmp_path, scorer_pretrain_epochs=bad).validate()
 
 
+@pytest.mark.parametrize("bad", [0, -1e-3, float("nan"), True, "3e-3"])
+def test_config_refuses_bad_pretraining_lr(tmp_path, bad):
+    with pytest.raises(ValueError, match="scorer_pretrain_lr"):
+        tiny_cfg(tmp_path, scorer_pretrain_lr=bad).validate()
+
+
+def test_pretraining_lr_defaults_to_the_lr_and_can_be_set(tmp_path, monkeypatch):
+    """--scorer-pretrain-lr reaches pretrain_scorer; unset, the run's --lr does."""
+    import dartok.train.scorer_pretrain as sp
+
+    seen = []
+    real = sp.pretrain_scorer
+
+    def spy(*args, **kw):
+        seen.append(kw["lr"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(sp, "pretrain_scorer", spy)
+    train(tiny_cfg(tmp_path, "l1", scorer_pretrain_epochs=1, epochs=1, warmup_epochs=0, stop_after=1))
+    train(tiny_cfg(tmp_path, "l2", scorer_pretrain_epochs=1, scorer_pretrain_lr=3e-3, epochs=1, warmup_epochs=0,
+                   stop_after=1))
+    assert seen == [tiny_cfg(tmp_path).lr, 3e-3]
+
+
 def test_cli_refuses_a_negative_count(tmp_path):
     from typer.testing import CliRunner
 
@@ -136,6 +160,8 @@ def test_cli_refuses_a_negative_count(tmp_path):
 
     res = CliRunner().invoke(app, ["train", "--scorer-pretrain-epochs", "-1", "-o", str(tmp_path / "x")])
     assert res.exit_code == 2 and "scorer-pretrain-epochs" in res.output
+    res = CliRunner().invoke(app, ["train", "--scorer-pretrain-lr", "0", "-o", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "Error: --scorer-pretrain-lr must be a finite number > 0" in res.output
 
 
 def test_cam_logits_are_the_auxiliary_classifiers():

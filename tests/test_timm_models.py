@@ -33,8 +33,8 @@ if _SWEEP not in ("micro", "all"):
 WARP = {n for n in MODELS if n.startswith("dart_warp_")}
 """A timm CNN behind DART's regular-grid warp (``DartWarp``): timm's API is its backbone's, under ``backbone.``."""
 WARP_SMALL = dict(warp_size=64, num_tokens=64, scorer_input_size=64)
-"""The size CI sweeps a warp model at (the ``cpu-warp`` preset's: 128² input warped to 64², 8×8 boxes, scorer
-on a 64² copy)."""
+"""The size CI sweeps a warp model at (the ``cpu-warp`` preset's 128² input warped to 64², 8×8 boxes; the scorer
+on a 64² copy, which keeps the sweep short)."""
 SWEEP = MODELS if _SWEEP == "all" else [n for n in MODELS if "_micro_" in n] + ["dart_warp_resnet10t"]
 """The swept models: every registered one, or the micro models and the smallest warp model."""
 

@@ -100,7 +100,8 @@ class TrainConfig:
     model whose scorer trunk learns from scratch first trains that trunk and its CAM head alone, as a
     classifier of the full images, for this many epochs, then freezes it, as the paper's
     pretrained trunk is frozen; :mod:`dartok.train.scorer_pretrain`, docs/method.md §10; 0 off;
-    models without such a scorer skip it, so a comparison can set it for all its runs), ``clip_grad`` (max grad norm, ``None``
+    models without such a scorer skip it, so a comparison can set it for all its runs),
+    ``scorer_pretrain_lr`` (that pretraining's peak learning rate; ``None``: ``lr``), ``clip_grad`` (max grad norm, ``None``
     off), ``seed``, ``model_ema`` (keep an exponential moving average of the weights, as
     DeiT does, with ``timm.utils.ModelEmaV3``; evaluated and checkpointed alongside),
     ``model_ema_decay``.
@@ -160,6 +161,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     prior_epochs: float = 0.0
     scorer_pretrain_epochs: int = 0
+    scorer_pretrain_lr: float | None = None
     clip_grad: float | None = None
     seed: int = 0
     model_ema: bool = False
@@ -253,6 +255,11 @@ class TrainConfig:
                 or self.scorer_pretrain_epochs < 0):
             raise ValueError(f"{n('scorer_pretrain_epochs')} must be an int >= 0 (0: off), "
                              f"got {self.scorer_pretrain_epochs!r}")
+        if self.scorer_pretrain_lr is not None and (
+                isinstance(self.scorer_pretrain_lr, bool) or not isinstance(self.scorer_pretrain_lr, (int, float))
+                or not math.isfinite(self.scorer_pretrain_lr) or self.scorer_pretrain_lr <= 0):
+            raise ValueError(f"{n('scorer_pretrain_lr')} must be a finite number > 0 (or unset: {n('lr')}), "
+                             f"got {self.scorer_pretrain_lr!r}")
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
             raise ValueError(f"{n('warmup_epochs')} ({self.warmup_epochs}) must be < {n('epochs')} ({self.epochs})")
         if not isinstance(self.model_kwargs, dict):

@@ -900,7 +900,8 @@ def _pretrain_scorer(cfg: TrainConfig, m: _Model, loaders: _Loaders, task: Task,
                                                      ("object_mass", "object_tokens") if k in record)
                     + f"  {record['time_s']:.1f}s")
 
-        pretrain_scorer(scorer, loaders.train, epochs=cfg.scorer_pretrain_epochs, lr=cfg.lr,
+        pretrain_scorer(scorer, loaders.train, epochs=cfg.scorer_pretrain_epochs,
+                        lr=cfg.lr if cfg.scorer_pretrain_lr is None else cfg.scorer_pretrain_lr,
                         weight_decay=cfg.weight_decay, device=device, input_size=m.input_size,
                         unpack=lambda t: _unpack(task, t, device).targets, amp=cfg.amp, mixup_fn=mixup_fn,
                         progress=cfg.progress, on_epoch=on_epoch, set_epoch=loaders.set_epoch)
