@@ -213,6 +213,7 @@ _HARDER_DATA: dict[str, dict[str, Any]] = {
                                                   "clutter_size": 0.05}},
 }
 
+
 def scratch_scorer(input_size: int = 128, num_classes: int = 10) -> dict[str, Any]:
     """The scorer that localises from scratch on the micro models (docs/method.md §10, issue 11).
 
