@@ -4,8 +4,10 @@ Two settings, each timed interleaved (``dartok.tools.bench.measure_speeds``: one
 round, so a shared machine's slow spells hit all alike; paired ratios against the plain CNN):
 
 - ``cpu-warp``: ResNet-10-T on a 64² one-channel image vs the same behind the warp of a 128² canvas to
-  64² (8×8 boxes of 8 px, anti-aliased), with the learned scorer (MobileNetV3-Small on a 64² copy, cut
-  at stride 8) and with a uniform pdf (the warp alone: the oracle's cost);
+  64² (8×8 boxes of 8 px, anti-aliased), with the ``cpu-warp`` preset's from-scratch scorer
+  (``scratch_scorer(128)``: MobileNetV3-Small on the 128² canvas cut at stride 8, a 16×16 map, softmax,
+  3×3 blur, CAM head), with the warp models' default scorer (on a 64² copy, cut at stride 8: an 8×8
+  map) and with a uniform pdf (the warp alone: the oracle's cost);
 - ImageNet size: ResNet-18 at 224² vs ``dart_warp_resnet18`` (448² input warped to 224², 14×14 boxes of
   16 px, scorer on a 224² copy) and the same with a uniform pdf.
 
@@ -23,6 +25,7 @@ import timm
 import torch
 
 from dartok.models import create_model
+from dartok.tools.compare import scratch_scorer
 from dartok.tools.bench import finish_report, machine_info, measure_speeds, paired_speed_ratio, script_command
 from dartok.tools.flops import count_macs
 
@@ -36,7 +39,9 @@ def settings() -> dict[str, list[tuple[str, torch.nn.Module, tuple[int, ...]]]]:
     return {
         "cpu-warp (Cluttered Fashion-MNIST, 1 channel)": [
             ("resnet10t @ 64² (canvas resized)", timm.create_model("resnet10t", in_chans=1, num_classes=10), (1, 64, 64)),
-            ("dart_warp_resnet10t, 128² → 64², learned scorer", create_model("dart_warp_resnet10t", **_MICRO),
+            ("dart_warp_resnet10t, 128² → 64², from-scratch scorer (the preset's)",
+             create_model("dart_warp_resnet10t", **_MICRO, scorer=scratch_scorer(128)), (1, 128, 128)),
+            ("dart_warp_resnet10t, 128² → 64², scorer on a 64² copy", create_model("dart_warp_resnet10t", **_MICRO),
              (1, 128, 128)),
             ("dart_warp_resnet10t, 128² → 64², uniform pdf (the warp alone)",
              create_model("dart_warp_resnet10t", **_MICRO, scorer=None), (1, 128, 128)),
