@@ -258,8 +258,15 @@ def test_harder_presets_run_the_cpu_main_set_with_the_cpu_recipe(preset, tmp_pat
     n = 36 if preset.endswith("-36") else 16
     base = cmp.PRESETS["cpu-36" if n == 36 else "cpu"]
     entry = cmp.PRESETS[preset]
-    key = [(s.name, s.model, s.num_tokens, s.model_kwargs, s.group) for s in entry["specs"]]
-    assert key == [(s.name, s.model, s.num_tokens, s.model_kwargs, s.group) for s in base["specs"]]
+    def key(specs):  # the scorer follows the canvas (scratch_scorer(canvas)); everything else is the cpu preset's
+        return [(s.name, s.model, s.num_tokens, {k: v for k, v in s.model_kwargs.items() if k != "scorer"}, s.group)
+                for s in specs]
+
+    assert key(entry["specs"]) == key(base["specs"])
+    from dartok.tools.compare import scratch_scorer
+
+    assert all(s.model_kwargs["scorer"] == scratch_scorer(entry["train"]["canvas_size"])
+               for s in entry["specs"] if s.is_dart)
     assert [s.name for s in entry["specs"]] == [f"grid@{n}", f"dart@{n}", f"oracle@{n}", f"grid@{4 * n}",
                                                 f"dart@{2 * n}"]
     for k in ("epochs", "train_samples", "test_samples", "batch_size", "lr"):

@@ -66,6 +66,30 @@ def test_cpu_presets_have_the_oracle_beside_learned_dart_on_data_with_boxes(pres
         assert {o.num_tokens for o in oracles} <= grids  # and a grid run at that budget
 
 
+@pytest.mark.parametrize("preset", ["cpu", "cpu-36", "cpu-small", "cpu-clutter-36", "cpu-large", "cpu-large-36"])
+def test_cpu_classification_presets_use_the_from_scratch_scorer(preset):
+    """Issue 11's default: every DART run (the oracle's too, for its 16x16 cells) of the micro classification
+    presets gets scratch_scorer() at the preset's canvas, the training pretrains it (SCRATCH_TRAIN); the
+    grid runs are untouched."""
+    from dartok.tools.compare import SCRATCH_TRAIN, scratch_scorer
+
+    entry = cmp.PRESETS[preset]
+    canvas = entry["train"]["canvas_size"]
+    assert {k: entry["train"][k] for k in SCRATCH_TRAIN} == SCRATCH_TRAIN
+    for spec in entry["specs"]:
+        if spec.is_dart:
+            assert spec.model_kwargs["scorer"] == scratch_scorer(canvas), spec.name
+        else:
+            assert spec.model_kwargs == {}, spec.name
+    dart = next(s for s in entry["specs"] if s.is_dart and not s.is_oracle)
+    model = create_model(dart.model, num_tokens=dart.num_tokens, img_size=canvas, in_chans=1, num_classes=10,
+                         **dart.model_kwargs)
+    assert model.patch_embed.scorer.grid_size == (canvas // 8, canvas // 8)
+    # the specs do not share one dict: a run that edits its kwargs leaves the others alone
+    darts = [s for s in entry["specs"] if s.is_dart]
+    assert len({id(s.model_kwargs["scorer"]) for s in darts}) == len(darts)
+
+
 def test_full_presets_have_no_oracle():  # ImageFolder / SSv2 data has no object boxes
     for name in ("full", "full-vim", "full-video"):
         assert not any(s.is_oracle for s in cmp.PRESETS[name]["specs"])

@@ -133,20 +133,26 @@ def _run_label(name: str, seed: int | None, seeds: Sequence[int] | None) -> str:
     return f"{name}/seed{seed}" if seeds is not None and len(seeds) > 1 else name
 
 
-def _main_set(n: int, grid: str, dart: str, oracle: bool = False) -> list[RunSpec]:
+def _main_set(n: int, grid: str, dart: str, oracle: bool = False,
+              dart_kwargs: dict[str, Any] | None = None) -> list[RunSpec]:
     """The paper's main comparison: fixed grid at N, DART at N, fixed grid at 4N, DART at 2N;
-    with ``oracle`` (datasets with object boxes), ``oracle@N`` after DART at N."""
+    with ``oracle`` (datasets with object boxes), ``oracle@N`` after DART at N. ``dart_kwargs`` go to
+    every DART run, the oracle's included."""
+    kw = dict(dart_kwargs or {})
     return [
         RunSpec(f"grid@{n}", grid, n),
-        RunSpec(f"dart@{n}", dart, n),
-        *([RunSpec(f"oracle@{n}", dart, n, dict(ORACLE))] if oracle else []),
+        RunSpec(f"dart@{n}", dart, n, copy.deepcopy(kw)),
+        *([RunSpec(f"oracle@{n}", dart, n, {**copy.deepcopy(kw), **ORACLE})] if oracle else []),
         RunSpec(f"grid@{4 * n}", grid, 4 * n),
-        RunSpec(f"dart@{2 * n}", dart, 2 * n),
+        RunSpec(f"dart@{2 * n}", dart, 2 * n, copy.deepcopy(kw)),
     ]
 
 
-def _micro(n: int) -> list[RunSpec]:
-    return _main_set(n, "vit_micro_patch8", "dart_vit_micro_patch8", oracle=True)
+def _micro(n: int, canvas_size: int = 128) -> list[RunSpec]:
+    """The main set on the micro ViT, DART (and the oracle) with the from-scratch scorer at the canvas
+    size (:func:`scratch_scorer`; the presets' training adds :data:`SCRATCH_TRAIN`)."""
+    return _main_set(n, "vit_micro_patch8", "dart_vit_micro_patch8", oracle=True,
+                     dart_kwargs={"scorer": scratch_scorer(canvas_size)})
 
 
 def _video(per_frame: int, frames: int, grid: str, dart: str, dart_kwargs: dict | None = None,
@@ -323,10 +329,13 @@ VIM_RECIPE: dict[str, Any] = {**DEIT_RECIPE, "weight_decay": 0.1, "drop_path": 0
 PRESETS: dict[str, dict[str, Any]] = {
     # the main set (grid N, DART N, oracle N, grid 4N, DART 2N) at N = 16, 3 seeds: about 3 h
     # on 2 cores with two jobs (about 1 h a seed; --seeds 0 for one)
-    "cpu": {"specs": _micro(16), "seeds": CPU_SEEDS, "train": dict(_CPU_RECIPE)},
+    # DART and the oracle use the from-scratch scorer, pretrained 4 epochs and frozen (scratch_scorer,
+    # SCRATCH_TRAIN; issue 11, session 10); the paper's scorer: --dart-kwargs '{"scorer":
+    # "mobilenetv3_small"}' --scorer-pretrain-epochs 0
+    "cpu": {"specs": _micro(16), "seeds": CPU_SEEDS, "train": {**_CPU_RECIPE, **SCRATCH_TRAIN}},
     # the same at N = 36 (grid 144, DART 72; the issue's second budget): roughly 1.5-2 h a seed,
     # 5 h at 3 seeds (an estimate from the demo's N = 36 runs, not measured)
-    "cpu-36": {"specs": _micro(36), "seeds": CPU_SEEDS, "train": dict(_CPU_RECIPE)},
+    "cpu-36": {"specs": _micro(36), "seeds": CPU_SEEDS, "train": {**_CPU_RECIPE, **SCRATCH_TRAIN}},
     # one option at a time vs a reference run of the same (shorter: 10k images, 8 epochs) recipe;
     # about 2.5 core-hours, 75-90 min a seed with two jobs (the larger trunks dominate): 4-5 h at 3 seeds
     "cpu-ablations": {"specs": _ablations(16), "seeds": CPU_SEEDS,
@@ -352,8 +361,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # cpu-clutter(-36): 24 fragments of 13 px; as long as cpu(-36) (the data takes a little longer to draw)
     # cpu-large(-36): a 192 px canvas, objects and fragments the size they have on 128 px; as long as
     #   cpu(-36) plus drawing 2.25x the pixels (estimate: 10-20% more)
-    **{f"cpu-{variant}{suffix}": {"specs": _micro(n), "seeds": CPU_SEEDS,
-                                  "train": {**_CPU_RECIPE, **copy.deepcopy(data)}}
+    **{f"cpu-{variant}{suffix}": {"specs": _micro(n, data["canvas_size"]), "seeds": CPU_SEEDS,
+                                  "train": {**_CPU_RECIPE, **SCRATCH_TRAIN, **copy.deepcopy(data)}}
        for variant, data in _HARDER_DATA.items() for n, suffix in ((16, ""), (36, "-36"))},
     # tokens that must follow motion (issue 11 item 6): which_moves, two items, the label is the class of
     # the one that moves; the temporal-difference score should put DART's tokens on it, and the oracle
