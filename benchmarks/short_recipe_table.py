@@ -1,0 +1,98 @@
+"""Issue 11's targets on the short recipe: grid, learned DART and the oracle per data, budget and seed.
+
+Collects result files already written by ``benchmarks/scorer_remedies.py`` and
+``benchmarks/preset_short.py`` (5 epochs, 8 000 / 2 000 images, the from-scratch scorer pretrained
+4 epochs at lr 3e-3; the oracle on the same 16×16 cells) into one table: per row the top-1 of each
+seed, DART − grid, the share of the oracle's gain DART keeps, ``(DART − grid) / (oracle − grid)``,
+and the object mass at the end. Trains nothing.
+
+    python benchmarks/short_recipe_table.py
+
+Writes ``benchmarks/results/issue11_short_recipe.{json,md}``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# (data, N) -> {row: [(file, run name in it)]}; a row's seeds are the union over its files
+SOURCES: dict[tuple[str, int], dict[str, list[tuple[str, str]]]] = {
+    ("cpu (default data)", 36): {
+        "grid": [("scorer_remedies_try14_pretrain", "grid")],
+        "dart": [("scorer_remedies_try18_pretrain_lr3e-3",
+                  "dart (cam, stride-8 map, softmax, 3x3 pdf blur, trunk pretrained and frozen)")],
+        "oracle": [("scorer_remedies_try15_oracle16", "oracle (16x16 map)")],
+    },
+    ("cpu (default data)", 16): {r: [("cpu_short_scratch_lr3e-3_n16", f"{r}@16")] for r in ("grid", "dart", "oracle")},
+    ("cpu-small", 36): {
+        "grid": [("cpu-small-36_short", "grid@36"), ("cpu-small-36_short_scratch_lr3e-3_seeds12", "grid@36")],
+        **{r: [("cpu-small-36_short_scratch_lr3e-3", f"{r}@36"), ("cpu-small-36_short_scratch_lr3e-3_seeds12", f"{r}@36")]
+           for r in ("dart", "oracle")},
+    },
+    ("cpu-clutter", 36): {
+        "grid": [("cpu-clutter-36_short", "grid@36"), ("cpu-clutter-36_short_scratch_lr3e-3_seeds12", "grid@36")],
+        **{r: [("cpu-clutter-36_short_scratch_lr3e-3", f"{r}@36"),
+               ("cpu-clutter-36_short_scratch_lr3e-3_seeds12", f"{r}@36")] for r in ("dart", "oracle")},
+    },
+    ("cpu-small", 16): {r: [("cpu-small_short_scratch_lr3e-3", f"{r}@16")] for r in ("grid", "dart", "oracle")},
+    ("cpu-clutter", 16): {r: [("cpu-clutter_short_scratch_lr3e-3", f"{r}@16")] for r in ("grid", "dart", "oracle")},
+}
+
+
+def per_seed(stem: str, name: str) -> dict[int, tuple[float, float | None]]:
+    """``{seed: (top-1, object mass)}`` of run ``name`` in ``results/<stem>.json`` (compare's or scorer_remedies')."""
+    path = RESULTS / f"{stem}.json"
+    if not path.is_file():
+        return {}
+    d = json.loads(path.read_text())
+    if "runs" in d:  # scorer_remedies.py
+        run = d["runs"].get(name)
+        if run is None:
+            return {}
+        seeds = [int(s) for s in str(d["settings"]["seeds"]).split()] if isinstance(d["settings"]["seeds"], str) \
+            else list(d["settings"]["seeds"])
+        masses = run.get("object_mass") or [None] * len(seeds)
+        return {s: (t, m) for s, t, m in zip(seeds, run["top1"], masses)}
+    rows = d.get("seed_rows") or [{**r, "seed": r["seeds"][0]} for r in d["rows"] if len(r.get("seeds", [])) == 1]
+    return {int(r["seed"]): (r["test_top1"], r.get("test_object_mass")) for r in rows if r["name"] == name}
+
+
+def main() -> None:
+    out, lines = [], ["# Issue 11 on the short recipe: grid, learned DART and the oracle, per seed", "",
+                      "5 epochs, 8 000 / 2 000 images, batch 64, lr 1e-3; DART with `scratch_scorer()` pretrained 4 "
+                      "epochs at lr 3e-3 then frozen; the oracle cuts the same 16×16 cells (24×24 on 192 px). "
+                      "Top-1 % per seed 0 / 1 / 2. Share: (DART − grid) / (oracle − grid).", "",
+                      "| data | N | grid | DART | oracle | DART − grid | share of the oracle's gain | DART spread | "
+                      "object mass (DART, end) |", "|---|---|---|---|---|---|---|---|---|"]
+    for (data, n), rows in SOURCES.items():
+        vals = {}
+        for row, files in rows.items():
+            merged: dict[int, tuple[float, float | None]] = {}
+            for stem, name in files:
+                merged.update(per_seed(stem, name))
+            vals[row] = merged
+        seeds = sorted(set(vals["grid"]) & set(vals["dart"]) & set(vals["oracle"]))
+        if not seeds:
+            continue
+        g, d, o = ([vals[r][s][0] for s in seeds] for r in ("grid", "dart", "oracle"))
+        delta = [b - a for a, b in zip(g, d)]
+        share = [(b - a) / (c - a) for a, b, c in zip(g, d, o)]
+        mass = [vals["dart"][s][1] for s in seeds]
+        rec = {"data": data, "num_tokens": n, "seeds": seeds, "grid": g, "dart": d, "oracle": o, "delta": delta,
+               "share": share, "dart_spread": max(d) - min(d), "object_mass": mass}
+        out.append(rec)
+        f = lambda xs, p=2: " / ".join(f"{x:.{p}f}" if x is not None else "-" for x in xs)  # noqa: E731
+        lines.append(f"| {data} | {n} | {f(g)} | {f(d)} | {f(o)} | {' / '.join(f'{x:+.2f}' for x in delta)} | "
+                     f"{f(share)} | {rec['dart_spread']:.2f} | {f(mass)} |")
+    lines += ["", "Seeds: " + "; ".join(f"{r['data']} N={r['num_tokens']}: {r['seeds']}" for r in out),
+              "", "Sources: " + ", ".join(sorted({f'`{stem}`' for rows in SOURCES.values() for fs in rows.values()
+                                                   for stem, _ in fs}))]
+    (RESULTS / "issue11_short_recipe.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / "issue11_short_recipe.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
