@@ -36,6 +36,13 @@ SOURCES: dict[tuple[str, int], dict[str, list[tuple[str, str]]]] = {
         **{r: [("cpu-clutter-36_short_scratch_lr3e-3", f"{r}@36"),
                ("cpu-clutter-36_short_scratch_lr3e-3_seeds12", f"{r}@36")] for r in ("dart", "oracle")},
     },
+    ("cpu-clutter, scorer pretrained 8 epochs", 36): {
+        "grid": [("cpu-clutter-36_short", "grid@36"), ("cpu-clutter-36_short_scratch_lr3e-3_seeds12", "grid@36")],
+        "dart": [("cpu-clutter-36_short_scratch_lr3e-3_pre8_seed0", "dart@36"),
+                 ("cpu-clutter-36_short_scratch_lr3e-3_pre8_seeds12", "dart@36")],
+        "oracle": [("cpu-clutter-36_short_scratch_lr3e-3", "oracle@36"),
+                   ("cpu-clutter-36_short_scratch_lr3e-3_seeds12", "oracle@36")],
+    },
     ("cpu-small", 16): {r: [("cpu-small_short_scratch_lr3e-3", f"{r}@16")] for r in ("grid", "dart", "oracle")},
     ("cpu-clutter", 16): {r: [("cpu-clutter_short_scratch_lr3e-3", f"{r}@16")] for r in ("grid", "dart", "oracle")},
 }
@@ -62,7 +69,7 @@ def per_seed(stem: str, name: str) -> dict[int, tuple[float, float | None]]:
 def main() -> None:
     out, lines = [], ["# Issue 11 on the short recipe: grid, learned DART and the oracle, per seed", "",
                       "5 epochs, 8 000 / 2 000 images, batch 64, lr 1e-3; DART with `scratch_scorer()` pretrained 4 "
-                      "epochs at lr 3e-3 then frozen; the oracle cuts the same 16×16 cells (24×24 on 192 px). "
+                      "epochs at lr 3e-3 then frozen (8 where the row says so); the oracle cuts the same 16×16 cells (24×24 on 192 px). "
                       "Top-1 % per seed 0 / 1 / 2. Share: (DART − grid) / (oracle − grid).", "",
                       "| data | N | grid | DART | oracle | DART − grid | share of the oracle's gain | DART spread | "
                       "object mass (DART, end) |", "|---|---|---|---|---|---|---|---|---|"]
