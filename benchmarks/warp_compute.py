@@ -33,14 +33,22 @@ _MICRO = {"num_tokens": 64, "warp_size": 64, "img_size": 128, "in_chans": 1, "nu
           "scorer_input_size": 64, "scorer_stage": 2, "antialias": True}
 
 
+def _frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its scorer trunk frozen, as after ``--scorer-pretrain-epochs`` (BatchNorm folded at inference)."""
+    from dartok.train.scorer_pretrain import freeze_scorer_trunk
+
+    freeze_scorer_trunk(model.patch_embed.scorer)
+    return model
+
+
 def settings() -> dict[str, list[tuple[str, torch.nn.Module, tuple[int, ...]]]]:
     """``{setting: [(label, model, C×H×W input)]}``, the plain CNN first."""
     torch.manual_seed(0)
     return {
         "cpu-warp (Cluttered Fashion-MNIST, 1 channel)": [
             ("resnet10t @ 64² (canvas resized)", timm.create_model("resnet10t", in_chans=1, num_classes=10), (1, 64, 64)),
-            ("dart_warp_resnet10t, 128² → 64², from-scratch scorer (the preset's)",
-             create_model("dart_warp_resnet10t", **_MICRO, scorer=scratch_scorer(128)), (1, 128, 128)),
+            ("dart_warp_resnet10t, 128² → 64², from-scratch scorer (the preset's; trunk frozen)",
+             _frozen(create_model("dart_warp_resnet10t", **_MICRO, scorer=scratch_scorer(128))), (1, 128, 128)),
             ("dart_warp_resnet10t, 128² → 64², scorer on a 64² copy", create_model("dart_warp_resnet10t", **_MICRO),
              (1, 128, 128)),
             ("dart_warp_resnet10t, 128² → 64², uniform pdf (the warp alone)",
