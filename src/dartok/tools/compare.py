@@ -242,7 +242,7 @@ SCRATCH_TRAIN: dict[str, Any] = {"scorer_pretrain_epochs": 4, "scorer_pretrain_l
 """The training options that go with :func:`scratch_scorer`: 4 epochs of scorer pretraining at a peak
 learning rate of 3e-3, then its trunk frozen (:mod:`dartok.train.scorer_pretrain`). Runs without a
 learned scorer skip it. At 1e-3 (the DART recipe's lr) the trunk's classifier reaches 31-40 % and
-its map localises at some seeds only; at 3e-3 it reaches 55-57 % and its pdf's object mass 0.61-0.64
+its map localises at some seeds only; at 3e-3 it reaches 56.8-60.0 % and its pdf's object mass 0.61-0.64
 at seeds 0, 1, 2 (README "Training a scorer from scratch")."""
 
 _WARP_KWARGS = {"warp_size": 64, "scorer_input_size": 64, "scorer_stage": 2, "antialias": True}
