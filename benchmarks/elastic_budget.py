@@ -129,7 +129,9 @@ def main() -> None:
     t0 = time.perf_counter()
     train = {**PRESETS["cpu"]["train"], "train_samples": args.train_samples, "test_samples": args.test_samples,
              "epochs": args.epochs}
-    dart_spec = RunSpec(f"dart@{args.train_tokens}", "dart_vit_micro_patch8", args.train_tokens)
+    # the cpu preset's DART row (its from-scratch scorer, pretrained by the preset's training options)
+    preset_dart = next(sp for sp in PRESETS["cpu"]["specs"] if sp.is_dart and not sp.is_oracle)
+    dart_spec = RunSpec(f"dart@{args.train_tokens}", preset_dart.model, args.train_tokens, dict(preset_dart.model_kwargs))
     grid_specs = [] if args.no_grid else [RunSpec(f"grid@{n}", "vit_micro_patch8", n) for n in reversed(grid_budgets)]
     specs = [dart_spec, *grid_specs]  # the long DART run first, the grids fill the other job
     output = Path(args.output)
