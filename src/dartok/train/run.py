@@ -908,8 +908,9 @@ def _pretrain_scorer(cfg: TrainConfig, m: _Model, loaders: _Loaders, task: Task,
         if m.ema is not None:  # the EMA copy starts from the pretrained scorer (a resumed one comes from the checkpoint)
             m.ema.module.load_state_dict(ckpt.unwrap_model(m.model).state_dict())
     freeze_scorer_trunk(scorer)
-    if m.ema is not None and learned_scorer(m.ema.module) is not None:
-        freeze_scorer_trunk(learned_scorer(m.ema.module))
+    ema_scorer = learned_scorer(m.ema.module) if m.ema is not None else None
+    if ema_scorer is not None:
+        freeze_scorer_trunk(ema_scorer)
 
 
 def _log_start(cfg: TrainConfig, m: _Model, data: _Data, device: torch.device) -> None:
