@@ -296,6 +296,13 @@ def test_demo_rejects_non_square_budget(tmp_path):
     assert_clean_error(invoke("demo", "-o", tmp_path, "--num-tokens", 10), "square")
 
 
+@pytest.mark.parametrize("option, value, field", [("--lr", -1, "lr"), ("--scorer-pretrain-lr", 0, "scorer_pretrain_lr")])
+def test_demo_refuses_a_bad_option_before_it_announces_or_trains(tmp_path, option, value, field):
+    res = invoke("demo", "-o", tmp_path / "d", option, value)
+    assert_clean_error(res, f"Error: {field} must be a finite number > 0")
+    assert "training" not in res.output and not (tmp_path / "d").exists()
+
+
 def test_compare_preset_rows_tables_plot_and_snapshots(tmp_path, monkeypatch):
     from dartok import compare as cmp
 

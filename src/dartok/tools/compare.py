@@ -1108,6 +1108,8 @@ def demo(output: str | os.PathLike = "runs/demo", num_tokens: int = DEMO_DEFAULT
     output = Path(output)
     preset = demo_preset(num_tokens, dart_kwargs, **train)
     opts = preset["train"]
+    for spec in preset["specs"]:  # a bad option is one error before anything is announced or trained
+        train_config(spec, opts, output / spec.name)
     epochs = int(opts["epochs"])
     echo(f"training dart_vit_micro_patch8 (learned scorer, and the oracle: the true object box) and "
          f"vit_micro_patch8 at N={num_tokens} tokens on Cluttered "
