@@ -10,7 +10,10 @@ columns and plot). Not the preset's numbers: those need ``dartok compare --prese
 ``--dart-kwargs JSON`` adds model kwargs to every DART row (the row's own win; ``{"scorer":
 "scratch"}`` stands for :func:`dartok.tools.compare.scratch_scorer` at the preset's canvas size),
 ``--train JSON`` overrides training options (e.g. ``{"scorer_pretrain_epochs": 4}``), and ``--suffix``
-names the result files ``<preset>_short<suffix>``.
+names the result files ``<preset>_short<suffix>``. ``--merge`` trains the named rows of all the given
+presets in one comparison (one pool of ``--jobs`` workers, one result file named after the first
+preset), which needs the presets to share their training options: e.g. ``cpu cpu-36 --runs dart@16
+dart@36 --merge`` keeps both cores busy through 3 seeds.
 """
 from __future__ import annotations
 
@@ -34,14 +37,31 @@ def main() -> None:
     ap.add_argument("--dart-kwargs", default="{}", help="JSON: model kwargs added to every DART row")
     ap.add_argument("--train", default="{}", help="JSON: training options over the preset's")
     ap.add_argument("--suffix", default="")
+    ap.add_argument("--merge", action="store_true", help="one comparison over all the presets' rows")
     args = ap.parse_args()
-    for preset in args.presets:
-        if preset not in PRESETS:
-            raise SystemExit(f"Error: unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-        specs = [s for s in PRESETS[preset]["specs"] if s.name in args.runs]
+    if args.merge:
+        specs, trains = [], []
+        for preset in args.presets:
+            if preset not in PRESETS:
+                raise SystemExit(f"Error: unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+            specs += [s for s in PRESETS[preset]["specs"] if s.name in args.runs]
+            trains.append(PRESETS[preset]["train"])
+        if any(t != trains[0] for t in trains):
+            raise SystemExit(f"Error: --merge needs presets with the same training options; {args.presets} differ")
         if not specs:
-            raise SystemExit(f"Error: preset {preset!r} has none of the runs {args.runs}")
-        train = {**PRESETS[preset]["train"], "epochs": args.epochs, "train_samples": args.train_samples,
+            raise SystemExit(f"Error: the presets have none of the runs {args.runs}")
+        groups = [(args.presets[0], specs, trains[0])]
+    else:
+        groups = []
+        for preset in args.presets:
+            if preset not in PRESETS:
+                raise SystemExit(f"Error: unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+            specs = [s for s in PRESETS[preset]["specs"] if s.name in args.runs]
+            if not specs:
+                raise SystemExit(f"Error: preset {preset!r} has none of the runs {args.runs}")
+            groups.append((preset, specs, PRESETS[preset]["train"]))
+    for preset, specs, preset_train in groups:
+        train = {**preset_train, "epochs": args.epochs, "train_samples": args.train_samples,
                  **json.loads(args.train)}
         dart_kwargs = json.loads(args.dart_kwargs)
         if dart_kwargs.get("scorer") == "scratch":

@@ -275,7 +275,7 @@ def test_demo_trains_both_and_reports(tmp_path):
     assert rows["grid"]["input_size"] == [1, 24, 24]  # 3×3 grid of 8-px patches
     assert rows["dart"]["input_size"] == [1, 64, 64] == rows["oracle"]["input_size"]  # DART sees the full canvas
     scorer = {"trunk": "mobilenetv3_small", "input_size": 64, "stage": 2, "activation": "softmax", "pdf_blur": 3,
-              "cam_classes": 10}
+              "cam_classes": 10, "align_cells": True}
     assert rows["oracle"]["model_kwargs"] == {"scorer": scorer, "score_source": "oracle"}
     assert rows["dart"]["model_kwargs"] == {"scorer": scorer}
     # the DART run pretrained its scorer (one epoch), the others skipped it
@@ -371,7 +371,7 @@ def test_compare_option_errors_before_and_during_training(tmp_path, monkeypatch)
 
 def test_compare_scratch_scorer_sets_the_dart_runs_and_the_pretraining(tmp_path, monkeypatch):
     """--scratch-scorer: every DART run gets the from-scratch scorer at the preset's canvas size, and
-    the runs pretrain it 4 epochs at lr 3e-3 (--scorer-pretrain-epochs / --scorer-pretrain-lr override);
+    the runs pretrain it 8 epochs at lr 3e-3 (--scorer-pretrain-epochs / --scorer-pretrain-lr override);
     nothing else changes."""
     import dartok.tools.compare as cmp
 
@@ -385,7 +385,7 @@ def test_compare_scratch_scorer_sets_the_dart_runs_and_the_pretraining(tmp_path,
     res = invoke("compare", "--preset", "cpu-36", "-o", tmp_path, "--scratch-scorer", "--dart-kwargs", '{"alpha": 0.2}')
     assert res.exit_code == 0, res.output
     assert seen["dart_kwargs"] == {"scorer": cmp.scratch_scorer(128), "alpha": 0.2}
-    assert seen["train"] == {"scorer_pretrain_epochs": 4, "scorer_pretrain_lr": 3e-3}
+    assert seen["train"] == {"scorer_pretrain_epochs": 8, "scorer_pretrain_lr": 3e-3}
     res = invoke("compare", "--preset", "cpu-large-36", "-o", tmp_path, "--scratch-scorer",
                  "--scorer-pretrain-epochs", 2, "--scorer-pretrain-lr", 1e-3)
     assert res.exit_code == 0, res.output

@@ -137,12 +137,12 @@ def test_demo_is_a_preset():
         ("grid", "vit_micro_patch8", 9), ("dart", "dart_vit_micro_patch8", 9), ("oracle", "dart_vit_micro_patch8", 9)]
     scorer = scratch_scorer(DEMO_DEFAULTS["canvas_size"])
     assert scorer["stage"] == 2 and scorer["activation"] == "softmax" and scorer["cam_classes"] == 10
-    assert scorer["pdf_blur"] == 3
+    assert scorer["pdf_blur"] == 3 and scorer["align_cells"] is True
     assert preset["specs"][1].model_kwargs == {"scorer": scorer, "alpha": 0.2} and not preset["specs"][0].model_kwargs
     # the oracle cuts the learned scorer's grid (16x16 here), with the true box as its score map
     assert preset["specs"][2].model_kwargs == {"scorer": scorer, "alpha": 0.2, "score_source": "oracle"}
     assert preset["train"]["epochs"] == 2 and preset["train"]["canvas_size"] == DEMO_DEFAULTS["canvas_size"]
-    assert preset["train"]["scorer_pretrain_epochs"] == 4 and preset["train"]["scorer_pretrain_lr"] == 3e-3
+    assert preset["train"]["scorer_pretrain_epochs"] == 8 and preset["train"]["scorer_pretrain_lr"] == 3e-3
     # the scorer follows the canvas; the paper's scorer on request
     assert demo_preset(9, canvas_size=64)["specs"][1].model_kwargs["scorer"]["input_size"] == 64
     assert demo_preset(9, {"scorer": "mobilenetv3_small"})["specs"][1].model_kwargs == {"scorer": "mobilenetv3_small"}

@@ -611,12 +611,12 @@ def compare(
                                        "the CPU presets use 0,1,2); --seeds 0 for one quick run per spec."),
     scratch_scorer: bool = typer.Option(False, "--scratch-scorer", help="DART runs (the oracle's grid too) use the "
                                         "scorer that localises from scratch (stride-8 map, softmax, 3x3 blur, CAM head "
-                                        "over 10 classes; docs/method.md §10) and pretrain it (--scorer-pretrain-epochs, "
-                                        "default 4, at --scorer-pretrain-lr 3e-3). Classification presets on Cluttered "
+                                        "over 10 classes, map read at the cells' centres; docs/method.md §10) and pretrain it "
+                                        "(--scorer-pretrain-epochs, default 8, at --scorer-pretrain-lr 3e-3). Classification presets on Cluttered "
                                         "Fashion-MNIST; cpu, cpu-36, cpu-warp and the harder-data presets already do."),
     scorer_pretrain_epochs: Optional[int] = typer.Option(
         None, min=0, help="Pretrain each DART run's from-scratch scorer trunk this many epochs, then freeze it "
-        "(default: the preset's; 4 with --scratch-scorer)."),
+        "(default: the preset's; 8 with --scratch-scorer)."),
     scorer_pretrain_lr: Optional[float] = typer.Option(
         None, help="Peak learning rate of that pretraining (default: the preset's; "
         "3e-3 with --scratch-scorer; otherwise --lr)."),

@@ -33,7 +33,7 @@ from .partition import work_dtype
 from .resample import antialiased_resize, batch_chunks
 
 __all__ = [
-    "PRIORS", "SCORE_ACTIVATIONS", "SCORER_TRUNKS", "Scorer", "blur_pdf", "saliency_pdf", "ScorerHeadV1", "ScorerHeadV2", "edge_pdf", "fold_trunk_batchnorm", "scores_to_pdf",
+    "PRIORS", "SCORE_ACTIVATIONS", "SCORER_TRUNKS", "Scorer", "blur_pdf", "cell_centre_weights", "saliency_pdf", "ScorerHeadV1", "ScorerHeadV2", "edge_pdf", "fold_trunk_batchnorm", "scores_to_pdf",
     "uniform_pdf",
 ]
 
@@ -140,6 +140,39 @@ def moment_box(pdf: torch.Tensor) -> torch.Tensor:
     vx = (px * (xs - mx[:, None]) ** 2).sum(1) + 1.0 / (12 * w * w)
     hy, hx = (3 * vy).sqrt(), (3 * vx).sqrt()
     return torch.stack([(mx - hx).clamp(0, 1), (my - hy).clamp(0, 1), (mx + hx).clamp(0, 1), (my + hy).clamp(0, 1)], 1)
+
+
+def cell_centre_weights(cells: int, input_size: int, stride: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Linear-interpolation weights that read a trunk's feature map at the score cells' centres (docs/method.md §3).
+
+    A CNN whose convolutions pad symmetrically (odd kernels, ``padding = k // 2``: timm's
+    MobileNetV3, MNASNet, EfficientNet, ResNet) puts feature ``i`` of a stride-``S`` map at input
+    pixel ``i·S`` (pixel indices, pixel ``p`` covering ``[p, p + 1)``), the *top-left* corner of
+    the cell it is taken for, whose centre is pixel ``(i + 0.5)·input_size / cells − 0.5``
+    (``i·S + (S − 1)/2`` when ``input_size = cells·S``): read as is, the score map lies
+    ``(S − 1)/2`` pixels right of and below what it scores, half a cell (3.5 px at stride 8).
+    Row ``i`` of the result interpolates the features at position
+    ``u_i = ((i + 0.5)·input_size / cells − 0.5) / S`` (clamped to ``[0, cells − 1]``) between
+    features ``floor(u_i)`` and ``floor(u_i) + 1``.
+
+    Args:
+        cells: side of the feature / score map (``h`` or ``w``), ≥ 1.
+        input_size: side of the image copy the trunk sees, in pixels.
+        stride: the trunk's total stride at the cut (``feature_info`` ``reduction``).
+
+    Returns:
+        ``cells×cells`` matrix ``M`` (rows sum to 1, ≥ 0): aligned scores are ``M_y · s · M_xᵀ``.
+    """
+    u = ((torch.arange(cells, dtype=torch.float64) + 0.5) * input_size / cells - 0.5) / stride
+    u = u.clamp(0, cells - 1)
+    lo = u.floor().long().clamp(max=cells - 1)
+    hi = (lo + 1).clamp(max=cells - 1)
+    frac = u - lo
+    m = torch.zeros(cells, cells, dtype=torch.float64)
+    rows = torch.arange(cells)
+    m.index_put_((rows, lo), 1 - frac, accumulate=True)
+    m.index_put_((rows, hi), frac, accumulate=True)
+    return m.to(device=device, dtype=dtype)
 
 
 def blur_pdf(pdf: torch.Tensor, k: int) -> torch.Tensor:
@@ -357,6 +390,12 @@ class Scorer(nn.Module):
             again. A peaked map (the softmax's) puts its tokens on the object's most telling
             cells; the oracle's box spreads them over the whole object, which is what pays
             (README "Training a scorer from scratch"). Differentiable; cells stay > 0.
+        align_cells: read the score map at the pdf cells' centres (:func:`cell_centre_weights`):
+            a trunk's stride-``S`` features sit at the top-left corner of their cells, so the
+            map read as is lies ``(S − 1)/2`` input pixels right of and below what it scores
+            (half a cell). Linear interpolation of the scores, differentiable. Default False
+            (the paper's and every checkpoint before it); :func:`dartok.tools.compare.scratch_scorer`
+            turns it on.
         lr_scale: the scorer's learning rate as a multiple of the model's (timm's ``lr_scale``
             on its parameter groups, honoured by timm's schedulers; dartok's optimizer builds
             them, :func:`dartok.train.loop.build_optimization`).
@@ -397,6 +436,7 @@ class Scorer(nn.Module):
         softmax_ramp: tuple[float, float] | None = None,
         lr_scale: float = 1.0,
         pdf_blur: int = 1,
+        align_cells: bool = False,
     ):
         super().__init__()
         import timm  # after dartok's torchvision shim
@@ -463,6 +503,12 @@ class Scorer(nn.Module):
         if isinstance(pdf_blur, bool) or int(pdf_blur) != pdf_blur or pdf_blur < 1 or pdf_blur % 2 == 0:
             raise ValueError(f"pdf_blur must be an odd int >= 1 (1: none), got {pdf_blur!r}")
         self.pdf_blur = int(pdf_blur)
+        if not isinstance(align_cells, bool):
+            raise ValueError(f"align_cells must be True or False, got {align_cells!r}")
+        self.align_cells = align_cells
+        if align_cells:  # the h×h interpolation matrix (a square map: grid_size), moved with the module
+            self.register_buffer("cell_centres", cell_centre_weights(self.grid_size[0], input_size, self.stride),
+                                 persistent=False)
         self.register_buffer("softmax_share", torch.zeros(()), persistent=softmax_ramp is not None)
         self.cam_classes = int(cam_classes)
         self.cam_score = bool(cam_score)
@@ -588,8 +634,20 @@ class Scorer(nn.Module):
             scores = self.head(feats, extra=extra)
         else:
             scores = self.head(feats + extra)
-        if self.cam is None:
-            return scores
+        if self.cam is not None and self.cam_score:
+            scores = scores + self._cam_map(feats)
+        elif self.cam is not None:
+            self._cam_map(feats, logits_only=True)
+        return self.align(scores) if self.align_cells else scores
+
+    def align(self, scores: torch.Tensor) -> torch.Tensor:
+        """``B×h×w`` trunk-grid scores read at the pdf cells' centres (:func:`cell_centre_weights`)."""
+        m = self.cell_centres.to(scores.dtype)
+        return m @ scores @ m.T
+
+    def _cam_map(self, feats: torch.Tensor, logits_only: bool = False) -> torch.Tensor | None:
+        """The class-activation map ``B×h×w`` added to the head's scores (stores the logits for
+        :meth:`auxiliary_loss`); ``logits_only``: store the logits, build no map."""
         # The CAM A = W·f + b (the 1×1 conv, K×C) is never built as B×K×h×w: its spatial mean is
         # W·mean(f) + b (the conv commutes with the mean), and Σ_k s_k·A_k = (sᵀW)·f + sᵀb. Same
         # numbers and gradients to float rounding, at ~1/(h·w) of the K·C·h·w multiply-adds.
@@ -598,13 +656,13 @@ class Scorer(nn.Module):
         logits = self.cam_logits(feats)
         if self.training and torch.is_grad_enabled():
             self._cam_logits = logits
-        if not self.cam_score:
-            return scores
+        if logits_only:
+            return None
         s = torch.softmax(logits.detach().to(work_dtype(logits.dtype)), dim=1).to(logits.dtype)  # B×K
         cam = torch.einsum("bchw,bc->bhw", feats, s @ weight.to(s.dtype))  # Σ_k s_k·(W·f)_k
         if bias is not None:
             cam = cam + (s @ bias.to(s.dtype)[:, None])[:, :, None]  # B×1×1 (a matrix product: fvcore counts it)
-        return scores + cam
+        return cam
 
     def cam_logits(self, feats: torch.Tensor) -> torch.Tensor:
         """The auxiliary classifier's ``B×K`` logits for trunk features ``B×C'×h×w`` (its pooled CAM).
