@@ -12,6 +12,12 @@ of every seed is evaluated at every budget (:func:`dartok.train.evaluate_checkpo
 ``num_tokens``), and its GMACs counted there.
 
     python benchmarks/elastic_budget.py [--seeds 0 1 2] [--budgets 9 16 25 36 49 64 100] [--resume]
+    python benchmarks/elastic_budget.py --flexi --grid-from elastic_budget_s10   # + a DART trained at random N
+
+``--flexi`` also trains the same DART model at a budget drawn per batch from ``--budgets``
+(``--train-num-tokens``, FlexiViT's random patch size; evaluated and saved at ``--train-tokens``) and
+evaluates it at every budget. ``--grid-from STEM`` takes the grid rows from an earlier result file
+(``results/STEM.json``, same data and recipe: the grids use no scorer) instead of training them.
 
 About 25 min on two busy cores at the defaults. Writes ``benchmarks/results/elastic_budget.{json,md,png}``
 (``--name`` for another stem); runs under ``runs/elastic_budget``.
@@ -19,6 +25,7 @@ About 25 min on two busy cores at the defaults. Writes ``benchmarks/results/elas
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -61,7 +68,8 @@ def dart_at_budgets(run_dirs: list[Path], budgets: list[int], input_size) -> dic
     return out
 
 
-def plot(path: Path, budgets: list[int], dart: dict[int, dict], grid: dict[int, dict], train_n: int) -> None:
+def plot(path: Path, budgets: list[int], dart: dict[int, dict], grid: dict[int, dict], train_n: int,
+         flexi: dict[int, dict] | None = None) -> None:
     """Top-1 against N: DART trained at ``train_n`` and run at N, the grid trained at each N (min–max bands)."""
     import matplotlib
 
@@ -71,6 +79,8 @@ def plot(path: Path, budgets: list[int], dart: dict[int, dict], grid: dict[int, 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     curves = [(f"DART trained at N={train_n}, run at N", dart, "o-", "top1"),
               ("fixed grid trained at N", grid, "s--", "top1")]
+    if flexi:
+        curves.append(("DART trained at random N per batch, run at N", flexi, "^-", "top1"))
     if grid and all("top1_at_dart_epoch" in g for g in grid.values()):  # DART stopped early: same schedule point
         curves[1] = ("fixed grid trained at N, final epoch", grid, "s:", "top1")
         curves.append(("fixed grid trained at N, at DART's epoch", grid, "s--", "top1_at_dart_epoch"))
@@ -114,6 +124,10 @@ def main() -> None:
     ap.add_argument("--collect-only", action="store_true",
                     help="train nothing: tables and plot from the runs in --output as they are (each at the epoch it "
                          "reached; runs without a checkpoint are left out)")
+    ap.add_argument("--flexi", action="store_true",
+                    help="also train DART at a budget drawn per batch from --budgets, evaluated at each")
+    ap.add_argument("--grid-from", default=None,
+                    help="take the grid rows from results/<STEM>.json (an earlier run of this script) instead of training")
     ap.add_argument("--output", default="runs/elastic_budget")
     ap.add_argument("--name", default="elastic_budget")
     args = ap.parse_args()
@@ -132,7 +146,16 @@ def main() -> None:
     # the cpu preset's DART row (its from-scratch scorer, pretrained by the preset's training options)
     preset_dart = next(sp for sp in PRESETS["cpu"]["specs"] if sp.is_dart and not sp.is_oracle)
     dart_spec = RunSpec(f"dart@{args.train_tokens}", preset_dart.model, args.train_tokens, dict(preset_dart.model_kwargs))
-    grid_specs = [] if args.no_grid else [RunSpec(f"grid@{n}", "vit_micro_patch8", n) for n in reversed(grid_budgets)]
+    grid_specs = [] if args.no_grid or args.grid_from else [RunSpec(f"grid@{n}", "vit_micro_patch8", n)
+                                                             for n in reversed(grid_budgets)]
+    grid_saved = None
+    if args.grid_from:
+        path = RESULTS / f"{args.grid_from}.json"
+        if not path.is_file():
+            raise SystemExit(f"Error: --grid-from: no result file {path}")
+        grid_saved = {int(n): v for n, v in json.loads(path.read_text())["grid"].items()}
+    flexi_spec = RunSpec(f"dart@{args.train_tokens} random N", preset_dart.model, args.train_tokens,
+                         dict(preset_dart.model_kwargs)) if args.flexi else None
     specs = [dart_spec, *grid_specs]  # the long DART run first, the grids fill the other job
     output = Path(args.output)
     if args.collect_only:
@@ -143,6 +166,9 @@ def main() -> None:
         grid_specs = [sp for sp in grid_specs if sp in specs]
     else:
         codes = run_specs(specs, output, train, jobs=args.jobs, seeds=seeds, resume=args.resume)
+        if flexi_spec is not None:
+            codes.update(run_specs([flexi_spec], output, {**train, "train_num_tokens": budgets}, jobs=args.jobs,
+                                   seeds=seeds, resume=args.resume))
         failed = {k: v for k, v in codes.items() if v}
         if failed:
             raise SystemExit(f"Error: runs failed: {failed}")
@@ -150,6 +176,10 @@ def main() -> None:
     dart_rows = [r for r in rows if r["name"] == dart_spec.name]
     dirs = [seed_run_dir(output, dart_spec.name, s, seeds) for s in seeds]
     dart = dart_at_budgets(dirs, budgets, dart_rows[0]["input_size"])
+    flexi = None
+    if flexi_spec is not None:
+        flexi = dart_at_budgets([seed_run_dir(output, flexi_spec.name, s, seeds) for s in seeds], budgets,
+                                dart_rows[0]["input_size"])
     trained = _stats([r["test_top1"] for r in dart_rows])
     dart_epochs = sorted({r["epochs"] for r in dart_rows})
     grid = {}
@@ -160,8 +190,10 @@ def main() -> None:
         if len(dart_epochs) == 1 and all(len(r["top1_by_epoch"]) >= dart_epochs[0] for r in rs):
             # the same point of the same schedule as the DART checkpoint (a run stopped early)
             grid[spec.num_tokens]["top1_at_dart_epoch"] = _stats([r["top1_by_epoch"][dart_epochs[0] - 1] for r in rs])
+    if grid_saved is not None:
+        grid = {n: v for n, v in grid_saved.items() if n in grid_budgets}
     png = RESULTS / f"{args.name}.png"
-    plot(png, budgets, dart, grid, args.train_tokens)
+    plot(png, budgets, dart, grid, args.train_tokens, flexi)
     multi = len(seeds) > 1
     lines = [f"# Elastic token budget: DART trained at N = {args.train_tokens}, evaluated at N", "",
              f"`dart_vit_micro_patch8` trained once at N = {args.train_tokens} (its test top-1 there: "
@@ -173,19 +205,25 @@ def main() -> None:
              f"Epochs reached: DART {'/'.join(map(str, dart_epochs))} of {args.epochs}"
              + ("" if dart_epochs == [args.epochs] and all(g["epochs"] == [args.epochs] for g in grid.values())
                 else " (runs stopped early: see the grid rows' epochs)") + ".", "",
-             "| N | DART@" + str(args.train_tokens) + " run at N: top-1 (%) | GMACs | grid trained at N: top-1 (%) "
-             f"| grid epochs | grid top-1 after epoch {dart_epochs[-1]} (DART's) | grid input | grid GMACs |",
-             "|---|---|---|---|---|---|---|---|"]
+             (f"Grid rows from `{args.grid_from}.json` (the same data and recipe; not retrained)." if args.grid_from
+              else ""), "",
+             "| N | DART@" + str(args.train_tokens) + " run at N: top-1 (%) | GMACs | "
+             + ("DART trained at random N (of the budgets), run at N: top-1 (%) | " if flexi else "")
+             + f"grid trained at N: top-1 (%) | grid epochs | grid top-1 after epoch {dart_epochs[-1]} (DART's) | "
+             "grid input | grid GMACs |",
+             "|---|---|---|" + ("---|" if flexi else "") + "---|---|---|---|---|"]
     for n in budgets:
         g = grid.get(n)
         grid_cells = (f"{_cell(g['top1'])} | {'/'.join(map(str, g['epochs']))} | {_cell(g.get('top1_at_dart_epoch'))} | "
                       f"{'×'.join(map(str, g['input'][1:]))} | {g['gmacs']:.4f}" if g else "- | - | - | - | -")
+        flexi_cell = f"{_cell(flexi[n]['top1'])} | " if flexi else ""
         lines.append(f"| {n}{' (trained)' if n == args.train_tokens else ''} | {_cell(dart[n]['top1'])} | "
-                     f"{dart[n]['gmacs']:.4f} | {grid_cells} |")
+                     f"{dart[n]['gmacs']:.4f} | {flexi_cell}{grid_cells} |")
     lines += ["", f"![accuracy vs N]({png.name})"]
     result = {"command": script_command(), "machine": machine_info("cpu"),
               "dart": {str(n): v for n, v in dart.items()}, "dart_trained": trained,
               "grid": {str(n): v for n, v in grid.items()}, "rows": rows,
+              "flexi": {str(n): v for n, v in flexi.items()} if flexi else None, "grid_from": args.grid_from,
               "settings": {"train_tokens": args.train_tokens, "budgets": " ".join(map(str, budgets)),
                            "grid_budgets": " ".join(map(str, grid_budgets)) if grid_specs else "none",
                            "epochs": args.epochs, "train_samples": args.train_samples,

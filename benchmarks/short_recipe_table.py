@@ -1,10 +1,12 @@
 """Issue 11's targets on the short recipe: grid, learned DART and the oracle per data, budget and seed.
 
 Collects result files already written by ``benchmarks/scorer_remedies.py`` and
-``benchmarks/preset_short.py`` (5 epochs, 8 000 / 2 000 images, the from-scratch scorer pretrained
-4 epochs at lr 3e-3; the oracle on the same 16×16 cells) into one table: per row the top-1 of each
-seed, DART − grid, the share of the oracle's gain DART keeps, ``(DART − grid) / (oracle − grid)``,
-and the object mass at the end. Trains nothing.
+``benchmarks/preset_short.py`` (5 epochs, 8 000 / 2 000 images; the oracle on the same 16×16 cells)
+into two tables, one per recipe of the from-scratch scorer: session 11's (``scratch_scorer()`` with
+its map read at the cells' centres, pretrained 8 epochs at lr 3e-3) and session 10's (no alignment,
+4 epochs). Per row the top-1 of each seed, DART − grid, the share of the oracle's gain DART keeps,
+``(DART − grid) / (oracle − grid)``, and the object mass at the end. The grid and the oracle do not
+use the scorer's recipe: both tables share their runs. Trains nothing.
 
     python benchmarks/short_recipe_table.py
 
@@ -18,7 +20,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # (data, N) -> {row: [(file, run name in it)]}; a row's seeds are the union over its files
-SOURCES: dict[tuple[str, int], dict[str, list[tuple[str, str]]]] = {
+SOURCES_S10: dict[tuple[str, int], dict[str, list[tuple[str, str]]]] = {
     ("cpu (default data)", 36): {
         "grid": [("scorer_remedies_try14_pretrain", "grid")],
         "dart": [("scorer_remedies_try18_pretrain_lr3e-3",
@@ -48,6 +50,19 @@ SOURCES: dict[tuple[str, int], dict[str, list[tuple[str, str]]]] = {
 }
 
 
+def _s11(stem: str, n: int) -> list[tuple[str, str]]:
+    return [(f"{stem}_short_s11_align_pre8", f"dart@{n}")]
+
+
+# session 11: the DART rows of `preset_short.py cpu cpu-36 --runs dart@16 dart@36 --merge --suffix _s11_align_pre8`
+# (likewise cpu-small, cpu-clutter); the grid and oracle rows are session 10's
+SOURCES_S11: dict[tuple[str, int], dict[str, list[tuple[str, str]]]] = {
+    key: {**rows, "dart": _s11({"cpu (default data)": "cpu", "cpu-small": "cpu-small", "cpu-clutter": "cpu-clutter"}[key[0]],
+                               key[1])}
+    for key, rows in SOURCES_S10.items() if not key[0].startswith("cpu-clutter, ")
+}
+
+
 def per_seed(stem: str, name: str) -> dict[int, tuple[float, float | None]]:
     """``{seed: (top-1, object mass)}`` of run ``name`` in ``results/<stem>.json`` (compare's or scorer_remedies')."""
     path = RESULTS / f"{stem}.json"
@@ -66,14 +81,11 @@ def per_seed(stem: str, name: str) -> dict[int, tuple[float, float | None]]:
     return {int(r["seed"]): (r["test_top1"], r.get("test_object_mass")) for r in rows if r["name"] == name}
 
 
-def main() -> None:
-    out, lines = [], ["# Issue 11 on the short recipe: grid, learned DART and the oracle, per seed", "",
-                      "5 epochs, 8 000 / 2 000 images, batch 64, lr 1e-3; DART with `scratch_scorer()` pretrained 4 "
-                      "epochs at lr 3e-3 then frozen (8 where the row says so); the oracle cuts the same 16×16 cells (24×24 on 192 px). "
-                      "Top-1 % per seed 0 / 1 / 2. Share: (DART − grid) / (oracle − grid).", "",
-                      "| data | N | grid | DART | oracle | DART − grid | share of the oracle's gain | DART spread | "
-                      "object mass (DART, end) |", "|---|---|---|---|---|---|---|---|---|"]
-    for (data, n), rows in SOURCES.items():
+def table(sources: dict, out: list, lines: list) -> None:
+    """Append one recipe's rows to ``out`` (records) and ``lines`` (markdown)."""
+    lines += ["| data | N | grid | DART | oracle | DART − grid | share of the oracle's gain | DART spread | "
+              "object mass (DART, end) |", "|---|---|---|---|---|---|---|---|---|"]
+    for (data, n), rows in sources.items():
         vals = {}
         for row, files in rows.items():
             merged: dict[int, tuple[float, float | None]] = {}
@@ -94,9 +106,21 @@ def main() -> None:
         lines.append(f"| {data} | {n} | {f(g)} | {f(d)} | {f(o)} | {' / '.join(f'{x:+.2f}' for x in delta)} | "
                      f"{f(share)} | {rec['dart_spread']:.2f} | {f(mass)} |")
     lines += ["", "Seeds: " + "; ".join(f"{r['data']} N={r['num_tokens']}: {r['seeds']}" for r in out),
-              "", "Sources: " + ", ".join(sorted({f'`{stem}`' for rows in SOURCES.values() for fs in rows.values()
-                                                   for stem, _ in fs}))]
-    (RESULTS / "issue11_short_recipe.json").write_text(json.dumps(out, indent=1))
+              "", "Sources: " + ", ".join(sorted({f'`{stem}`' for rows in sources.values() for fs in rows.values()
+                                                   for stem, _ in fs})), ""]
+
+
+def main() -> None:
+    s11, s10 = [], []
+    lines = ["# Issue 11 on the short recipe: grid, learned DART and the oracle, per seed", "",
+             "5 epochs, 8 000 / 2 000 images, batch 64, lr 1e-3; the oracle cuts the same 16×16 cells as DART. "
+             "Top-1 % per seed 0 / 1 / 2. Share: (DART − grid) / (oracle − grid). The grid and oracle runs are "
+             "the same in both tables (neither uses the scorer's recipe).", "",
+             "## Session 11 recipe: `scratch_scorer()` with `align_cells`, pretrained 8 epochs at lr 3e-3, then frozen", ""]
+    table(SOURCES_S11, s11, lines)
+    lines += ["## Session 10 recipe: no alignment, pretrained 4 epochs at lr 3e-3 (8 where the row says so)", ""]
+    table(SOURCES_S10, s10, lines)
+    (RESULTS / "issue11_short_recipe.json").write_text(json.dumps({"session11": s11, "session10": s10}, indent=1))
     (RESULTS / "issue11_short_recipe.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -393,3 +393,16 @@ def test_compare_scratch_scorer_sets_the_dart_runs_and_the_pretraining(tmp_path,
     assert seen["train"] == {"scorer_pretrain_epochs": 2, "scorer_pretrain_lr": 1e-3}
     res = invoke("compare", "--preset", "cpu", "-o", tmp_path)
     assert res.exit_code == 0 and seen["dart_kwargs"] == {} and seen["train"] == {}
+
+
+def test_train_num_tokens_option(tmp_path):
+    """--train-num-tokens: trains at the drawn budgets, saves the run's; bad values are one clean error."""
+    res = invoke("train", *TRAIN_ARGS, "--train-num-tokens", "4,9,16", "-o", tmp_path / "flexi")
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "flexi" / "checkpoint" / "config.json").read_text())
+    assert cfg["train"]["train_num_tokens"] == [4, 9, 16] and cfg["model_kwargs"]["num_tokens"] == 9
+    assert_clean_error(invoke("train", *TRAIN_ARGS, "--train-num-tokens", "4,x", "-o", tmp_path / "bad"),
+                       "--train-num-tokens")
+    assert_clean_error(invoke("train", *TRAIN_ARGS, "--train-num-tokens", ",", "-o", tmp_path / "bad2"),
+                       "train-num-tokens must be a non-empty list")
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()

@@ -1,5 +1,6 @@
 """The elastic token budget (issue 14 §2): ``set_num_tokens(N)`` on a trained model computes what the
 same model built at N with the same weights computes, on every DART family."""
+import json
 import pytest
 import torch
 import torch.nn as nn
@@ -169,3 +170,60 @@ def test_set_num_tokens_refuses_fixed_grid_models():
     with pytest.raises(ValueError, match="VisionTransformer is a fixed-grid model"):
         set_num_tokens(create_model("vit_micro_patch8", depth=1), 16)
     assert dartok.models.set_num_tokens is set_num_tokens
+
+
+# --------------------------------------------------------------------------------------
+# training at a random budget per batch (FlexiViT's idea; TrainConfig.train_num_tokens)
+# --------------------------------------------------------------------------------------
+def _flexi_cfg(tmp_path, **kw):
+    from dartok.engine import TrainConfig
+
+    base = dict(model="dart_vit_micro_patch8", num_tokens=9, canvas_size=32,
+                data_kwargs={"object_scale": [0.3, 0.5], "num_clutter": 2},
+                model_kwargs={"scorer_input_size": 32, "depth": 2}, train_samples=48, test_samples=16,
+                epochs=2, warmup_epochs=1, batch_size=8, progress=False, output=str(tmp_path / "run"))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_num_tokens_draws_a_budget_per_batch_and_evaluates_at_the_run_budget(tmp_path, monkeypatch):
+    """Every training step runs at a budget from the list (drawn from (seed, step) alone: a rerun draws
+    the same), evaluation and the checkpoint at --num-tokens."""
+    from dartok.engine import train
+    from dartok.tokenizer import DART
+
+    seen = []
+    forward = DART.forward
+
+    def spy(self, images, pdf=None):
+        seen.append((self.training, self.num_tokens))
+        return forward(self, images, pdf)
+
+    monkeypatch.setattr(DART, "forward", spy)
+    summary = train(_flexi_cfg(tmp_path, train_num_tokens=[4, 9, 16]))
+    train_budgets = [n for training, n in seen if training]
+    assert len(train_budgets) == 12  # 6 steps x 2 epochs
+    assert set(train_budgets) <= {4, 9, 16} and len(set(train_budgets)) > 1
+    assert {n for training, n in seen if not training} == {9}
+    assert summary["model"].patch_embed.num_tokens == 9
+    cfg = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())
+    assert cfg["model_kwargs"]["num_tokens"] == 9 and cfg["train"]["train_num_tokens"] == [4, 9, 16]
+    seen.clear()
+    train(_flexi_cfg(tmp_path, train_num_tokens=[4, 9, 16], output=str(tmp_path / "again")))
+    assert [n for training, n in seen if training] == train_budgets
+
+
+@pytest.mark.parametrize("bad", [[], [0], [4, "9"], [True], 9])
+def test_train_num_tokens_rejects_bad_lists(tmp_path, bad):
+    with pytest.raises(ValueError, match="train_num_tokens must be a non-empty list"):
+        _flexi_cfg(tmp_path, train_num_tokens=bad).validate()
+
+
+def test_train_num_tokens_refuses_grid_models_and_refused_budgets(tmp_path):
+    from dartok.engine import train
+
+    with pytest.raises(ValueError, match="fixed-grid model"):
+        train(_flexi_cfg(tmp_path, model="vit_micro_patch8", model_kwargs={"depth": 2}, train_num_tokens=[4, 9]))
+    with pytest.raises(ValueError, match="budget 10 is refused"):
+        train(_flexi_cfg(tmp_path, model_kwargs={"scorer_input_size": 32, "depth": 2, "partition": "grid"},
+                         train_num_tokens=[4, 10]))

@@ -176,6 +176,10 @@ def train(
         None, help="Peak learning rate of the scorer pretraining (--scorer-pretrain-epochs; "
         "default: --lr). A small CNN trained from scratch as a classifier wants more than a ViT: 3e-3 localises "
         "at every seed where 1e-3 does not (README \"Training a scorer from scratch\")."),
+    train_num_tokens: Optional[str] = typer.Option(
+        None, help="A DART model trains each batch at a token budget drawn from these, e.g. 9,16,25,36,49,64 "
+        "(FlexiViT's random patch size), and is evaluated at --num-tokens; it then runs well at each "
+        "(README \"Elastic token budget\")."),
     model_ema: bool = typer.Option(False, "--model-ema", help="Keep an EMA of the weights (DeiT); evaluated "
                                    "and checkpointed (model_ema.safetensors) alongside."),
     model_ema_decay: float = typer.Option(0.99996, help="Decay of the weight EMA (--model-ema)."),
@@ -255,6 +259,8 @@ def train(
     values["output"] = str(output)
     values["data_root"] = None if data_root is None else str(data_root)
     values["init_from"] = None if init_from is None else str(init_from)
+    if train_num_tokens is not None:
+        values["train_num_tokens"] = _parse_int_list(train_num_tokens, "--train-num-tokens")
 
     def given(name: str) -> bool:  # with --resume, options left off the command line come from the saved run
         source = getattr(ctx.get_parameter_source(name), "name", "DEFAULT")

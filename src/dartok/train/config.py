@@ -101,7 +101,10 @@ class TrainConfig:
     classifier of the full images, for this many epochs, then freezes it, as the paper's
     pretrained trunk is frozen; :mod:`dartok.train.scorer_pretrain`, docs/method.md §10; 0 off;
     models without such a scorer skip it, so a comparison can set it for all its runs),
-    ``scorer_pretrain_lr`` (that pretraining's peak learning rate; ``None``: ``lr``), ``clip_grad`` (max grad norm, ``None``
+    ``scorer_pretrain_lr`` (that pretraining's peak learning rate; ``None``: ``lr``), ``train_num_tokens``
+    (a DART model trains each batch at a budget drawn uniformly from these, FlexiViT's random patch
+    size in DART's terms, and is evaluated and saved at ``num_tokens``; ``None``: always ``num_tokens``;
+    README "Elastic token budget"), ``clip_grad`` (max grad norm, ``None``
     off), ``seed``, ``model_ema`` (keep an exponential moving average of the weights, as
     DeiT does, with ``timm.utils.ModelEmaV3``; evaluated and checkpointed alongside),
     ``model_ema_decay``.
@@ -162,6 +165,7 @@ class TrainConfig:
     prior_epochs: float = 0.0
     scorer_pretrain_epochs: int = 0
     scorer_pretrain_lr: float | None = None
+    train_num_tokens: tuple[int, ...] | None = None
     clip_grad: float | None = None
     seed: int = 0
     model_ema: bool = False
@@ -251,6 +255,13 @@ class TrainConfig:
         if not (isinstance(self.prior_epochs, (int, float)) and 0 <= self.prior_epochs <= self.epochs):
             raise ValueError(f"{n('prior_epochs')} must be between 0 and {n('epochs')} ({self.epochs}): the prior's "
                              f"share must reach 0 before training ends, got {self.prior_epochs!r}")
+        if self.train_num_tokens is not None:
+            vals = self.train_num_tokens
+            if (not isinstance(vals, (list, tuple)) or not vals
+                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals)):
+                raise ValueError(f"{n('train_num_tokens')} must be a non-empty list of token budgets (ints >= 1), "
+                                 f"e.g. 9,16,25,36, got {vals!r}")
+            self.train_num_tokens = tuple(vals)
         if (isinstance(self.scorer_pretrain_epochs, bool) or not isinstance(self.scorer_pretrain_epochs, int)
                 or self.scorer_pretrain_epochs < 0):
             raise ValueError(f"{n('scorer_pretrain_epochs')} must be an int >= 0 (0: off), "

@@ -10,9 +10,10 @@ to a DART model whose score source is the oracle (:meth:`dartok.DART.oracle_pdf`
 """
 from __future__ import annotations
 
+import random
 import sys
 import time
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -241,6 +242,8 @@ def train_one_epoch(
     task: Task | None = None,
     prior_epochs: float = 0.0,
     mixup_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    budgets: Sequence[int] | None = None,
+    seed: int = 0,
 ) -> tuple[dict[str, float], int]:
     """One pass over ``loader``; the scheduler steps after every update.
 
@@ -263,6 +266,11 @@ def train_one_epoch(
             and places its tokens on, the mixed image) and gives the soft targets that
             ``loss_fn`` and the tokenizer's auxiliary losses take; the reported training
             accuracy stays against the unmixed labels.
+        budgets: a DART model trains each batch at a token budget drawn uniformly from these
+            (``set_num_tokens``; FlexiViT's random patch size), the same on every rank and on
+            resumption (a function of ``seed`` and the global step); the budget it had is put back
+            at the end of the epoch. ``None``: the model's own budget throughout.
+        seed: the run's seed (for ``budgets``).
 
     Returns:
         ``(stats, global_step)``: the task's training statistics (classification: ``loss``,
@@ -287,8 +295,11 @@ def train_one_epoch(
     dart = _tokenizer(model)
     anneal = dart is not None and getattr(dart, "prior", None) is not None
     ramp = getattr(getattr(dart, "scorer", None), "set_progress", None)
+    own_budget = dart.num_tokens if budgets else None
     for i, (images, targets) in enumerate(bar):
         t_data += time.perf_counter() - t_ready
+        if budgets:  # FlexiViT-style: this step's budget, a function of (seed, step) alone
+            unwrap_model(model).set_num_tokens(budgets[random.Random(seed * 1_000_003 + global_step).randrange(len(budgets))])
         if anneal:  # the training-free prior's share, 1 → 0 over prior_epochs (docs/method.md §10)
             dart.prior_weight = prior_weight(epoch + i / max(len(loader), 1), prior_epochs)
         if ramp is not None:  # the scorer's sigmoid → softmax ramp, if it has one (docs/method.md §10)
@@ -331,6 +342,8 @@ def train_one_epoch(
             shown = {k: f"{v:.4g}" for k, v in stats.compute().items() if k != "n"}
             bar.set_postfix(**shown, img_s=f"{n / max(dt, 1e-9):.0f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         t_ready = time.perf_counter()
+    if own_budget is not None:  # evaluation and checkpoints see the run's budget
+        unwrap_model(model).set_num_tokens(own_budget)
     if bar is not loader:
         bar.close()
     if distributed:

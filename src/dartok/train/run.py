@@ -402,9 +402,31 @@ def _build_model(cfg: TrainConfig, data: _Data, device: torch.device) -> _Model:
             raise ValueError(f"--num-tokens {cfg.num_tokens} is more tokens than the {pixels} pixels of "
                              f"{cfg.model}'s input; use at most {pixels} (or a larger img_size in --model-kwargs)")
     model = create_model(cfg.model, num_tokens=cfg.num_tokens, **kwargs)
+    if cfg.train_num_tokens:
+        _check_train_num_tokens(model, cfg.train_num_tokens)
     out = _Model(model, dict(kwargs, num_tokens=cfg.num_tokens), model_input_size(model), bool(is_dart(model)))
     model.to(device)
     return out
+
+
+def _check_train_num_tokens(model: nn.Module, budgets: tuple[int, ...]) -> None:
+    """Refuse ``train_num_tokens`` for a model without an elastic budget, or a budget its tokenizer refuses.
+
+    Raises:
+        ValueError: the message names the option, the budget and what is allowed.
+    """
+    from ..models import is_dart
+
+    if not is_dart(model) or not callable(getattr(model, "set_num_tokens", None)):
+        raise ValueError(f"--train-num-tokens draws a DART model's token budget per batch; {type(model).__name__} "
+                         "is a fixed-grid model (its token count follows its input size)")
+    own = model.patch_embed.num_tokens
+    for n in budgets:
+        try:
+            model.set_num_tokens(n)
+        except ValueError as e:
+            raise ValueError(f"--train-num-tokens: budget {n} is refused by the model: {e}") from None
+    model.set_num_tokens(own)
 
 
 def label_size(dataset: Dataset) -> tuple[int, int] | None:
@@ -816,7 +838,7 @@ def _run(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
             m.train_model, loaders.train, optimizer, scheduler, loss_fn, device, epoch=epoch,
             global_step=p.global_step, input_size=m.input_size, amp=cfg.amp, clip_grad=cfg.clip_grad,
             progress=cfg.progress, num_epochs=cfg.epochs, model_ema=m.ema, batch_plan=loaders.batch_plan, task=task,
-            prior_epochs=cfg.prior_epochs, mixup_fn=mixup_fn,
+            prior_epochs=cfg.prior_epochs, mixup_fn=mixup_fn, budgets=cfg.train_num_tokens, seed=cfg.seed,
         )
         test, test_ema = _evaluate_run(cfg, m, loaders, task, device, cfg.progress)
         improved = task.is_better(test[best], p.best)
