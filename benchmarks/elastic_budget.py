@@ -51,8 +51,10 @@ def _cell(s: dict | None) -> str:
     return f"{s['mean']:.2f} [{s['min']:.2f}, {s['max']:.2f}]"
 
 
-def dart_at_budgets(run_dirs: list[Path], budgets: list[int], input_size) -> dict[int, dict]:
-    """Top-1 of each seed's DART checkpoint at every budget, and its GMACs there."""
+def dart_at_budgets(run_dirs: list[Path], budgets: list[int], input_size,
+                    gmacs: dict[int, float] | None = None) -> dict[int, dict]:
+    """Top-1 of each seed's DART checkpoint at every budget, and its GMACs there (``gmacs``: already counted
+    for this architecture, ``{N: GMACs}``; not counted again)."""
     from dartok.tools.bench import with_frames
     from dartok.tools.flops import count_macs
     from dartok.train import evaluate_checkpoint
@@ -61,10 +63,13 @@ def dart_at_budgets(run_dirs: list[Path], budgets: list[int], input_size) -> dic
     out = {}
     for n in budgets:
         top1 = [evaluate_checkpoint(d / "checkpoint", "test", num_tokens=n)["top1"] for d in run_dirs]
-        model, _ = model_from_checkpoint(run_dirs[0] / "checkpoint", num_tokens=n)
-        gmacs = count_macs(model.eval(), with_frames(model, input_size)).total / 1e9
-        out[n] = {"top1": _stats(top1), "gmacs": gmacs}
-        print(f"[elastic] DART evaluated at N={n}: top-1 {_cell(out[n]['top1'])}, {gmacs:.4f} GMACs", flush=True)
+        if gmacs is not None and n in gmacs:
+            g = gmacs[n]
+        else:
+            model, _ = model_from_checkpoint(run_dirs[0] / "checkpoint", num_tokens=n)
+            g = count_macs(model.eval(), with_frames(model, input_size)).total / 1e9
+        out[n] = {"top1": _stats(top1), "gmacs": g}
+        print(f"[elastic] DART evaluated at N={n}: top-1 {_cell(out[n]['top1'])}, {g:.4f} GMACs", flush=True)
     return out
 
 
@@ -179,7 +184,7 @@ def main() -> None:
     flexi = None
     if flexi_spec is not None:
         flexi = dart_at_budgets([seed_run_dir(output, flexi_spec.name, s, seeds) for s in seeds], budgets,
-                                dart_rows[0]["input_size"])
+                                dart_rows[0]["input_size"], gmacs={n: v["gmacs"] for n, v in dart.items()})
     trained = _stats([r["test_top1"] for r in dart_rows])
     dart_epochs = sorted({r["epochs"] for r in dart_rows})
     grid = {}
@@ -225,7 +230,7 @@ def main() -> None:
               "grid": {str(n): v for n, v in grid.items()}, "rows": rows,
               "flexi": {str(n): v for n, v in flexi.items()} if flexi else None, "grid_from": args.grid_from,
               "settings": {"train_tokens": args.train_tokens, "budgets": " ".join(map(str, budgets)),
-                           "grid_budgets": " ".join(map(str, grid_budgets)) if grid_specs else "none",
+                           "grid_budgets": " ".join(map(str, grid_budgets)) if grid_specs or grid_saved else "none",
                            "epochs": args.epochs, "train_samples": args.train_samples,
                            "test_samples": args.test_samples, "seeds": " ".join(map(str, seeds)),
                            "jobs": args.jobs, "collect_only": args.collect_only,

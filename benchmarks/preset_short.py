@@ -39,27 +39,20 @@ def main() -> None:
     ap.add_argument("--suffix", default="")
     ap.add_argument("--merge", action="store_true", help="one comparison over all the presets' rows")
     args = ap.parse_args()
+    groups = []  # (result stem, runs, training options)
+    for preset in args.presets:
+        if preset not in PRESETS:
+            raise SystemExit(f"Error: unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        specs = [s for s in PRESETS[preset]["specs"] if s.name in args.runs]
+        if not specs and not args.merge:
+            raise SystemExit(f"Error: preset {preset!r} has none of the runs {args.runs}")
+        groups.append((preset, specs, PRESETS[preset]["train"]))
     if args.merge:
-        specs, trains = [], []
-        for preset in args.presets:
-            if preset not in PRESETS:
-                raise SystemExit(f"Error: unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-            specs += [s for s in PRESETS[preset]["specs"] if s.name in args.runs]
-            trains.append(PRESETS[preset]["train"])
-        if any(t != trains[0] for t in trains):
+        if any(g[2] != groups[0][2] for g in groups):
             raise SystemExit(f"Error: --merge needs presets with the same training options; {args.presets} differ")
-        if not specs:
+        groups = [(groups[0][0], [s for g in groups for s in g[1]], groups[0][2])]
+        if not groups[0][1]:
             raise SystemExit(f"Error: the presets have none of the runs {args.runs}")
-        groups = [(args.presets[0], specs, trains[0])]
-    else:
-        groups = []
-        for preset in args.presets:
-            if preset not in PRESETS:
-                raise SystemExit(f"Error: unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-            specs = [s for s in PRESETS[preset]["specs"] if s.name in args.runs]
-            if not specs:
-                raise SystemExit(f"Error: preset {preset!r} has none of the runs {args.runs}")
-            groups.append((preset, specs, PRESETS[preset]["train"]))
     for preset, specs, preset_train in groups:
         train = {**preset_train, "epochs": args.epochs, "train_samples": args.train_samples,
                  **json.loads(args.train)}

@@ -142,7 +142,7 @@ def moment_box(pdf: torch.Tensor) -> torch.Tensor:
     return torch.stack([(mx - hx).clamp(0, 1), (my - hy).clamp(0, 1), (mx + hx).clamp(0, 1), (my + hy).clamp(0, 1)], 1)
 
 
-def cell_centre_weights(cells: int, input_size: int, stride: int, device=None, dtype=torch.float32) -> torch.Tensor:
+def cell_centre_weights(cells: int, input_size: int, stride: int, dtype=torch.float32) -> torch.Tensor:
     """Linear-interpolation weights that read a trunk's feature map at the score cells' centres (docs/method.md §3).
 
     A CNN whose convolutions pad symmetrically (odd kernels, ``padding = k // 2``: timm's
@@ -172,7 +172,7 @@ def cell_centre_weights(cells: int, input_size: int, stride: int, device=None, d
     rows = torch.arange(cells)
     m.index_put_((rows, lo), 1 - frac, accumulate=True)
     m.index_put_((rows, hi), frac, accumulate=True)
-    return m.to(device=device, dtype=dtype)
+    return m.to(dtype)
 
 
 def blur_pdf(pdf: torch.Tensor, k: int) -> torch.Tensor:
@@ -634,10 +634,9 @@ class Scorer(nn.Module):
             scores = self.head(feats, extra=extra)
         else:
             scores = self.head(feats + extra)
-        if self.cam is not None and self.cam_score:
-            scores = scores + self._cam_map(feats)
-        elif self.cam is not None:
-            self._cam_map(feats, logits_only=True)
+        cam = self._cam_map(feats) if self.cam is not None else None
+        if cam is not None:
+            scores = scores + cam
         return self.align(scores) if self.align_cells else scores
 
     def align(self, scores: torch.Tensor) -> torch.Tensor:
@@ -645,9 +644,9 @@ class Scorer(nn.Module):
         m = self.cell_centres.to(scores.dtype)
         return m @ scores @ m.T
 
-    def _cam_map(self, feats: torch.Tensor, logits_only: bool = False) -> torch.Tensor | None:
-        """The class-activation map ``B×h×w`` added to the head's scores (stores the logits for
-        :meth:`auxiliary_loss`); ``logits_only``: store the logits, build no map."""
+    def _cam_map(self, feats: torch.Tensor) -> torch.Tensor | None:
+        """The class-activation map ``B×h×w`` added to the head's scores, ``None`` with ``cam_score=False``;
+        stores the auxiliary classifier's logits for :meth:`auxiliary_loss` either way."""
         # The CAM A = W·f + b (the 1×1 conv, K×C) is never built as B×K×h×w: its spatial mean is
         # W·mean(f) + b (the conv commutes with the mean), and Σ_k s_k·A_k = (sᵀW)·f + sᵀb. Same
         # numbers and gradients to float rounding, at ~1/(h·w) of the K·C·h·w multiply-adds.
@@ -656,7 +655,7 @@ class Scorer(nn.Module):
         logits = self.cam_logits(feats)
         if self.training and torch.is_grad_enabled():
             self._cam_logits = logits
-        if logits_only:
+        if not self.cam_score:
             return None
         s = torch.softmax(logits.detach().to(work_dtype(logits.dtype)), dim=1).to(logits.dtype)  # B×K
         cam = torch.einsum("bchw,bc->bhw", feats, s @ weight.to(s.dtype))  # Σ_k s_k·(W·f)_k

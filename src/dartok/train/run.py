@@ -410,23 +410,21 @@ def _build_model(cfg: TrainConfig, data: _Data, device: torch.device) -> _Model:
 
 
 def _check_train_num_tokens(model: nn.Module, budgets: tuple[int, ...]) -> None:
-    """Refuse ``train_num_tokens`` for a model without an elastic budget, or a budget its tokenizer refuses.
+    """Refuse ``train_num_tokens`` for a model without an elastic budget, or a budget its tokenizer refuses
+    (:func:`dartok.models.set_num_tokens` on each, then the model's own budget back).
 
     Raises:
         ValueError: the message names the option, the budget and what is allowed.
     """
-    from ..models import is_dart
+    from ..models import set_num_tokens
 
-    if not is_dart(model) or not callable(getattr(model, "set_num_tokens", None)):
-        raise ValueError(f"--train-num-tokens draws a DART model's token budget per batch; {type(model).__name__} "
-                         "is a fixed-grid model (its token count follows its input size)")
-    own = model.patch_embed.num_tokens
+    own = getattr(model.patch_embed, "num_tokens", None)
     for n in budgets:
         try:
-            model.set_num_tokens(n)
+            set_num_tokens(model, n)
         except ValueError as e:
             raise ValueError(f"--train-num-tokens: budget {n} is refused by the model: {e}") from None
-    model.set_num_tokens(own)
+    set_num_tokens(model, own)
 
 
 def label_size(dataset: Dataset) -> tuple[int, int] | None:
