@@ -1,0 +1,58 @@
+"""Probe (issue 11, session 12): is learned DART's gap to the oracle made of images its map misses?
+
+    python benchmarks/probes/issue11_s12_mass_bins.py CHECKPOINT_DIR [SAMPLES]
+
+For a trained image DART checkpoint on Cluttered Fashion-MNIST, on the first SAMPLES (2 000) test
+images: each image's object mass (its pdf's share inside the object box, before mixing) and whether
+the model classifies it right; printed as the share of images and the top-1 in object-mass bins,
+and the top-1 by object size (the box's side, in quartiles).
+"""
+import json
+import sys
+
+import dartok  # noqa: F401
+import torch
+
+from dartok.data.registry import create_dataset
+from dartok.localization import box_pdf, object_mass
+from dartok.train.checkpoint import load_config, model_from_checkpoint
+
+ckpt, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+torch.set_num_threads(1)
+cfg = load_config(ckpt)
+model = model_from_checkpoint(ckpt)
+model = (model[0] if isinstance(model, tuple) else model).eval()
+pe = model.patch_embed
+data = cfg["data"]
+ds = create_dataset(data["name"], data.get("root"), "test", canvas_size=data["canvas_size"], return_box=True,
+                    **data.get("kwargs", {}))
+items = [ds[i] for i in range(min(n, len(ds)))]
+x = torch.stack([it[0] for it in items])
+y = torch.tensor([it[1]["label"] for it in items])
+boxes = torch.stack([torch.as_tensor(it[1]["box"], dtype=torch.float32) for it in items])
+with torch.no_grad():
+    if pe.scorer is not None:
+        right = torch.cat([model(b).argmax(1) for b in x.split(250)]) == y
+        pdf = torch.cat([pe.scorer.pdf_from_features(pe.scorer.features(b)) for b in x.split(250)])
+    else:  # the oracle: its pdf is the object box on the scorer's grid
+        pdf = box_pdf(boxes, tuple(pe.score_grid()))
+        preds = []
+        for xb, pb in zip(x.split(250), pdf.split(250)):
+            with pe.given_pdf(pb):
+                preds.append(model(xb).argmax(1))
+        right = torch.cat(preds) == y
+    mass = object_mass(pdf, boxes)
+side = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt() * data["canvas_size"]
+out = {"checkpoint": ckpt, "top1": round(100 * right.float().mean().item(), 2), "mass_bins": [], "size_quartiles": []}
+for lo, hi in ((0, 0.3), (0.3, 0.6), (0.6, 0.8), (0.8, 1.01)):
+    m = (mass >= lo) & (mass < hi)
+    if m.any():
+        out["mass_bins"].append({"mass": [lo, hi], "share": round(m.float().mean().item(), 3),
+                                 "top1": round(100 * right[m].float().mean().item(), 2)})
+q = side.quantile(torch.tensor([0.25, 0.5, 0.75]))
+edges = [0, *q.tolist(), 1e9]
+for a, b in zip(edges[:-1], edges[1:]):
+    m = (side >= a) & (side < b)
+    out["size_quartiles"].append({"side_px": [round(a, 1), round(min(b, 999), 1)], "top1": round(100 * right[m].float().mean().item(), 2),
+                                  "mass": round(mass[m].mean().item(), 3)})
+print(json.dumps(out))
