@@ -17,6 +17,7 @@ from dartok.video import (
     unstack_frames,
     video_bands,
 )
+from dartok.video_tokenizer import motion_pdf
 
 T, G, P = 4, 4, 8  # frames, spatial pos grid, patch size → 32×32 frames
 
@@ -166,6 +167,61 @@ def test_tall_position_map_area_average():
     want = m.pos_embed[0].mean(0) + m.temporal_pos_embedding[0, 1]
     torch.testing.assert_close(m.position_embeddings(box)[0, 0], want, atol=1e-12, rtol=0)
     assert tiny(pos_grid=0).position_embeddings(box.float()).abs().sum() == 0
+
+
+def test_motion_pdf_definition_and_edge_cases():
+    """motion_pdf: per-cell mean |x_t − x_{t−1}| (frame 0: |x_0 − x_1|), stacked, normalised over the clip."""
+    torch.manual_seed(5)
+    x = torch.rand(2, 3, T, 16, 24, dtype=torch.float64)
+    p = motion_pdf(x, (4, 6))
+    assert p.shape == (2, T * 4, 6) and p.dtype == torch.float64
+    d = (x[:, :, 1:] - x[:, :, :-1]).abs().mean(1)
+    d = torch.cat([d[:, :1], d], 1)
+    ref = F.avg_pool2d(d, 4).reshape(2, -1)  # 4×4 px cells: the exact cell means
+    torch.testing.assert_close(p.reshape(2, -1), ref / ref.sum(1, keepdim=True))
+    # one square moving right by one cell a frame: the mass sits on the cells it leaves and enters
+    v = torch.zeros(1, 1, 3, 16, 16)
+    for t in range(3):
+        v[0, 0, t, 0:4, 4 * t:4 * t + 4] = 1.0
+    m = motion_pdf(v, (4, 4)).reshape(3, 4, 4)
+    assert (m > 0).nonzero().tolist() == [[0, 0, 0], [0, 0, 1], [1, 0, 0], [1, 0, 1], [2, 0, 1], [2, 0, 2]]
+    torch.testing.assert_close(m.sum(), torch.tensor(1.0))
+    # nothing moves, or one frame: uniform
+    static = torch.rand(1, 1, 1, 16, 16).expand(1, 1, T, 16, 16)
+    torch.testing.assert_close(motion_pdf(static, (4, 4)), torch.full((1, T * 4, 4), 1 / (T * 16)))
+    torch.testing.assert_close(motion_pdf(v[:, :, :1], (4, 4)), torch.full((1, 4, 4), 1 / 16))
+    with pytest.raises(ValueError, match="B×C×T×H×W"):
+        motion_pdf(v[:, :, 0], (4, 4))
+    with pytest.raises(ValueError, match="size"):
+        motion_pdf(v, (0, 4))
+    with pytest.raises(ValueError, match="size"):
+        motion_pdf(v, (32, 4))
+
+
+def test_motion_prior_mixes_the_motion_map_and_keeps_the_scorer_learning():
+    """VideoDART(motion_prior=β): pdf = (1 − β)·scorer pdf + β·motion_pdf, before alpha; β = 0 is the paper's."""
+    torch.manual_seed(6)
+    scorer = dict(trunk="mobilenetv3_small", head="v2", input_size=32, trainable_trunk=False)
+    x = torch.zeros(2, 1, T, 32, 32)
+    for t in range(T):  # an item moving right on a static textured background
+        x[:, :, t] = 0.2 * torch.rand(32, 32, generator=torch.Generator().manual_seed(0))
+        x[:, :, t, 8:16, 4 * t:4 * t + 8] = 1.0
+    base = tiny(num_tokens=24, scorer=scorer, img_size=32, alpha=0.0)
+    mixed = tiny(num_tokens=24, scorer=scorer, img_size=32, alpha=0.0, motion_prior=0.5)
+    mixed.load_state_dict(base.state_dict())
+    motion = motion_pdf(x, tuple(base.scorer.grid_size))
+    with torch.no_grad():
+        p0, p1 = base(x).pdf, mixed(x).pdf
+    torch.testing.assert_close(p1, 0.5 * p0 + 0.5 * motion)
+    moving = motion > 0
+    assert float((p1 * moving).sum()) > float((p0 * moving).sum()) + 0.2  # the tokens' mass moves onto the item
+    out = mixed(x)
+    out.tokens.pow(2).sum().backward()
+    assert sum(float(q.grad.abs().sum()) for q in mixed.scorer.head.parameters()) > 0  # the scorer still learns
+    assert "motion_prior=0.5" in repr(mixed)
+    for bad in (-0.1, 1.5, True, "0.5", float("nan")):
+        with pytest.raises(ValueError, match="motion_prior"):
+            tiny(motion_prior=bad)
 
 
 def test_gradients_reach_scorer_head_and_embeddings_not_trunk():

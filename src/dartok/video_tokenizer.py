@@ -28,6 +28,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ._compat import is_tracing
 from .localization import stack_frame_boxes
@@ -41,6 +42,7 @@ __all__ = [
     "VideoDART",
     "frame_boxes",
     "frame_token_counts",
+    "motion_pdf",
     "stack_frames",
     "temporal_difference",
     "token_frames",
@@ -222,6 +224,46 @@ def temporal_difference(feats: torch.Tensor, mode: str = "abs") -> torch.Tensor 
     return diff.abs() if mode == "abs" else diff
 
 
+def motion_pdf(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A training-free motion map of a clip: where its pixels change, as a pdf over the stacked cells.
+
+    ``m_t = mean_c |x_t − x_{t−1}|`` for t ≥ 1 and ``m_0 = mean_c |x_0 − x_1|`` (frame 0 takes its
+    difference to its only neighbour, as :func:`temporal_difference` does), averaged over each
+    of the ``h×w`` cells of every frame (:func:`torch.nn.functional.adaptive_avg_pool2d`: the
+    exact cell means when ``H``, ``W`` are multiples of ``h``, ``w``), stacked frame 0 on top and
+    normalised over the whole clip. Content that moves draws mass from content that stays, both
+    where it is and where it was; a clip in which nothing changes (or a one-frame clip) gives the
+    uniform pdf. It is the pixel-level counterpart of the paper's feature difference (§3.3, §4.4):
+    it needs no training, which a scorer learning from scratch does (docs/method.md §10).
+
+    Args:
+        video: ``B×C×T×H×W`` clip, floating point.
+        size: ``(h, w)`` cells per frame (the scorer's grid).
+
+    Returns:
+        ``B×(T·h)×w`` in the clip's dtype, ≥ 0, each sample summing to 1.
+
+    Raises:
+        ValueError: a clip that is not a floating rank-5 tensor, or a bad ``size``.
+    """
+    if not isinstance(video, torch.Tensor) or video.dim() != 5 or not video.is_floating_point():
+        shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
+        raise ValueError(f"video must be a floating B×C×T×H×W tensor, got {shape}")
+    if (len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size)
+            or size[0] > video.shape[-2] or size[1] > video.shape[-1]):
+        raise ValueError(f"size must be (h, w), ints in [1, frame side], got {size!r} for frames {tuple(video.shape[-2:])}")
+    b, t = video.shape[0], video.shape[2]
+    if t < 2:
+        return uniform_pdf(b, (t * size[0], size[1]), device=video.device, dtype=video.dtype)
+    diff = (video[:, :, 1:] - video[:, :, :-1]).abs().mean(1)  # B×(T−1)×H×W
+    diff = torch.cat([diff[:, :1], diff], 1)  # m_0 = |x_0 − x_1|
+    cells = F.adaptive_avg_pool2d(diff, size).reshape(b, -1)  # B×(T·h·w), frame-major
+    total = cells.sum(1, keepdim=True)
+    uniform = torch.full_like(cells, 1.0 / cells.shape[1])
+    pdf = torch.where(total > 0, cells / total.clamp_min(torch.finfo(cells.dtype).tiny), uniform)
+    return pdf.reshape(b, t * size[0], size[1])
+
+
 # --------------------------------------------------------------------------- the tokenizer
 
 
@@ -247,6 +289,10 @@ class VideoDART(DART):
             works too), a dict of its kwargs, or ``None`` (uniform pdf over the clip).
         temporal_diff: ``"abs"`` (default), ``"signed"`` or ``"none"``; the frame-difference
             term added to the scorer's features (:func:`temporal_difference`).
+        motion_prior: share β in [0, 1] of the training-free :func:`motion_pdf` in the scorer's
+            pdf, ``(1 − β)·scorer pdf + β·motion pdf`` (before ``alpha``); 0 (default) is the
+            paper's. It stays at β (it is not annealed): the scorer learns alongside it through
+            its ``1 − β`` share. Used with a scorer only (a uniform or given pdf is left alone).
 
     Attributes:
         pos_embed: ``1×g²×D`` spatial map (as in :class:`DART`).
@@ -288,8 +334,12 @@ class VideoDART(DART):
         temporal_diff: str = "abs",
         score_source: str = "scorer",
         oracle_grid: tuple[int, int] | None = None,
+        motion_prior: float = 0.0,
     ):
         num_frames = _check_num_frames(num_frames)
+        if isinstance(motion_prior, bool) or not isinstance(motion_prior, (int, float)) or not 0 <= motion_prior <= 1:
+            raise ValueError(f"motion_prior must be a number in [0, 1] (the motion map's share of the pdf), "
+                             f"got {motion_prior!r}")
         bands_option = bands
         if bands is None:
             bands = video_bands(num_tokens, num_frames)
@@ -309,6 +359,7 @@ class VideoDART(DART):
         self.num_frames = num_frames
         self._bands_option = bands_option
         self.temporal_diff = temporal_diff
+        self.motion_prior = float(motion_prior)
         if pos_grid:
             self.temporal_pos_embedding = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
         else:
@@ -319,7 +370,8 @@ class VideoDART(DART):
         return video_bands(num_tokens, self.num_frames) if self._bands_option is None else self._bands_option
 
     def extra_repr(self) -> str:
-        return f"num_frames={self.num_frames}, temporal_diff={self.temporal_diff!r}, " + super().extra_repr()
+        motion = f", motion_prior={self.motion_prior}" if self.motion_prior else ""
+        return f"num_frames={self.num_frames}, temporal_diff={self.temporal_diff!r}{motion}, " + super().extra_repr()
 
     def feat_ratio(self, as_scalar: bool = True):
         """Nominal frame pixels per token side: ``img_size / √(N/T)`` (a clip's N tokens share T frames)."""
@@ -379,7 +431,8 @@ class VideoDART(DART):
 
     def score(self, video: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """The clip's pdf ``B×(T·h)×w``: per-frame scores with the frame-difference term,
-        stacked, normalised per sample over the whole clip (docs/method.md §3). Uniform without a scorer.
+        stacked, normalised per sample over the whole clip (docs/method.md §3), with the
+        ``motion_prior`` share of :func:`motion_pdf` mixed in. Uniform without a scorer.
         """
         b, t = video.shape[0], video.shape[2]
         if self.scorer is None:
@@ -390,7 +443,11 @@ class VideoDART(DART):
         flat = feats.flatten(0, 1)
         scores = self.scorer.scores_from_features(flat, None if diff is None else diff.flatten(0, 1))
         scores = scores.reshape(b, t * scores.shape[-2], scores.shape[-1])  # frame t in rows t·h..(t+1)·h
-        return self.scorer.pdf_from_scores(scores)
+        pdf = self.scorer.pdf_from_scores(scores)
+        if self.motion_prior > 0:
+            motion = motion_pdf(video, tuple(self.scorer.grid_size)).to(pdf.dtype)
+            pdf = (1.0 - self.motion_prior) * pdf + self.motion_prior * motion
+        return pdf
 
     def pos_map(self) -> torch.Tensor | None:
         """The tall ``1×(T·g)×g×D`` position map: spatial map tiled per frame + temporal embedding."""

@@ -13,7 +13,7 @@ After ``import dartok`` these names work with ``timm.create_model``:
   kwargs: ``num_tokens``, ``img_size`` (frame side the data pipeline should produce),
   ``scorer``, ``scorer_head``, ``scorer_input_size``, ``scorer_stage``,
   ``scorer_pretrained``, ``trainable_scorer_trunk``, ``learn_contrast``, ``alpha``,
-  ``bands``, ``antialias``, ``temporal_diff``; everything else (``num_frames``,
+  ``bands``, ``antialias``, ``temporal_diff``, ``motion_prior``; everything else (``num_frames``,
   ``num_classes``, ``depth``, ...) goes to :class:`VideoMamba`.
 
 Input ``B×C×T×H×W``. Tokens are frame-major (all patches of frame 0 row by row, then frame
@@ -317,6 +317,7 @@ def patch_videomamba(
     score_source: str = "scorer",
     temporal_diff: str = "abs",
     scorer_cam: bool | None = None,
+    motion_prior: float = 0.0,
 ) -> VideoMamba:
     """Turn a :class:`VideoMamba` into a DART VideoMamba in place, keeping its weights.
 
@@ -340,7 +341,7 @@ def patch_videomamba(
             own frame side, 224 for VideoMamba-Ti: VideoMamba's SSv2 protocol decodes 224²
             frames and the paper does not say it raised that for video); recorded in
             ``pretrained_cfg["input_size"]``. DART accepts any frame size.
-        alpha, bands, antialias, temporal_diff: :class:`VideoDART` options.
+        alpha, bands, antialias, temporal_diff, motion_prior: :class:`VideoDART` options.
         scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
         trainable_scorer_trunk, learn_contrast: used when ``scorer`` is a name.
         score_source: ``"scorer"`` or ``"oracle"`` (the data's object box; :func:`~dartok.models.patch_backbone`).
@@ -359,7 +360,7 @@ def patch_videomamba(
     return patch_backbone(model, DartVideoMamba, **patch_options(locals()))
 
 
-_DART_VIDEOMAMBA_KEYS = (*_DART_KEYS, "temporal_diff")
+_DART_VIDEOMAMBA_KEYS = (*_DART_KEYS, "temporal_diff", "motion_prior")
 
 
 def _create_dart_videomamba(variant: str, base: str, pretrained: bool, defaults: dict, kwargs: dict) -> VideoMamba:
