@@ -154,21 +154,31 @@ def test_which_moves_preset_starts_every_video_row_from_its_image_run(tmp_path):
     """cpu-video-which: grid on every frame, DART at half the grid's tokens, the oracle at DART's budget,
     on which_moves; its image run builds, and its weights inflate into every row's model."""
     from dartok.models.videomamba import load_image_weights
-    from dartok.tools.compare import train_config
+    from dartok.tools.compare import SCRATCH_TRAIN, train_config
 
     entry = cmp.PRESETS["cpu-video-which"]
     assert entry["train"]["data_kwargs"]["task"] == "which_moves"
     grid, dart, oracle = entry["specs"]
     assert not grid.is_dart and dart.is_dart and oracle.is_oracle
+    assert "motion_prior" not in oracle.model_kwargs and oracle.model_kwargs["scorer"] == dart.model_kwargs["scorer"]
     assert dart.num_tokens == oracle.num_tokens == grid.num_tokens * entry["train"]["data_kwargs"]["num_frames"] // 2
     image = entry["image"]
     cfg = train_config(image["spec"], image["train"], tmp_path / "image")
     assert cfg.data == "cluttered_fmnist" and cfg.canvas_size == entry["train"]["canvas_size"]
     img = create_model(cfg.model, num_tokens=cfg.num_tokens, in_chans=1, num_classes=10, **cfg.model_kwargs)
+    assert cfg.scorer_pretrain_epochs == SCRATCH_TRAIN["scorer_pretrain_epochs"]  # the from-scratch recipe
+    assert img.patch_embed.scorer.cam is not None and img.patch_embed.scorer.activation == "softmax"
     for spec in entry["specs"]:
         video = create_model(spec.model, num_tokens=spec.num_tokens, **spec.model_kwargs)
         report = load_image_weights(video, img)
         assert [k.rsplit(".", 1)[-1] for k in report.missing] == ["temporal_pos_embedding"], spec.name
+        if spec.is_dart and not spec.is_oracle:  # the image run's trunk, frozen, on an 8x8 map a frame
+            assert video.patch_embed.motion_prior == 1.0  # the tokens cut the motion map (docs/method.md §6)
+            scorer = video.patch_embed.scorer
+            assert scorer.cam is None and scorer.activation == "softmax" and scorer.grid_size == (8, 8)
+            assert not any(p.requires_grad for p in scorer.trunk.parameters())
+            for k, v in scorer.trunk.state_dict().items():
+                assert torch.equal(v, img.patch_embed.scorer.trunk.state_dict()[k]), k
 
 
 def test_segmentation_preset_builds_segmenters_at_equal_tokens(tmp_path):

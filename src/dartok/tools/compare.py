@@ -156,17 +156,18 @@ def _micro(n: int, canvas_size: int = 128) -> list[RunSpec]:
 
 
 def _video(per_frame: int, frames: int, grid: str, dart: str, dart_kwargs: dict | None = None,
-           oracle: bool = False) -> list[RunSpec]:
+           oracle: bool = False, learned_kwargs: dict | None = None) -> list[RunSpec]:
     """Paper Table 3: fixed grid on every one of T frames vs DART with T/2 frames' worth of tokens;
     with ``oracle``, the oracle at DART's budget (the moving item's box in every frame).
 
     ``num_tokens`` of a plain VideoMamba is per frame; of a DART one, for the whole clip.
-    ``dart_kwargs`` go to the DART models only (e.g. ``scorer_input_size``).
+    ``dart_kwargs`` go to the DART models only (e.g. ``scorer_input_size``), ``learned_kwargs``
+    to the learned DART row only (e.g. ``motion_prior``, which an oracle's given pdf ignores).
     """
     dart_n = per_frame * (frames // 2)
     return [
         RunSpec(f"grid {per_frame}x{frames}", grid, per_frame),
-        RunSpec(f"dart {per_frame}x{frames // 2}", dart, dart_n, dict(dart_kwargs or {})),
+        RunSpec(f"dart {per_frame}x{frames // 2}", dart, dart_n, {**(dart_kwargs or {}), **(learned_kwargs or {})}),
         *([RunSpec(f"oracle {per_frame}x{frames // 2}", dart, dart_n, {**(dart_kwargs or {}), **ORACLE})]
           if oracle else []),
     ]
@@ -248,6 +249,14 @@ its map localises at some seeds only; at 3e-3 it reaches 56.8-60.0 % after 4 epo
 mass 0.61-0.64 at seeds 0, 1, 2. 8 epochs rather than 4 (session 11): on 24-fragment clutter the classifier
 needs them (DART 39.4 against 32.3 % over 3 seeds), elsewhere they cost nothing (README "Training a scorer
 from scratch")."""
+
+_WHICH_VIDEO_SCORER = {"trunk": "mobilenetv3_small", "input_size": 64, "stage": 2, "head": "v2", "activation": "softmax",
+                       "align_cells": True, "trainable_trunk": False}
+"""The ``cpu-video-which`` video rows' scorer: :func:`scratch_scorer`'s trunk, map and activation on the 64 px
+frames (an 8×8 map of 8 px cells per frame), head v2 (which takes the frame difference), no CAM head (a clip's
+label is not every frame's item) and no blur (the pdf is the frames' stacked maps). Its trunk is frozen, as the
+paper freezes its ImageNet trunk: with ``--image-first`` it is the image run's, pretrained as a classifier. The
+oracle cuts the same 8×8 cells; the DART row mixes in the motion map (``motion_prior``)."""
 
 _WARP_KWARGS = {"warp_size": 64, "scorer_input_size": 64, "scorer_stage": 2, "antialias": True}
 """The ``cpu-warp`` preset's warp: the 128 px canvas warped to 64×64 (8×8 boxes of 8 px, anti-aliased),
@@ -375,15 +384,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Fashion-MNIST with the video's 64² canvas and item sizes) trains first, then every video row
     # starts from it, inflated (`dartok compare --preset cpu-video-which --image-first`, or
     # `dartok train` the image run yourself and pass `--init-from <its checkpoint>`)
+    # DART cuts the pixel-difference motion map (motion_prior=1, docs/method.md §6): seed 0 in session 12,
+    # DART 16x2 (top-1 at 20 epochs) with motion_prior 0 / 0.5 / 1 against the grid and oracle, README
+    # "Measured: tokens that must follow motion"; about 1 h a seed with two jobs on 2 cores
     "cpu-video-which": {
-        "specs": _video(16, 4, "videomamba_micro_patch8", "dart_videomamba_micro_patch8", {"scorer_input_size": 64},
-                        oracle=True),
+        "specs": _video(16, 4, "videomamba_micro_patch8", "dart_videomamba_micro_patch8",
+                        {"scorer": _WHICH_VIDEO_SCORER}, oracle=True, learned_kwargs={"motion_prior": 1.0}),
         "seeds": CPU_SEEDS,
         "train": {"data": "moving_fmnist", "data_kwargs": {"task": "which_moves", "num_frames": 4, "speed": [4, 8]},
                   "canvas_size": 64, "epochs": 20, "train_samples": 3000, "test_samples": 1000, "batch_size": 32,
                   "lr": 1e-3},
-        "image": {"spec": RunSpec("image", "dart_vim_micro_patch8", 16, {"scorer_input_size": 64}),
-                  "train": {"data": "cluttered_fmnist", "canvas_size": 64,
+        "image": {"spec": RunSpec("image", "dart_vim_micro_patch8", 16, {"scorer": {**scratch_scorer(64), "head": "v2"}}),
+                  "train": {**SCRATCH_TRAIN, "data": "cluttered_fmnist", "canvas_size": 64,
                             "data_kwargs": {"object_scale": [0.25, 0.4], "num_clutter": 6, "clutter_size": 0.12},
                             "epochs": 8, "train_samples": 6000, "test_samples": 1000, "batch_size": 64, "lr": 1e-3}},
     },
