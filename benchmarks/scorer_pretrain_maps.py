@@ -41,6 +41,21 @@ def _load(split: str, n: int):
             torch.stack([torch.as_tensor(it[1]["box"], dtype=torch.float32) for it in items]))
 
 
+class ShuffledBatches:
+    """Batches of ``(x, y)`` in a fresh order per pass (``generator``), like the training loader."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator):
+        self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __iter__(self):
+        perm = torch.randperm(len(self.x), generator=self.generator)
+        b = self.batch_size
+        return iter([(self.x[perm[i:i + b]], self.y[perm[i:i + b]]) for i in range(0, len(self.x), b)])
+
+
 @torch.no_grad()
 def measure(scorer: Scorer, x: torch.Tensor, y: torch.Tensor, boxes: torch.Tensor) -> dict[str, float]:
     """The localisation of ``scorer``'s class-activation map on ``x`` (eval mode)."""
@@ -84,19 +99,7 @@ def main() -> None:
         scorer = Scorer("mobilenetv3_small", input_size=128, stage=stage, in_chans=1, cam_classes=10)
         rows.append({"scorer": label, "epoch": 0, **measure(scorer, xte, yte, bte)})
         loader_gen.manual_seed(args.seed)
-
-        def batches():
-            perm = torch.randperm(len(xtr), generator=loader_gen)
-            return [(xtr[perm[i:i + 64]], ytr[perm[i:i + 64]]) for i in range(0, len(xtr), 64)]
-
-        class Loader:  # a fresh order per epoch, like the training loader
-            def __len__(self):
-                return -(-len(xtr) // 64)
-
-            def __iter__(self):
-                return iter(batches())
-
-        pretrain_scorer(scorer, Loader(), epochs=args.epochs, lr=1e-3, weight_decay=0.05,
+        pretrain_scorer(scorer, ShuffledBatches(xtr, ytr, 64, loader_gen), epochs=args.epochs, lr=1e-3, weight_decay=0.05,
                         device=torch.device("cpu"), input_size=(1, 128, 128), unpack=lambda t: t,
                         on_epoch=lambda e, st: rows.append({"scorer": label, "epoch": e + 1, "train_acc": st["acc"],
                                                             **measure(scorer, xte, yte, bte)}))

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import dartok  # noqa: F401  (before timm: torchvision shim)
 from dartok.tools.compare import (PRESETS, RunSpec, aggregate_seeds, collect, compare, plot_localization,
-                                  publish_results, write_tables)
+                                  publish_results, seed_run_dir, write_tables)
+from dartok.train.checkpoint import load_config
 
 
 def main() -> None:
@@ -47,29 +48,26 @@ def main() -> None:
     # one folder of every row: links to the preset's runs, the β runs and the --link runs
     table = out / "table"
     table.mkdir(parents=True, exist_ok=True)
+    linked = dict(item.partition("=")[::2] for item in args.link)  # NAME -> DIR
     rows_from = {s.name: preset_dir / s.name for s in (grid, dart, oracle)}
     rows_from.update({s.name: out / s.name for s in specs})
-    for item in args.link:
-        name, _, path = item.partition("=")
-        rows_from[name] = Path(path)
-    from dartok.train.checkpoint import load_config
+    rows_from.update({name: Path(path) for name, path in linked.items()})
+    seeds = args.seeds if len(args.seeds) > 1 else None
 
-    def saved(name: str) -> RunSpec:  # a linked run's row: its own model and options, as it trained
-        run = rows_from[name] if seeds is None else rows_from[name] / f"seed{args.seeds[0]}"
-        cfg = load_config(run / "checkpoint")
+    def row_spec(name: str) -> RunSpec:  # the preset's or a β run's spec; a linked run's as it trained
+        if name not in linked:
+            return {s.name: s for s in (grid, *specs, dart, oracle)}[name]
+        cfg = load_config(seed_run_dir(table, name, args.seeds[0], seeds) / "checkpoint")
         return RunSpec(name, cfg["model"], dart.num_tokens, dict(cfg["train"].get("model_kwargs") or {}))
 
-    seeds = args.seeds if len(args.seeds) > 1 else None
-    named = {s.name: s for s in (grid, *specs, dart, oracle)}
-    names = [grid.name, *(s.name for s in specs), *(n for n in rows_from if n not in named), dart.name, oracle.name]
-    all_specs = [saved(n) if n in dict(item.partition("=")[::2] for item in args.link) or n not in named else named[n]
-                 for n in dict.fromkeys(names)]
+    own = (grid.name, dart.name, oracle.name)
+    order = [grid.name, *(n for n in rows_from if n not in own), dart.name, oracle.name]  # the β rows, then the preset's
     for name, src in rows_from.items():
         link = table / name
         if link.is_symlink() or link.exists():
             link.unlink()
         os.symlink(src.resolve(), link)
-    seed_rows = collect(all_specs, table, count_macs=True, seeds=seeds)
+    seed_rows = collect([row_spec(n) for n in order], table, count_macs=True, seeds=seeds)
     rows = aggregate_seeds(seed_rows)
     md = write_tables(rows, table / args.name, {"preset": "cpu-video-which", "betas": args.betas,
                                                 "seeds": args.seeds, "train": train, "rows_from":

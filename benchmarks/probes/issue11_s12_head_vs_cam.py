@@ -22,7 +22,7 @@ from dartok.tools.compare import scratch_scorer
 from dartok.train.scorer_pretrain import pretrain_scorer
 
 sys.path.insert(0, "benchmarks")
-from scorer_pretrain_maps import _load  # noqa: E402
+from scorer_pretrain_maps import ShuffledBatches, _load  # noqa: E402
 
 seed, epochs, lr, threads = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
@@ -30,19 +30,8 @@ xtr, ytr, _ = _load("train", 8000)
 xte, yte, bte = _load("test", 2000)
 torch.manual_seed(seed)
 scorer = Scorer(**scratch_scorer(), in_chans=1)
-gen = torch.Generator().manual_seed(seed)
-
-
-class Loader:
-    def __len__(self):
-        return -(-len(xtr) // 64)
-
-    def __iter__(self):
-        perm = torch.randperm(len(xtr), generator=gen)
-        return iter([(xtr[perm[i:i + 64]], ytr[perm[i:i + 64]]) for i in range(0, len(xtr), 64)])
-
-
-pretrain_scorer(scorer, Loader(), epochs=epochs, lr=lr, weight_decay=0.05, device=torch.device("cpu"),
+pretrain_scorer(scorer, ShuffledBatches(xtr, ytr, 64, torch.Generator().manual_seed(seed)), epochs=epochs, lr=lr,
+                weight_decay=0.05, device=torch.device("cpu"),
                 input_size=(1, 128, 128), unpack=lambda t: t)
 scorer.eval()
 with torch.no_grad():

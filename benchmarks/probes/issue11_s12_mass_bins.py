@@ -15,13 +15,11 @@ import torch
 
 from dartok.data.registry import create_dataset
 from dartok.localization import box_pdf, object_mass
-from dartok.train.checkpoint import load_config, model_from_checkpoint
+from dartok.train.checkpoint import model_from_checkpoint
 
 ckpt, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 2000
 torch.set_num_threads(1)
-cfg = load_config(ckpt)
-model = model_from_checkpoint(ckpt)
-model = (model[0] if isinstance(model, tuple) else model).eval()
+model, cfg = model_from_checkpoint(ckpt)  # in eval mode
 pe = model.patch_embed
 data = cfg["data"]
 ds = create_dataset(data["name"], data.get("root"), "test", canvas_size=data["canvas_size"], return_box=True,

@@ -22,14 +22,12 @@ import torch.nn.functional as F
 from dartok.data.video import MovingClutteredFashionMNIST
 from dartok.localization import box_pdf, object_mass
 from dartok.scorer import scores_to_pdf
-from dartok.train.checkpoint import load_config, model_from_checkpoint
+from dartok.train.checkpoint import model_from_checkpoint
 from dartok.video_tokenizer import temporal_difference
 
 ckpt, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 500
 torch.set_num_threads(1)
-cfg = load_config(ckpt)
-model = model_from_checkpoint(ckpt)
-model = (model[0] if isinstance(model, tuple) else model).eval()
+model, cfg = model_from_checkpoint(ckpt)  # in eval mode
 pe = model.patch_embed
 data = cfg["data"]
 ds = MovingClutteredFashionMNIST("test", canvas_size=data["canvas_size"], num_samples=n, return_box=True,

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ._compat import is_tracing
 from .localization import stack_frame_boxes
-from .partition import DEFAULT_ALPHA, band_layout
+from .partition import DEFAULT_ALPHA, band_layout, normalize_pdf
 from .resample import box_average
 from .scorer import Scorer, uniform_pdf
 from .tokenizer import DART, DartOutput
@@ -257,11 +257,8 @@ def motion_pdf(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return uniform_pdf(b, (t * size[0], size[1]), device=video.device, dtype=video.dtype)
     diff = (video[:, :, 1:] - video[:, :, :-1]).abs().mean(1)  # B×(T−1)×H×W
     diff = torch.cat([diff[:, :1], diff], 1)  # m_0 = |x_0 − x_1|
-    cells = F.adaptive_avg_pool2d(diff, size).reshape(b, -1)  # B×(T·h·w), frame-major
-    total = cells.sum(1, keepdim=True)
-    uniform = torch.full_like(cells, 1.0 / cells.shape[1])
-    pdf = torch.where(total > 0, cells / total.clamp_min(torch.finfo(cells.dtype).tiny), uniform)
-    return pdf.reshape(b, t * size[0], size[1])
+    cells = F.adaptive_avg_pool2d(diff, size).reshape(b, t * size[0], size[1])  # frame t in rows t·h..(t+1)·h
+    return normalize_pdf(cells).to(video.dtype)  # a clip with no change: uniform
 
 
 # --------------------------------------------------------------------------- the tokenizer
