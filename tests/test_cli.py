@@ -369,6 +369,24 @@ def test_compare_option_errors_before_and_during_training(tmp_path, monkeypatch)
     assert "training failed for grid@4" in flatten(res.output)
 
 
+def test_compare_runs_trains_only_the_named_rows(tmp_path, monkeypatch):
+    from dartok import compare as cmp
+
+    specs = [cmp.RunSpec("grid@4", "vit_micro_patch8", 4), cmp.RunSpec("dart@4", "dart_vit_micro_patch8", 4)]
+    monkeypatch.setitem(cmp.PRESETS, "tiny", {"specs": specs, "train": {
+        "canvas_size": 56, "epochs": 1, "warmup_epochs": 0, "train_samples": 16, "test_samples": 8,
+        "batch_size": 8}})
+    res = invoke("compare", "--preset", "tiny", "--runs", "grid@4,nope", "-o", tmp_path / "runs",
+                 "--results-dir", tmp_path / "res")
+    assert_clean_error(res, "--runs", "'nope'", "grid@4, dart@4")
+    assert not (tmp_path / "runs").exists()
+    res = invoke("compare", "--preset", "tiny", "--runs", " grid@4 ", "-o", tmp_path / "runs",
+                 "--results-dir", tmp_path / "res", "--jobs", 1, "--no-macs")
+    assert res.exit_code == 0, res.output
+    assert [r["name"] for r in json.loads((tmp_path / "res" / "tiny.json").read_text())["rows"]] == ["grid@4"]
+    assert not (tmp_path / "runs" / "tiny" / "dart@4").exists()
+
+
 def test_compare_scratch_scorer_sets_the_dart_runs_and_the_pretraining(tmp_path, monkeypatch):
     """--scratch-scorer: every DART run gets the from-scratch scorer at the preset's canvas size, and
     the runs pretrain it 8 epochs at lr 3e-3 (--scorer-pretrain-epochs / --scorer-pretrain-lr override);

@@ -595,6 +595,8 @@ def compare(
                                            "or full (DeiT-Ti, DeiT's recipe), full-small-objects (the same without crop, cutmix, "
                                            "erasing), full-vim, full-video (Ti sizes, for a GPU)."),
     output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Folder of the runs."),
+    runs: str = typer.Option("", "--runs", help="Train only these rows of the preset, comma-separated names as "
+                             "in its table, e.g. 'grid 16x4,dart 16x2' (default: all)."),
     name: Optional[str] = typer.Option(None, help="Result file stem (default: the preset)."),
     results_dir: Path = typer.Option(Path("benchmarks/results"), help="Where the tables and plot go."),
     jobs: int = typer.Option(2, help="Runs trained at once (one CPU thread each when > 1)."),
@@ -643,6 +645,14 @@ def compare(
                                  param_hint="--snapshot-epochs") from None
     extra = _parse_json_dict(dart_kwargs, "--dart-kwargs")
     seed_list = _parse_seeds(seeds)
+    specs = PRESETS[preset]["specs"]
+    if runs.strip():
+        wanted = [r.strip() for r in runs.split(",") if r.strip()]
+        unknown = [r for r in wanted if r not in {s.name for s in specs}]
+        if unknown:
+            raise _fail(f"--runs: preset {preset!r} has no run {', '.join(map(repr, unknown))}; "
+                        f"its runs: {', '.join(s.name for s in specs)}")
+        specs = [s for s in specs if s.name in wanted]
     image = PRESETS[preset].get("image") if image_first else None
     if image_first and image is None:
         raise _fail(f"--image-first: preset {preset!r} has no image run; presets with one: "
@@ -659,7 +669,7 @@ def compare(
         overrides = {**SCRATCH_TRAIN, **overrides}
     stem = name or preset
     try:
-        result = run_compare(preset, output / preset, stem, train=overrides, jobs=jobs, snapshot_epochs=snaps,
+        result = run_compare(preset, output / preset, stem, specs=specs, train=overrides, jobs=jobs, snapshot_epochs=snaps,
                              resume=resume, count_macs=macs, echo=typer.echo, dart_kwargs=extra,
                              results_dir=results_dir, seeds=seed_list, image=image)
     except ValueError as e:  # a bad option, found before anything trains
