@@ -2,7 +2,8 @@
 
 Issue 14 §3. No allocator tuning (glibc's default malloc: run this without the ``MALLOC_*``
 variables of ``benchmarks/run_cpu.sh``), torch's default thread count, ``torch.inference_mode``.
-For each batch size, DeiT-Ti, DART-DeiT-Ti and DART-DeiT-Ti without its scorer (the bound) are
+For each batch size, DeiT-Ti, DART-DeiT-Ti and DART-DeiT-Ti without its scorer (the bound), and
+any ``--extra-models`` (e.g. DART-DeiT-Ti with a cheaper scorer; the targets apply to them too), are
 timed interleaved, one call each per round (:func:`dartok.bench.measure_speeds`), and the paired
 ratio (:func:`dartok.bench.paired_speed_ratio`: the median over rounds of t(DeiT) / t(model))
 reported, so the load of other processes on a shared machine hits all alike. Page faults per
@@ -14,6 +15,7 @@ one torch thread, and each call's thread CPU time (``time.thread_time``: user + 
 faults included; a descheduled thread does not count), interleaved the same way.
 
     python benchmarks/overhead_cpu.py [--batch-sizes 64 1] [--rounds 15 60] [--compile] [--name overhead_cpu]
+        [--extra-models 'dart_deit_tiny_patch16_224[scorer={"trunk": "mobilenetv3_small_050"}]']
 
 Writes ``benchmarks/results/<name>.{json,md}``.
 """
@@ -71,6 +73,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also time the models under torch.compile")
     ap.add_argument("--cpu-time", action="store_true", help="one thread, per-call thread CPU time (a busy machine)")
+    ap.add_argument("--extra-models", nargs="*", default=[],
+                    help="more DART variants to time beside the three, as dartok bench model specs, e.g. "
+                         "'dart_deit_tiny_patch16_224[scorer={\"trunk\": \"mobilenetv3_small_050\"}]'")
     ap.add_argument("--name", default="overhead_cpu")
     ap.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args()
@@ -81,7 +86,8 @@ def main() -> None:
         torch.set_num_threads(1)
     t0 = time.perf_counter()
     load_before = [round(v, 2) for v in os.getloadavg()]
-    built = [make_model(name) for name in MODELS]
+    names = [*MODELS, *args.extra_models]
+    built = [make_model(name) for name in names]
     modes = [("eager", [m for m, _ in built])]
     if args.compile:
         modes.append(("torch.compile", [torch.compile(m) for m, _ in built]))
@@ -91,7 +97,7 @@ def main() -> None:
             entries = [(m, shape) for m, (_, shape) in zip(models, built)]
             speeds = (cpu_time_speeds(entries, batch, args.warmup, rounds) if args.cpu_time
                       else measure_speeds(entries, batch, "cpu", args.warmup, rounds))
-            for name, (m, shape), sp in zip(MODELS, entries, speeds):
+            for name, (m, shape), sp in zip(names, entries, speeds):
                 row = {"mode": mode, "clock": "thread CPU time" if args.cpu_time else "wall", "batch_size": batch, "model": name, "images_per_s": sp["images_per_s"],
                        "latency_ms": sp["latency_ms"], "paired_ratio": paired_speed_ratio(speeds[0], sp),
                        "rounds": rounds, "times_s": sp["times_s"]}
@@ -112,14 +118,14 @@ def main() -> None:
              "| mode | batch | model | img/s | latency (ms) | paired ratio to DeiT-Ti | target | page faults / call |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        target = TARGETS.get(r["batch_size"]) if r["model"] == MODELS[1] else None
+        target = TARGETS.get(r["batch_size"]) if r["model"] in (MODELS[1], *args.extra_models) else None
         lines.append(f"| {r['mode']} | {r['batch_size']} | {r['model']} | {r['images_per_s']:.2f} | "
                      f"{r['latency_ms']:.1f} | {r['paired_ratio']:.3f} | "
                      f"{'≥ %.2f: %s' % (target, 'met' if r['paired_ratio'] >= target else '**missed**') if target else ''}"
                      f" | {r.get('page_faults', '-')} |")
     result = {"command": script_command(), "machine": machine_info("cpu"), "rows": rows,
               "load_before": load_before, "load_after": load_after,
-              "settings": {"batch_sizes": " ".join(map(str, args.batch_sizes)), "rounds": " ".join(map(str, args.rounds)),
+              "settings": {"extra_models": args.extra_models, "batch_sizes": " ".join(map(str, args.batch_sizes)), "rounds": " ".join(map(str, args.rounds)),
                            "warmup": args.warmup, "compile": args.compile, "cpu_time": args.cpu_time, "allocator_env": " ".join(tuned) or "none",
                            "elapsed_min": round((time.perf_counter() - t0) / 60, 1)}}
     finish_report(result, lines, args.output_dir, args.name)

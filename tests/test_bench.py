@@ -292,6 +292,13 @@ def test_parse_model_spec():
         parse_model_spec("dart_x[scorer]")
     with pytest.raises(ValueError):
         parse_model_spec("dart_x[a=1")
+    # a dict kwarg as a JSON object, e.g. a cheaper scorer; a malformed one is a ValueError
+    name, kw = parse_model_spec('dart_x[scorer={"trunk": "mobilenetv3_small_050", "input_size": 112}; alpha=0.1]')
+    assert (name, kw) == ("dart_x", {"scorer": {"trunk": "mobilenetv3_small_050", "input_size": 112}, "alpha": 0.1})
+    model, _ = make_model('dart_vit_micro_patch8[scorer={"trunk": "mobilenetv3_small", "input_size": 64}]')
+    assert model.patch_embed.scorer.input_size == 64
+    with pytest.raises(ValueError, match="JSON object"):
+        parse_model_spec('dart_x[scorer={"trunk": }]')
 
 
 def test_scorer_batchnorm_folding_same_features_and_state():

@@ -22,6 +22,7 @@ The CLI is ``dartok bench compute|scaling|macs`` (see :mod:`dartok.cli`).
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import os
 import platform
@@ -258,6 +259,11 @@ def tokenizer_breakdown(model: nn.Module, input_shape: Sequence[int], batch_size
 
 
 def _parse_value(text: str) -> Any:
+    if text.strip().startswith("{"):  # a dict kwarg, e.g. scorer={"trunk": "mobilenetv3_small_050"}
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"model spec value {text.strip()!r} is not a JSON object: {e.msg}") from None
     low = text.strip().lower()
     if low in ("none", "null"):
         return None
@@ -272,7 +278,8 @@ def _parse_value(text: str) -> Any:
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"name[key=value;key=value]"`` → ``(name, kwargs)`` (``none``/``true``/numbers parsed).
+    """``"name[key=value;key=value]"`` → ``(name, kwargs)`` (``none``/``true``/numbers parsed,
+    a value that starts with ``{`` read as a JSON object).
 
     Lets one benchmark run compare variants of a model, e.g.
     ``dart_deit_tiny_patch16_224[scorer=none]`` (DART with a uniform pdf: no scorer cost).
