@@ -701,7 +701,7 @@ def bench(
                                 "scaling (vs input resolution and token budget) or macs (counts only)"),
     models: str = typer.Option("deit_tiny_patch16_224,dart_deit_tiny_patch16_224", "--models",
                                help="compute/macs: comma-separated model names (first = reference); "
-                               "name\\[key=value;...] passes model kwargs, "
+                               "name\\[key=value;...] passes model kwargs (a value starting with { is JSON), "
                                "e.g. dart_deit_tiny_patch16_224\\[scorer=none]"),
     model: str = typer.Option("dart_deit_tiny_patch16_224", "--model", help="scaling: the DART model"),
     baseline: str = typer.Option("deit_tiny_patch16_224", "--baseline", help="scaling: the fixed-grid model"),
