@@ -209,16 +209,21 @@ def test_run_compute_and_scaling_tiny(tmp_path):
 
 def test_cli_bench_macs_and_errors(tmp_path):
     runner = CliRunner()
-    res = runner.invoke(app, ["bench", "macs", "--models", "vit_micro_patch8,dart_vit_micro_patch8",
-                              "-o", str(tmp_path), "--name", "m"])
+    scorer = '{"trunk": "mobilenetv3_small", "input_size": 64}'  # a JSON value with a comma in it
+    res = runner.invoke(app, ["bench", "macs", "--models", f"vit_micro_patch8,dart_vit_micro_patch8,"
+                              f"dart_vit_micro_patch8[scorer={scorer}]", "-o", str(tmp_path), "--name", "m"])
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "m.json").read_text())
     assert data["suite"] == "macs" and "throughput" not in data["models"][0]
+    assert len(data["models"]) == 3  # the cheaper scorer (64 px copy) costs fewer MACs than the default
+    assert data["models"][2]["gmacs"] < data["models"][1]["gmacs"]
     assert (tmp_path / "m.md").read_text().startswith("## Compute")
     bad = runner.invoke(app, ["bench", "nope"])
     assert bad.exit_code == 2
     bad = runner.invoke(app, ["bench", "macs", "--models", "no_such_model_xyz"])
     assert bad.exit_code == 2
+    bad = runner.invoke(app, ["bench", "macs", "--models", "dart_vit_micro_patch8[scorer=none"])
+    assert bad.exit_code == 2 and "unbalanced" in bad.output
     if not torch.cuda.is_available():
         bad = runner.invoke(app, ["bench", "macs", "--models", "vit_micro_patch8", "--device", "cuda",
                                   "-o", str(tmp_path)])
@@ -275,6 +280,16 @@ def test_patch_grid_values():
     assert grid.shape == (1, 1, 2, 2, 2)
     torch.testing.assert_close(grid[0, 0, :, :, 0], (xs * 2 - 1).expand(2, 2), atol=1e-15, rtol=0)
     torch.testing.assert_close(grid[0, 0, :, :, 1], (ys * 2 - 1)[:, None].expand(2, 2), atol=1e-15, rtol=0)
+
+
+def test_split_model_specs_only_at_top_level_commas():
+    from dartok.tools.bench import split_model_specs
+
+    assert split_model_specs(" a, b ,,") == ["a", "b"]
+    assert split_model_specs('a[x=1;s={"t": "m", "i": 2}],b[s=none]') == ['a[x=1;s={"t": "m", "i": 2}]', "b[s=none]"]
+    for bad in ("a[x=1", "a]x[", "a[[x]"):
+        with pytest.raises(ValueError, match="unbalanced"):
+            split_model_specs(bad)
 
 
 def test_parse_model_spec():

@@ -733,10 +733,10 @@ def bench(
     import sys
 
     _set_threads(threads)
-    from .tools.bench import parse_model_spec, run_bench
+    from .tools.bench import parse_model_spec, run_bench, split_model_specs
 
-    names = [m.strip() for m in models.split(",") if m.strip()]
     try:
+        names = split_model_specs(models)
         for m in (names if suite != "scaling" else [model, baseline]):
             _check_model_name(parse_model_spec(m)[0])
     except ValueError as e:

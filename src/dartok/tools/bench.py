@@ -277,6 +277,30 @@ def _parse_value(text: str) -> Any:
     return text.strip()
 
 
+def split_model_specs(text: str) -> list[str]:
+    """Comma-separated model specs → the specs, splitting only at commas outside ``[...]``
+    (and so outside a spec's JSON values): ``'a,b[scorer={"x": 1, "y": 2}]'`` → two specs.
+
+    Raises:
+        ValueError: unbalanced brackets.
+    """
+    specs, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"unbalanced ']' in model specs {text!r}")
+        elif ch == "," and depth == 0:
+            specs.append(text[start:i])
+            start = i + 1
+    if depth:
+        raise ValueError(f"unbalanced '[' in model specs {text!r}")
+    specs.append(text[start:])
+    return [p.strip() for p in specs if p.strip()]
+
+
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``"name[key=value;key=value]"`` → ``(name, kwargs)`` (``none``/``true``/numbers parsed,
     a value that starts with ``{`` read as a JSON object).
