@@ -224,6 +224,44 @@ def test_motion_prior_mixes_the_motion_map_and_keeps_the_scorer_learning():
             tiny(motion_prior=bad)
 
 
+def test_motion_score_source_is_motion_prior_one_without_the_scorer():
+    """score_source="motion": no scorer, pdf = motion_pdf on the scorer's would-be grid; the same
+    boxes and tokens as motion_prior=1 with a scorer (whose share is 0), for fewer MACs."""
+    from dartok.models import create_model
+    from dartok.tools.flops import count_macs
+
+    torch.manual_seed(7)
+    kw = dict(num_tokens=32, img_size=64, num_frames=T, scorer={"trunk": "mobilenetv3_small", "input_size": 64,
+                                                                "stage": 2, "head": "v2", "trainable_trunk": False})
+    with_scorer = create_model("dart_videomamba_micro_patch8", motion_prior=1.0, **kw).eval()
+    motion = create_model("dart_videomamba_micro_patch8", score_source="motion", **kw).eval()
+    assert motion.patch_embed.scorer is None and motion.patch_embed.score_grid() == (8, 8)
+    assert tuple(with_scorer.patch_embed.scorer.grid_size) == (8, 8)
+    state = {k: v for k, v in with_scorer.state_dict().items() if not k.startswith("patch_embed.scorer.")}
+    assert motion.load_state_dict(state, strict=True) is not None  # every other weight is shared
+    x = torch.zeros(2, 1, T, 64, 64)
+    for t in range(T):  # an item moving right over static clutter
+        x[:, :, t] = 0.3 * (torch.rand(64, 64, generator=torch.Generator().manual_seed(1)) > 0.9)
+        x[:, :, t, 20:36, 6 * t:6 * t + 16] = 1.0
+    with torch.no_grad():
+        a, b = with_scorer.patch_embed(x), motion.patch_embed(x)
+        torch.testing.assert_close(b.pdf, a.pdf, rtol=0, atol=0)
+        torch.testing.assert_close(b.boxes, a.boxes, rtol=0, atol=0)
+        torch.testing.assert_close(motion(x), with_scorer(x), rtol=0, atol=0)
+    expected = motion_pdf(x, (8, 8))
+    pe = motion.patch_embed
+    torch.testing.assert_close(pe.score(x), expected)
+    assert "score_source=motion" in repr(pe)
+    shape = (1, T, 64, 64)
+    assert count_macs(motion, shape).total < count_macs(with_scorer, shape).total
+    with pytest.raises(ValueError, match="leave motion_prior at 0"):
+        create_model("dart_videomamba_micro_patch8", score_source="motion", motion_prior=0.5, **kw)
+    with pytest.raises(ValueError, match="pass scorer=None"):
+        tiny(score_source="motion", scorer=dict(trunk="mobilenetv3_small", input_size=32))
+    with pytest.raises(ValueError, match="needs a clip: VideoDART"):
+        create_model("dart_vit_micro_patch8", score_source="motion")
+
+
 def test_gradients_reach_scorer_head_and_embeddings_not_trunk():
     torch.manual_seed(3)
     m = tiny(num_tokens=24, scorer=dict(trunk="mobilenetv3_small", head="v2", input_size=32, trainable_trunk=False), img_size=32)

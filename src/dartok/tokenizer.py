@@ -33,9 +33,12 @@ COMPAT_MODES = ("hcplab",)
 """Other implementations :class:`DART` can reproduce (``compat=``): ``"hcplab"``, the DART
 authors' tokenizer, defects included (:mod:`dartok.compat.hcplab`, docs/method.md §4a)."""
 
-SCORE_SOURCES = ("scorer", "oracle")
-"""Where :class:`DART` takes its score map from: its scorer (or uniform without one), or the
-data's object box (``"oracle"``: :meth:`DART.oracle_pdf`, given per batch; docs/method.md §9)."""
+SCORE_SOURCES = ("scorer", "oracle", "motion")
+"""Where :class:`DART` takes its score map from: its scorer (or uniform without one), the
+data's object box (``"oracle"``: :meth:`DART.oracle_pdf`, given per batch; docs/method.md §9),
+or, for a clip, the frame-difference map alone (``"motion"``: no scorer,
+:func:`dartok.video_tokenizer.motion_pdf`; :class:`~dartok.video_tokenizer.VideoDART` only,
+docs/method.md §6)."""
 
 
 class DartOutput(NamedTuple):
@@ -81,9 +84,12 @@ class DART(nn.Module):
         score_source: ``"scorer"`` (default: the scorer's map, uniform without one) or
             ``"oracle"``: no scorer; every call needs a pdf, passed as ``pdf=`` or set for
             the calls inside :meth:`given_pdf` (e.g. :meth:`oracle_pdf` of the true object
-            boxes, which the training loop passes for datasets that provide them).
-        oracle_grid: ``(h, w)`` of the oracle's score grid (default: the scorer's grid
-            would-be, else the position grid, else ``round(√N)`` per side).
+            boxes, which the training loop passes for datasets that provide them);
+            ``"motion"``: no scorer, the clip's frame-difference map (tokenizers with
+            ``supports_motion``: :class:`~dartok.video_tokenizer.VideoDART`).
+        oracle_grid: ``(h, w)`` of the score grid without a scorer (the oracle's, the motion
+            map's; default: the position grid, else ``round(√N)`` per side; the model
+            factories pass the grid the scorer would have made).
         prior: ``None`` or a training-free score map of :data:`dartok.scorer.PRIORS`
             (``"saliency"``, ``"edges"``) mixed into the scorer's pdf as
             ``(1 − λ)·pdf + λ·prior`` with ``λ = prior_weight`` (a plain float attribute, 0
@@ -114,10 +120,12 @@ class DART(nn.Module):
         ValueError: at construction for an impossible budget/layout or alpha, or options
             ``compat`` does not take; in forward
             for images of the wrong rank or channel count, NaN/Inf pixels, or a bad pdf;
-            ``score_source="oracle"`` with a scorer, or called without a pdf.
+            ``score_source="oracle"`` with a scorer, or called without a pdf;
+            ``score_source="motion"`` with a scorer or on a tokenizer of still images.
     """
 
     supports_cam = True
+    supports_motion = False  # score_source="motion" needs frames (VideoDART)
     """The scorer's auxiliary CAM head applies: one image, one label (docs/method.md §10)."""
 
     def __init__(
@@ -162,6 +170,11 @@ class DART(nn.Module):
             raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
         if score_source == "oracle" and scorer is not None:
             raise ValueError("score_source='oracle' takes its score map from the data; pass scorer=None")
+        if score_source == "motion" and not self.supports_motion:
+            raise ValueError(f"score_source='motion' (the frame-difference map) needs a clip: VideoDART, not "
+                             f"{type(self).__name__}; choose from 'scorer', 'oracle'")
+        if score_source == "motion" and scorer is not None:
+            raise ValueError("score_source='motion' takes its score map from the frames; pass scorer=None")
         if oracle_grid is not None:
             ok = (isinstance(oracle_grid, (tuple, list)) and len(oracle_grid) == 2
                   and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in oracle_grid))
@@ -291,7 +304,8 @@ class DART(nn.Module):
         return (f"num_tokens={self.num_tokens}, bands={self.bands}, alpha={self.alpha}, "
                 f"pos_grid={self.pos_grid}, antialias={self.antialias}"
                 + (f", partition={self.partition_mode}" if self.partition_mode != "bands" else "")
-                + (f", score_source=oracle, oracle_grid={self.score_grid()}" if self.score_source == "oracle" else ""))
+                + (f", score_source={self.score_source}, score_grid={self.score_grid()}"
+                   if self.score_source != "scorer" else ""))
 
     def _check_images(self, images: torch.Tensor) -> None:
         """Raise ``ValueError`` for images that are not finite floating ``B×C×H×W`` with this C.

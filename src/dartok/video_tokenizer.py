@@ -290,6 +290,10 @@ class VideoDART(DART):
             pdf, ``(1 − β)·scorer pdf + β·motion pdf`` (before ``alpha``); 0 (default) is the
             paper's. It stays at β (it is not annealed): the scorer learns alongside it through
             its ``1 − β`` share. Used with a scorer only (a uniform or given pdf is left alone).
+        score_source: ``"scorer"`` (default), ``"oracle"`` (:class:`DART`) or ``"motion"``: no
+            scorer, the pdf is :func:`motion_pdf` alone on the score grid (``oracle_grid``; the
+            factories pass the grid the scorer would have made). Its boxes are those of
+            ``motion_prior=1`` with a scorer, without the scorer's cost (docs/method.md §6).
 
     Attributes:
         pos_embed: ``1×g²×D`` spatial map (as in :class:`DART`).
@@ -310,6 +314,7 @@ class VideoDART(DART):
     """
 
     supports_cam = False  # a clip's label is not every frame's: no auxiliary CAM head (docs/method.md §10)
+    supports_motion = True  # score_source="motion": the frame-difference map alone
 
 
     def __init__(
@@ -337,6 +342,9 @@ class VideoDART(DART):
         if isinstance(motion_prior, bool) or not isinstance(motion_prior, (int, float)) or not 0 <= motion_prior <= 1:
             raise ValueError(f"motion_prior must be a number in [0, 1] (the motion map's share of the pdf), "
                              f"got {motion_prior!r}")
+        if score_source == "motion" and motion_prior:
+            raise ValueError(f"motion_prior mixes the motion map into a scorer's pdf; score_source='motion' "
+                             f"uses the motion map alone: leave motion_prior at 0, got {motion_prior!r}")
         bands_option = bands
         if bands is None:
             bands = video_bands(num_tokens, num_frames)
@@ -429,9 +437,12 @@ class VideoDART(DART):
     def score(self, video: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """The clip's pdf ``B×(T·h)×w``: per-frame scores with the frame-difference term,
         stacked, normalised per sample over the whole clip (docs/method.md §3), with the
-        ``motion_prior`` share of :func:`motion_pdf` mixed in. Uniform without a scorer.
+        ``motion_prior`` share of :func:`motion_pdf` mixed in. :func:`motion_pdf` alone on
+        :meth:`score_grid` with ``score_source="motion"``; uniform without a scorer otherwise.
         """
         b, t = video.shape[0], video.shape[2]
+        if self.score_source == "motion":
+            return motion_pdf(video, self.score_grid())
         if self.scorer is None:
             h, w = self.score_grid()
             return uniform_pdf(b, (t * h, w), device=video.device)

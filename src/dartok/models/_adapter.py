@@ -450,9 +450,9 @@ def scorer_and_oracle_grid(model: nn.Module, tokenizer_cls: type, scorer: str | 
     """The tokenizer's ``(scorer, oracle_grid)`` for a ``patch_*`` call (step 2 of the module docstring).
 
     The scorer is :func:`make_scorer`'s, with the CAM head :func:`scorer_cam_classes` decides on
-    ``model`` and ``tokenizer_cls``. ``score_source="oracle"`` builds no scorer: it returns
-    ``(None, the grid the scorer would have made)`` (``None`` without one), so the oracle cuts
-    the learned scorer's grid (docs/method.md §9).
+    ``model`` and ``tokenizer_cls``. ``score_source="oracle"`` (or ``"motion"``) builds no
+    scorer: it returns ``(None, the grid the scorer would have made)`` (``None`` without one),
+    so the oracle (the motion map) cuts the learned scorer's grid (docs/method.md §9, §6).
 
     Raises:
         ValueError: as :func:`scorer_cam_classes`.
@@ -462,7 +462,7 @@ def scorer_and_oracle_grid(model: nn.Module, tokenizer_cls: type, scorer: str | 
     scorer = make_scorer(scorer, in_chans=in_chans, head=scorer_head, input_size=scorer_input_size,
                          stage=scorer_stage, pretrained=scorer_pretrained, trainable_trunk=trainable_scorer_trunk,
                          learn_contrast=learn_contrast, cam_classes=cam_classes)
-    if score_source != "oracle":
+    if score_source not in ("oracle", "motion"):
         return scorer, None
     if isinstance(scorer, dict):
         scorer = Scorer(in_chans=in_chans, **scorer)
@@ -526,9 +526,10 @@ def patch_backbone(
         scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
         trainable_scorer_trunk, learn_contrast: :func:`make_scorer` options (used when
             ``scorer`` is a name).
-        score_source: ``"scorer"`` or ``"oracle"`` (:class:`DART`): the oracle builds no
-            scorer but keeps the grid the scorer would have made (``oracle_grid``), so it is
-            the best score map at the learned scorer's resolution (docs/method.md §9).
+        score_source: ``"scorer"``, ``"oracle"`` or (video) ``"motion"`` (:class:`DART`): the
+            oracle builds no scorer but keeps the grid the scorer would have made
+            (``oracle_grid``), so it is the best score map at the learned scorer's resolution
+            (docs/method.md §9); ``"motion"`` likewise cuts the frame-difference map alone.
         scorer_cam: the scorer's auxiliary class-activation head (docs/method.md §10):
             ``None`` (default) on for a trunk trained from scratch, off for a pretrained one
             (:func:`scorer_cam_classes`); ``True`` / ``False`` force it.
