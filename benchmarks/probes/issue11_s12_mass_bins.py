@@ -1,11 +1,12 @@
 """Probe (issue 11, session 12): is learned DART's gap to the oracle made of images its map misses?
 
-    python benchmarks/probes/issue11_s12_mass_bins.py CHECKPOINT_DIR [SAMPLES]
+    python benchmarks/probes/issue11_s12_mass_bins.py CHECKPOINT_DIR [SAMPLES] [PDF_BLUR]
 
 For a trained image DART checkpoint on Cluttered Fashion-MNIST, on the first SAMPLES (2 000) test
 images: each image's object mass (its pdf's share inside the object box, before mixing) and whether
 the model classifies it right; printed as the share of images and the top-1 in object-mass bins,
-and the top-1 by object size (the box's side, in quartiles).
+and the top-1 by object size (the box's side, in quartiles). PDF_BLUR (session 13) evaluates a
+learned scorer with another ``pdf_blur`` than it was trained with (no retraining).
 """
 import json
 import sys
@@ -21,6 +22,8 @@ ckpt, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 2000
 torch.set_num_threads(1)
 model, cfg = model_from_checkpoint(ckpt)  # in eval mode
 pe = model.patch_embed
+if len(sys.argv) > 3:
+    pe.scorer.pdf_blur = int(sys.argv[3])
 data = cfg["data"]
 ds = create_dataset(data["name"], data.get("root"), "test", canvas_size=data["canvas_size"], return_box=True,
                     **data.get("kwargs", {}))
@@ -41,7 +44,7 @@ with torch.no_grad():
         right = torch.cat(preds) == y
     mass = object_mass(pdf, boxes)
 side = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt() * data["canvas_size"]
-out = {"checkpoint": ckpt, "top1": round(100 * right.float().mean().item(), 2), "mass_bins": [], "size_quartiles": []}
+out = {"checkpoint": ckpt, "pdf_blur": getattr(pe.scorer, "pdf_blur", None), "top1": round(100 * right.float().mean().item(), 2), "mass_bins": [], "size_quartiles": []}
 for lo, hi in ((0, 0.3), (0.3, 0.6), (0.6, 0.8), (0.8, 1.01)):
     m = (mass >= lo) & (mass < hi)
     if m.any():
