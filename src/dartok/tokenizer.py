@@ -125,8 +125,9 @@ class DART(nn.Module):
     """
 
     supports_cam = True
-    supports_motion = False  # score_source="motion" needs frames (VideoDART)
     """The scorer's auxiliary CAM head applies: one image, one label (docs/method.md §10)."""
+    supports_motion = False
+    """``score_source="motion"`` applies: it needs frames (:class:`~dartok.video_tokenizer.VideoDART`)."""
 
     def __init__(
         self,
