@@ -371,6 +371,7 @@ def test_compare_option_errors_before_and_during_training(tmp_path, monkeypatch)
 
 def test_compare_runs_trains_only_the_named_rows(tmp_path, monkeypatch):
     from dartok import compare as cmp
+    from dartok.tools.compare import select_runs
 
     specs = [cmp.RunSpec("grid@4", "vit_micro_patch8", 4), cmp.RunSpec("dart@4", "dart_vit_micro_patch8", 4)]
     monkeypatch.setitem(cmp.PRESETS, "tiny", {"specs": specs, "train": {
@@ -379,6 +380,9 @@ def test_compare_runs_trains_only_the_named_rows(tmp_path, monkeypatch):
     res = invoke("compare", "--preset", "tiny", "--runs", "grid@4,nope", "-o", tmp_path / "runs",
                  "--results-dir", tmp_path / "res")
     assert_clean_error(res, "--runs", "'nope'", "grid@4, dart@4")
+    with pytest.raises(ValueError, match="the runs: grid@4, dart@4"):
+        select_runs(specs, ["dart@4", "x"])
+    assert [s.name for s in select_runs(specs, ["dart@4", "grid@4"])] == ["grid@4", "dart@4"]  # the specs' order
     assert not (tmp_path / "runs").exists()
     res = invoke("compare", "--preset", "tiny", "--runs", " grid@4 ", "-o", tmp_path / "runs",
                  "--results-dir", tmp_path / "res", "--jobs", 1, "--no-macs")

@@ -634,7 +634,7 @@ def compare(
     With several seeds each run trains once per seed (<output>/<preset>/<run>/seed<k>) and the
     table shows mean [min, max] over the seeds; with one seed the runs are <output>/<preset>/<run>.
     """
-    from .tools.compare import PRESETS, SCRATCH_TRAIN, compare as run_compare, scratch_scorer as scratch
+    from .tools.compare import PRESETS, SCRATCH_TRAIN, compare as run_compare, scratch_scorer as scratch, select_runs
 
     if preset not in PRESETS:
         raise typer.BadParameter(f"choose from {sorted(PRESETS)}", param_hint="--preset")
@@ -647,12 +647,10 @@ def compare(
     seed_list = _parse_seeds(seeds)
     specs = PRESETS[preset]["specs"]
     if runs.strip():
-        wanted = [r.strip() for r in runs.split(",") if r.strip()]
-        unknown = [r for r in wanted if r not in {s.name for s in specs}]
-        if unknown:
-            raise _fail(f"--runs: preset {preset!r} has no run {', '.join(map(repr, unknown))}; "
-                        f"its runs: {', '.join(s.name for s in specs)}")
-        specs = [s for s in specs if s.name in wanted]
+        try:
+            specs = select_runs(specs, [r.strip() for r in runs.split(",") if r.strip()])
+        except ValueError as e:
+            raise _fail(f"--runs: preset {preset!r} has {e}") from None
     image = PRESETS[preset].get("image") if image_first else None
     if image_first and image is None:
         raise _fail(f"--image-first: preset {preset!r} has no image run; presets with one: "

@@ -255,8 +255,7 @@ def motion_pdf(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     b, t = video.shape[0], video.shape[2]
     if t < 2:
         return uniform_pdf(b, (t * size[0], size[1]), device=video.device, dtype=video.dtype)
-    diff = (video[:, :, 1:] - video[:, :, :-1]).abs().mean(1)  # B×(T−1)×H×W
-    diff = torch.cat([diff[:, :1], diff], 1)  # m_0 = |x_0 − x_1|
+    diff = temporal_difference(video.transpose(1, 2), "abs").mean(2)  # B×T×H×W, m_0 = |x_0 − x_1|
     cells = F.adaptive_avg_pool2d(diff, size).reshape(b, t * size[0], size[1])  # frame t in rows t·h..(t+1)·h
     return normalize_pdf(cells).to(video.dtype)  # a clip with no change: uniform
 

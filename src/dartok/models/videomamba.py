@@ -344,7 +344,8 @@ def patch_videomamba(
         alpha, bands, antialias, temporal_diff, motion_prior: :class:`VideoDART` options.
         scorer_head, scorer_input_size, scorer_stage, scorer_pretrained,
         trainable_scorer_trunk, learn_contrast: used when ``scorer`` is a name.
-        score_source: ``"scorer"`` or ``"oracle"`` (the data's object box; :func:`~dartok.models.patch_backbone`).
+        score_source: ``"scorer"``, ``"oracle"`` (the data's object box) or ``"motion"`` (the
+            motion map alone, no scorer; :func:`~dartok.models.patch_backbone`).
         scorer_cam: accepted for symmetry with the image families; a video scorer has no
             auxiliary CAM head (a clip's label is not every frame's, docs/method.md §10), so
             ``None`` / ``False`` build none and ``True`` is an error.

@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CPU_SEEDS", "DEIT_RECIPE", "DEMO_DEFAULTS", "ORACLE", "PRESETS", "SCRATCH_TRAIN", "SMALL_OBJECTS_AUG",
            "VIM_RECIPE", "scratch_scorer",
            "RunSpec", "aggregate_seeds", "check_seeds", "collect", "compare", "deit_lr", "demo", "demo_preset",
-           "plot_accuracy_vs_macs", "plot_localization", "run_plan", "run_specs", "seed_run_dir", "train_config",
+           "plot_accuracy_vs_macs", "plot_localization", "run_plan", "run_specs", "seed_run_dir", "select_runs", "train_config",
            "write_tables"]
 
 ORACLE = {"score_source": "oracle"}
@@ -947,6 +947,19 @@ def publish_results(src_dir: str | os.PathLike, results_dir: str | os.PathLike, 
                 shutil.copyfile(src, tmp)
             written.append(results_dir / f"{stem}{suffix}")
     return written
+
+
+def select_runs(specs: Sequence[RunSpec], names: Sequence[str]) -> list[RunSpec]:
+    """The specs named ``names`` (their ``name``, as in a comparison's table), in the specs' order.
+
+    Raises:
+        ValueError: a name no spec has (the message lists the specs' names).
+    """
+    known = [s.name for s in specs]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"no run {', '.join(map(repr, unknown))}; the runs: {', '.join(known)}")
+    return [s for s in specs if s.name in names]
 
 
 def compare(preset: str | None, output: str | os.PathLike, name: str, specs: Sequence[RunSpec] | None = None,
