@@ -40,6 +40,52 @@ def recipe(config: dict) -> dict:
             "init_from": None if init is None else str(Path(init).resolve())}
 
 
+def merged_table(rows: dict[str, dict[int, Path]], out: Path, name: str, meta: dict | None = None,
+                 group: str = "main") -> str:
+    """Check, link and tabulate finished runs: ``rows`` maps a row name to ``{seed: run folder}``
+    (rows in table order). Writes ``<out>/<name>.{json,md}``, the localisation plot, and copies them
+    to ``benchmarks/results``; returns the markdown.
+
+    Raises:
+        SystemExit: with an ``Error:`` line, for a run that trained at another seed than given or
+            seeds of a row trained with different options.
+    """
+    specs: list[tuple[RunSpec, list[int] | None]] = []
+    for row, by_seed in rows.items():
+        configs = {k: load_config(p / "checkpoint") for k, p in by_seed.items()}
+        for k, cfg in configs.items():
+            if cfg["train"].get("seed") != k:
+                sys.exit(f"Error: --row {row!r}: {str(by_seed[k])!r} trained at seed {cfg['train'].get('seed')}, "
+                         f"not {k}")
+        first = min(configs)
+        base = recipe(configs[first])
+        for k, cfg in configs.items():
+            other = recipe(cfg)
+            diff = sorted(key for key in set(base) | set(other) if base.get(key) != other.get(key))
+            if diff:
+                sys.exit(f"Error: --row {row!r}: seeds {first} and {k} trained with different options: "
+                         f"{', '.join(diff)}")
+        seeds = sorted(by_seed) if len(by_seed) > 1 else None
+        for k, p in by_seed.items():
+            link = out / row / f"seed{k}" if seeds else out / row
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.is_symlink():
+                link.unlink()
+            os.symlink(Path(p).resolve(), link)
+        cfg = configs[first]
+        spec = RunSpec(row, cfg["model"], int(cfg["train"]["num_tokens"]),
+                       dict(cfg["train"].get("model_kwargs") or {}), group=group)
+        specs.append((spec, seeds))
+    seed_rows = [r for spec, seeds in specs for r in collect([spec], out, count_macs=True, seeds=seeds)]
+    table = aggregate_seeds(seed_rows)
+    meta = {**(meta or {}), "rows_from": {n: {str(k): str(p) for k, p in s.items()} for n, s in rows.items()},
+            "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    md = write_tables(table, out / name, meta, seed_rows=seed_rows)
+    plot_localization(table, out / f"{name}_localization.png", title=name)
+    publish_results(out, Path(__file__).resolve().parent / "results", name)
+    return md
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--row", nargs=3, action="append", required=True, metavar=("NAME", "SEED", "DIR"))
@@ -58,40 +104,7 @@ def main() -> None:
         if not (Path(path) / "checkpoint").is_dir():
             sys.exit(f"Error: --row {name!r} seed {k}: {path!r} has no checkpoint/ (a finished run folder)")
         rows[name][k] = Path(path)
-    out = Path(args.output)
-    specs: list[tuple[RunSpec, list[int] | None]] = []
-    for name, by_seed in rows.items():
-        configs = {k: load_config(p / "checkpoint") for k, p in by_seed.items()}
-        for k, cfg in configs.items():
-            if cfg["train"].get("seed") != k:
-                sys.exit(f"Error: --row {name!r}: {str(by_seed[k])!r} trained at seed {cfg['train'].get('seed')}, "
-                         f"not {k}")
-        first = min(configs)
-        base = recipe(configs[first])
-        for k, cfg in configs.items():
-            diff = sorted(key for key in set(base) | set(recipe(cfg)) if base.get(key) != recipe(cfg).get(key))
-            if diff:
-                sys.exit(f"Error: --row {name!r}: seeds {first} and {k} trained with different options: "
-                         f"{', '.join(diff)}")
-        seeds = sorted(by_seed) if len(by_seed) > 1 else None
-        for k, p in by_seed.items():
-            link = out / name / f"seed{k}" if seeds else out / name
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if link.is_symlink():
-                link.unlink()
-            os.symlink(p.resolve(), link)
-        cfg = configs[first]
-        spec = RunSpec(name, cfg["model"], int(cfg["train"]["num_tokens"]),
-                       dict(cfg["train"].get("model_kwargs") or {}), group=args.group)
-        specs.append((spec, seeds))
-    seed_rows = [r for spec, seeds in specs for r in collect([spec], out, count_macs=True, seeds=seeds)]
-    table = aggregate_seeds(seed_rows)
-    meta = {"rows_from": {n: {str(k): str(p) for k, p in s.items()} for n, s in rows.items()},
-            "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
-    md = write_tables(table, out / args.name, meta, seed_rows=seed_rows)
-    plot_localization(table, out / f"{args.name}_localization.png", title=args.name)
-    publish_results(out, Path(__file__).resolve().parent / "results", args.name)
-    print(md)
+    print(merged_table(rows, Path(args.output), args.name, group=args.group))
 
 
 if __name__ == "__main__":

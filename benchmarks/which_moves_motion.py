@@ -15,13 +15,11 @@ preset's recipe, then writes one table of every row:
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import dartok  # noqa: F401  (before timm: torchvision shim)
-from dartok.tools.compare import (PRESETS, RunSpec, aggregate_seeds, collect, compare, plot_localization,
-                                  publish_results, seed_run_dir, write_tables)
-from dartok.train.checkpoint import load_config
+from dartok.tools.compare import PRESETS, RunSpec, compare, seed_run_dir
+from merge_seed_runs import merged_table
 
 
 def main() -> None:
@@ -45,37 +43,22 @@ def main() -> None:
     if specs:
         compare(None, out, args.name, specs=specs, train=train, jobs=args.jobs, seeds=args.seeds,
                 snapshot_epochs=(), count_macs=False, results_dir=None)
-    # one folder of every row: links to the preset's runs, the β runs and the --link runs
-    table = out / "table"
-    table.mkdir(parents=True, exist_ok=True)
+    # one table of every row (merge_seed_runs: recipes checked per row, linked, collected)
     linked = dict(item.partition("=")[::2] for item in args.link)  # NAME -> DIR
-    rows_from = {s.name: preset_dir / s.name for s in (grid, dart, oracle)}
-    rows_from.update({s.name: out / s.name for s in specs})
-    rows_from.update({name: Path(path) for name, path in linked.items()})
     seeds = args.seeds if len(args.seeds) > 1 else None
-
-    def row_spec(name: str) -> RunSpec:  # the preset's or a β run's spec; a linked run's as it trained
-        if name not in linked:
-            return {s.name: s for s in (grid, *specs, dart, oracle)}[name]
-        cfg = load_config(seed_run_dir(table, name, args.seeds[0], seeds) / "checkpoint")
-        return RunSpec(name, cfg["model"], dart.num_tokens, dict(cfg["train"].get("model_kwargs") or {}))
-
+    rows_from = {s.name: preset_dir for s in (grid, dart, oracle)}
+    rows_from.update({s.name: out for s in specs})
     own = (grid.name, dart.name, oracle.name)
-    order = [grid.name, *(n for n in rows_from if n not in own), dart.name, oracle.name]  # the β rows, then the preset's
-    for name, src in rows_from.items():
-        link = table / name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        os.symlink(src.resolve(), link)
-    seed_rows = collect([row_spec(n) for n in order], table, count_macs=True, seeds=seeds)
-    rows = aggregate_seeds(seed_rows)
-    md = write_tables(rows, table / args.name, {"preset": "cpu-video-which", "betas": args.betas,
-                                                "seeds": args.seeds, "train": train, "rows_from":
-                                                {k: str(v) for k, v in rows_from.items()}},
-                      seed_rows=seed_rows if seeds else None)
-    plot_localization(rows, table / f"{args.name}_localization.png", title=args.name)
-    publish_results(table, Path(__file__).resolve().parent / "results", args.name)
-    print(md)
+    order = [grid.name, *(n for n in (*rows_from, *linked) if n not in own), dart.name, oracle.name]  # β rows, then the preset's
+    rows = {}
+    for name in dict.fromkeys(order):
+        if name in linked:  # a finished run from elsewhere, laid out as a comparison of these seeds
+            rows[name] = {k: seed_run_dir(Path(linked[name]).parent, Path(linked[name]).name, k, seeds)
+                          for k in args.seeds}
+        else:
+            rows[name] = {k: seed_run_dir(rows_from[name], name, k, seeds) for k in args.seeds}
+    print(merged_table(rows, out / "table", args.name, {"preset": "cpu-video-which", "betas": args.betas,
+                                                      "seeds": args.seeds, "train": train}))
 
 
 if __name__ == "__main__":
