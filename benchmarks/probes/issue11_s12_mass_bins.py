@@ -14,9 +14,10 @@ import sys
 import dartok  # noqa: F401
 import torch
 
-from dartok.data.registry import create_dataset
 from dartok.localization import box_pdf, object_mass
 from dartok.train.checkpoint import model_from_checkpoint
+
+from _test_items import test_items
 
 ckpt, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 2000
 torch.set_num_threads(1)
@@ -25,12 +26,7 @@ pe = model.patch_embed
 if len(sys.argv) > 3:
     pe.scorer.pdf_blur = int(sys.argv[3])
 data = cfg["data"]
-ds = create_dataset(data["name"], data.get("root"), "test", canvas_size=data["canvas_size"], return_box=True,
-                    **data.get("kwargs", {}))
-items = [ds[i] for i in range(min(n, len(ds)))]
-x = torch.stack([it[0] for it in items])
-y = torch.tensor([it[1]["label"] for it in items])
-boxes = torch.stack([torch.as_tensor(it[1]["box"], dtype=torch.float32) for it in items])
+x, y, boxes = test_items(data, n)
 with torch.no_grad():
     if pe.scorer is not None:
         right = torch.cat([model(b).argmax(1) for b in x.split(250)]) == y

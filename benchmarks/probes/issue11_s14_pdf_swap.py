@@ -22,9 +22,10 @@ import sys
 import dartok  # noqa: F401
 import torch
 
-from dartok.data.registry import create_dataset
 from dartok.localization import box_pdf, object_mass
 from dartok.train.checkpoint import model_from_checkpoint
+
+from _test_items import test_items
 
 dart_ckpt, oracle_ckpt = sys.argv[1], sys.argv[2]
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
@@ -34,12 +35,7 @@ oracle, ocfg = model_from_checkpoint(oracle_ckpt)
 if cfg["data"] != ocfg["data"]:
     raise SystemExit(f"Error: the checkpoints were trained on different data: {cfg['data']} vs {ocfg['data']}")
 data = cfg["data"]
-ds = create_dataset(data["name"], data.get("root"), "test", canvas_size=data["canvas_size"], return_box=True,
-                    **data.get("kwargs", {}))
-items = [ds[i] for i in range(min(n, len(ds)))]
-x = torch.stack([it[0] for it in items])
-y = torch.tensor([it[1]["label"] for it in items])
-boxes = torch.stack([torch.as_tensor(it[1]["box"], dtype=torch.float32) for it in items])
+x, y, boxes = test_items(data, n)
 grid = tuple(dart.patch_embed.score_grid())
 if tuple(oracle.patch_embed.score_grid()) != grid:
     raise SystemExit(f"Error: score grids differ: {grid} vs {tuple(oracle.patch_embed.score_grid())}")
@@ -59,7 +55,7 @@ with torch.no_grad():
                 right.append(model(xb).argmax(1) == yb)
         return round(100 * torch.cat(right).float().mean().item(), 2)
 
-    out = {"dart_checkpoint": dart_ckpt, "oracle_checkpoint": oracle_ckpt, "samples": len(items),
+    out = {"dart_checkpoint": dart_ckpt, "oracle_checkpoint": oracle_ckpt, "samples": len(y),
            "object_mass": {k: round(object_mass(v, boxes).mean().item(), 3) for k, v in maps.items()},
            "dart_backbone": {k: top1(dart, v) for k, v in maps.items()},
            "oracle_backbone": {k: top1(oracle, v) for k, v in maps.items()}}

@@ -1,0 +1,20 @@
+"""Shared by the probes: the first test images of a checkpoint's data, with their labels and object boxes."""
+import torch
+
+from dartok.data.registry import create_dataset
+
+
+def test_items(data: dict, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first ``n`` test images of a checkpoint's ``config["data"]`` (a dataset with object boxes).
+
+    Returns:
+        ``x`` ``B×C×H×W`` float32, ``y`` ``B`` int64 labels, ``boxes`` ``B×4`` float32
+        ``(x0, y0, x1, y1)`` in ``[0, 1]``; ``B = min(n, len(test set))``.
+    """
+    ds = create_dataset(data["name"], data.get("root"), "test", canvas_size=data["canvas_size"], return_box=True,
+                        **data.get("kwargs", {}))
+    items = [ds[i] for i in range(min(n, len(ds)))]
+    x = torch.stack([it[0] for it in items])
+    y = torch.tensor([it[1]["label"] for it in items])
+    boxes = torch.stack([torch.as_tensor(it[1]["box"], dtype=torch.float32) for it in items])
+    return x, y, boxes
