@@ -22,7 +22,8 @@ import sys
 import dartok  # noqa: F401
 import torch
 
-from dartok.localization import box_pdf, object_mass
+from dartok.localization import object_mass
+from dartok.partition import mix_uniform
 from dartok.train.checkpoint import model_from_checkpoint
 
 from _test_items import test_items
@@ -41,12 +42,12 @@ if tuple(oracle.patch_embed.score_grid()) != grid:
     raise SystemExit(f"Error: score grids differ: {grid} vs {tuple(oracle.patch_embed.score_grid())}")
 sc = dart.patch_embed.scorer
 with torch.no_grad():
-    learned = torch.cat([sc.pdf_from_features(sc.features(b)) for b in x.split(250)])
-    truth = box_pdf(boxes, grid).to(learned.dtype)
+    learned = torch.cat([sc(b) for b in x.split(250)])
+    truth = oracle.patch_embed.oracle_pdf(boxes).to(learned.dtype)  # the oracle row's own map
     flat = learned.sqrt()
     maps = {"learned": learned, "box": truth, "half": 0.5 * learned + 0.5 * truth,
             "learned_sqrt": flat / flat.sum((1, 2), keepdim=True),  # a flatter map without the box
-            "learned_half_uniform": 0.5 * learned + 0.5 / learned[0].numel()}
+            "learned_half_uniform": mix_uniform(learned, 0.5)}
 
     def top1(model, pdf):
         right = []
