@@ -26,7 +26,7 @@ from dartok.localization import object_mass
 from dartok.partition import mix_uniform
 from dartok.train.checkpoint import model_from_checkpoint
 
-from _test_items import test_items
+from _test_items import test_items, top1_with_pdf
 
 dart_ckpt, oracle_ckpt = sys.argv[1], sys.argv[2]
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
@@ -49,17 +49,10 @@ with torch.no_grad():
             "learned_sqrt": flat / flat.sum((1, 2), keepdim=True),  # a flatter map without the box
             "learned_half_uniform": mix_uniform(learned, 0.5)}
 
-    def top1(model, pdf):
-        right = []
-        for xb, pb, yb in zip(x.split(250), pdf.split(250), y.split(250)):
-            with model.patch_embed.given_pdf(pb):
-                right.append(model(xb).argmax(1) == yb)
-        return round(100 * torch.cat(right).float().mean().item(), 2)
-
     out = {"dart_checkpoint": dart_ckpt, "oracle_checkpoint": oracle_ckpt, "samples": len(y),
            "object_mass": {k: round(object_mass(v, boxes).mean().item(), 3) for k, v in maps.items()},
-           "dart_backbone": {k: top1(dart, v) for k, v in maps.items()},
-           "oracle_backbone": {k: top1(oracle, v) for k, v in maps.items()}}
+           "dart_backbone": {k: top1_with_pdf(dart, x, y, v) for k, v in maps.items()},
+           "oracle_backbone": {k: top1_with_pdf(oracle, x, y, v) for k, v in maps.items()}}
     own = torch.cat([dart(b).argmax(1) for b in x.split(250)]) == y
     out["dart_own_forward"] = round(100 * own.float().mean().item(), 2)  # must equal dart_backbone.learned
 print(json.dumps(out))

@@ -19,7 +19,7 @@ import torch
 from dartok.localization import object_mass
 from dartok.train.checkpoint import model_from_checkpoint
 
-from _test_items import test_items
+from _test_items import test_items, top1_with_pdf
 
 
 def marginal_quantile(p: torch.Tensor, q: float) -> torch.Tensor:
@@ -68,16 +68,9 @@ if __name__ == "__main__":
             maps[f"qbox{q}"] = box_of(qb).to(learned.dtype)
             maps[f"half_qbox{q}"] = 0.5 * learned + 0.5 * maps[f"qbox{q}"]
 
-        def top1(model, pdf):
-            right = []
-            for xb, pb, yb in zip(x.split(250), pdf.split(250), y.split(250)):
-                with model.patch_embed.given_pdf(pb):
-                    right.append(model(xb).argmax(1) == yb)
-            return round(100 * torch.cat(right).float().mean().item(), 2)
-
         out = {"dart_checkpoint": dart_ckpt, "oracle_checkpoint": oracle_ckpt, "samples": len(y),
                "quantile_box_iou": ious,
                "object_mass": {k: round(object_mass(v, boxes).mean().item(), 3) for k, v in maps.items()},
-               "dart_backbone": {k: top1(dart, v) for k, v in maps.items()},
-               "oracle_backbone": {k: top1(oracle, v) for k, v in maps.items()}}
+               "dart_backbone": {k: top1_with_pdf(dart, x, y, v) for k, v in maps.items()},
+               "oracle_backbone": {k: top1_with_pdf(oracle, x, y, v) for k, v in maps.items()}}
     print(json.dumps(out))
