@@ -28,3 +28,18 @@ def top1_with_pdf(model, x: torch.Tensor, y: torch.Tensor, pdf: torch.Tensor, ch
         with model.patch_embed.given_pdf(pb):
             right.append(model(xb).argmax(1) == yb)
     return round(100 * torch.cat(right).float().mean().item(), 2)
+
+
+def dart_oracle_pair(argv: list[str]):
+    """``argv`` = ``[DART_CHECKPOINT, ORACLE_CHECKPOINT, (SAMPLES = 2000)]`` of one preset and seed → the two
+    models (eval mode, one torch thread) and their data's first SAMPLES test items:
+    ``(dart, oracle, x, y, boxes)``. Exits with an ``Error:`` line if the two were trained on different data."""
+    from dartok.train.checkpoint import model_from_checkpoint
+
+    n = int(argv[2]) if len(argv) > 2 else 2000
+    torch.set_num_threads(1)
+    dart, cfg = model_from_checkpoint(argv[0])  # eval mode
+    oracle, ocfg = model_from_checkpoint(argv[1])
+    if cfg["data"] != ocfg["data"]:
+        raise SystemExit(f"Error: the checkpoints were trained on different data: {cfg['data']} vs {ocfg['data']}")
+    return (dart, oracle, *test_items(cfg["data"], n))

@@ -24,19 +24,11 @@ import torch
 
 from dartok.localization import object_mass
 from dartok.partition import mix_uniform
-from dartok.train.checkpoint import model_from_checkpoint
 
-from _test_items import test_items, top1_with_pdf
+from _test_items import dart_oracle_pair, top1_with_pdf
 
 dart_ckpt, oracle_ckpt = sys.argv[1], sys.argv[2]
-n = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
-torch.set_num_threads(1)
-dart, cfg = model_from_checkpoint(dart_ckpt)  # eval mode
-oracle, ocfg = model_from_checkpoint(oracle_ckpt)
-if cfg["data"] != ocfg["data"]:
-    raise SystemExit(f"Error: the checkpoints were trained on different data: {cfg['data']} vs {ocfg['data']}")
-data = cfg["data"]
-x, y, boxes = test_items(data, n)
+dart, oracle, x, y, boxes = dart_oracle_pair(sys.argv[1:])
 grid = tuple(dart.patch_embed.score_grid())
 if tuple(oracle.patch_embed.score_grid()) != grid:
     raise SystemExit(f"Error: score grids differ: {grid} vs {tuple(oracle.patch_embed.score_grid())}")

@@ -17,9 +17,8 @@ import dartok  # noqa: F401
 import torch
 
 from dartok.localization import object_mass
-from dartok.train.checkpoint import model_from_checkpoint
 
-from _test_items import test_items, top1_with_pdf
+from _test_items import dart_oracle_pair, top1_with_pdf
 
 
 def marginal_quantile(p: torch.Tensor, q: float) -> torch.Tensor:
@@ -49,13 +48,7 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 if __name__ == "__main__":
     dart_ckpt, oracle_ckpt = sys.argv[1], sys.argv[2]
-    n = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
-    torch.set_num_threads(1)
-    dart, cfg = model_from_checkpoint(dart_ckpt)  # eval mode
-    oracle, ocfg = model_from_checkpoint(oracle_ckpt)
-    if cfg["data"] != ocfg["data"]:
-        raise SystemExit(f"Error: the checkpoints were trained on different data: {cfg['data']} vs {ocfg['data']}")
-    x, y, boxes = test_items(cfg["data"], n)
+    dart, oracle, x, y, boxes = dart_oracle_pair(sys.argv[1:])
     with torch.no_grad():
         learned = torch.cat([dart.patch_embed.scorer(b) for b in x.split(250)])
         box_of = oracle.patch_embed.oracle_pdf
