@@ -18,18 +18,20 @@ learning rate; what it costs in top-1 is within the seed spread. Output: ``issue
 """
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import dartok  # noqa: F401
-from dartok.tools.compare import RunSpec, compare, scratch_scorer
+from dartok.tools.compare import PRESETS, compare
 
 lr_scale = float(sys.argv[1])
 seeds = [int(v) for v in sys.argv[2].split(",")] if len(sys.argv) > 2 else [2]
 tag = f"cpu-36_full_head_lr{lr_scale:g}".replace(".", "p")  # no dot: it would read as a suffix
 out_dir = Path("runs/s16/head_lr")
-spec = RunSpec(f"dart@36 lr_scale={lr_scale:g}", "dart_vit_micro_patch8", 36,
-               {"scorer": {**scratch_scorer(128), "lr_scale": lr_scale}})
-out = compare("cpu-36", out_dir, tag, specs=[spec], jobs=2, seeds=seeds, count_macs=False, results_dir=out_dir)
+base = next(s for s in PRESETS["cpu-36"]["specs"] if s.name == "dart@36")  # the preset's own DART row
+spec = replace(base, name=f"dart@36 lr_scale={lr_scale:g}",
+               model_kwargs={**base.model_kwargs, "scorer": {**base.model_kwargs["scorer"], "lr_scale": lr_scale}})
+out = compare("cpu-36", out_dir, tag, specs=[spec], jobs=2, seeds=seeds, count_macs=False)  # writes out_dir/<tag>.*
 print(out["markdown"])
 for row in out["seed_rows"]:
     print(json.dumps({k: row.get(k) for k in ("name", "seed", "test_top1", "top1_by_epoch")}
