@@ -147,6 +147,19 @@ def test_tables_and_plots_show_the_spread_over_seeds(tmp_path):
     assert cmp.plot_localization(rows, tmp_path / "t_loc.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_dot_in_the_result_name_is_kept_not_read_as_a_suffix(tmp_path):
+    # session 16: ``--name cpu-36_head_lr0.1`` wrote ``cpu-36_head_lr0.json`` / ``.md``, so two
+    # names that differ after the dot (lr0.1, lr0.3) overwrote each other's tables
+    rows = cmp.aggregate_seeds(SEED_ROWS[:1])
+    cmp.write_tables(rows, tmp_path / "head_lr0.1", {"lr_scale": 0.1})
+    cmp.write_tables(rows, tmp_path / "head_lr0.3", {"lr_scale": 0.3})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["head_lr0.1.json", "head_lr0.1.md",
+                                                          "head_lr0.3.json", "head_lr0.3.md"]
+    assert json.loads((tmp_path / "head_lr0.1.json").read_text())["meta"] == {"lr_scale": 0.1}
+    assert cmp.publish_results(tmp_path, tmp_path / "pub", "head_lr0.1") == [tmp_path / "pub" / "head_lr0.1.json",
+                                                                          tmp_path / "pub" / "head_lr0.1.md"]
+
+
 def test_accuracy_plot_draws_min_max_error_bars(tmp_path, monkeypatch):
     import matplotlib.axes
 

@@ -786,7 +786,8 @@ def write_tables(rows: list[dict[str, Any]], path_stem: str | os.PathLike, meta:
         rows: one per run (:func:`collect`) or per spec over seeds (:func:`aggregate_seeds`).
             When a row has ``num_seeds`` > 1 the table gets a ``seeds`` column and shows each
             metric as ``mean [min, max]`` over the seeds; speed and train time are means.
-        path_stem: ``<stem>``; the folder is created.
+        path_stem: ``<stem>``, the paths without the suffixes (a dot in it is kept, not read
+            as a suffix); the folder is created.
         meta: written as the JSON's ``meta``.
         seed_rows: the per-seed rows, written as the JSON's ``seed_rows`` (``None``: left out).
 
@@ -823,9 +824,10 @@ def write_tables(rows: list[dict[str, Any]], path_stem: str | os.PathLike, meta:
                          f"{r['train_time_s'] / 60:.1f} |")
         lines.append("")
     md = "\n".join(lines)
-    write_json(stem.with_suffix(".json"), {"meta": meta, "rows": rows,
-                                           **({"seed_rows": seed_rows} if seed_rows is not None else {})})
-    atomic_write(stem.with_suffix(".md"), md)
+    # the stem's own dots stay (``head_lr0.1`` writes ``head_lr0.1.json``, not ``head_lr0.json``)
+    write_json(stem.parent / f"{stem.name}.json", {"meta": meta, "rows": rows,
+                                                   **({"seed_rows": seed_rows} if seed_rows is not None else {})})
+    atomic_write(stem.parent / f"{stem.name}.md", md)
     return md
 
 
