@@ -1,0 +1,37 @@
+"""Probe (issue 11, session 17): does a slower scorer head (``lr_scale``) hold on every preset, at 3 seeds?
+
+    python benchmarks/probes/issue11_s17_head_lr_presets.py cpu dart@16 0.1 0,1,2
+    python benchmarks/probes/issue11_s17_head_lr_presets.py cpu-clutter dart@16 0.1 0,1,2
+    python benchmarks/probes/issue11_s17_head_lr_presets.py cpu-36 dart@36 0.1 1
+    python benchmarks/probes/issue11_s17_head_lr_presets.py cpu dart@16 3 0,1,2 3
+    # <preset> <its DART row> <lr_scale> <seeds> [<jobs>, default 2]: the preset's own DART row (full recipe) with the
+    # scorer (head, contrast, CAM head; the trunk is frozen after pretraining) at lr_scale x the
+    # model's learning rate. Runs and tables in runs/s17/head_lr/<preset>/ (a probe: not
+    # benchmarks/results). The grid and oracle rows it is read against are the committed
+    # ``<preset>_full_3seeds`` runs at the same seeds (same recipe; the oracle has no learned head).
+
+Session 16 (``issue11_s16_head_lr.py``) found on cpu-36 at seeds 0 and 2 that 0.1x keeps the map
+where pretraining left it (no drift) at level top-1. Before it becomes the default it must hold at
+3 seeds on ``cpu``, ``cpu-clutter`` and ``cpu-36``.
+"""
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import dartok  # noqa: F401
+from dartok.tools.compare import PRESETS, compare
+
+preset, row, lr_scale = sys.argv[1], sys.argv[2], float(sys.argv[3])
+seeds = [int(v) for v in sys.argv[4].split(",")] if len(sys.argv) > 4 else [0, 1, 2]
+jobs = int(sys.argv[5]) if len(sys.argv) > 5 else 2  # runs at once, one thread each (the numbers do not depend on it)
+tag = f"{preset}_full_head_lr{lr_scale:g}_seeds{''.join(map(str, seeds))}".replace(".", "p")  # dotless, like session 16's files
+out_dir = Path("runs/s17/head_lr") / preset
+base = next(s for s in PRESETS[preset]["specs"] if s.name == row)  # the preset's own DART row
+spec = replace(base, name=f"{row} lr_scale={lr_scale:g}",
+               model_kwargs={**base.model_kwargs, "scorer": {**base.model_kwargs["scorer"], "lr_scale": lr_scale}})
+out = compare(preset, out_dir, tag, specs=[spec], jobs=jobs, seeds=seeds, count_macs=False)  # writes out_dir/<tag>.*
+print(out["markdown"])
+for r in out["seed_rows"]:
+    print(json.dumps({k: r.get(k) for k in ("name", "seed", "test_top1", "top1_by_epoch")}
+                     | {"object_mass_by_epoch": [round(m, 3) for m in r.get("object_mass_by_epoch") or []]}))
