@@ -16,23 +16,12 @@ pretraining left it (object mass 0.671 -> 0.678 at seed 0, 0.631 -> 0.631 at see
 top-1 ends at 69.00 / 69.05 (the default: 68.55 / 68.25, mass 0.72 / 0.54). The drift is the head's
 learning rate; what it costs in top-1 is within the seed spread. Output: ``issue11_s16_head_lr_output.md``.
 """
-import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-import dartok  # noqa: F401
-from dartok.tools.compare import PRESETS, compare
+from issue11_s17_head_lr_presets import head_lr_run  # the same run on any preset (session 17)
 
 lr_scale = float(sys.argv[1])
 seeds = [int(v) for v in sys.argv[2].split(",")] if len(sys.argv) > 2 else [2]
-tag = f"cpu-36_full_head_lr{lr_scale:g}".replace(".", "p")  # no dot: it would read as a suffix
-out_dir = Path("runs/s16/head_lr")
-base = next(s for s in PRESETS["cpu-36"]["specs"] if s.name == "dart@36")  # the preset's own DART row
-spec = replace(base, name=f"dart@36 lr_scale={lr_scale:g}",
-               model_kwargs={**base.model_kwargs, "scorer": {**base.model_kwargs["scorer"], "lr_scale": lr_scale}})
-out = compare("cpu-36", out_dir, tag, specs=[spec], jobs=2, seeds=seeds, count_macs=False)  # writes out_dir/<tag>.*
-print(out["markdown"])
-for row in out["seed_rows"]:
-    print(json.dumps({k: row.get(k) for k in ("name", "seed", "test_top1", "top1_by_epoch")}
-                     | {"object_mass_by_epoch": [round(m, 3) for m in row.get("object_mass_by_epoch") or []]}))
+tag = f"cpu-36_full_head_lr{lr_scale:g}".replace(".", "p")  # the file names of the committed output
+head_lr_run("cpu-36", "dart@36", lr_scale, seeds, 2, Path("runs/s16/head_lr"), tag)

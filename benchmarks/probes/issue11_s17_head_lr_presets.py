@@ -25,18 +25,26 @@ from dataclasses import replace
 from pathlib import Path
 
 import dartok  # noqa: F401
-from dartok.tools.compare import PRESETS, compare
+from dartok.tools.compare import PRESETS, compare, select_runs
 
-preset, row, lr_scale = sys.argv[1], sys.argv[2], float(sys.argv[3])
-seeds = [int(v) for v in sys.argv[4].split(",")] if len(sys.argv) > 4 else [0, 1, 2]
-jobs = int(sys.argv[5]) if len(sys.argv) > 5 else 2  # runs at once, one thread each (the numbers do not depend on it)
-tag = f"{preset}_full_head_lr{lr_scale:g}_seeds{''.join(map(str, seeds))}".replace(".", "p")  # dotless, like session 16's files
-out_dir = Path("runs/s17/head_lr") / preset
-base = next(s for s in PRESETS[preset]["specs"] if s.name == row)  # the preset's own DART row
-spec = replace(base, name=f"{row} lr_scale={lr_scale:g}",
-               model_kwargs={**base.model_kwargs, "scorer": {**base.model_kwargs["scorer"], "lr_scale": lr_scale}})
-out = compare(preset, out_dir, tag, specs=[spec], jobs=jobs, seeds=seeds, count_macs=False)  # writes out_dir/<tag>.*
-print(out["markdown"])
-for r in out["seed_rows"]:
-    print(json.dumps({k: r.get(k) for k in ("name", "seed", "test_top1", "top1_by_epoch")}
-                     | {"object_mass_by_epoch": [round(m, 3) for m in r.get("object_mass_by_epoch") or []]}))
+
+def head_lr_run(preset: str, row: str, lr_scale: float, seeds: list[int], jobs: int, out_dir: Path, tag: str) -> dict:
+    """Train ``preset``'s own DART row ``row`` with its scorer at ``lr_scale``; print and return compare's output."""
+    base = select_runs(PRESETS[preset]["specs"], [row])[0]  # the preset's own DART row (a clear error if unknown)
+    spec = replace(base, name=f"{row} lr_scale={lr_scale:g}",
+                   model_kwargs={**base.model_kwargs, "scorer": {**base.model_kwargs["scorer"], "lr_scale": lr_scale}})
+    out = compare(preset, out_dir, tag, specs=[spec], jobs=jobs, seeds=seeds, count_macs=False)  # out_dir/<tag>.*
+    print(out["markdown"])
+    for r in out["seed_rows"]:
+        print(json.dumps({k: r.get(k) for k in ("name", "seed", "test_top1", "top1_by_epoch")}
+                         | {"object_mass_by_epoch": [round(m, 3) for m in r.get("object_mass_by_epoch") or []]}))
+    return out
+
+
+if __name__ == "__main__":
+    preset, row, lr_scale = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    seeds = [int(v) for v in sys.argv[4].split(",")] if len(sys.argv) > 4 else [0, 1, 2]
+    jobs = int(sys.argv[5]) if len(sys.argv) > 5 else 2  # runs at once, one thread each (the numbers do not depend on it)
+    # the file names of the committed output: dotless ("lr0p1"), as session 16's
+    tag = f"{preset}_full_head_lr{lr_scale:g}_seeds{''.join(map(str, seeds))}".replace(".", "p")
+    head_lr_run(preset, row, lr_scale, seeds, jobs, Path("runs/s17/head_lr") / preset, tag)
