@@ -19,9 +19,8 @@ Writes ``benchmarks/results/issue11_targets.{json,md}``.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from short_recipe_table import RESULTS, compare_seed_rows  # benchmarks/, on sys.path when run as a script
 
 # (data, N) -> the result files (stems in benchmarks/results) holding its grid, DART and oracle rows;
 # a row's seeds are the union over the files (later files win)
@@ -45,9 +44,7 @@ def seed_rows(stems: list[str], n: int) -> dict[str, dict[int, dict]]:
         path = RESULTS / f"{stem}.json"
         if not path.is_file():
             continue
-        d = json.loads(path.read_text())
-        # a single-seed comparison has no seed_rows: its rows are that seed's
-        for row in d.get("seed_rows") or [{**r, "seed": r["seeds"][0]} for r in d["rows"] if len(r.get("seeds", [])) == 1]:
+        for row in compare_seed_rows(json.loads(path.read_text())):
             kind, _, budget = row["name"].partition("@")
             if kind in out and budget == str(n):
                 out[kind][int(row["seed"])] = row

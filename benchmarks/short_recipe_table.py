@@ -63,6 +63,12 @@ SOURCES_S11: dict[tuple[str, int], dict[str, list[tuple[str, str]]]] = {
 }
 
 
+def compare_seed_rows(data: dict) -> list[dict]:
+    """The per-seed rows of a ``dartok compare`` result (its JSON loaded): ``seed_rows``, or for a
+    single-seed comparison (which writes none) its ``rows``, each given its one ``seed``."""
+    return data.get("seed_rows") or [{**r, "seed": r["seeds"][0]} for r in data["rows"] if len(r.get("seeds", [])) == 1]
+
+
 def per_seed(stem: str, name: str) -> dict[int, tuple[float, float | None]]:
     """``{seed: (top-1, object mass)}`` of run ``name`` in ``results/<stem>.json`` (compare's or scorer_remedies')."""
     path = RESULTS / f"{stem}.json"
@@ -77,7 +83,7 @@ def per_seed(stem: str, name: str) -> dict[int, tuple[float, float | None]]:
             else list(d["settings"]["seeds"])
         masses = run.get("object_mass") or [None] * len(seeds)
         return {s: (t, m) for s, t, m in zip(seeds, run["top1"], masses)}
-    rows = d.get("seed_rows") or [{**r, "seed": r["seeds"][0]} for r in d["rows"] if len(r.get("seeds", [])) == 1]
+    rows = compare_seed_rows(d)
     return {int(r["seed"]): (r["test_top1"], r.get("test_object_mass")) for r in rows if r["name"] == name}
 
 
