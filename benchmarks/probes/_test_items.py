@@ -20,14 +20,20 @@ def test_items(data: dict, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return x, y, boxes
 
 
-def top1_with_pdf(model, x: torch.Tensor, y: torch.Tensor, pdf: torch.Tensor, chunk: int = 250) -> float:
-    """Test top-1 (%, 2 decimals) of a DART ``model`` in eval mode on ``x``/``y`` when its tokenizer cuts
+def predict_with_pdf(model, x: torch.Tensor, pdf: torch.Tensor, chunk: int = 250) -> torch.Tensor:
+    """The ``B`` predicted classes (int64) of a DART ``model`` in eval mode on ``x`` when its tokenizer cuts
     ``pdf`` (``B×h×w``, through ``patch_embed.given_pdf``) instead of its own score map; in chunks of ``chunk``."""
-    right = []
-    for xb, pb, yb in zip(x.split(chunk), pdf.split(chunk), y.split(chunk)):
-        with model.patch_embed.given_pdf(pb):
-            right.append(model(xb).argmax(1) == yb)
-    return round(100 * torch.cat(right).float().mean().item(), 2)
+    preds = []
+    with torch.no_grad():
+        for xb, pb in zip(x.split(chunk), pdf.split(chunk)):
+            with model.patch_embed.given_pdf(pb):
+                preds.append(model(xb).argmax(1))
+    return torch.cat(preds)
+
+
+def top1_with_pdf(model, x: torch.Tensor, y: torch.Tensor, pdf: torch.Tensor, chunk: int = 250) -> float:
+    """Test top-1 (%, 2 decimals) of :func:`predict_with_pdf` against the labels ``y``."""
+    return round(100 * (predict_with_pdf(model, x, pdf, chunk) == y).float().mean().item(), 2)
 
 
 def dart_oracle_pair(argv: list[str]):

@@ -17,7 +17,7 @@ import torch
 from dartok.localization import box_pdf, object_mass
 from dartok.train.checkpoint import model_from_checkpoint
 
-from _test_items import test_items
+from _test_items import predict_with_pdf, test_items
 
 ckpt, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 2000
 torch.set_num_threads(1)
@@ -33,11 +33,7 @@ with torch.no_grad():
         pdf = torch.cat([pe.scorer.pdf_from_features(pe.scorer.features(b)) for b in x.split(250)])
     else:  # the oracle: its pdf is the object box on the scorer's grid
         pdf = box_pdf(boxes, tuple(pe.score_grid()))
-        preds = []
-        for xb, pb in zip(x.split(250), pdf.split(250)):
-            with pe.given_pdf(pb):
-                preds.append(model(xb).argmax(1))
-        right = torch.cat(preds) == y
+        right = predict_with_pdf(model, x, pdf) == y
     mass = object_mass(pdf, boxes)
 side = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt() * data["canvas_size"]
 out = {"checkpoint": ckpt, "pdf_blur": getattr(pe.scorer, "pdf_blur", None), "top1": round(100 * right.float().mean().item(), 2), "mass_bins": [], "size_quartiles": []}

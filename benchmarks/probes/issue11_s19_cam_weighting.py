@@ -36,15 +36,19 @@ import torch
 from dartok.localization import box_pdf, object_mass
 from dartok.train.checkpoint import model_from_checkpoint
 
-from _test_items import test_items, top1_with_pdf
+from _test_items import dart_oracle_pair, predict_with_pdf, test_items
 
 ckpt, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 2000
-torch.set_num_threads(1)
-model, cfg = model_from_checkpoint(ckpt)  # eval mode
+oracle = None
+if len(sys.argv) > 3:  # both models, checked to share their data
+    model, oracle, x, y, boxes = dart_oracle_pair([ckpt, sys.argv[3], str(n)])
+else:
+    torch.set_num_threads(1)
+    model, cfg = model_from_checkpoint(ckpt)  # eval mode
+    x, y, boxes = test_items(cfg["data"], n)
 sc = model.patch_embed.scorer
 if sc is None or sc.cam is None:
     raise SystemExit("Error: this probe needs a learned scorer with a CAM head (cam_classes > 0)")
-x, y, boxes = test_items(cfg["data"], n)
 weight, bias = sc.cam.weight.flatten(1), sc.cam.bias  # K×C, K
 K = weight.shape[0]
 
@@ -79,45 +83,33 @@ with torch.no_grad():
     for name, s in variants.items():
         pdf = torch.cat([pdf_with(f, None if s is None else sb) for f, sb in
                          zip(feats.split(250), (s if s is not None else aux).split(250))])
+        vpred = predict_with_pdf(model, x, pdf)
         if name.startswith("own (softmax"):
             assert torch.allclose(pdf, own, atol=1e-5), "re-statement of the scorer differs from the scorer"
+            pred = vpred  # the model's own predictions: its tokenizer cuts this pdf
         mass = object_mass(pdf, boxes)
         rows.append({"cam weighting": name, "object mass": round(mass.mean().item(), 3),
                      "share < 0.6": round((mass < 0.6).float().mean().item(), 3),
-                     "top-1": top1_with_pdf(model, x, y, pdf)})
+                     "top-1": round(100 * (vpred == y).float().mean().item(), 2)})
     mass = object_mass(own, boxes)
-    pred = torch.cat([model(b).argmax(1) for b in x.split(250)])
-    right = pred == y
-    oracle_right = oracle_pred = None
-    if len(sys.argv) > 3:
-        oracle, ocfg = model_from_checkpoint(sys.argv[3])
-        if ocfg["data"] != cfg["data"]:
-            raise SystemExit(f"Error: the checkpoints were trained on different data: {cfg['data']} vs {ocfg['data']}")
-        opdf = box_pdf(boxes, tuple(oracle.patch_embed.score_grid()))
-        preds = []
-        for xb, pb in zip(x.split(250), opdf.split(250)):
-            with oracle.patch_embed.given_pdf(pb):
-                preds.append(oracle(xb).argmax(1))
-        oracle_pred = torch.cat(preds)
-        oracle_right = oracle_pred == y
+right = pred == y
+oracle_right = oracle_pred = None
+if oracle is not None:
+    opdf = box_pdf(boxes, tuple(oracle.patch_embed.score_grid()))
+    oracle_pred = predict_with_pdf(oracle, x, opdf)
+    oracle_right = oracle_pred == y
 # The layout test: each image cut by another image's map (a different label). A model that reads the
 # image names the image's own class; one that reads the layout names the other image's.
 g = torch.Generator().manual_seed(0)
 perm = torch.randperm(len(y), generator=g)
 keep = y[perm] != y
-with torch.no_grad():
-    layout = {}
-    for who, m, p in (("dart", model, own), ("oracle", oracle if oracle_pred is not None else None,
-                                             opdf if oracle_pred is not None else None)):
-        if m is None:
-            continue
-        swapped = []
-        for xb, pb in zip(x.split(250), p[perm].split(250)):
-            with m.patch_embed.given_pdf(pb):
-                swapped.append(m(xb).argmax(1))
-        sp = torch.cat(swapped)[keep]
-        layout[who] = {"names the image's class": round((sp == y[keep]).float().mean().item(), 3),
-                       "names the map's image's class": round((sp == y[perm][keep]).float().mean().item(), 3)}
+layout = {}
+for who, m, p in (("dart", model, own), ("oracle", oracle, opdf if oracle is not None else None)):
+    if m is None:
+        continue
+    sp = predict_with_pdf(m, x, p[perm])[keep]
+    layout[who] = {"names the image's class": round((sp == y[keep]).float().mean().item(), 3),
+                   "names the map's image's class": round((sp == y[perm][keep]).float().mean().item(), 3)}
 aux_pred = aux.argmax(1)
 aux_right = aux_pred == y
 wrong = ~aux_right  # where the auxiliary classifier is wrong: how often a model names the same wrong class
