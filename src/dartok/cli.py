@@ -175,7 +175,7 @@ def train(
     scorer_pretrain_lr: Optional[float] = typer.Option(
         None, help="Peak learning rate of the scorer pretraining (--scorer-pretrain-epochs; "
         "default: --lr). A small CNN trained from scratch as a classifier wants more than a ViT: 3e-3 localises "
-        "at every seed where 1e-3 does not (README \"Training a scorer from scratch\")."),
+        "at every seed where 1e-3 does not (docs/scorer_from_scratch.md)."),
     train_num_tokens: Optional[str] = typer.Option(
         None, help="A DART model trains each batch at a token budget drawn from these, e.g. 9,16,25,36,49,64 "
         "(FlexiViT's random patch size), and is evaluated at --num-tokens; it then runs well at each "

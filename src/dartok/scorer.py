@@ -389,7 +389,7 @@ class Scorer(nn.Module):
             neighbourhood (a mean filter, cells outside the map not counted), then normalise
             again. A peaked map (the softmax's) puts its tokens on the object's most telling
             cells; the oracle's box spreads them over the whole object, which is what pays
-            (README "Training a scorer from scratch"). Differentiable; cells stay > 0.
+            (docs/scorer_from_scratch.md). Differentiable; cells stay > 0.
         align_cells: read the score map at the pdf cells' centres (:func:`cell_centre_weights`):
             a trunk's stride-``S`` features sit at the top-left corner of their cells, so the
             map read as is lies ``(S − 1)/2`` input pixels right of and below what it scores

@@ -228,11 +228,11 @@ def scratch_scorer(input_size: int = 128, num_classes: int = 10) -> dict[str, An
     micro backbone's patch; the default stride 16 gives 8×8 cells of 16 px on the 128 px canvas,
     too coarse for its objects), the CAM head over ``num_classes`` classes, the softmax activation,
     the score map read at its cells' centres (``align_cells``: the trunk's features sit half a cell
-    up and left of them; +2.6 and +2.2 points at seeds 0 and 1, README "Training a scorer from
-    scratch"), and the pdf spread over each cell's 3×3 neighbourhood (``pdf_blur=3``: tokens over
-    the whole object, not only its most telling cells). It pays only with the trunk pretrained as a classifier and frozen
-    (``scorer_pretrain_epochs``, :data:`SCRATCH_TRAIN`); without that the softmax of a random map
-    costs accuracy (README "Training a scorer from scratch").
+    up and left of them; +2.6 and +2.2 points at seeds 0 and 1, docs/scorer_from_scratch.md), and
+    the pdf spread over each cell's 3×3 neighbourhood (``pdf_blur=3``: tokens over the whole object,
+    not only its most telling cells). It pays only with the trunk pretrained as a classifier and
+    frozen (``scorer_pretrain_epochs``, :data:`SCRATCH_TRAIN`); without that the softmax of a random
+    map costs accuracy (docs/scorer_from_scratch.md).
 
     Returns:
         The DART model's ``scorer`` kwarg (a dict of :class:`~dartok.scorer.Scorer` kwargs).
@@ -247,8 +247,7 @@ learning rate of 3e-3, then its trunk frozen (:mod:`dartok.train.scorer_pretrain
 learned scorer skip it. At 1e-3 (the DART recipe's lr) the trunk's classifier reaches 31-40 % and
 its map localises at some seeds only; at 3e-3 it reaches 56.8-60.0 % after 4 epochs and its pdf's object
 mass 0.61-0.64 at seeds 0, 1, 2. 8 epochs rather than 4 (session 11): on 24-fragment clutter the classifier
-needs them (DART 39.4 against 32.3 % over 3 seeds), elsewhere they cost nothing (README "Training a scorer
-from scratch")."""
+needs them (DART 39.4 against 32.3 % over 3 seeds), elsewhere they cost nothing (docs/scorer_from_scratch.md)."""
 
 _WHICH_VIDEO_SCORER = {"trunk": "mobilenetv3_small", "input_size": 64, "stage": 2, "head": "v2", "activation": "softmax",
                        "align_cells": True, "trainable_trunk": False}
@@ -404,7 +403,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # masks' resolution, per-pixel cross-entropy without smoothing, best-mIoU checkpoint. 3k images x
     # 6 epochs: 21 min a seed with two jobs on 2 busy cores (measured); README "Dense prediction".
     # The scorer is cut at stride 8 (an 8x8 map of 8 px cells; stride 16 gave 4x4): DART +2.95 mIoU at
-    # N = 36 and +6.9 at N = 16 over the stride-16 scorer (3 seeds vs 2; README "A finer score map")
+    # N = 36 and +6.9 at N = 16 over the stride-16 scorer (3 seeds vs 2; README "Measured: `dartok compare
+    # --preset cpu-seg`", "Before: the stride-16 scorer")
     "cpu-seg": {"specs": _seg((16, 36), {"scorer_input_size": 64, "scorer_stage": 2}), "seeds": CPU_SEEDS,
                 "train": {"task": "segmentation", "data": "cluttered_fmnist_seg", "canvas_size": 64,
                           "data_kwargs": {"object_scale": [0.4, 0.7], "num_clutter": 4}, "epochs": 6,
