@@ -62,9 +62,10 @@ def seed_rows(stems: list[str], n: int) -> dict[str, dict[int, dict]]:
     return out
 
 
-def check(data: str, n: int, stems: list[str]) -> dict | None:
-    """One (data, N)'s numbers and verdicts, or ``None`` when no seed has all three rows."""
-    rows = seed_rows(stems, n)
+def check(data: str, n: int, stems: list[str], rows: dict | None = None) -> dict | None:
+    """One (data, N)'s numbers and verdicts, or ``None`` when no seed has all three rows (``rows``: the
+    files' :func:`seed_rows`, read here when not given)."""
+    rows = seed_rows(stems, n) if rows is None else rows
     seeds = sorted(set(rows["grid"]) & set(rows["dart"]) & set(rows["oracle"]))
     if not seeds:
         return None
@@ -121,12 +122,13 @@ def tables(records: list[dict], recipe: bool = False) -> list[str]:
 def main() -> None:
     records, missing = [], []
     for (data, n), stems in SOURCES.items():
-        rec = check(data, n, stems)
+        rows = seed_rows(stems, n)
+        rec = check(data, n, stems, rows)
         if rec and len(rec["seeds"]) == 3:
             records.append(rec)
         else:  # a row is reported at 3 seeds only; name what is there so far
             have = [f"{k} at seeds {','.join(map(str, sorted(by_seed)))}"
-                    for k, by_seed in seed_rows(stems, n).items() if by_seed]
+                    for k, by_seed in rows.items() if by_seed]
             missing.append(f"`{data}` N = {n}" + (f" ({'; '.join(have)} so far)" if have else ""))
     variants = []
     for (data, n, recipe), stem in VARIANTS.items():
