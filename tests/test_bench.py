@@ -4,6 +4,7 @@ No timing assertions: the timed code paths only run, with one call each, on tiny
 """
 from __future__ import annotations
 
+import copy
 import json
 
 import dartok  # noqa: F401  (before timm)
@@ -364,6 +365,45 @@ def test_scorer_batchnorm_folding_same_features_and_state():
         after = trainable.features(x)
         torch.testing.assert_close(after, trainable.trunk(x)[-1], atol=1e-5, rtol=1e-4)
     assert not torch.allclose(before, after)
+
+
+def test_folded_trunk_rebuilt_whenever_the_trunk_changes():
+    """The folded copy's cheap validity check (``_TreeStamp``) sees every kind of change to the trunk."""
+    from dartok import Scorer
+
+    torch.manual_seed(0)
+    scorer = Scorer("mobilenetv3_small", input_size=32).eval()
+    x = torch.rand(2, 3, 32, 32)
+
+    def features_match_trunk():
+        xs = x.to(scorer.trunk.conv_stem.weight.dtype)
+        with torch.no_grad():
+            torch.testing.assert_close(scorer.features(xs), scorer.trunk(xs)[-1], atol=1e-5, rtol=1e-4)
+        return scorer.__dict__["_folded_trunk"][1]
+
+    first = features_match_trunk()
+    assert features_match_trunk() is first  # nothing changed: the copy is reused
+    with torch.no_grad():
+        next(m for m in scorer.trunk.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_mean.add_(0.5)
+    second = features_match_trunk()  # a buffer written in place
+    assert second is not first
+    conv = scorer.trunk.conv_stem
+    conv.weight = torch.nn.Parameter(torch.randn_like(conv.weight), requires_grad=False)
+    third = features_match_trunk()  # a parameter replaced by another object
+    assert third is not second
+    conv.weight.data = torch.randn_like(conv.weight)  # new storage under the same object (version 0 again)
+    assert features_match_trunk() is not third
+    scorer.trunk.blocks[0] = torch.nn.Sequential(*scorer.trunk.blocks[0])  # same layers, new container
+    scorer.trunk.bn1 = torch.nn.BatchNorm2d(16).eval()  # a submodule replaced
+    fourth = features_match_trunk()
+    assert fourth is not third and fourth is not None
+    scorer.trunk.blocks.append(torch.nn.Identity())  # a submodule added
+    fifth = features_match_trunk()
+    assert fifth is not fourth and len(fifth.blocks) == len(scorer.trunk.blocks)
+    scorer.double()  # new storage (.to, .double): the copy follows the dtype
+    assert features_match_trunk().conv_stem.weight.dtype == torch.float64
+    scorer.trunk = copy.deepcopy(scorer.trunk)  # another trunk object with equal tensors
+    assert features_match_trunk() is not None and scorer.__dict__["_folded_trunk"][0].root is scorer.trunk
 
 
 def test_fold_refuses_a_conv_output_used_twice():

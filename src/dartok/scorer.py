@@ -22,6 +22,7 @@ gives the same 14×14 map for about a quarter of the compute. ``stage`` picks an
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -603,11 +604,10 @@ class Scorer(nn.Module):
         """The frozen trunk to run: its cached BatchNorm-folded copy where that applies."""
         if self.trunk.training or not self.fold_batchnorm or torch.jit.is_tracing() or is_tracing():
             return self.trunk
-        tensors = [*self.trunk.parameters(), *self.trunk.buffers()]
-        key = tuple((t.device, t.dtype, t.data_ptr(), t._version) for t in tensors)
         cached = self.__dict__.get("_folded_trunk")  # a plain attribute: not a submodule, not in state_dict
-        if cached is None or cached[0] != key:
-            cached = (key, fold_trunk_batchnorm(self.trunk, self.input_size, self.in_chans))
+        if cached is None or not cached[0].unchanged(self.trunk):
+            stamp = _TreeStamp(self.trunk)  # before folding: the fold's probe runs leave the tree as it is
+            cached = (stamp, fold_trunk_batchnorm(self.trunk, self.input_size, self.in_chans))
             self.__dict__["_folded_trunk"] = cached
         return cached[1] if cached[1] is not None else self.trunk
 
@@ -724,6 +724,38 @@ class Scorer(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.pdf_from_features(self.features(images))
+
+
+class _TreeStamp:
+    """What a module tree held when it was taken, checked again in ~25 µs (``parameters()`` takes ~250).
+
+    Records the tree's root, every module's child, parameter and buffer slots (name → object)
+    and each tensor's storage address and version counter. :meth:`unchanged` is False once
+    any of them differs: a submodule, parameter or buffer replaced, added or removed, a tensor
+    written in place (an optimizer step, ``load_state_dict``: the version counter moves) or
+    given new storage (``.to()``, ``.float()``: the address moves). The stamp keeps the
+    recorded tensors alive, so no other tensor can take over their addresses meanwhile.
+    """
+
+    __slots__ = ("root", "dicts", "sizes", "owners", "names", "values", "tensors", "ptrs", "versions")
+
+    def __init__(self, root: nn.Module):
+        self.root = root
+        self.dicts = [slot for m in root.modules() for slot in (m._modules, m._parameters, m._buffers)]
+        self.sizes = [len(slot) for slot in self.dicts]
+        entries = [(slot, name, value) for slot in self.dicts for name, value in slot.items()]
+        self.owners, self.names, self.values = (list(col) for col in zip(*entries)) if entries else ([], [], [])
+        self.tensors = [value for value in self.values if isinstance(value, torch.Tensor)]
+        self.ptrs = [t.data_ptr() for t in self.tensors]
+        self.versions = [t._version for t in self.tensors]
+
+    def unchanged(self, root: nn.Module) -> bool:
+        """Whether ``root`` is the recorded tree with the same modules, tensors, storage and versions."""
+        return (root is self.root
+                and list(map(len, self.dicts)) == self.sizes
+                and all(map(operator.is_, map(dict.get, self.owners, self.names), self.values))
+                and [t._version for t in self.tensors] == self.versions
+                and [t.data_ptr() for t in self.tensors] == self.ptrs)
 
 
 class _ActOnly(nn.Module):
