@@ -27,6 +27,41 @@ def test_uniform_boxes_equal_unfold_float32_and_other_sizes():
     torch.testing.assert_close(patches[0, :, 0], ref[0, 0].reshape(48, 8, 8), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("threads,pieces", [(2, 2), (3, 2), (4, 4)])  # 5 boxes × P = 4: 20 grid rows
+def test_single_image_sampling_is_split_over_threads_bit_identically(monkeypatch, threads, pieces):
+    """At batch 1 on CPU (no autograd) the grid rows are split over the threads; same bits as one call."""
+    import torch.nn.functional as F
+
+    import dartok.resample as resample
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 37, 53)
+    boxes = quantile_boxes(torch.rand(1, 6, 6) + 0.1, 5, bands=2)
+    seen = []
+    real = F.grid_sample
+
+    def spy(inp, grid, **kw):
+        seen.append((inp.shape[0], inp.stride(0)))
+        return real(inp, grid, **kw)
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = sample_patches(x, boxes, 4)  # one thread: the plain call
+        torch.set_num_threads(threads)
+        monkeypatch.setattr(resample.F, "grid_sample", spy)
+        with torch.no_grad():
+            got = sample_patches(x, boxes, 4)
+        assert seen == [(pieces, 0)]  # the split ran, over a stride-0 view of the image (no copy)
+        assert torch.equal(got, ref) and got.shape == (1, 5, 3, 4, 4)
+        seen.clear()
+        xg = x.clone().requires_grad_(True)  # autograd: the plain call
+        torch.testing.assert_close(sample_patches(xg, boxes, 4), ref, atol=0, rtol=0)
+        assert seen == [(1, x.numel())]
+    finally:
+        torch.set_num_threads(old_threads)
+
+
 def test_sampling_points_are_subcell_centres():
     # a linear ramp is reproduced exactly by bilinear sampling: check point positions
     h = w = 64
