@@ -27,6 +27,7 @@ def test_uniform_boxes_equal_unfold_float32_and_other_sizes():
     torch.testing.assert_close(patches[0, :, 0], ref[0, 0].reshape(48, 8, 8), atol=1e-5, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the input checks' Python bools
 @pytest.mark.parametrize("threads,pieces", [(2, 2), (3, 2), (4, 4)])  # 5 boxes × P = 4: 20 grid rows
 def test_single_image_sampling_is_split_over_threads_bit_identically(monkeypatch, threads, pieces):
     """At batch 1 on CPU (no autograd) the grid rows are split over the threads; same bits as one call."""
@@ -58,6 +59,9 @@ def test_single_image_sampling_is_split_over_threads_bit_identically(monkeypatch
         xg = x.clone().requires_grad_(True)  # autograd: the plain call
         torch.testing.assert_close(sample_patches(xg, boxes, 4), ref, atol=0, rtol=0)
         assert seen == [(1, x.numel())]
+        seen.clear()  # torch.jit.trace: the plain call, so the graph does not bake in the batch of 1
+        traced = torch.jit.trace(lambda img: sample_patches(img, boxes, 4), (x,), check_trace=False)
+        assert seen == [(1, x.numel())] and torch.equal(traced(x), ref)
     finally:
         torch.set_num_threads(old_threads)
 

@@ -125,13 +125,17 @@ def _fx_tracing() -> bool:
     return bool(check()) if check is not None else False
 
 
-def is_tracing(*values) -> bool:
+def is_tracing(*values, jit_trace: bool = False) -> bool:
     """True under ``torch.fx`` symbolic tracing, ``torch.export``, ``torch.compile`` (dynamo),
     ONNX export (the dynamo and the TorchScript-based exporter) or ``torch.jit.script``, or
-    when any of ``values`` is an ``fx.Proxy``; False in eager mode and a plain ``torch.jit.trace``.
+    when any of ``values`` is an ``fx.Proxy``; False in eager mode and (unless ``jit_trace``)
+    a plain ``torch.jit.trace``.
 
     Args:
         *values: the tensors about to be checked (an ``fx.Proxy`` among them means tracing).
+        jit_trace: count a plain ``torch.jit.trace`` too, for a Python branch on shapes or
+            settings that a trace would bake into its graph (the scorer's folded trunk, the
+            split sampling of one image).
     """
     if any(isinstance(v, torch.fx.Proxy) for v in values):
         return True
@@ -139,4 +143,5 @@ def is_tracing(*values) -> bool:
     compiling = getattr(compiler, "is_compiling", None)
     if compiling is not None and compiling():  # first: dynamo folds it to a constant
         return True
-    return bool(torch.jit.is_scripting() or torch.onnx.is_in_onnx_export() or _fx_tracing())
+    return bool(torch.jit.is_scripting() or torch.onnx.is_in_onnx_export() or _fx_tracing()
+                or (jit_trace and torch.jit.is_tracing()))

@@ -137,7 +137,7 @@ def _grid_sample_rows(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     split = 1
     # tracing first: dynamo folds it to a constant and never sees get_num_threads (a graph break);
     # a traced graph must not bake in the batch of 1
-    if (not is_tracing(x, grid) and not torch.jit.is_tracing() and bsz == 1 and x.device.type == "cpu"
+    if (not is_tracing(x, grid, jit_trace=True) and bsz == 1 and x.device.type == "cpu"
             and not (torch.is_grad_enabled() and (x.requires_grad or grid.requires_grad))):
         threads = torch.get_num_threads()
         split = max(k for k in range(1, min(threads, rows) + 1) if rows % k == 0)

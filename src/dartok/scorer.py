@@ -604,7 +604,7 @@ class Scorer(nn.Module):
 
     def _inference_trunk(self) -> nn.Module:
         """The frozen trunk to run: its cached BatchNorm-folded copy where that applies."""
-        if self.trunk.training or not self.fold_batchnorm or torch.jit.is_tracing() or is_tracing():
+        if self.trunk.training or not self.fold_batchnorm or is_tracing(jit_trace=True):
             return self.trunk
         cached = self.__dict__.get("_folded_trunk")  # a plain attribute: not a submodule, not in state_dict
         if cached is None or not cached[0].unchanged(self.trunk):
